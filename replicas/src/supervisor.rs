@@ -1,0 +1,550 @@
+//! The replica supervisor: one monitor task per replica.
+//!
+//! Phases of a replica, as `/status` shows them:
+//! - `starting`: the command was started (or the address is being probed) and resh is waiting
+//!   until it accepts a TCP connection;
+//! - `ready`: admitted: new sessions connect to it;
+//! - `quarantined`: a vote found it faulty; no new session goes to it until it was repaired
+//!   (a command replica is killed and started afresh; an address replica is probed again after
+//!   the quarantine period);
+//! - `restarting`: its process exited (or never became ready) and resh waits out the backoff;
+//! - `stopped`: resh is shutting down.
+//!
+//! Every start or readmission begins a new *incarnation*. Sessions report faults with the
+//! incarnation they connected to; a fault from an older incarnation is counted but does not
+//! quarantine the replica again (it was already repaired).
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+use tracing::{debug, error, info, warn};
+use voter::FaultKind;
+
+use crate::spec::{Launch, ReplicaSpec};
+use crate::sys;
+
+/// Timing of the supervisor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SupervisorConfig {
+    /// How long a started replica may take to accept connections.
+    pub ready_timeout: Duration,
+    /// First wait before restarting a replica that exited; doubled after every failed start.
+    pub restart_backoff: Duration,
+    /// The longest wait between restarts.
+    pub restart_backoff_max: Duration,
+    /// How long an address replica stays quarantined before it is probed again.
+    pub quarantine: Duration,
+    /// How often a starting replica is probed.
+    pub probe_interval: Duration,
+}
+
+impl Default for SupervisorConfig {
+    fn default() -> Self {
+        SupervisorConfig {
+            ready_timeout: Duration::from_secs(10),
+            restart_backoff: Duration::from_millis(100),
+            restart_backoff_max: Duration::from_secs(5),
+            quarantine: Duration::from_secs(1),
+            probe_interval: Duration::from_millis(25),
+        }
+    }
+}
+
+/// Where a replica is in its life cycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Started or being probed, not yet accepting connections.
+    Starting,
+    /// Admitted: new sessions connect to it.
+    Ready,
+    /// Found faulty; being repaired.
+    Quarantined,
+    /// Exited; waiting out the restart backoff.
+    Restarting,
+    /// resh is shutting down.
+    Stopped,
+}
+
+impl Phase {
+    /// The name used in the admin API and in metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Ready => "ready",
+            Phase::Quarantined => "quarantined",
+            Phase::Restarting => "restarting",
+            Phase::Stopped => "stopped",
+        }
+    }
+}
+
+/// A replica a new session may connect to.
+#[derive(Clone, Debug)]
+pub struct Admitted {
+    /// The replica's index in the configuration.
+    pub index: usize,
+    /// Its name.
+    pub name: Arc<str>,
+    /// Where it accepts connections.
+    pub addr: SocketAddr,
+    /// Its incarnation when admitted (see the module docs).
+    pub incarnation: u64,
+}
+
+/// A replica as `/status` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReplicaStatus {
+    /// Its name.
+    pub name: String,
+    /// Its version label.
+    pub version: String,
+    /// `command` or `address`.
+    pub launch: &'static str,
+    /// Its life-cycle phase.
+    pub state: &'static str,
+    /// Where it accepts connections, once known.
+    pub addr: Option<String>,
+    /// The process id of a command replica that is running.
+    pub pid: Option<u32>,
+    /// The current incarnation (1 for the first start).
+    pub incarnation: u64,
+    /// Sessions that used it.
+    pub sessions: u64,
+    /// Faults found, by kind.
+    pub faults: Vec<(String, u64)>,
+    /// How many times it was restarted (after an exit, a failed start or a quarantine).
+    pub restarts: u64,
+    /// The last fault, as a sentence.
+    pub last_fault: Option<String>,
+    /// How its last process ended.
+    pub last_exit: Option<String>,
+}
+
+#[derive(Debug)]
+struct SlotState {
+    phase: Phase,
+    addr: Option<SocketAddr>,
+    pid: Option<u32>,
+    incarnation: u64,
+    last_fault: Option<String>,
+    last_exit: Option<String>,
+}
+
+/// One replica's state, shared by its monitor task, the sessions and the admin server.
+#[derive(Debug)]
+struct Slot {
+    index: usize,
+    spec: ReplicaSpec,
+    name: Arc<str>,
+    state: Mutex<SlotState>,
+    /// Wakes the monitor when the replica is quarantined.
+    quarantined: Notify,
+    sessions: AtomicU64,
+    faults: [AtomicU64; FaultKind::NAMES.len()],
+    restarts: AtomicU64,
+}
+
+impl Slot {
+    /// The state lock; a panic elsewhere while it was held leaves the state usable, so a
+    /// poisoned lock is taken over rather than propagated.
+    fn state(&self) -> MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_phase(&self, phase: Phase) {
+        self.state().phase = phase;
+    }
+}
+
+/// Keeps the replicas running and admitted. Created with [`Supervisor::start`].
+#[derive(Debug)]
+pub struct Supervisor {
+    slots: Vec<Arc<Slot>>,
+    shutdown: watch::Sender<bool>,
+    monitors: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Supervisor {
+    /// Starts one monitor task per replica on the current tokio runtime.
+    pub fn start(specs: Vec<ReplicaSpec>, config: SupervisorConfig) -> Arc<Supervisor> {
+        let (shutdown, _) = watch::channel(false);
+        let slots: Vec<Arc<Slot>> = specs
+            .into_iter()
+            .enumerate()
+            .map(|(index, spec)| {
+                Arc::new(Slot {
+                    index,
+                    name: spec.name.as_str().into(),
+                    spec,
+                    state: Mutex::new(SlotState {
+                        phase: Phase::Starting,
+                        addr: None,
+                        pid: None,
+                        incarnation: 0,
+                        last_fault: None,
+                        last_exit: None,
+                    }),
+                    quarantined: Notify::new(),
+                    sessions: AtomicU64::new(0),
+                    faults: Default::default(),
+                    restarts: AtomicU64::new(0),
+                })
+            })
+            .collect();
+        let monitors = slots
+            .iter()
+            .map(|slot| {
+                let slot = Arc::clone(slot);
+                let config = config.clone();
+                let stop = shutdown.subscribe();
+                tokio::spawn(async move {
+                    match slot.spec.launch.clone() {
+                        Launch::Command { .. } => monitor_command(&slot, &config, stop).await,
+                        Launch::Address(addr) => monitor_address(&slot, &config, &addr, stop).await,
+                    }
+                })
+            })
+            .collect();
+        Arc::new(Supervisor { slots, shutdown, monitors: Mutex::new(monitors) })
+    }
+
+    /// How many replicas are configured.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether no replica is configured.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// The replicas a new session may use, in configuration order; counts a session for each.
+    pub fn admit_session(&self) -> Vec<Admitted> {
+        let mut admitted = Vec::with_capacity(self.slots.len());
+        for slot in &self.slots {
+            let state = slot.state();
+            if let (Phase::Ready, Some(addr)) = (state.phase, state.addr) {
+                admitted.push(Admitted {
+                    index: slot.index,
+                    name: Arc::clone(&slot.name),
+                    addr,
+                    incarnation: state.incarnation,
+                });
+            }
+        }
+        admitted
+    }
+
+    /// Counts a session that `replica` takes part in.
+    pub fn count_session(&self, replica: usize) {
+        if let Some(slot) = self.slots.get(replica) {
+            slot.sessions.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// How many replicas are admitted now.
+    pub fn ready_count(&self) -> usize {
+        self.slots.iter().filter(|s| s.state().phase == Phase::Ready).count()
+    }
+
+    /// A session found `replica` (in `incarnation`) faulty: count it and, if that incarnation
+    /// is still the admitted one, quarantine the replica and have it repaired.
+    pub fn report_fault(&self, replica: usize, incarnation: u64, kind: &FaultKind, what: String) {
+        let Some(slot) = self.slots.get(replica) else { return };
+        if let Some(i) = FaultKind::NAMES.iter().position(|n| *n == kind.name()) {
+            slot.faults[i].fetch_add(1, Ordering::Relaxed);
+        }
+        let mut state = slot.state();
+        state.last_fault = Some(what);
+        if state.incarnation == incarnation && state.phase == Phase::Ready {
+            state.phase = Phase::Quarantined;
+            drop(state);
+            warn!(replica = %slot.name, fault = kind.name(), "replica quarantined");
+            slot.quarantined.notify_one();
+        }
+    }
+
+    /// Waits until at least `want` replicas are admitted, or `timeout` passes; returns how
+    /// many are admitted.
+    pub async fn wait_ready(&self, want: usize, timeout: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let ready = self.ready_count();
+            if ready >= want || tokio::time::Instant::now() >= deadline {
+                return ready;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The replicas' status, in configuration order.
+    pub fn status(&self) -> Vec<ReplicaStatus> {
+        self.slots
+            .iter()
+            .map(|slot| {
+                let state = slot.state();
+                ReplicaStatus {
+                    name: slot.spec.name.clone(),
+                    version: slot.spec.version.clone(),
+                    launch: match slot.spec.launch {
+                        Launch::Command { .. } => "command",
+                        Launch::Address(_) => "address",
+                    },
+                    state: state.phase.name(),
+                    addr: state.addr.map(|a| a.to_string()),
+                    pid: state.pid,
+                    incarnation: state.incarnation,
+                    sessions: slot.sessions.load(Ordering::Relaxed),
+                    faults: FaultKind::NAMES
+                        .iter()
+                        .zip(&slot.faults)
+                        .map(|(n, c)| (n.to_string(), c.load(Ordering::Relaxed)))
+                        .collect(),
+                    restarts: slot.restarts.load(Ordering::Relaxed),
+                    last_fault: state.last_fault.clone(),
+                    last_exit: state.last_exit.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// Stops every replica that resh started and ends the monitors.
+    pub async fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+        let monitors = std::mem::take(&mut *self.monitors.lock().unwrap_or_else(|p| p.into_inner()));
+        for monitor in monitors {
+            let _ = monitor.await;
+        }
+    }
+}
+
+/// Keeps a command replica running: start, wait until ready, watch for exit or quarantine,
+/// restart.
+async fn monitor_command(slot: &Slot, config: &SupervisorConfig, mut stop: watch::Receiver<bool>) {
+    let mut backoff = config.restart_backoff;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let ended_cleanly = match start_command(slot) {
+            Err(e) => {
+                error!(replica = %slot.name, error = %e, "cannot start replica");
+                slot.state().last_exit = Some(format!("cannot start: {e}"));
+                false
+            }
+            Ok(mut child) => {
+                let ready = wait_until_ready(slot, config, Some(&mut child), &mut stop).await;
+                let outcome = if ready {
+                    backoff = config.restart_backoff;
+                    run_until_repair(slot, &mut child, &mut stop).await
+                } else {
+                    Outcome::Failed
+                };
+                stop_child(slot, &mut child).await;
+                outcome == Outcome::Repair
+            }
+        };
+        if *stop.borrow() {
+            break;
+        }
+        slot.restarts.fetch_add(1, Ordering::Relaxed);
+        if !ended_cleanly {
+            // An exit or a failed start: back off, so a replica that cannot start does not spin.
+            slot.set_phase(Phase::Restarting);
+            info!(replica = %slot.name, backoff_ms = backoff.as_millis() as u64, "restarting replica after backoff");
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.changed() => {}
+            }
+            backoff = (backoff * 2).min(config.restart_backoff_max);
+        }
+    }
+    slot.set_phase(Phase::Stopped);
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Quarantined: restart at once.
+    Repair,
+    /// Exited, never became ready, or resh is stopping.
+    Failed,
+}
+
+fn start_command(slot: &Slot) -> std::io::Result<Child> {
+    let Launch::Command { argv, env, cwd } = &slot.spec.launch else {
+        return Err(std::io::Error::other("not a command replica"));
+    };
+    let port = free_port()?;
+    let argv = Launch::argv_for(argv, port);
+    let (program, args) = argv.split_first().ok_or_else(|| std::io::Error::other("empty command"))?;
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v.replace(crate::spec::PORT_PLACEHOLDER, &port.to_string()))))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .process_group(0);
+    if let Some(dir) = cwd {
+        command.current_dir(dir);
+    }
+    // SAFETY: the closure only makes an async-signal-safe syscall (see sys::die_with_parent).
+    #[allow(unsafe_code)]
+    unsafe {
+        command.pre_exec(sys::die_with_parent);
+    }
+    let mut child = command.spawn()?;
+    let pid = child.id();
+    {
+        let mut state = slot.state();
+        state.phase = Phase::Starting;
+        state.addr = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+        state.pid = pid;
+    }
+    info!(replica = %slot.name, pid, port, command = ?argv, "started replica");
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(forward_output(Arc::clone(&slot.name), "stdout", out));
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(forward_output(Arc::clone(&slot.name), "stderr", err));
+    }
+    Ok(child)
+}
+
+/// Sends a replica's output lines to the log, so that they are not lost and do not mix with
+/// resh's own standard output.
+async fn forward_output(name: Arc<str>, stream: &'static str, out: impl AsyncRead + Unpin) {
+    let mut lines = BufReader::new(out).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        debug!(replica = %name, stream, "{line}");
+    }
+}
+
+/// Probes the replica until it accepts a connection; admits it then. Gives up when the
+/// ready timeout passes, the child exits or resh stops.
+async fn wait_until_ready(
+    slot: &Slot,
+    config: &SupervisorConfig,
+    mut child: Option<&mut Child>,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    let Some(addr) = slot.state().addr else { return false };
+    // An address replica is not ours to restart: it is probed until it answers.
+    let deadline = child.is_some().then(|| tokio::time::Instant::now() + config.ready_timeout);
+    loop {
+        if *stop.borrow() {
+            return false;
+        }
+        if let Some(child) = child.as_deref_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                note_exit(slot, status);
+                return false;
+            }
+        }
+        if let Ok(Ok(_probe)) = tokio::time::timeout(config.probe_interval * 8, TcpStream::connect(addr)).await {
+            let mut state = slot.state();
+            state.phase = Phase::Ready;
+            state.incarnation += 1;
+            info!(replica = %slot.name, %addr, incarnation = state.incarnation, "replica ready");
+            return true;
+        }
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            warn!(replica = %slot.name, %addr, timeout_ms = config.ready_timeout.as_millis() as u64, "replica did not accept connections in time");
+            slot.state().last_exit = Some("not ready within ready_timeout".into());
+            return false;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(config.probe_interval) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+/// Watches a ready replica until it exits, is quarantined, or resh stops.
+async fn run_until_repair(slot: &Slot, child: &mut Child, stop: &mut watch::Receiver<bool>) -> Outcome {
+    tokio::select! {
+        status = child.wait() => {
+            match status {
+                Ok(status) => note_exit(slot, status),
+                Err(e) => warn!(replica = %slot.name, error = %e, "cannot wait for replica"),
+            }
+            Outcome::Failed
+        }
+        _ = slot.quarantined.notified() => {
+            info!(replica = %slot.name, "repairing quarantined replica: restart");
+            Outcome::Repair
+        }
+        _ = stop.changed() => Outcome::Failed,
+    }
+}
+
+fn note_exit(slot: &Slot, status: ExitStatus) {
+    warn!(replica = %slot.name, %status, "replica exited");
+    let mut state = slot.state();
+    state.last_exit = Some(status.to_string());
+    state.pid = None;
+    if state.phase == Phase::Ready {
+        state.phase = Phase::Restarting;
+    }
+}
+
+/// Kills the replica's whole process group and reaps it.
+async fn stop_child(slot: &Slot, child: &mut Child) {
+    if let Some(pid) = child.id() {
+        if let Err(e) = sys::signal_group(pid, libc::SIGKILL) {
+            debug!(replica = %slot.name, pid, error = %e, "cannot signal replica group");
+        }
+    }
+    let _ = child.kill().await;
+    slot.state().pid = None;
+}
+
+/// Keeps an address replica admitted while it answers; after a quarantine, waits and probes.
+async fn monitor_address(slot: &Slot, config: &SupervisorConfig, addr: &str, mut stop: watch::Receiver<bool>) {
+    loop {
+        let resolved = match tokio::net::lookup_host(addr).await.map(|mut a| a.next()) {
+            Ok(Some(a)) => Some(a),
+            Ok(None) | Err(_) => None,
+        };
+        match resolved {
+            Some(a) => {
+                {
+                    let mut state = slot.state();
+                    state.addr = Some(a);
+                    state.phase = Phase::Starting;
+                }
+                if wait_until_ready(slot, config, None, &mut stop).await {
+                    tokio::select! {
+                        _ = slot.quarantined.notified() => {}
+                        _ = stop.changed() => {}
+                    }
+                }
+            }
+            None => warn!(replica = %slot.name, addr, "cannot resolve replica address"),
+        }
+        if *stop.borrow() {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(config.quarantine) => {}
+            _ = stop.changed() => {}
+        }
+    }
+    slot.set_phase(Phase::Stopped);
+}
+
+/// A free TCP port on loopback, found by binding port 0.
+fn free_port() -> std::io::Result<u16> {
+    let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    Ok(listener.local_addr()?.port())
+}
