@@ -1,0 +1,558 @@
+//! The configuration file (TOML), its defaults and its validation.
+//!
+//! Parsing is strict: an unknown key is an error that names it (a typo must not silently fall
+//! back to a default). Validation collects every problem, each as `key: reason`, e.g.
+//! `replica[2].command: must not be empty`, so a user fixes a file in one round.
+//! [`Config::load`] returns the *effective* configuration: defaults filled in, the quorum
+//! resolved; `resh check` prints it back as TOML.
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use replicas::{Launch, ReplicaSpec, SupervisorConfig};
+use serde::{Deserialize, Serialize};
+use voter::StreamConfig;
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where clients connect (`ip:port`).
+    #[serde(default = "defaults::listen")]
+    pub listen: String,
+    /// The most client sessions served at once; further clients wait in the accept queue.
+    #[serde(default = "defaults::max_sessions")]
+    pub max_sessions: usize,
+    /// How output is voted.
+    #[serde(default)]
+    pub vote: Vote,
+    /// Per-session timeouts.
+    #[serde(default)]
+    pub session: Session,
+    /// The admin/metrics HTTP server.
+    #[serde(default)]
+    pub admin: Admin,
+    /// Replica start, restart and repair.
+    #[serde(default)]
+    pub supervisor: Supervisor,
+    /// The replicas, in order; at least one.
+    #[serde(default, rename = "replica")]
+    pub replicas: Vec<Replica>,
+}
+
+/// `[vote]`
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Vote {
+    /// How client traffic is dispatched and output compared.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Identical outputs needed to release bytes; default: a majority of the replicas.
+    pub quorum: Option<usize>,
+    /// Output that no quorum confirms within this time is decided (see the README).
+    #[serde(default = "defaults::vote_timeout_ms")]
+    pub vote_timeout_ms: u64,
+    /// A replica behind the released output for this long is late; default: `vote_timeout_ms`.
+    pub lag_timeout_ms: Option<u64>,
+    /// Unreleased output held per replica and session; a replica at the limit is not read
+    /// until the others catch up.
+    #[serde(default = "defaults::max_unreleased_bytes")]
+    pub max_unreleased_bytes: usize,
+    /// Released output kept per session for replicas that are behind; further behind is late.
+    #[serde(default = "defaults::max_lag_bytes")]
+    pub max_lag_bytes: usize,
+}
+
+/// Dispatch discipline.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Client bytes go to every replica as they come; outputs are voted as byte streams.
+    #[default]
+    Stream,
+}
+
+/// `[session]`
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Session {
+    /// How long connecting to a replica may take.
+    #[serde(default = "defaults::connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// A session with no traffic either way for this long is closed; also how long a client
+    /// may refuse to take output.
+    #[serde(default = "defaults::idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+}
+
+/// `[admin]`
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// Where the admin API listens; an empty string turns it off.
+    #[serde(default = "defaults::admin_listen")]
+    pub listen: String,
+    /// Must be true to listen on an address other than loopback.
+    #[serde(default)]
+    pub allow_remote: bool,
+}
+
+/// `[supervisor]`
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Supervisor {
+    /// How long a started replica may take to accept connections.
+    #[serde(default = "defaults::ready_timeout_ms")]
+    pub ready_timeout_ms: u64,
+    /// First restart backoff; doubled after each failed start.
+    #[serde(default = "defaults::restart_backoff_ms")]
+    pub restart_backoff_ms: u64,
+    /// Longest restart backoff.
+    #[serde(default = "defaults::restart_backoff_max_ms")]
+    pub restart_backoff_max_ms: u64,
+    /// How long an address replica stays quarantined before it is probed again.
+    #[serde(default = "defaults::quarantine_ms")]
+    pub quarantine_ms: u64,
+}
+
+/// `[[replica]]`
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Replica {
+    /// Unique name: letters, digits, `-`, `_`, `.`.
+    #[serde(default)]
+    pub name: String,
+    /// Version label (for N-version sets); default: the name.
+    pub version: Option<String>,
+    /// Program and arguments that resh starts; `{port}` is replaced by a free port.
+    pub command: Option<Vec<String>>,
+    /// `host:port` of a replica that is already running.
+    pub address: Option<String>,
+    /// Extra environment for `command` (`{port}` is replaced in values).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Working directory for `command`.
+    pub cwd: Option<PathBuf>,
+}
+
+mod defaults {
+    pub fn listen() -> String {
+        "127.0.0.1:6380".into()
+    }
+    pub fn max_sessions() -> usize {
+        1024
+    }
+    pub fn vote_timeout_ms() -> u64 {
+        2000
+    }
+    pub fn max_unreleased_bytes() -> usize {
+        1 << 20
+    }
+    pub fn max_lag_bytes() -> usize {
+        1 << 20
+    }
+    pub fn connect_timeout_ms() -> u64 {
+        1000
+    }
+    pub fn idle_timeout_ms() -> u64 {
+        300_000
+    }
+    pub fn admin_listen() -> String {
+        "127.0.0.1:9090".into()
+    }
+    pub fn ready_timeout_ms() -> u64 {
+        10_000
+    }
+    pub fn restart_backoff_ms() -> u64 {
+        100
+    }
+    pub fn restart_backoff_max_ms() -> u64 {
+        5000
+    }
+    pub fn quarantine_ms() -> u64 {
+        1000
+    }
+}
+
+impl Default for Vote {
+    fn default() -> Self {
+        Vote {
+            mode: Mode::Stream,
+            quorum: None,
+            vote_timeout_ms: defaults::vote_timeout_ms(),
+            lag_timeout_ms: None,
+            max_unreleased_bytes: defaults::max_unreleased_bytes(),
+            max_lag_bytes: defaults::max_lag_bytes(),
+        }
+    }
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Session { connect_timeout_ms: defaults::connect_timeout_ms(), idle_timeout_ms: defaults::idle_timeout_ms() }
+    }
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin { listen: defaults::admin_listen(), allow_remote: false }
+    }
+}
+
+impl Default for Supervisor {
+    fn default() -> Self {
+        Supervisor {
+            ready_timeout_ms: defaults::ready_timeout_ms(),
+            restart_backoff_ms: defaults::restart_backoff_ms(),
+            restart_backoff_max_ms: defaults::restart_backoff_max_ms(),
+            quarantine_ms: defaults::quarantine_ms(),
+        }
+    }
+}
+
+/// The smallest `max_unreleased_bytes`: one read from a replica must fit.
+pub const MIN_UNRELEASED_BYTES: usize = 4096;
+
+/// Everything wrong with a configuration file, one `key: reason` per problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Where the configuration came from.
+    pub source: String,
+    /// `(key, reason)` pairs.
+    pub problems: Vec<(String, String)>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration {}:", self.source)?;
+        for (key, reason) in &self.problems {
+            write!(f, "\n  {key}: {reason}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let source = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            source: source.clone(),
+            problems: vec![("file".into(), format!("cannot read: {e}"))],
+        })?;
+        Config::parse(&text, &source)
+    }
+
+    /// Parses and validates configuration text; `source` names it in errors.
+    pub fn parse(text: &str, source: &str) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text)
+            .map_err(|e| ConfigError { source: source.to_string(), problems: vec![parse_problem(&e, text)] })?;
+        let problems = config.validate();
+        if problems.is_empty() {
+            config.resolve();
+            Ok(config)
+        } else {
+            Err(ConfigError { source: source.to_string(), problems })
+        }
+    }
+
+    /// The effective configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"))
+    }
+
+    fn validate(&self) -> Vec<(String, String)> {
+        let mut p: Vec<(String, String)> = Vec::new();
+        let mut bad = |key: &str, reason: String| p.push((key.to_string(), reason));
+        if let Err(e) = self.listen.parse::<SocketAddr>() {
+            bad("listen", format!("`{}` is not an ip:port address ({e})", self.listen));
+        }
+        if self.max_sessions == 0 {
+            bad("max_sessions", "must be at least 1".into());
+        }
+        let n = self.replicas.len();
+        if n == 0 {
+            bad("replica", "at least one [[replica]] is required".into());
+        }
+        if n > voter::stream::MAX_REPLICAS {
+            bad("replica", format!("{n} replicas configured, at most {} are supported", voter::stream::MAX_REPLICAS));
+        }
+        if let Some(q) = self.vote.quorum {
+            if q == 0 || (n > 0 && q > n) {
+                bad("vote.quorum", format!("must be between 1 and the number of replicas ({n}), not {q}"));
+            }
+        }
+        for (key, value) in [
+            ("vote.vote_timeout_ms", self.vote.vote_timeout_ms),
+            ("vote.lag_timeout_ms", self.vote.lag_timeout_ms.unwrap_or(1)),
+            ("session.connect_timeout_ms", self.session.connect_timeout_ms),
+            ("session.idle_timeout_ms", self.session.idle_timeout_ms),
+            ("supervisor.ready_timeout_ms", self.supervisor.ready_timeout_ms),
+            ("supervisor.restart_backoff_ms", self.supervisor.restart_backoff_ms),
+        ] {
+            if value == 0 {
+                bad(key, "must be at least 1".into());
+            }
+        }
+        if self.supervisor.restart_backoff_max_ms < self.supervisor.restart_backoff_ms {
+            bad("supervisor.restart_backoff_max_ms", "must not be below restart_backoff_ms".into());
+        }
+        if self.vote.max_unreleased_bytes < MIN_UNRELEASED_BYTES {
+            bad("vote.max_unreleased_bytes", format!("must be at least {MIN_UNRELEASED_BYTES}"));
+        }
+        if self.vote.max_lag_bytes == 0 {
+            bad("vote.max_lag_bytes", "must be at least 1".into());
+        }
+        if !self.admin.listen.is_empty() {
+            match self.admin.listen.parse::<SocketAddr>() {
+                Err(e) => bad("admin.listen", format!("`{}` is not an ip:port address ({e})", self.admin.listen)),
+                Ok(a) if !a.ip().is_loopback() && !self.admin.allow_remote => bad(
+                    "admin.listen",
+                    format!("{a} is not a loopback address; set admin.allow_remote = true to expose the admin API"),
+                ),
+                Ok(_) => {}
+            }
+        }
+        let mut names = HashSet::new();
+        for (i, r) in self.replicas.iter().enumerate() {
+            let key = |field: &str| format!("replica[{i}].{field}");
+            if r.name.is_empty() {
+                bad(&key("name"), "is required".into());
+            } else if !r.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+                bad(&key("name"), format!("`{}` may only hold letters, digits, '-', '_' and '.'", r.name));
+            } else if !names.insert(r.name.as_str()) {
+                bad(&key("name"), format!("`{}` is used by another replica", r.name));
+            }
+            match (&r.command, &r.address) {
+                (Some(_), Some(_)) => {
+                    bad(&format!("replica[{i}]"), "set either `command` or `address`, not both".into())
+                }
+                (None, None) => bad(
+                    &format!("replica[{i}]"),
+                    "set `command` (resh starts it) or `address` (already running)".into(),
+                ),
+                (Some(argv), None) => {
+                    if argv.is_empty() || argv[0].is_empty() {
+                        bad(&key("command"), "must not be empty".into());
+                    }
+                }
+                (None, Some(addr)) => {
+                    if let Err(reason) = check_host_port(addr) {
+                        bad(&key("address"), reason);
+                    }
+                    if !r.env.is_empty() {
+                        bad(&key("env"), "only applies to `command` replicas".into());
+                    }
+                    if r.cwd.is_some() {
+                        bad(&key("cwd"), "only applies to `command` replicas".into());
+                    }
+                }
+            }
+        }
+        p
+    }
+
+    /// Fills in the defaults that depend on other keys.
+    fn resolve(&mut self) {
+        let n = self.replicas.len();
+        self.vote.quorum.get_or_insert(n / 2 + 1);
+        self.vote.lag_timeout_ms.get_or_insert(self.vote.vote_timeout_ms);
+        for r in &mut self.replicas {
+            r.version.get_or_insert_with(|| r.name.clone());
+        }
+    }
+
+    /// The client listen address (validated).
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 6380)))
+    }
+
+    /// The admin listen address, or `None` when the admin API is off.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.listen.parse().ok()
+    }
+
+    /// The quorum in force.
+    pub fn quorum(&self) -> usize {
+        self.vote.quorum.unwrap_or(self.replicas.len() / 2 + 1)
+    }
+
+    /// Whether the quorum is below a majority (two disagreeing groups could both reach it).
+    pub fn quorum_below_majority(&self) -> bool {
+        self.quorum() <= self.replicas.len() / 2
+    }
+
+    /// Voter parameters for a session over `replicas` admitted replicas.
+    pub fn stream_vote(&self, replicas: usize) -> StreamConfig {
+        StreamConfig {
+            replicas,
+            quorum: self.quorum(),
+            vote_timeout: Duration::from_millis(self.vote.vote_timeout_ms),
+            lag_timeout: Duration::from_millis(self.vote.lag_timeout_ms.unwrap_or(self.vote.vote_timeout_ms)),
+            max_unreleased: self.vote.max_unreleased_bytes,
+            max_lag_bytes: self.vote.max_lag_bytes,
+        }
+    }
+
+    /// Supervisor timing.
+    pub fn supervisor(&self) -> SupervisorConfig {
+        SupervisorConfig {
+            ready_timeout: Duration::from_millis(self.supervisor.ready_timeout_ms),
+            restart_backoff: Duration::from_millis(self.supervisor.restart_backoff_ms),
+            restart_backoff_max: Duration::from_millis(self.supervisor.restart_backoff_max_ms),
+            quarantine: Duration::from_millis(self.supervisor.quarantine_ms),
+            ..SupervisorConfig::default()
+        }
+    }
+
+    /// The replica specs, in order.
+    pub fn replica_specs(&self) -> Vec<ReplicaSpec> {
+        self.replicas
+            .iter()
+            .map(|r| ReplicaSpec {
+                name: r.name.clone(),
+                version: r.version.clone().unwrap_or_else(|| r.name.clone()),
+                launch: match (&r.command, &r.address) {
+                    (Some(argv), _) => Launch::Command { argv: argv.clone(), env: r.env.clone(), cwd: r.cwd.clone() },
+                    (None, addr) => Launch::Address(addr.clone().unwrap_or_default()),
+                },
+            })
+            .collect()
+    }
+
+    /// Connect timeout to a replica.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.session.connect_timeout_ms)
+    }
+
+    /// Session idle timeout.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.session.idle_timeout_ms)
+    }
+}
+
+/// `host:port` with a non-empty host and a port in 1..=65535.
+fn check_host_port(addr: &str) -> Result<(), String> {
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Err(format!("`{addr}` is not host:port"));
+    };
+    if host.is_empty() {
+        return Err(format!("`{addr}` has no host"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(format!("`{addr}` has no valid port (1-65535)")),
+    }
+}
+
+/// A TOML syntax or schema error as `line L, column C: reason` (the parser knows where, and
+/// names the key in its message, e.g. "unknown field `quorom`, expected one of ...").
+fn parse_problem(e: &toml::de::Error, text: &str) -> (String, String) {
+    let message = e.message().trim().to_string();
+    let place = match e.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}")
+        }
+        None => "toml".to_string(),
+    };
+    (place, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+listen = "127.0.0.1:6380"
+[vote]
+quorum = 2
+vote_timeout_ms = 2000
+[admin]
+listen = "127.0.0.1:9090"
+[[replica]]
+name = "a"
+command = ["python3", "server.py", "--port", "{port}"]
+[[replica]]
+name = "b"
+address = "127.0.0.1:7002"
+[[replica]]
+name = "c"
+address = "localhost:7003"
+"#;
+
+    fn problems(text: &str) -> Vec<(String, String)> {
+        Config::parse(text, "test").err().map(|e| e.problems).unwrap_or_default()
+    }
+
+    #[test]
+    fn accepts_the_documented_shape() {
+        let c = Config::parse(GOOD, "test").expect("valid");
+        assert_eq!(c.quorum(), 2);
+        assert_eq!(c.vote.lag_timeout_ms, Some(2000));
+        assert_eq!(c.replicas[0].version.as_deref(), Some("a"));
+        assert!(matches!(c.replica_specs()[1].launch, Launch::Address(ref a) if a == "127.0.0.1:7002"));
+        // The effective configuration prints and parses back to itself.
+        let again = Config::parse(&c.to_toml(), "printed").expect("printed config parses");
+        assert_eq!(again, c);
+    }
+
+    #[test]
+    fn majority_is_the_default_quorum() {
+        let text = GOOD.replace("quorum = 2\n", "");
+        assert_eq!(Config::parse(&text, "t").expect("valid").quorum(), 2);
+    }
+
+    #[test]
+    fn empty_command_names_the_key() {
+        let text = GOOD.replace(r#"command = ["python3", "server.py", "--port", "{port}"]"#, "command = []");
+        assert_eq!(problems(&text), vec![("replica[0].command".to_string(), "must not be empty".to_string())]);
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let text = r#"
+listen = "nowhere"
+[vote]
+quorum = 5
+[admin]
+listen = "0.0.0.0:9090"
+[[replica]]
+name = "a"
+[[replica]]
+name = "a"
+address = "7002"
+"#;
+        let keys: Vec<String> = problems(text).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            keys,
+            ["listen", "vote.quorum", "admin.listen", "replica[0]", "replica[1].name", "replica[1].address"]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let text = GOOD.replace("vote_timeout_ms", "vote_timout_ms");
+        let p = problems(&text);
+        assert_eq!(p.len(), 1);
+        assert!(p[0].1.contains("vote_timout_ms"), "{p:?}");
+    }
+
+    #[test]
+    fn wrong_types_are_errors() {
+        let p = problems(&GOOD.replace("quorum = 2", "quorum = \"two\""));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].1.contains("invalid type"), "{p:?}");
+    }
+
+    #[test]
+    fn no_replicas() {
+        assert_eq!(problems("")[0].0, "replica");
+    }
+}

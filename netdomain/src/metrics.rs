@@ -1,0 +1,269 @@
+//! Counters, the vote latency histogram, the recent-fault log, and their two renderings:
+//! Prometheus text (`GET /metrics`) and JSON (`GET /status`).
+//!
+//! Counters are plain atomics updated by sessions; rendering reads them without stopping
+//! anyone. Metric names follow the Prometheus conventions: a `resh_` prefix, `_total` for
+//! counters, base units (seconds, bytes) in the name.
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use replicas::ReplicaStatus;
+use serde::Serialize;
+
+/// How a session ended, as far as the vote is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every replica agreed throughout.
+    Agreed,
+    /// A minority failed or differed and was masked; the client got only agreed output.
+    Masked,
+    /// No quorum: the session was aborted, nothing unverified was released.
+    Undecidable,
+}
+
+impl Verdict {
+    /// All verdicts, in the order metrics list them.
+    pub const ALL: [Verdict; 3] = [Verdict::Agreed, Verdict::Masked, Verdict::Undecidable];
+
+    /// The label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Agreed => "agreed",
+            Verdict::Masked => "masked",
+            Verdict::Undecidable => "undecidable",
+        }
+    }
+}
+
+/// Why a client was turned away before a session began.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Fewer replicas were admitted (or reachable) than the quorum.
+    NoQuorum,
+}
+
+/// Upper bounds of the vote latency buckets, in seconds.
+const LATENCY_BUCKETS: [f64; 12] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5];
+
+/// The most fault events `/status` keeps.
+const RECENT_FAULTS: usize = 64;
+
+/// One fault as the admin API reports it.
+#[derive(Clone, Debug, Serialize)]
+pub struct FaultRecord {
+    /// Wall-clock time, seconds since the Unix epoch.
+    pub time: f64,
+    /// The client session.
+    pub session: u64,
+    /// The replica's name.
+    pub replica: String,
+    /// The fault kind (`diverged`, `closed_early`, `crashed`, `late`, `flooded`).
+    pub kind: &'static str,
+    /// The output offset where it was found.
+    pub offset: u64,
+    /// The fault as a sentence, with digests or byte counts.
+    pub detail: String,
+}
+
+/// Process-wide counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    sessions_total: AtomicU64,
+    sessions_active: AtomicU64,
+    refused_no_quorum: AtomicU64,
+    client_bytes_in: AtomicU64,
+    client_bytes_out: AtomicU64,
+    verdicts: [AtomicU64; 3],
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    latency_count: AtomicU64,
+    latency_sum_ns: AtomicU64,
+    recent: Mutex<VecDeque<FaultRecord>>,
+}
+
+impl Metrics {
+    /// A session began.
+    pub fn session_started(&self) {
+        self.sessions_total.fetch_add(1, Ordering::Relaxed);
+        self.sessions_active.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A session ended with `verdict`.
+    pub fn session_ended(&self, verdict: Verdict) {
+        self.sessions_active.fetch_sub(1, Ordering::Relaxed);
+        self.verdicts[verdict as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A client was refused.
+    pub fn refused(&self, why: Refusal) {
+        match why {
+            Refusal::NoQuorum => self.refused_no_quorum.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+
+    /// Bytes received from a client.
+    pub fn client_in(&self, n: usize) {
+        self.client_bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Bytes released to a client.
+    pub fn client_out(&self, n: usize) {
+        self.client_bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// How long released output waited for its quorum.
+    pub fn vote_latency(&self, waited: Duration) {
+        let secs = waited.as_secs_f64();
+        for (bound, count) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
+            if secs <= *bound {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.latency_count.fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_ns.fetch_add(waited.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+    }
+
+    /// Keeps a fault for `/status` (the oldest go first).
+    pub fn record_fault(&self, record: FaultRecord) {
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if recent.len() == RECENT_FAULTS {
+            recent.pop_front();
+        }
+        recent.push_back(record);
+    }
+
+    /// Sessions now open.
+    pub fn active_sessions(&self) -> u64 {
+        self.sessions_active.load(Ordering::Relaxed)
+    }
+
+    /// The Prometheus text exposition of all metrics.
+    pub fn prometheus(&self, replicas: &[ReplicaStatus]) -> String {
+        let mut out = String::with_capacity(4096);
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(out, "{name}{labels} {value}");
+            }
+        };
+        metric(
+            "resh_sessions_total",
+            "counter",
+            "Client sessions begun.",
+            &[(String::new(), load(&self.sessions_total))],
+        );
+        metric(
+            "resh_sessions_active",
+            "gauge",
+            "Client sessions open now.",
+            &[(String::new(), load(&self.sessions_active))],
+        );
+        metric(
+            "resh_sessions_refused_total",
+            "counter",
+            "Clients turned away before a session began, by reason.",
+            &[(label(&[("reason", "no_quorum")]), load(&self.refused_no_quorum))],
+        );
+        metric(
+            "resh_client_received_bytes_total",
+            "counter",
+            "Bytes received from clients.",
+            &[(String::new(), load(&self.client_bytes_in))],
+        );
+        metric(
+            "resh_client_sent_bytes_total",
+            "counter",
+            "Voted bytes released to clients.",
+            &[(String::new(), load(&self.client_bytes_out))],
+        );
+        let verdicts: Vec<(String, u64)> =
+            Verdict::ALL.iter().map(|v| (label(&[("verdict", v.name())]), load(&self.verdicts[*v as usize]))).collect();
+        metric("resh_verdicts_total", "counter", "Ended sessions by verdict.", &verdicts);
+        let mut faults = Vec::new();
+        let mut restarts = Vec::new();
+        let mut sessions = Vec::new();
+        let mut up = Vec::new();
+        for r in replicas {
+            for (kind, n) in &r.faults {
+                faults.push((label(&[("replica", &r.name), ("kind", kind)]), *n));
+            }
+            restarts.push((label(&[("replica", &r.name)]), r.restarts));
+            sessions.push((label(&[("replica", &r.name)]), r.sessions));
+            up.push((label(&[("replica", &r.name), ("version", &r.version)]), u64::from(r.state == "ready")));
+        }
+        metric("resh_replica_faults_total", "counter", "Faults found by the voter, by replica and kind.", &faults);
+        metric("resh_replica_restarts_total", "counter", "Replica restarts (exit, failed start or repair).", &restarts);
+        metric("resh_replica_sessions_total", "counter", "Sessions each replica took part in.", &sessions);
+        metric("resh_replica_up", "gauge", "1 if the replica is admitted for new sessions.", &up);
+
+        let _ = writeln!(
+            out,
+            "# HELP resh_vote_latency_seconds How long released output waited for its quorum.\n# TYPE resh_vote_latency_seconds histogram"
+        );
+        for (bound, count) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
+            let _ = writeln!(out, "resh_vote_latency_seconds_bucket{{le=\"{bound}\"}} {}", load(count));
+        }
+        let count = load(&self.latency_count);
+        let _ = writeln!(out, "resh_vote_latency_seconds_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "resh_vote_latency_seconds_sum {}", load(&self.latency_sum_ns) as f64 / 1e9);
+        let _ = writeln!(out, "resh_vote_latency_seconds_count {count}");
+        out
+    }
+
+    /// Session and verdict counts, and the recent faults, for `/status`.
+    pub fn status(&self) -> serde_json::Value {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let verdicts: serde_json::Map<String, serde_json::Value> =
+            Verdict::ALL.iter().map(|v| (v.name().to_string(), load(&self.verdicts[*v as usize]).into())).collect();
+        let recent: Vec<FaultRecord> = self.recent.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
+        serde_json::json!({
+            "sessions": {
+                "active": load(&self.sessions_active),
+                "total": load(&self.sessions_total),
+                "refused": load(&self.refused_no_quorum),
+            },
+            "bytes": { "from_clients": load(&self.client_bytes_in), "to_clients": load(&self.client_bytes_out) },
+            "verdicts": verdicts,
+            "recent_faults": recent,
+        })
+    }
+}
+
+/// `{k="v",...}` with Prometheus escaping of values.
+fn label(pairs: &[(&str, &str)]) -> String {
+    let body: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")))
+        .collect();
+    format!("{{{}}}", body.join(","))
+}
+
+/// Seconds since the Unix epoch, for event records.
+pub fn unix_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let m = Metrics::default();
+        m.vote_latency(Duration::from_micros(50));
+        m.vote_latency(Duration::from_millis(3));
+        let text = m.prometheus(&[]);
+        assert!(text.contains("resh_vote_latency_seconds_bucket{le=\"0.0001\"} 1\n"), "{text}");
+        assert!(text.contains("resh_vote_latency_seconds_bucket{le=\"0.005\"} 2\n"), "{text}");
+        assert!(text.contains("resh_vote_latency_seconds_bucket{le=\"+Inf\"} 2\n"), "{text}");
+        assert!(text.contains("resh_vote_latency_seconds_count 2\n"), "{text}");
+    }
+
+    #[test]
+    fn labels_are_escaped() {
+        assert_eq!(label(&[("replica", "a\"b")]), "{replica=\"a\\\"b\"}");
+    }
+}
