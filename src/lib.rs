@@ -1,0 +1,265 @@
+//! The harness of resh's end-to-end tests (`tests/`): it builds the real binaries, starts a
+//! real `resh run` with real replica processes on loopback, and talks to it the way a client
+//! and an operator would (TCP, and HTTP to the admin API).
+//!
+//! Nothing here is mocked; the tests only choose how the replicas misbehave (`resh-echo`'s
+//! switches) and check what the client got and what resh reported.
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Path of a binary of the workspace, built (once per test process) in the profile the tests
+/// run in, so the tests never run a stale binary.
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let profile_dir = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().and_then(Path::parent).map(Path::to_path_buf))
+            .unwrap_or_else(|| workspace().join("target/debug"));
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cargo.current_dir(workspace()).args(["build", "--quiet", "-p", "netdomain", "-p", "demo", "--bins"]);
+        if release {
+            cargo.arg("--release");
+        }
+        let status = cargo.status().expect("run cargo build");
+        assert!(status.success(), "cargo build of the resh binaries failed");
+        profile_dir
+    });
+    dir.join(name)
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A fresh, empty directory under the system temp dir.
+    pub fn new(tag: &str) -> TempDir {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("resh-test-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running `resh run`, stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Resh {
+    child: Child,
+    /// Where clients connect.
+    pub clients: SocketAddr,
+    /// The admin API.
+    pub admin: SocketAddr,
+    dir: TempDir,
+}
+
+impl Resh {
+    /// Writes `config` to a file and starts `resh run` on it; returns once resh printed its
+    /// addresses (its replicas are then ready).
+    pub fn start(config: &str) -> Resh {
+        let dir = TempDir::new("resh");
+        let config_path = dir.path().join("resh.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let log = std::fs::File::create(dir.path().join("resh.log")).expect("create log");
+        let mut child = Command::new(binary("resh"))
+            .args(["run", "--log", "info,replicas=debug", "-c"])
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start resh");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let (mut clients, mut admin) = (None, None);
+        while clients.is_none() || admin.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(a) = line.strip_prefix("resh: clients on ") {
+                        clients = a.trim().parse().ok();
+                    } else if let Some(a) = line.strip_prefix("resh: admin on http://") {
+                        admin = a.trim().parse().ok();
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let log = std::fs::read_to_string(dir.path().join("resh.log")).unwrap_or_default();
+                    panic!("resh did not start; its log:\n{log}");
+                }
+            }
+        }
+        Resh { child, clients: clients.expect("clients"), admin: admin.expect("admin"), dir }
+    }
+
+    /// The configuration's directory (for `--once` marker files and the like).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// resh's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("resh.log")).unwrap_or_default()
+    }
+
+    /// `GET /status`, parsed.
+    pub fn status(&self) -> serde_json::Value {
+        let body = http_get(self.admin, "/status").expect("GET /status");
+        serde_json::from_str(&body).expect("/status is JSON")
+    }
+
+    /// `GET /metrics`.
+    pub fn metrics(&self) -> String {
+        http_get(self.admin, "/metrics").expect("GET /metrics")
+    }
+
+    /// The `/status` entry of one replica.
+    pub fn replica(&self, name: &str) -> serde_json::Value {
+        let status = self.status();
+        status["replicas"]
+            .as_array()
+            .and_then(|rs| rs.iter().find(|r| r["name"] == name).cloned())
+            .unwrap_or_else(|| panic!("no replica {name} in {status}"))
+    }
+
+    /// How many faults of `kind` `/status` counts for replica `name`.
+    pub fn faults(&self, name: &str, kind: &str) -> u64 {
+        let r = self.replica(name);
+        r["faults"].as_array().and_then(|f| f.iter().find(|p| p[0] == kind)).and_then(|p| p[1].as_u64()).unwrap_or(0)
+    }
+
+    /// Polls `/status` until `check` holds, or panics with `what` and resh's log after `timeout`.
+    pub fn wait_until(&self, what: &str, timeout: Duration, check: impl Fn(&Resh) -> bool) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if check(self) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("timed out waiting until {what}; status: {}\nlog:\n{}", self.status(), self.log());
+    }
+}
+
+impl Drop for Resh {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A configuration with three `resh-echo` replicas `a`, `b`, `c`, each with its own extra
+/// arguments, and `extra` TOML appended (e.g. a `[vote]` table).
+pub fn echo_config(args: [&[&str]; 3], extra: &str) -> String {
+    let echo = binary("resh-echo");
+    let mut text = String::from("listen = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n");
+    text.push_str(extra);
+    text.push('\n');
+    for (name, args) in ["a", "b", "c"].iter().zip(args) {
+        let mut argv = vec![format!("{:?}", echo.display().to_string()), "\"--port\"".into(), "\"{port}\"".into()];
+        argv.extend(args.iter().map(|a| format!("{a:?}")));
+        text.push_str(&format!("[[replica]]\nname = \"{name}\"\ncommand = [{}]\n", argv.join(", ")));
+    }
+    text
+}
+
+/// `len` bytes of deterministic pseudo-random data.
+pub fn payload(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Sends `data`, half-closes, and reads until the server closes. A reset is an error; what
+/// arrived before it is in [`Exchange::received`].
+pub fn exchange(addr: SocketAddr, data: &[u8]) -> Exchange {
+    let mut stream = match TcpStream::connect(addr) {
+        Ok(s) => s,
+        Err(e) => return Exchange { received: Vec::new(), error: Some(e) },
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut writer = stream.try_clone().expect("clone socket");
+    let data = data.to_vec();
+    let sender = std::thread::spawn(move || -> io::Result<()> {
+        writer.write_all(&data)?;
+        writer.shutdown(Shutdown::Write)
+    });
+    let mut received = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let error = loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break None,
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+            Err(e) => break Some(e),
+        }
+    };
+    let send_error = sender.join().unwrap_or_else(|_| Err(io::Error::other("sender panicked"))).err();
+    Exchange { received, error: error.or(send_error) }
+}
+
+/// What a client got.
+#[derive(Debug)]
+pub struct Exchange {
+    /// Bytes received.
+    pub received: Vec<u8>,
+    /// Why the exchange ended early, if it did (a reset shows as `ConnectionReset`).
+    pub error: Option<io::Error>,
+}
+
+/// A plain HTTP/1.1 GET; returns the body of a 200 answer.
+pub fn http_get(addr: SocketAddr, path: &str) -> io::Result<String> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: resh\r\nConnection: close\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").ok_or_else(|| io::Error::other("no HTTP header end"))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(io::Error::other(format!("GET {path}: {head}")));
+    }
+    Ok(body.to_string())
+}
