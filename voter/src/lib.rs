@@ -9,6 +9,8 @@
 //! - [`stream`]: the stream vote. Each replica's output is a byte stream; the voter releases
 //!   the longest prefix that at least `quorum` replicas produced identically, and names the
 //!   replicas that diverge, close early, crash, lag or flood.
+//! - [`frame`]: the frame vote of ordered mode: one vote per request, over the digests of the
+//!   replicas' response frames.
 //! - [`fault`]: what a fault is (replica, offset, kind, the blake3 digests that differed).
 //! - [`prefix`]: the byte comparison the vote is built on.
 //!
@@ -19,8 +21,10 @@
 #![warn(missing_docs)]
 
 pub mod fault;
+pub mod frame;
 pub mod prefix;
 pub mod stream;
 
 pub use fault::{Digest, Fault, FaultKind};
+pub use frame::{Decision, FrameConfig, FrameOutcome, FrameVoter};
 pub use stream::{ConfigError, Status, StreamConfig, StreamVoter, Undecidable};
