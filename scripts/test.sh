@@ -4,10 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Real clients and a third service version for the ordered-mode tests (Debian's redis).
 need_apt=()
+command -v redis-cli >/dev/null || need_apt+=(redis-tools)
+command -v redis-server >/dev/null || need_apt+=(redis-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    # The package may start a system-wide redis; the tests start their own.
+    systemctl stop redis-server 2>/dev/null || service redis-server stop 2>/dev/null || true
   else
     echo "test.sh: please install: ${need_apt[*]}" >&2
     exit 1

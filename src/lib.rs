@@ -250,6 +250,100 @@ pub struct Exchange {
     pub error: Option<io::Error>,
 }
 
+/// A configuration in ordered mode (RESP) with the three demo versions: `rust` (resh-kv, with
+/// `rust_args` appended), `python` (demo/kv.py) and `redis` (redis-server if it is installed,
+/// otherwise `threads`, resh-kv-threads); `extra` TOML is appended to the `[vote]` table.
+pub fn kv_config(rust_args: &[&str], extra_vote: &str) -> String {
+    let kv = binary("resh-kv");
+    let mut rust = vec![format!("{:?}", kv.display().to_string()), "\"--port\"".into(), "\"{port}\"".into()];
+    rust.extend(rust_args.iter().map(|a| format!("{a:?}")));
+    let python = workspace().join("demo/kv.py");
+    let third = if have("redis-server") {
+        "name = \"redis\"\ncommand = [\"redis-server\", \"--port\", \"{port}\", \"--bind\", \"127.0.0.1\", \"--save\", \"\", \"--appendonly\", \"no\"]\n".to_string()
+    } else {
+        format!(
+            "name = \"threads\"\ncommand = [{:?}, \"--port\", \"{{port}}\"]\n",
+            binary("resh-kv-threads").display().to_string()
+        )
+    };
+    format!(
+        "listen = \"127.0.0.1:0\"\n[vote]\nmode = \"ordered\"\nprotocol = \"resp\"\n{extra_vote}\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [[replica]]\nname = \"rust\"\ncommand = [{}]\n\
+         [[replica]]\nname = \"python\"\ncommand = [\"python3\", {:?}, \"--port\", \"{{port}}\"]\n\
+         [[replica]]\n{third}",
+        rust.join(", "),
+        python.display().to_string(),
+    )
+}
+
+/// Whether a program is on the PATH.
+pub fn have(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+/// A RESP client connection.
+pub struct RespClient {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RespClient {
+    /// Connects to `addr`.
+    pub fn connect(addr: SocketAddr) -> io::Result<RespClient> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+        stream.set_nodelay(true)?;
+        Ok(RespClient { stream, buf: Vec::new() })
+    }
+
+    /// Sends one command and returns its raw reply.
+    pub fn call(&mut self, args: &[&str]) -> io::Result<Vec<u8>> {
+        let mut request = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            request.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+        }
+        self.stream.write_all(&request)?;
+        self.reply()
+    }
+
+    /// Reads one complete reply.
+    pub fn reply(&mut self) -> io::Result<Vec<u8>> {
+        use netdomain::codec::Codec;
+        let codec = netdomain::codec::resp::Resp::new(1 << 26, None);
+        loop {
+            match codec.response_len(&self.buf) {
+                Ok(Some(len)) => return Ok(self.buf.drain(..len).collect()),
+                Ok(None) => {}
+                Err(e) => return Err(io::Error::other(e.to_string())),
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed"));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// A plain HTTP/1.1 request; returns status and body.
+pub fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect admin");
+    stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: resh\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let (head, body) = response.split_once("\r\n\r\n").expect("HTTP answer");
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status");
+    (status, body.to_string())
+}
+
 /// A plain HTTP/1.1 GET; returns the body of a 200 answer.
 pub fn http_get(addr: SocketAddr, path: &str) -> io::Result<String> {
     let mut stream = TcpStream::connect(addr)?;

@@ -1,24 +1,35 @@
-//! The admin HTTP server (hyper, HTTP/1.1): `GET /status` (JSON) and `GET /metrics`
-//! (Prometheus text format). It listens on loopback unless the configuration allows more.
+//! The admin HTTP server (hyper, HTTP/1.1): `GET /status` (JSON), `GET /metrics`
+//! (Prometheus text format), `GET /injections` (the injection log) and `POST /inject` (fault
+//! injection). It listens on loopback unless the configuration allows more.
+//!
+//! Mutating endpoints (`POST /inject`) need `Authorization: Bearer TOKEN` with the token from
+//! `admin.token` or `admin.token_file`; without either they are disabled (403). A missing or
+//! wrong token gets 401 and a warning in the log. Read-only endpoints need no token.
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use replicas::inject::{self, InjectError, InjectRequest, RecordStatus};
 use tokio::net::TcpListener;
-use tracing::debug;
+use tracing::{debug, error, info, warn};
 
 use crate::session::Shared;
 
+/// The largest `POST /inject` body accepted.
+const MAX_BODY: usize = 64 * 1024;
+
 /// Serves admin requests on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, started: Instant) {
+    let auth = Arc::new(Auth::from_config(&shared.config.admin));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(conn) => conn,
@@ -29,16 +40,172 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, started: Instant)
             }
         };
         let shared = Arc::clone(&shared);
+        let auth = Arc::clone(&auth);
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let shared = Arc::clone(&shared);
-                async move { Ok::<_, Infallible>(route(&req, &shared, started)) }
+                let auth = Arc::clone(&auth);
+                async move { Ok::<_, Infallible>(handle(req, &shared, started, &auth, peer).await) }
             });
             if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
                 debug!(%peer, error = %e, "admin connection ended with an error");
             }
         });
     }
+}
+
+/// The token that mutating endpoints require; `None`: they are disabled.
+struct Auth {
+    token: Option<String>,
+}
+
+impl Auth {
+    fn from_config(admin: &crate::config::Admin) -> Auth {
+        match admin.resolve_token() {
+            Ok(token) => {
+                if token.is_none() {
+                    info!("admin: mutating endpoints (POST /inject) are disabled: no admin.token or admin.token_file");
+                }
+                Auth { token }
+            }
+            Err((key, reason)) => {
+                // Validated at startup; the file may have gone since. Fail closed.
+                error!(key, reason, "admin: cannot read the token; mutating endpoints are disabled");
+                Auth { token: None }
+            }
+        }
+    }
+
+    /// `Ok` when the request carries the right bearer token; a refusal is logged.
+    fn check(&self, req: &Request<Incoming>, peer: SocketAddr) -> Result<(), Denied> {
+        let Some(token) = &self.token else { return Err(Denied::Disabled) };
+        let given = req
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim);
+        let why = match given {
+            None => Denied::Missing,
+            Some(t) if constant_time_eq(t.as_bytes(), token.as_bytes()) => return Ok(()),
+            Some(_) => Denied::Wrong,
+        };
+        warn!(%peer, method = %req.method(), path = req.uri().path(), "admin: unauthorized request: {}", why.reason());
+        Err(why)
+    }
+}
+
+/// Why a mutating request was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Denied {
+    /// No token is configured: mutating endpoints are off.
+    Disabled,
+    /// No `Authorization: Bearer` header.
+    Missing,
+    /// A token that is not the configured one.
+    Wrong,
+}
+
+impl Denied {
+    fn reason(self) -> &'static str {
+        match self {
+            Denied::Disabled => "mutating endpoints are disabled",
+            Denied::Missing => "missing bearer token",
+            Denied::Wrong => "wrong bearer token",
+        }
+    }
+
+    fn response(self) -> Response<Full<Bytes>> {
+        if self == Denied::Disabled {
+            return respond(
+                StatusCode::FORBIDDEN,
+                "text/plain",
+                "mutating admin endpoints are disabled: set admin.token or admin.token_file in the configuration\n"
+                    .into(),
+            );
+        }
+        let mut response =
+            respond(StatusCode::UNAUTHORIZED, "text/plain", format!("unauthorized: {}\n", self.reason()));
+        response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"resh\""));
+        response
+    }
+}
+
+/// Compares without an early exit, so the time taken does not tell how much of a guess was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    shared: &Shared,
+    started: Instant,
+    auth: &Auth,
+    peer: SocketAddr,
+) -> Response<Full<Bytes>> {
+    match (req.method(), req.uri().path()) {
+        (&Method::POST, "/inject") => match auth.check(&req, peer) {
+            Ok(()) => post_inject(req, shared, peer).await,
+            Err(denied) => denied.response(),
+        },
+        (_, "/inject") => respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "only POST is allowed here\n".into()),
+        (&Method::GET, "/injections") => {
+            let records = shared.supervisor.injector().records();
+            respond(StatusCode::OK, "application/json", json_text(&records))
+        }
+        _ => route(&req, shared, started),
+    }
+}
+
+/// `POST /inject`: a JSON [`InjectRequest`]; answers with the injection record.
+async fn post_inject(req: Request<Incoming>, shared: &Shared, peer: SocketAddr) -> Response<Full<Bytes>> {
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return respond(
+                StatusCode::BAD_REQUEST,
+                "text/plain",
+                format!("cannot read the body (at most {MAX_BODY} bytes): {e}\n"),
+            )
+        }
+    };
+    let request: InjectRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return respond(StatusCode::BAD_REQUEST, "text/plain", format!("invalid injection request: {e}\n")),
+    };
+    let record = match inject::perform(&shared.supervisor, &request) {
+        Ok(r) => r,
+        Err(e) => {
+            let status = match e {
+                InjectError::Invalid { .. } => StatusCode::BAD_REQUEST,
+                InjectError::UnknownReplica(_) => StatusCode::NOT_FOUND,
+                InjectError::NoProcess { .. } | InjectError::ProcessGone { .. } => StatusCode::CONFLICT,
+                InjectError::NoWritableMemory { .. } | InjectError::AddressNotWritable { .. } => {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                }
+                InjectError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            warn!(%peer, replica = %request.replica, kind = request.kind.name(), error = %e, "admin: injection refused");
+            return respond(status, "text/plain", format!("injection refused: {e}\n"));
+        }
+    };
+    info!(%peer, replica = %record.replica, kind = record.kind.name(), id = record.id, "admin: injection");
+    let record = match (record.status, request.wait_ms) {
+        (RecordStatus::Armed, Some(ms)) => {
+            shared.supervisor.injector().wait_fired(record.id, Duration::from_millis(ms)).await.unwrap_or(record)
+        }
+        _ => record,
+    };
+    respond(StatusCode::OK, "application/json", json_text(&record))
+}
+
+fn json_text<T: serde::Serialize>(value: &T) -> String {
+    let mut text = serde_json::to_string_pretty(value).unwrap_or_else(|_| "{}".into());
+    text.push('\n');
+    text
 }
 
 fn route(req: &Request<Incoming>, shared: &Shared, started: Instant) -> Response<Full<Bytes>> {
@@ -54,7 +221,11 @@ fn route(req: &Request<Incoming>, shared: &Shared, started: Instant) -> Response
         (_, "/status" | "/metrics") => {
             respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "only GET is allowed here\n".into())
         }
-        _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found: try /status or /metrics\n".into()),
+        _ => respond(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: try /status, /metrics, /injections or POST /inject\n".into(),
+        ),
     }
 }
 
@@ -64,7 +235,11 @@ pub fn status_json(shared: &Shared, started: Instant) -> String {
     if let Some(map) = doc.as_object_mut() {
         map.insert("listen".into(), shared.config.listen.clone().into());
         map.insert("uptime_seconds".into(), started.elapsed().as_secs_f64().into());
-        map.insert("mode".into(), "stream".into());
+        let mode = match shared.config.vote.mode {
+            crate::config::Mode::Stream => "stream",
+            crate::config::Mode::Ordered => "ordered",
+        };
+        map.insert("mode".into(), mode.into());
         map.insert("quorum".into(), shared.config.quorum().into());
         map.insert(
             "replicas".into(),

@@ -28,6 +28,9 @@ pub struct Config {
     /// How output is voted.
     #[serde(default)]
     pub vote: Vote,
+    /// Ordered mode: limits and the replay log.
+    #[serde(default)]
+    pub ordered: Ordered,
     /// Per-session timeouts.
     #[serde(default)]
     pub session: Session,
@@ -49,6 +52,9 @@ pub struct Vote {
     /// How client traffic is dispatched and output compared.
     #[serde(default)]
     pub mode: Mode,
+    /// The request/response protocol of ordered mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<Protocol>,
     /// Identical outputs needed to release bytes; default: a majority of the replicas.
     pub quorum: Option<usize>,
     /// Output that no quorum confirms within this time is decided (see the README).
@@ -72,6 +78,50 @@ pub enum Mode {
     /// Client bytes go to every replica as they come; outputs are voted as byte streams.
     #[default]
     Stream,
+    /// Requests get one global order across all sessions; responses are voted per request.
+    Ordered,
+}
+
+/// Framing protocol of ordered mode.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// The Redis serialisation protocol.
+    Resp,
+}
+
+/// `[ordered]`
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Ordered {
+    /// Requests one session may have waiting for answers; more pause reading from its client.
+    #[serde(default = "defaults::max_in_flight")]
+    pub max_in_flight: usize,
+    /// Requests kept for a slow replica to answer; a replica further behind is late.
+    #[serde(default = "defaults::max_outstanding")]
+    pub max_outstanding: usize,
+    /// The largest request or response frame.
+    #[serde(default = "defaults::max_frame_bytes")]
+    pub max_frame_bytes: usize,
+    /// Bytes of state-changing requests kept for replaying to a replica that rejoins; past it,
+    /// a restarted replica cannot be resynchronised (see the README).
+    #[serde(default = "defaults::log_max_bytes")]
+    pub log_max_bytes: usize,
+    /// If set, only these commands are served (an N-version set's common subset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow: Option<Vec<String>>,
+}
+
+impl Default for Ordered {
+    fn default() -> Self {
+        Ordered {
+            max_in_flight: defaults::max_in_flight(),
+            max_outstanding: defaults::max_outstanding(),
+            max_frame_bytes: defaults::max_frame_bytes(),
+            log_max_bytes: defaults::log_max_bytes(),
+            allow: None,
+        }
+    }
 }
 
 /// `[session]`
@@ -97,6 +147,47 @@ pub struct Admin {
     /// Must be true to listen on an address other than loopback.
     #[serde(default)]
     pub allow_remote: bool,
+    /// The bearer token that mutating endpoints (`POST /inject`) require. Never printed back
+    /// by `resh check`: the effective configuration must not leak it.
+    #[serde(default, skip_serializing)]
+    pub token: Option<String>,
+    /// A file whose content (trailing whitespace trimmed) is the token; read at startup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl Admin {
+    /// The token mutating endpoints require, or `None` when they are disabled (neither
+    /// `token` nor `token_file` is set). An error names the key and the reason.
+    pub fn resolve_token(&self) -> Result<Option<String>, (String, String)> {
+        match (&self.token, &self.token_file) {
+            (Some(_), Some(_)) => {
+                Err(("admin.token".into(), "set either admin.token or admin.token_file, not both".into()))
+            }
+            (Some(t), None) => check_token(t).map(Some).map_err(|r| ("admin.token".into(), r)),
+            (None, Some(path)) => {
+                let key = "admin.token_file".to_string();
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| (key.clone(), format!("cannot read {}: {e}", path.display())))?;
+                check_token(text.trim_end()).map(Some).map_err(|r| (key, format!("{}: the token {r}", path.display())))
+            }
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+/// The shortest admin token accepted: a short token is guessable by anyone who can reach the
+/// admin port.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+fn check_token(token: &str) -> Result<String, String> {
+    if token.len() < MIN_TOKEN_LEN {
+        return Err(format!("must be at least {MIN_TOKEN_LEN} characters long"));
+    }
+    if !token.chars().all(|c| c.is_ascii_graphic()) {
+        return Err("may only hold printable ASCII characters without spaces".into());
+    }
+    Ok(token.to_string())
 }
 
 /// `[supervisor]`
@@ -153,6 +244,18 @@ mod defaults {
     pub fn max_lag_bytes() -> usize {
         1 << 20
     }
+    pub fn max_in_flight() -> usize {
+        1024
+    }
+    pub fn max_outstanding() -> usize {
+        65_536
+    }
+    pub fn max_frame_bytes() -> usize {
+        16 << 20
+    }
+    pub fn log_max_bytes() -> usize {
+        64 << 20
+    }
     pub fn connect_timeout_ms() -> u64 {
         1000
     }
@@ -180,6 +283,7 @@ impl Default for Vote {
     fn default() -> Self {
         Vote {
             mode: Mode::Stream,
+            protocol: None,
             quorum: None,
             vote_timeout_ms: defaults::vote_timeout_ms(),
             lag_timeout_ms: None,
@@ -197,7 +301,7 @@ impl Default for Session {
 
 impl Default for Admin {
     fn default() -> Self {
-        Admin { listen: defaults::admin_listen(), allow_remote: false }
+        Admin { listen: defaults::admin_listen(), allow_remote: false, token: None, token_file: None }
     }
 }
 
@@ -307,6 +411,27 @@ impl Config {
         if self.vote.max_lag_bytes == 0 {
             bad("vote.max_lag_bytes", "must be at least 1".into());
         }
+        match (self.vote.mode, self.vote.protocol) {
+            (Mode::Ordered, None) => bad("vote.protocol", "ordered mode needs a protocol: \"resp\"".into()),
+            (Mode::Stream, Some(_)) => {
+                bad("vote.protocol", "only applies to mode = \"ordered\" (stream mode votes raw bytes)".into())
+            }
+            _ => {}
+        }
+        for (key, value) in [
+            ("ordered.max_in_flight", self.ordered.max_in_flight),
+            ("ordered.max_outstanding", self.ordered.max_outstanding),
+            ("ordered.max_frame_bytes", self.ordered.max_frame_bytes),
+        ] {
+            if value == 0 {
+                bad(key, "must be at least 1".into());
+            }
+        }
+        if let Some(allow) = &self.ordered.allow {
+            if allow.is_empty() {
+                bad("ordered.allow", "must name at least one command (leave it out to allow all)".into());
+            }
+        }
         if !self.admin.listen.is_empty() {
             match self.admin.listen.parse::<SocketAddr>() {
                 Err(e) => bad("admin.listen", format!("`{}` is not an ip:port address ({e})", self.admin.listen)),
@@ -316,6 +441,9 @@ impl Config {
                 ),
                 Ok(_) => {}
             }
+        }
+        if let Err((key, reason)) = self.admin.resolve_token() {
+            bad(&key, reason);
         }
         let mut names = HashSet::new();
         for (i, r) in self.replicas.iter().enumerate() {
@@ -398,6 +526,17 @@ impl Config {
         }
     }
 
+    /// Frame-vote parameters for ordered mode.
+    pub fn frame_vote(&self) -> voter::FrameConfig {
+        voter::FrameConfig {
+            replicas: self.replicas.len(),
+            quorum: self.quorum(),
+            vote_timeout: Duration::from_millis(self.vote.vote_timeout_ms),
+            lag_timeout: Duration::from_millis(self.vote.lag_timeout_ms.unwrap_or(self.vote.vote_timeout_ms)),
+            max_outstanding: self.ordered.max_outstanding,
+        }
+    }
+
     /// Supervisor timing.
     pub fn supervisor(&self) -> SupervisorConfig {
         SupervisorConfig {
@@ -451,7 +590,7 @@ fn check_host_port(addr: &str) -> Result<(), String> {
 
 /// A TOML syntax or schema error as `line L, column C: reason` (the parser knows where, and
 /// names the key in its message, e.g. "unknown field `quorom`, expected one of ...").
-fn parse_problem(e: &toml::de::Error, text: &str) -> (String, String) {
+pub(crate) fn parse_problem(e: &toml::de::Error, text: &str) -> (String, String) {
     let message = e.message().trim().to_string();
     let place = match e.span() {
         Some(span) => {
@@ -549,6 +688,40 @@ address = "7002"
         let p = problems(&GOOD.replace("quorum = 2", "quorum = \"two\""));
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(p[0].1.contains("invalid type"), "{p:?}");
+    }
+
+    #[test]
+    fn ordered_mode_needs_a_protocol() {
+        let text = GOOD.replace("quorum = 2", "quorum = 2\nmode = \"ordered\"");
+        assert_eq!(problems(&text)[0].0, "vote.protocol");
+        let text = GOOD.replace("quorum = 2", "quorum = 2\nmode = \"ordered\"\nprotocol = \"resp\"");
+        let c = Config::parse(&text, "t").expect("valid");
+        assert_eq!(c.vote.mode, Mode::Ordered);
+        assert_eq!(Config::parse(&c.to_toml(), "printed").expect("round trip"), c);
+        let text = GOOD.replace("quorum = 2", "quorum = 2\nprotocol = \"resp\"");
+        assert_eq!(problems(&text)[0].0, "vote.protocol");
+    }
+
+    #[test]
+    fn admin_token_is_checked_and_never_printed() {
+        let with = GOOD
+            .replace("listen = \"127.0.0.1:9090\"", "listen = \"127.0.0.1:9090\"\ntoken = \"0123456789abcdef-secret\"");
+        let c = Config::parse(&with, "t").expect("valid");
+        assert_eq!(c.admin.resolve_token(), Ok(Some("0123456789abcdef-secret".to_string())));
+        assert!(!c.to_toml().contains("secret"), "{}", c.to_toml());
+        let short = GOOD.replace("listen = \"127.0.0.1:9090\"", "listen = \"127.0.0.1:9090\"\ntoken = \"abc\"");
+        assert_eq!(problems(&short)[0].0, "admin.token");
+        let both = GOOD.replace(
+            "listen = \"127.0.0.1:9090\"",
+            "listen = \"127.0.0.1:9090\"\ntoken = \"0123456789abcdef\"\ntoken_file = \"/x\"",
+        );
+        assert!(problems(&both)[0].1.contains("not both"));
+        let missing = GOOD
+            .replace("listen = \"127.0.0.1:9090\"", "listen = \"127.0.0.1:9090\"\ntoken_file = \"/nonexistent/token\"");
+        let p = problems(&missing);
+        assert_eq!(p[0].0, "admin.token_file");
+        assert!(p[0].1.contains("cannot read /nonexistent/token"), "{p:?}");
+        assert_eq!(Config::parse(GOOD, "t").expect("valid").admin.resolve_token(), Ok(None));
     }
 
     #[test]

@@ -3,10 +3,17 @@
 //!
 //! Layout:
 //! - [`config`]: the TOML configuration, its defaults and validation (`resh check`).
+//! - [`codec`]: framing codecs of ordered mode (RESP).
+//! - [`ordered`]: ordered mode: the sequencer that puts every session's requests in one
+//!   global order for all replicas, the frame vote, replay to rejoining replicas.
 //! - [`session`]: one client session: fan-out of client bytes to every replica, the stream
 //!   vote on their output (the pure [`voter`] crate), release of agreed bytes, fault reports.
+//! - [`demo`]: the scenario `resh demo` runs (three diverse versions, a planted bug).
 //! - [`metrics`]: counters, the vote latency histogram, recent faults.
-//! - [`admin`]: the admin HTTP server (`/status`, `/metrics`).
+//! - [`admin`]: the admin HTTP server (`/status`, `/metrics`, `/injections`, `POST /inject`).
+//! - [`admin_client`]: `resh inject`, a small client of the admin API.
+//! - [`campaign`]: `resh campaign`: fault-injection experiments on fresh in-process resh
+//!   instances ([`run_until`]), classified against a golden run, with reports.
 //! - [`run`]: ties them together: starts the replica supervisor, waits for the replicas,
 //!   accepts clients (at most `max_sessions` at once) until SIGINT or SIGTERM.
 //!
@@ -15,8 +22,13 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod admin_client;
+pub mod campaign;
+pub mod codec;
 pub mod config;
+pub mod demo;
 pub mod metrics;
+pub mod ordered;
 pub mod session;
 
 use std::fmt;
@@ -45,12 +57,15 @@ pub enum RunError {
         /// The OS error.
         error: std::io::Error,
     },
+    /// The vote parameters were refused (a bug: the configuration was validated).
+    Vote(voter::ConfigError),
 }
 
 impl fmt::Display for RunError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RunError::Bind { key, addr, error } => write!(f, "{key}: cannot listen on {addr}: {error}"),
+            RunError::Vote(e) => write!(f, "vote: {e}"),
         }
     }
 }
@@ -62,6 +77,38 @@ impl std::error::Error for RunError {}
 /// Prints the addresses it serves on standard output once it is ready, one per line:
 /// `resh: clients on ADDR` and `resh: admin on http://ADDR`.
 pub async fn run(config: Config) -> Result<(), RunError> {
+    let stop = async { info!(signal = shutdown_signal().await, "stopping") };
+    run_until(config, stop, |running| {
+        let mut stdout = std::io::stdout();
+        let _ = writeln!(stdout, "resh: clients on {}", running.clients);
+        if let Some(a) = running.admin {
+            let _ = writeln!(stdout, "resh: admin on http://{a}");
+        }
+        let _ = stdout.flush();
+    })
+    .await
+}
+
+/// A resh that [`run_until`] started, as its caller sees it once the replicas are ready.
+#[derive(Clone, Debug)]
+pub struct Running {
+    /// Where clients connect (the bound address: a port 0 in the configuration is resolved).
+    pub clients: SocketAddr,
+    /// The admin API's bound address, unless it is off.
+    pub admin: Option<SocketAddr>,
+    /// The state every session shares: the supervisor (with the fault injector) and metrics.
+    pub shared: Arc<Shared>,
+}
+
+/// Runs resh until `shutdown` completes, then stops the replicas it started and returns.
+/// `on_ready` is called once, when the replicas are ready (or the ready timeout passed) and
+/// clients are being accepted. Prints nothing on standard output, so that a program can run
+/// many (the fault-injection campaign starts a fresh one per experiment on port 0).
+pub async fn run_until(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+    on_ready: impl FnOnce(&Running),
+) -> Result<(), RunError> {
     let started = Instant::now();
     let quorum = config.quorum();
     if config.quorum_below_majority() {
@@ -90,30 +137,41 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         warn!(ready, total, "not every replica is ready; serving with the ones that are");
     }
     let max_sessions = config.max_sessions;
-    let shared = Shared::new(config, Arc::clone(&supervisor));
+    let metrics = Arc::new(metrics::Metrics::default());
+    let ordered = match config.vote.mode {
+        config::Mode::Stream => None,
+        config::Mode::Ordered => {
+            let codec: Arc<dyn codec::Codec> =
+                Arc::new(codec::resp::Resp::new(config.ordered.max_frame_bytes, config.ordered.allow.as_deref()));
+            match ordered::Ordered::start(&config, codec, Arc::clone(&supervisor), Arc::clone(&metrics)).await {
+                Ok(ordered) => Some(ordered),
+                Err(e) => {
+                    supervisor.shutdown().await;
+                    return Err(RunError::Vote(e));
+                }
+            }
+        }
+    };
+    let shared = Shared::new(config, Arc::clone(&supervisor), metrics, ordered);
 
     let client_addr = client_listener.local_addr().unwrap_or(listen);
-    let mut stdout = std::io::stdout();
-    let _ = writeln!(stdout, "resh: clients on {client_addr}");
-    if let Some(admin) = admin_listener {
-        let admin_addr = admin.local_addr().ok();
-        if let Some(a) = admin_addr {
-            let _ = writeln!(stdout, "resh: admin on http://{a}");
-        }
-        tokio::spawn(admin::serve(admin, Arc::clone(&shared), started));
-    }
-    let _ = stdout.flush();
+    let admin_addr = admin_listener.as_ref().and_then(|a| a.local_addr().ok());
+    let admin_task = admin_listener.map(|admin| tokio::spawn(admin::serve(admin, Arc::clone(&shared), started)));
+    on_ready(&Running { clients: client_addr, admin: admin_addr, shared: Arc::clone(&shared) });
     info!(%client_addr, replicas = total, ready, quorum, "resh is serving");
 
     let slots = Arc::new(Semaphore::new(max_sessions));
     let accept = async {
+        // Sessions belong to this run: dropping the set when it ends aborts the ones still open.
+        let mut sessions = tokio::task::JoinSet::new();
         loop {
             // At most max_sessions at once: further clients wait in the kernel's accept queue.
             let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { return };
+            while sessions.try_join_next().is_some() {}
             match client_listener.accept().await {
                 Ok((stream, peer)) => {
                     let shared = Arc::clone(&shared);
-                    tokio::spawn(async move {
+                    sessions.spawn(async move {
                         session::serve(shared, stream, peer).await;
                         drop(slot);
                     });
@@ -128,7 +186,10 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     };
     tokio::select! {
         _ = accept => {}
-        signal = shutdown_signal() => info!(signal, "stopping"),
+        _ = shutdown => {}
+    }
+    if let Some(task) = admin_task {
+        task.abort();
     }
     supervisor.shutdown().await;
     Ok(())

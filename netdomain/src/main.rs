@@ -2,6 +2,7 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use netdomain::config::Config;
@@ -40,13 +41,37 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Inject a fault into one replica of a running resh and print the injection record.
+    ///
+    /// Talks to the admin API (`POST /inject`) with the admin bearer token.
+    Inject(netdomain::admin_client::InjectArgs),
+    /// Run a fault-injection campaign and write its report.
+    ///
+    /// A golden run, then M experiments with one injected fault each on fresh replicas, for
+    /// every replica count (e.g. 3, and 1: the baseline without voting); writes
+    /// experiments.jsonl, summary.csv, summary.md and outcomes.svg.
+    Campaign(netdomain::campaign::CampaignArgs),
+    Demo {
+        /// Stay up afterwards and print the address for redis-cli.
+        #[arg(long)]
+        keep: bool,
+        /// How long the workload runs, in seconds.
+        #[arg(long, default_value_t = 8, value_name = "SECONDS")]
+        seconds: u64,
+        /// How many clients run the workload.
+        #[arg(long, default_value_t = 8, value_name = "N")]
+        clients: usize,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The demo's progress line is the show; only errors interrupt it unless asked otherwise.
+    let default_filter =
+        if matches!(cli.command, Command::Demo { .. } | Command::Campaign(_)) { "error" } else { "info" };
     let filter = match &cli.log {
         Some(f) => EnvFilter::try_new(f),
-        None => EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new("info")),
+        None => EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(default_filter)),
     };
     let filter = match filter {
         Ok(f) => f,
@@ -62,6 +87,30 @@ fn main() -> ExitCode {
         .init();
 
     match cli.command {
+        Command::Inject(args) => netdomain::admin_client::main(&args),
+        Command::Campaign(args) => netdomain::campaign::main(&args),
+        Command::Demo { keep, seconds, clients } => {
+            if clients == 0 || seconds == 0 {
+                eprintln!("resh: demo: --seconds and --clients must be at least 1");
+                return ExitCode::from(2);
+            }
+            let options = netdomain::demo::DemoOptions { duration: Duration::from_secs(seconds), clients, keep };
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("resh: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(netdomain::demo::run(options)) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("resh: demo: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Check { config } => match Config::load(&config) {
             Ok(c) => {
                 print!("{}", c.to_toml());

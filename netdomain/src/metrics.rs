@@ -77,6 +77,8 @@ pub struct Metrics {
     client_bytes_in: AtomicU64,
     client_bytes_out: AtomicU64,
     verdicts: [AtomicU64; 3],
+    requests_released: AtomicU64,
+    requests_undecidable: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_ns: AtomicU64,
@@ -103,6 +105,16 @@ impl Metrics {
         };
     }
 
+    /// Ordered mode: a request's voted answer was released.
+    pub fn request_released(&self) {
+        self.requests_released.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Ordered mode: a request's vote was undecidable.
+    pub fn request_undecidable(&self) {
+        self.requests_undecidable.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Bytes received from a client.
     pub fn client_in(&self, n: usize) {
         self.client_bytes_in.fetch_add(n as u64, Ordering::Relaxed);
@@ -113,7 +125,8 @@ impl Metrics {
         self.client_bytes_out.fetch_add(n as u64, Ordering::Relaxed);
     }
 
-    /// How long released output waited for its quorum.
+    /// How long released output (stream mode) or a request's answer (ordered mode) waited for
+    /// its quorum.
     pub fn vote_latency(&self, waited: Duration) {
         let secs = waited.as_secs_f64();
         for (bound, count) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
@@ -132,6 +145,11 @@ impl Metrics {
             recent.pop_front();
         }
         recent.push_back(record);
+    }
+
+    /// The recent faults (at most 64), oldest first.
+    pub fn recent_faults(&self) -> Vec<FaultRecord> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
     }
 
     /// Sessions now open.
@@ -182,6 +200,15 @@ impl Metrics {
         let verdicts: Vec<(String, u64)> =
             Verdict::ALL.iter().map(|v| (label(&[("verdict", v.name())]), load(&self.verdicts[*v as usize]))).collect();
         metric("resh_verdicts_total", "counter", "Ended sessions by verdict.", &verdicts);
+        metric(
+            "resh_requests_total",
+            "counter",
+            "Ordered mode: voted requests by outcome.",
+            &[
+                (label(&[("outcome", "released")]), load(&self.requests_released)),
+                (label(&[("outcome", "undecidable")]), load(&self.requests_undecidable)),
+            ],
+        );
         let mut faults = Vec::new();
         let mut restarts = Vec::new();
         let mut sessions = Vec::new();
@@ -227,6 +254,10 @@ impl Metrics {
             },
             "bytes": { "from_clients": load(&self.client_bytes_in), "to_clients": load(&self.client_bytes_out) },
             "verdicts": verdicts,
+            "requests": {
+                "released": load(&self.requests_released),
+                "undecidable": load(&self.requests_undecidable),
+            },
             "recent_faults": recent,
         })
     }

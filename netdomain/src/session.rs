@@ -44,6 +44,7 @@ use voter::{Fault, FaultKind, Status, StreamVoter};
 
 use crate::config::Config;
 use crate::metrics::{unix_now, FaultRecord, Metrics, Refusal, Verdict};
+use replicas::inject::Tap;
 use replicas::{Admitted, Supervisor};
 
 /// The largest read from a socket, and so the largest chunk voted at once.
@@ -63,20 +64,35 @@ pub struct Shared {
     /// The replica supervisor.
     pub supervisor: Arc<Supervisor>,
     /// Process-wide counters.
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
+    /// The sequencer, in ordered mode.
+    pub ordered: Option<crate::ordered::Ordered>,
     next_id: AtomicU64,
 }
 
 impl Shared {
     /// Shared state for a running resh.
-    pub fn new(config: Config, supervisor: Arc<Supervisor>) -> Arc<Shared> {
-        Arc::new(Shared { config, supervisor, metrics: Metrics::default(), next_id: AtomicU64::new(1) })
+    pub fn new(
+        config: Config,
+        supervisor: Arc<Supervisor>,
+        metrics: Arc<Metrics>,
+        ordered: Option<crate::ordered::Ordered>,
+    ) -> Arc<Shared> {
+        Arc::new(Shared { config, supervisor, metrics, ordered, next_id: AtomicU64::new(1) })
+    }
+
+    /// A new session number.
+    pub fn next_session_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 }
 
 /// Serves one client connection to its end.
 pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr) {
-    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let id = shared.next_session_id();
+    if let Some(ordered) = shared.ordered.clone() {
+        return crate::ordered::session::serve(shared, ordered, client, peer, id).await;
+    }
     let span = tracing::info_span!("session", id, %peer);
     run(shared, client, id).instrument(span).await
 }
@@ -179,8 +195,10 @@ async fn run(shared: Arc<Shared>, client: TcpStream, id: u64) {
                 let (input_tx, input_rx) = mpsc::channel(INPUT_QUEUE);
                 inputs.push(Some(input_tx));
                 let chunk = READ_CHUNK.min(config.vote.max_unreleased_bytes);
-                lane.tasks.push(tokio::spawn(replica_reader(i, read, credit, chunk, events_tx.clone())));
-                lane.tasks.push(tokio::spawn(replica_writer(i, write, input_rx, events_tx.clone())));
+                let (out_tap, in_tap) =
+                    (shared.supervisor.tap(lane.admitted.index), shared.supervisor.tap(lane.admitted.index));
+                lane.tasks.push(tokio::spawn(replica_reader(i, read, credit, chunk, events_tx.clone(), out_tap)));
+                lane.tasks.push(tokio::spawn(replica_writer(i, write, input_rx, events_tx.clone(), in_tap)));
             }
             Err(why) => {
                 warn!(replica = %lane.admitted.name, addr = %lane.admitted.addr, error = %why, "cannot connect to replica");
@@ -411,13 +429,16 @@ async fn client_reader(
 }
 
 /// Writes the client's bytes to one replica; closes the replica's input when the client did.
+/// `tap` is the fault-injection hook (an armed `inflip` corrupts this replica's copy only).
 async fn replica_writer(
     i: usize,
     mut write: OwnedWriteHalf,
     mut input: mpsc::Receiver<Bytes>,
     events: mpsc::Sender<Event>,
+    mut tap: Tap,
 ) {
     while let Some(chunk) = input.recv().await {
+        let chunk = tap.input(chunk);
         if let Err(e) = write.write_all(&chunk).await {
             let _ = events.send(Event::ReplicaError(i, e)).await;
             return;
@@ -426,13 +447,15 @@ async fn replica_writer(
     let _ = write.shutdown().await;
 }
 
-/// Reads one replica's output within its credit.
+/// Reads one replica's output within its credit. `tap` is the fault-injection hook (an armed
+/// `outflip` or `delay` acts on the output before the voter sees it).
 async fn replica_reader(
     i: usize,
     mut read: OwnedReadHalf,
     credit: Arc<Semaphore>,
     chunk: usize,
     events: mpsc::Sender<Event>,
+    mut tap: Tap,
 ) {
     let mut buf = BytesMut::new();
     loop {
@@ -446,7 +469,9 @@ async fn replica_reader(
             }
             Ok(n) => {
                 credit.add_permits(chunk - n);
-                if events.send(Event::Output(i, buf.split().freeze())).await.is_err() {
+                let mut output = buf.split();
+                tap.output(&mut output).await;
+                if events.send(Event::Output(i, output.freeze())).await.is_err() {
                     return;
                 }
             }

@@ -8,6 +8,8 @@
 //!   new sessions go to it, it is restarted (or, for an address replica, probed) and readmitted
 //!   when it answers again. It also keeps the per-replica counters that `/status` and
 //!   `/metrics` show.
+//! - [`inject`]: fault injection for experiments: bit flips in a replica's output, input or
+//!   process memory, crash, hang and output delay, each seeded and recorded.
 //!
 //! Sessions ask the supervisor for the admitted replicas when they start and report every
 //! fault back, tagged with the replica's *incarnation*, so that the crash a repair causes in
@@ -15,6 +17,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod inject;
 pub mod spec;
 pub mod supervisor;
 mod sys;

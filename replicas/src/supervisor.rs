@@ -28,6 +28,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 use voter::FaultKind;
 
+use crate::inject::{Injector, Tap};
 use crate::spec::{Launch, ReplicaSpec};
 use crate::sys;
 
@@ -171,6 +172,8 @@ pub struct Supervisor {
     slots: Vec<Arc<Slot>>,
     shutdown: watch::Sender<bool>,
     monitors: Mutex<Vec<JoinHandle<()>>>,
+    /// Armed data-path injections and the injection log (see [`crate::inject`]).
+    injector: Arc<Injector>,
 }
 
 impl Supervisor {
@@ -214,7 +217,8 @@ impl Supervisor {
                 })
             })
             .collect();
-        Arc::new(Supervisor { slots, shutdown, monitors: Mutex::new(monitors) })
+        let injector = Injector::new(slots.iter().map(|s| Arc::clone(&s.name)).collect());
+        Arc::new(Supervisor { slots, shutdown, monitors: Mutex::new(monitors), injector })
     }
 
     /// How many replicas are configured.
@@ -225,6 +229,26 @@ impl Supervisor {
     /// Whether no replica is configured.
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
+    }
+
+    /// The index of the replica named `name`.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.slots.iter().position(|s| &*s.name == name)
+    }
+
+    /// The process id of replica `index`, while resh runs a process for it.
+    pub fn pid(&self, index: usize) -> Option<u32> {
+        self.slots.get(index).and_then(|s| s.state().pid)
+    }
+
+    /// The fault injector: armed data-path injections and the injection log.
+    pub fn injector(&self) -> &Arc<Injector> {
+        &self.injector
+    }
+
+    /// A data-path hook for one direction of a connection to replica `index` (see [`Tap`]).
+    pub fn tap(&self, index: usize) -> Tap {
+        self.injector.tap(index)
     }
 
     /// The replicas a new session may use, in configuration order; counts a session for each.
@@ -481,6 +505,11 @@ async fn run_until_repair(slot: &Slot, child: &mut Child, stop: &mut watch::Rece
             Outcome::Failed
         }
         _ = slot.quarantined.notified() => {
+            // A replica whose crash a vote noticed first has usually exited already: keep how
+            // it ended, or `/status` would show a repair without the crash that caused it.
+            if let Ok(Some(status)) = child.try_wait() {
+                note_exit(slot, status);
+            }
             info!(replica = %slot.name, "repairing quarantined replica: restart");
             Outcome::Repair
         }

@@ -1,4 +1,5 @@
-//! The few system calls the supervisor needs that std and tokio do not offer.
+//! The few system calls the supervisor and the fault injector need that std and tokio do not
+//! offer.
 //!
 //! This is the crate's only unsafe code; each call is a plain syscall wrapper with no memory
 //! handed to the kernel.
@@ -26,6 +27,23 @@ pub fn signal_group(pid: u32, signal: libc::c_int) -> io::Result<()> {
     let pgid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: kill(2) takes integers only.
     let rc = unsafe { libc::kill(-pgid, signal) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Sends `signal` to the single process `pid` (fault injection: a crash or a hang of one
+/// process, not of its whole group).
+pub fn signal_pid(pid: u32, signal: libc::c_int) -> io::Result<()> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    if pid <= 0 {
+        // kill(0 or negative) would signal whole groups: never what a caller of this meant.
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    // SAFETY: kill(2) takes integers only.
+    let rc = unsafe { libc::kill(pid, signal) };
     if rc == 0 {
         Ok(())
     } else {

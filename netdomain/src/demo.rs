@@ -1,0 +1,413 @@
+//! `resh demo`: N-version programming in one command.
+//!
+//! Starts three diverse versions of a key-value service (async Rust `resh-kv`, Python asyncio
+//! `kv.py`, and `redis-server` when it is installed, otherwise the threaded Rust
+//! `resh-kv-threads`) behind resh in ordered mode, and runs a workload of several clients that
+//! check every answer they get. Half-way, a bug is planted in the Rust version (it starts
+//! answering one key wrongly, the way a software fault in one version would). The progress
+//! line shows requests, wrong answers seen by clients, and each version's faults and restarts;
+//! at the end the demo checks that no client saw a wrong answer, that the buggy version was
+//! caught, restarted and resynchronised, and that all three versions hold the same state.
+//!
+//! The scenario lives here rather than in the `demo` crate because it drives resh itself
+//! (`run_until`), and the `resh` binary is in this crate; the `demo` crate holds the services.
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+use crate::codec::resp::Resp;
+use crate::codec::Codec;
+use crate::config::Config;
+use crate::Running;
+
+/// The Python version's source, carried in the binary so the demo runs from anywhere.
+const KV_PY: &str = include_str!("../../demo/kv.py");
+
+/// The key the planted bug answers wrongly.
+const BUGGY_KEY: &str = "demo:answer";
+
+/// What the demo is asked to do.
+#[derive(Clone, Debug)]
+pub struct DemoOptions {
+    /// How long the workload runs.
+    pub duration: Duration,
+    /// How many clients run it.
+    pub clients: usize,
+    /// Stay up afterwards for `redis-cli`.
+    pub keep: bool,
+}
+
+/// Counters the clients share.
+#[derive(Default)]
+struct Tally {
+    requests: AtomicU64,
+    wrong: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// Runs the demo; `Ok(true)` when everything it shows held.
+pub async fn run(options: DemoOptions) -> Result<bool, String> {
+    let work = std::env::temp_dir().join(format!("resh-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&work).map_err(|e| format!("cannot create {}: {e}", work.display()))?;
+    let result = run_in(&options, &work).await;
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}
+
+async fn run_in(options: &DemoOptions, work: &Path) -> Result<bool, String> {
+    let config = demo_config(work)?;
+    let versions: Vec<String> = config.replicas.iter().map(|r| r.name.clone()).collect();
+    println!("resh demo: three versions of one key-value service behind resh (ordered mode, RESP)");
+    for r in &config.replicas {
+        let argv: Vec<String> = r
+            .command
+            .iter()
+            .flatten()
+            .map(|a| if a.is_empty() || a.contains(' ') { format!("{a:?}") } else { a.clone() })
+            .collect();
+        println!("  version {:<8} {}", r.name, argv.join(" "));
+    }
+
+    let (ready_tx, ready_rx) = oneshot::channel::<Running>();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let resh = tokio::spawn(crate::run_until(
+        config,
+        async {
+            let _ = stop_rx.await;
+        },
+        move |running| {
+            let _ = ready_tx.send(running.clone());
+        },
+    ));
+    let running = match ready_rx.await {
+        Ok(r) => r,
+        Err(_) => {
+            return match resh.await {
+                Ok(Err(e)) => Err(e.to_string()),
+                _ => Err("resh stopped before it was ready".into()),
+            }
+        }
+    };
+    let supervisor = Arc::clone(&running.shared.supervisor);
+    if supervisor.ready_count() < versions.len() {
+        let _ = stop_tx.send(());
+        return Err(format!("only {} of {} versions started (see the log)", supervisor.ready_count(), versions.len()));
+    }
+    println!("  resh serves clients on {}\n", running.clients);
+
+    // Everybody reads this key; the Rust version will start getting it wrong.
+    let mut setup = Client::connect(running.clients).await?;
+    expect(&mut setup, &["SET", BUGGY_KEY, "42"], b"+OK\r\n").await?;
+
+    let tally = Arc::new(Tally::default());
+    let started = Instant::now();
+    let deadline = started + options.duration;
+    let clients: Vec<_> =
+        (0..options.clients).map(|c| tokio::spawn(client(c, running.clients, deadline, Arc::clone(&tally)))).collect();
+
+    let terminal = std::io::stdout().is_terminal();
+    let mut injected = false;
+    let mut faults_shown = 0;
+    let mut last_line = Instant::now() - Duration::from_secs(1);
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if !injected && started.elapsed() >= options.duration / 2 {
+            injected = true;
+            plant_bug(&running)?;
+            if terminal {
+                println!();
+            }
+            println!("  >> injecting a fault: version 'rust' now answers GET {BUGGY_KEY} wrongly (a planted bug)");
+        }
+        // Say so when resh catches a fault.
+        for r in supervisor.status() {
+            let faults: u64 = r.faults.iter().map(|(_, n)| n).sum();
+            if faults > 0 && faults_shown == 0 {
+                faults_shown = faults;
+                if terminal {
+                    println!();
+                }
+                println!("  >> resh: {}; restarting that version", r.last_fault.clone().unwrap_or_default());
+            }
+        }
+        if terminal || last_line.elapsed() >= Duration::from_secs(1) {
+            last_line = Instant::now();
+            let line = progress(&running, &tally, started.elapsed());
+            if terminal {
+                print!("\r{line}\x1b[K");
+                let _ = std::io::stdout().flush();
+            } else {
+                println!("{line}");
+            }
+        }
+    }
+    for c in clients {
+        if let Ok(Err(e)) = c.await {
+            tally.errors.fetch_add(1, Ordering::Relaxed);
+            eprintln!("\nresh demo: a client failed: {e}");
+        }
+    }
+    if terminal {
+        println!();
+    }
+
+    // The buggy version must have been caught, restarted and brought back in sync.
+    let repaired = wait_for(Duration::from_secs(15), || {
+        supervisor.status().iter().any(|r| r.name == "rust" && r.incarnation >= 2 && r.state == "ready")
+    })
+    .await;
+    // The sequencer replays the history to the restarted version before it votes again; its
+    // state matches once that is done.
+    let mut identical = same_state(&running, options.clients).await;
+    for _ in 0..40 {
+        if identical.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        identical = same_state(&running, options.clients).await;
+    }
+
+    let status = supervisor.status();
+    println!("\nresult:");
+    let requests = tally.requests.load(Ordering::Relaxed);
+    let wrong = tally.wrong.load(Ordering::Relaxed);
+    let errors = tally.errors.load(Ordering::Relaxed);
+    println!("  clients sent {requests} requests; wrong answers seen by clients: {wrong}; errors: {errors}");
+    for r in &status {
+        let faults: Vec<String> = r.faults.iter().filter(|(_, n)| *n > 0).map(|(k, n)| format!("{k} {n}")).collect();
+        println!(
+            "  version {:<8} state {:<11} faults: {:<14} restarts: {}",
+            r.name,
+            r.state,
+            if faults.is_empty() { "none".to_string() } else { faults.join(", ") },
+            r.restarts
+        );
+    }
+    let caught = status.iter().any(|r| r.name == "rust" && r.faults.iter().any(|(k, n)| k == "diverged" && *n > 0));
+    match &identical {
+        Ok(()) => println!("  all three versions hold the same state"),
+        Err(e) => println!("  STATE DIFFERS: {e}"),
+    }
+    let ok = wrong == 0 && errors == 0 && caught && repaired && identical.is_ok();
+    if ok {
+        println!("\nthe planted bug was outvoted: clients only ever saw the majority's answers;");
+        println!("resh named the faulty version, restarted it and replayed the history to it.");
+    } else {
+        println!("\nthe demo did NOT go as expected (caught: {caught}, repaired: {repaired})");
+    }
+
+    if options.keep {
+        println!(
+            "\nresh keeps running: try `redis-cli -p {}` (admin API: {}); Ctrl-C stops it",
+            running.clients.port(),
+            running.admin.map(|a| format!("http://{a}/status")).unwrap_or_else(|| "off".into())
+        );
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    let _ = stop_tx.send(());
+    let _ = resh.await;
+    Ok(ok)
+}
+
+/// The demo's resh configuration: ordered mode, the three versions, the planted bug dormant.
+fn demo_config(work: &Path) -> Result<Config, String> {
+    let here = std::env::current_exe().map_err(|e| format!("cannot find the resh binary: {e}"))?;
+    let bin_dir = here.parent().map(Path::to_path_buf).unwrap_or_default();
+    let bin = |name: &str| -> Result<PathBuf, String> {
+        let path = bin_dir.join(name);
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!(
+                "{} not found next to resh: build the demo services with `cargo build -p demo`",
+                path.display()
+            ))
+        }
+    };
+    let kv = bin("resh-kv")?;
+    if !on_path("python3") {
+        return Err("python3 is needed for the Python version of the demo service".into());
+    }
+    let kv_py = work.join("kv.py");
+    std::fs::write(&kv_py, KV_PY).map_err(|e| format!("cannot write {}: {e}", kv_py.display()))?;
+    let fired = work.join("bug-fired");
+    let quote = |p: &Path| format!("{:?}", p.display().to_string());
+    let third = if on_path("redis-server") {
+        "name = \"redis\"\ncommand = [\"redis-server\", \"--port\", \"{port}\", \"--bind\", \"127.0.0.1\", \"--save\", \"\", \"--appendonly\", \"no\"]".to_string()
+    } else {
+        format!("name = \"threads\"\ncommand = [{}, \"--port\", \"{{port}}\"]", quote(&bin("resh-kv-threads")?))
+    };
+    let text = format!(
+        r#"listen = "127.0.0.1:0"
+[vote]
+mode = "ordered"
+protocol = "resp"
+[ordered]
+allow = ["PING", "ECHO", "SET", "GET", "DEL", "EXISTS", "INCR", "DECR", "MGET", "MSET", "LPUSH", "LPOP", "LLEN", "LRANGE", "CONFIG"]
+[admin]
+listen = "127.0.0.1:0"
+[[replica]]
+name = "rust"
+command = [{kv}, "--port", "{{port}}", "--wrong-get", "{BUGGY_KEY}", "--arm-on-signal", "--once", {fired}]
+[[replica]]
+name = "python"
+command = ["python3", {kv_py}, "--port", "{{port}}"]
+[[replica]]
+{third}
+"#,
+        kv = quote(&kv),
+        fired = quote(&fired),
+        kv_py = quote(&kv_py),
+    );
+    Config::parse(&text, "the demo configuration").map_err(|e| e.to_string())
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+}
+
+/// Arms the Rust version's planted bug (it waits for SIGUSR1).
+fn plant_bug(running: &Running) -> Result<(), String> {
+    let status = running.shared.supervisor.status();
+    let pid = status.iter().find(|r| r.name == "rust").and_then(|r| r.pid).ok_or("the rust version is not running")?;
+    let sent = std::process::Command::new("kill").args(["-USR1", &pid.to_string()]).status();
+    match sent {
+        Ok(s) if s.success() => Ok(()),
+        _ => Err(format!("cannot signal the rust version (pid {pid})")),
+    }
+}
+
+fn progress(running: &Running, tally: &Tally, elapsed: Duration) -> String {
+    let requests = tally.requests.load(Ordering::Relaxed);
+    let rate = requests as f64 / elapsed.as_secs_f64().max(0.001);
+    let mut line = format!(
+        "  [{:5.1}s] requests {requests:>7} ({rate:>6.0}/s)  wrong {}",
+        elapsed.as_secs_f64(),
+        tally.wrong.load(Ordering::Relaxed)
+    );
+    for r in running.shared.supervisor.status() {
+        let faults: u64 = r.faults.iter().map(|(_, n)| n).sum();
+        line.push_str(&format!(" | {} {} f{} r{}", r.name, r.state, faults, r.restarts));
+    }
+    line
+}
+
+async fn wait_for(limit: Duration, check: impl Fn() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    check()
+}
+
+/// One client of the workload: its own keys, a counter, a list, and the shared key; every
+/// answer is checked against what a correct service must say.
+async fn client(id: usize, addr: SocketAddr, deadline: Instant, tally: Arc<Tally>) -> Result<(), String> {
+    let mut c = Client::connect(addr).await?;
+    let mut round: u64 = 0;
+    let (count, list) = (format!("c{id}:count"), format!("c{id}:list"));
+    while Instant::now() < deadline {
+        round += 1;
+        let key = format!("c{id}:k{}", round % 50);
+        let value = format!("v{round}");
+        let checks: [(Vec<&str>, Vec<u8>); 5] = [
+            (vec!["SET", &key, &value], b"+OK\r\n".to_vec()),
+            (vec!["GET", &key], format!("${}\r\n{value}\r\n", value.len()).into_bytes()),
+            (vec!["INCR", &count], format!(":{round}\r\n").into_bytes()),
+            (vec!["LPUSH", &list, &value], format!(":{round}\r\n").into_bytes()),
+            (vec!["GET", BUGGY_KEY], b"$2\r\n42\r\n".to_vec()),
+        ];
+        for (args, want) in &checks {
+            let got = c.call(args).await?;
+            tally.requests.fetch_add(1, Ordering::Relaxed);
+            if &got != want {
+                tally.wrong.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads every client's keys directly from each version and compares.
+async fn same_state(running: &Running, clients: usize) -> Result<(), String> {
+    let status = running.shared.supervisor.status();
+    let mut first: Option<(String, Vec<Vec<u8>>)> = None;
+    for r in &status {
+        let addr: SocketAddr =
+            r.addr.as_deref().and_then(|a| a.parse().ok()).ok_or(format!("{} has no address", r.name))?;
+        let mut c = Client::connect(addr).await?;
+        let mut state = vec![c.call(&["GET", BUGGY_KEY]).await?];
+        for id in 0..clients {
+            state.push(c.call(&["GET", &format!("c{id}:count")]).await?);
+            state.push(c.call(&["LRANGE", &format!("c{id}:list"), "0", "-1"]).await?);
+            for k in 0..50 {
+                state.push(c.call(&["GET", &format!("c{id}:k{k}")]).await?);
+            }
+        }
+        match &first {
+            None => first = Some((r.name.clone(), state)),
+            Some((name, reference)) if *reference != state => {
+                return Err(format!("version {} differs from version {name}", r.name));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+async fn expect(c: &mut Client, args: &[&str], want: &[u8]) -> Result<(), String> {
+    let got = c.call(args).await?;
+    if got == want {
+        Ok(())
+    } else {
+        Err(format!("{args:?} answered {:?}", String::from_utf8_lossy(&got)))
+    }
+}
+
+/// A minimal RESP client.
+struct Client {
+    stream: TcpStream,
+    buf: BytesMut,
+    codec: Resp,
+}
+
+impl Client {
+    async fn connect(addr: SocketAddr) -> Result<Client, String> {
+        let stream = TcpStream::connect(addr).await.map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        Ok(Client { stream, buf: BytesMut::with_capacity(4096), codec: Resp::new(1 << 24, None) })
+    }
+
+    async fn call(&mut self, args: &[&str]) -> Result<Vec<u8>, String> {
+        let mut request = format!("*{}\r\n", args.len());
+        for a in args {
+            request.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        self.stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+        loop {
+            match self.codec.response_len(&self.buf) {
+                Ok(Some(len)) => return Ok(self.buf.split_to(len).to_vec()),
+                Ok(None) => {}
+                Err(e) => return Err(format!("malformed answer: {e}")),
+            }
+            let n = tokio::time::timeout(Duration::from_secs(10), self.stream.read_buf(&mut self.buf))
+                .await
+                .map_err(|_| "no answer within 10 s".to_string())?
+                .map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("connection closed".into());
+            }
+        }
+    }
+}
