@@ -134,3 +134,21 @@ fn two_hundred_concurrent_sessions_are_all_answered_correctly() {
     resh.wait_until("all sessions are counted", WAIT, |r| r.status()["sessions"]["total"] == 200);
     assert_eq!(resh.status()["verdicts"]["agreed"], 200);
 }
+
+#[test]
+fn with_one_replica_a_crash_is_a_reset_never_a_truncated_answer() {
+    let echo = resh_e2e::binary("resh-echo").display().to_string();
+    let config = format!(
+        "listen = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[[replica]]\nname = \"only\"\n\
+         command = [{echo:?}, \"--port\", \"{{port}}\", \"--exit-at\", \"5000\"]\n"
+    );
+    let resh = Resh::start(&config);
+    // Small enough that the replica has read all of it when it dies: the kernel then closes
+    // its connection with a plain FIN, exactly like a complete answer.
+    let data = payload(8_000, 8);
+    let got = exchange(resh.clients, &data);
+    assert!(got.received.len() <= 5000 && got.received == data[..got.received.len()], "wrong bytes");
+    let error = got.error.expect("a dying replica's close must not look like a complete answer");
+    assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}");
+    resh.wait_until("the crash is counted", WAIT, |r| r.faults("only", "crashed") == 1);
+}

@@ -12,6 +12,8 @@
 //! - [`metrics`]: counters, the vote latency histogram, recent faults.
 //! - [`admin`]: the admin HTTP server (`/status`, `/metrics`, `/injections`, `POST /inject`).
 //! - [`admin_client`]: `resh inject`, a small client of the admin API.
+//! - [`bench`]: `resh bench`: throughput, latency, CPU and memory of resh against the service
+//!   alone and HAProxy, with real processes.
 //! - [`campaign`]: `resh campaign`: fault-injection experiments on fresh in-process resh
 //!   instances ([`run_until`]), classified against a golden run, with reports.
 //! - [`run`]: ties them together: starts the replica supervisor, waits for the replicas,
@@ -23,6 +25,7 @@
 
 pub mod admin;
 pub mod admin_client;
+pub mod bench;
 pub mod campaign;
 pub mod codec;
 pub mod config;
@@ -44,6 +47,20 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::session::Shared;
+
+/// The tokio worker threads `resh run` uses unless told otherwise (`--threads`): one per two
+/// CPUs, at least one.
+///
+/// resh shares its host with the replicas it votes over (that is the point of RESH), and they
+/// need the CPUs as much as resh does. On resh's hot path the cost is wake-ups, not bytes: a
+/// second worker thread mostly adds cross-thread wake-ups (futex calls, tasks moving between
+/// cores) while the replicas wait for a core. Measured with `resh bench` on 2 CPUs (see
+/// docs/performance.md), one worker served ordered mode 13-24% more requests than two and
+/// stream mode with one replica about as many; stream mode with three replicas did better with
+/// two (`--threads 2`).
+pub fn default_worker_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}
 
 /// Why resh could not start or keep running.
 #[derive(Debug)]
@@ -77,7 +94,12 @@ impl std::error::Error for RunError {}
 /// Prints the addresses it serves on standard output once it is ready, one per line:
 /// `resh: clients on ADDR` and `resh: admin on http://ADDR`.
 pub async fn run(config: Config) -> Result<(), RunError> {
-    let stop = async { info!(signal = shutdown_signal().await, "stopping") };
+    // The signal is awaited outside the log macro: a disabled level (`--log warn`) skips the
+    // macro's arguments, and the await with them, which would stop resh at once.
+    let stop = async {
+        let signal = shutdown_signal().await;
+        info!(signal, "stopping");
+    };
     run_until(config, stop, |running| {
         let mut stdout = std::io::stdout();
         let _ = writeln!(stdout, "resh: clients on {}", running.clients);

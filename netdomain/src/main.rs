@@ -34,6 +34,10 @@ enum Command {
         /// The configuration file (TOML).
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
+        /// Worker threads of the async runtime (default: one per two CPUs, at least one: resh
+        /// shares the host with its replicas).
+        #[arg(long, env = "RESH_THREADS", value_name = "N")]
+        threads: Option<usize>,
     },
     /// Validate a configuration file and print the effective configuration (defaults filled in).
     Check {
@@ -51,6 +55,19 @@ enum Command {
     /// every replica count (e.g. 3, and 1: the baseline without voting); writes
     /// experiments.jsonl, summary.csv, summary.md and outcomes.svg.
     Campaign(netdomain::campaign::CampaignArgs),
+    /// Measure resh against the service alone and HAProxy: throughput, latency percentiles,
+    /// CPU per request, peak RSS, and memory per idle session (real processes on loopback).
+    ///
+    /// Runs the same workloads (RESP SET/GET, 64 B and 64 KiB echo) interleaved against each
+    /// target and prints medians and ratios; `--json` for machines. See docs/performance.md.
+    Bench(netdomain::bench::BenchArgs),
+    /// Show N-version programming at work: three diverse versions of a key-value service
+    /// behind resh, a bug planted in one of them half-way through a checked workload.
+    ///
+    /// Exits 0 when no client saw a wrong answer and the buggy version was caught, restarted
+    /// and resynchronised. Needs python3; uses redis-server as the third version when it is
+    /// installed. The demo services (`resh-kv`, `resh-kv-threads`) must be built next to resh
+    /// (`cargo build -p demo`).
     Demo {
         /// Stay up afterwards and print the address for redis-cli.
         #[arg(long)]
@@ -67,8 +84,11 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo's progress line is the show; only errors interrupt it unless asked otherwise.
-    let default_filter =
-        if matches!(cli.command, Command::Demo { .. } | Command::Campaign(_)) { "error" } else { "info" };
+    let default_filter = if matches!(cli.command, Command::Demo { .. } | Command::Campaign(_) | Command::Bench(_)) {
+        "error"
+    } else {
+        "info"
+    };
     let filter = match &cli.log {
         Some(f) => EnvFilter::try_new(f),
         None => EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(default_filter)),
@@ -89,6 +109,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Inject(args) => netdomain::admin_client::main(&args),
         Command::Campaign(args) => netdomain::campaign::main(&args),
+        Command::Bench(args) => netdomain::bench::main(&args),
         Command::Demo { keep, seconds, clients } => {
             if clients == 0 || seconds == 0 {
                 eprintln!("resh: demo: --seconds and --clients must be at least 1");
@@ -128,7 +149,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Run { config } => {
+        Command::Run { config, threads } => {
             let config = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
@@ -136,7 +157,11 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads.unwrap_or_else(netdomain::default_worker_threads).max(1))
+                .enable_all()
+                .build()
+            {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("resh: cannot start the runtime: {e}");

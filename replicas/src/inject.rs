@@ -559,6 +559,18 @@ pub struct ProcStat {
     pub state: char,
     /// Clock ticks after boot when the process started.
     pub start_time: u64,
+    /// The kernel's task flags (field 9).
+    pub flags: u64,
+}
+
+impl ProcStat {
+    /// Whether the process has begun to exit (`PF_EXITING`). The kernel sets it before it
+    /// closes the process's files, so a connection closed by a dying process is recognisable
+    /// as such even before the process becomes a zombie.
+    pub fn exiting(&self) -> bool {
+        const PF_EXITING: u64 = 0x4;
+        self.flags & PF_EXITING != 0
+    }
 }
 
 /// Reads /proc/PID/stat; a process that does not exist, or is a zombie, is `ProcessGone`.
@@ -576,9 +588,10 @@ pub fn proc_stat(pid: u32) -> Result<ProcStat, InjectError> {
     let state = fields.first().and_then(|s| s.chars().next());
     // Field 22 of the whole line is the start time; fields[0] is field 3.
     let start_time = fields.get(19).and_then(|s| s.parse().ok());
-    match (state, start_time) {
-        (Some('Z' | 'X'), _) => Err(InjectError::ProcessGone { pid }),
-        (Some(state), Some(start_time)) => Ok(ProcStat { state, start_time }),
+    let flags = fields.get(6).and_then(|s| s.parse().ok());
+    match (state, start_time, flags) {
+        (Some('Z' | 'X'), _, _) => Err(InjectError::ProcessGone { pid }),
+        (Some(state), Some(start_time), Some(flags)) => Ok(ProcStat { state, start_time, flags }),
         _ => Err(InjectError::Io {
             pid,
             what: "parse /proc/PID/stat".into(),

@@ -241,6 +241,30 @@ impl Supervisor {
         self.slots.get(index).and_then(|s| s.state().pid)
     }
 
+    /// Whether the process behind `replica`'s incarnation `incarnation` has ended: a command
+    /// replica whose process exited (or is a zombie), or that was replaced since. Sessions ask
+    /// this when a replica closes its output: a close by a dying process is a crash, not an end
+    /// of stream, and must not be passed on to a client as a complete answer. Always false for
+    /// address replicas (resh cannot see their processes).
+    pub fn process_gone(&self, replica: usize, incarnation: u64) -> bool {
+        let Some(slot) = self.slots.get(replica) else { return false };
+        if matches!(slot.spec.launch, Launch::Address(_)) {
+            return false;
+        }
+        let state = slot.state();
+        if state.incarnation != incarnation {
+            return true;
+        }
+        match state.pid {
+            None => true,
+            Some(pid) => match crate::inject::proc_stat(pid) {
+                Ok(stat) => stat.exiting(),
+                Err(crate::inject::InjectError::ProcessGone { .. }) => true,
+                Err(_) => false,
+            },
+        }
+    }
+
     /// The fault injector: armed data-path injections and the injection log.
     pub fn injector(&self) -> &Arc<Injector> {
         &self.injector

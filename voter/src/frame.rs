@@ -84,9 +84,8 @@ struct Slot {
     sent_at: Duration,
     /// Replicas expected to answer (bit r).
     expected: u32,
-    /// Replicas that answered (bit r), with their digests.
+    /// Replicas that answered (bit r); their digests are in [`FrameVoter::digests`].
     answered: u32,
-    digests: Vec<Option<Digest>>,
     /// Set once decided: the agreed digest (None if undecidable).
     decided: Option<Option<Digest>>,
 }
@@ -97,6 +96,9 @@ pub struct FrameVoter {
     config: FrameConfig,
     lanes: Vec<Lane>,
     slots: VecDeque<Slot>,
+    /// The digests the replicas answered with: `config.replicas` entries per slot, in slot
+    /// order. One flat queue rather than a vector per slot, so a request costs no allocation.
+    digests: VecDeque<Option<Digest>>,
     /// Sequence number of `slots[0]`.
     base: u64,
     next_seq: u64,
@@ -111,6 +113,7 @@ impl FrameVoter {
         Ok(FrameVoter {
             lanes: vec![Lane { live: false, next: 0 }; config.replicas],
             slots: VecDeque::new(),
+            digests: VecDeque::new(),
             base: 0,
             next_seq: 0,
             decisions: VecDeque::new(),
@@ -154,13 +157,8 @@ impl FrameVoter {
         let seq = self.next_seq;
         self.next_seq += 1;
         let expected = self.live_mask();
-        self.slots.push_back(Slot {
-            sent_at: now,
-            expected,
-            answered: 0,
-            digests: vec![None; self.config.replicas],
-            decided: None,
-        });
+        self.slots.push_back(Slot { sent_at: now, expected, answered: 0, decided: None });
+        self.digests.extend(std::iter::repeat_n(None, self.config.replicas));
         if expected == 0 || self.live_count() < self.config.quorum {
             self.decide_undecidable(self.slots.len() - 1, seq);
         }
@@ -199,7 +197,7 @@ impl FrameVoter {
             return Some(seq);
         }
         slot.answered |= bit;
-        slot.digests[replica] = Some(digest);
+        self.digests[index * self.config.replicas + replica] = Some(digest);
         match slot.decided {
             Some(Some(agreed)) if agreed != digest => {
                 self.exclude(replica, seq, FaultKind::Diverged { expected: agreed, observed: digest }, now);
@@ -294,16 +292,17 @@ impl FrameVoter {
         let quorum = self.config.quorum;
         let live = self.live_mask();
         let slot = &self.slots[index];
+        let n = self.config.replicas;
+        let digests = self.digests.range(index * n..(index + 1) * n);
         let mut winner: Option<(Digest, usize)> = None;
         let mut largest = 0;
-        for (r, d) in slot.digests.iter().enumerate() {
+        for (r, d) in digests.clone().enumerate() {
             let Some(d) = d else { continue };
             if slot.answered & live & (1 << r) == 0 {
                 continue;
             }
-            let count = slot
-                .digests
-                .iter()
+            let count = digests
+                .clone()
                 .enumerate()
                 .filter(|(j, e)| slot.answered & live & (1 << j) != 0 && e.as_ref() == Some(d))
                 .count();
@@ -315,14 +314,11 @@ impl FrameVoter {
         if let Some((agreed, replica)) = winner {
             self.slots[index].decided = Some(Some(agreed));
             self.decisions.push_back(Decision { seq, outcome: FrameOutcome::Release { replica } });
-            let dissent: Vec<(usize, Digest)> = self.slots[index]
-                .digests
-                .iter()
-                .enumerate()
-                .filter_map(|(r, d)| d.filter(|d| *d != agreed && live & (1 << r) != 0).map(|d| (r, d)))
-                .collect();
-            for (r, observed) in dissent {
-                self.exclude(r, seq, FaultKind::Diverged { expected: agreed, observed }, now);
+            for r in 0..n {
+                let observed = self.digests[index * n + r];
+                if let Some(observed) = observed.filter(|d| *d != agreed && live & (1 << r) != 0) {
+                    self.exclude(r, seq, FaultKind::Diverged { expected: agreed, observed }, now);
+                }
             }
             return;
         }
@@ -360,9 +356,15 @@ impl FrameVoter {
             if front.decided.is_none() || front.expected & !front.answered & live != 0 {
                 break;
             }
-            self.slots.pop_front();
+            self.pop_slot();
             self.base += 1;
         }
+    }
+
+    /// Forgets the front slot and its digests.
+    fn pop_slot(&mut self) {
+        self.slots.pop_front();
+        self.digests.drain(..self.config.replicas.min(self.digests.len()));
     }
 
     /// A replica more than `max_outstanding` requests behind is late.
@@ -373,7 +375,7 @@ impl FrameVoter {
             if missing == 0 {
                 // Undecided with everyone answered cannot happen; drop it only if decided.
                 if front.decided.is_some() {
-                    self.slots.pop_front();
+                    self.pop_slot();
                     self.base += 1;
                     continue;
                 }

@@ -27,6 +27,12 @@ use crate::prefix::common_prefix;
 /// rarely go past 7; the bound keeps the cost of a vote small and predictable.
 pub const MAX_REPLICAS: usize = 32;
 
+/// The least a lane's pending buffer grows by. Released chunks are cut from the front of the
+/// buffer of the lane that led the vote, so a buffer grown exactly to each chunk would be
+/// reallocated for every chunk; with some room, small chunks share one allocation, which is
+/// reclaimed once the chunks cut from it are dropped.
+const PENDING_GROWTH: usize = 4096;
+
 /// Parameters of a stream vote.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StreamConfig {
@@ -176,8 +182,12 @@ pub struct StreamVoter {
     status: Status,
     /// When unreleased output last started waiting for a quorum.
     pending_since: Option<Duration>,
-    /// Scratch space for one vote, kept to avoid an allocation per vote.
+    /// Scratch space for one vote, kept to avoid an allocation per vote: the common prefix of
+    /// the lane being considered with every lane (by lane), and the same values sorted.
     scratch: Vec<usize>,
+    sorted: Vec<usize>,
+    /// The common prefixes of the best lane so far with every lane (by lane).
+    best_prefixes: Vec<usize>,
 }
 
 impl StreamVoter {
@@ -194,7 +204,9 @@ impl StreamVoter {
             faults: Vec::new(),
             status: Status::Open,
             pending_since: None,
-            scratch: Vec::with_capacity(config.replicas),
+            scratch: vec![0; config.replicas],
+            sorted: Vec::with_capacity(config.replicas),
+            best_prefixes: vec![0; config.replicas],
             config,
         })
     }
@@ -318,6 +330,9 @@ impl StreamVoter {
         }
         if !data.is_empty() {
             let lane = &mut self.lanes[replica];
+            if lane.pending.capacity() - lane.pending.len() < data.len() {
+                lane.pending.reserve(data.len().max(PENDING_GROWTH));
+            }
             lane.pending.extend_from_slice(data);
             lane.produced += data.len() as u64;
             let unreleased = lane.pending.len();
@@ -457,6 +472,8 @@ impl StreamVoter {
         let quorum = self.config.quorum;
         // For each lane, the length on which it and `quorum - 1` others agree is the
         // quorum-th largest common prefix between it and every live lane (itself included).
+        // Each pair of lanes is compared at most once per vote: a lane's prefix with itself is
+        // its length, and the best lane's prefixes with the others are kept for the check below.
         let mut best: Option<(usize, usize)> = None; // (lane, agreed length)
         for i in 0..self.lanes.len() {
             let li = &self.lanes[i];
@@ -464,17 +481,28 @@ impl StreamVoter {
             if !li.live || len == 0 || best.is_some_and(|(_, b)| len <= b) {
                 continue;
             }
-            self.scratch.clear();
-            for lj in self.lanes.iter().filter(|l| l.live) {
-                self.scratch.push(common_prefix(&li.pending, &lj.pending));
+            self.sorted.clear();
+            for (j, lj) in self.lanes.iter().enumerate() {
+                let same = if !lj.live {
+                    0
+                } else if j == i {
+                    len
+                } else {
+                    common_prefix(&li.pending, &lj.pending)
+                };
+                self.scratch[j] = same;
+                if lj.live {
+                    self.sorted.push(same);
+                }
             }
-            if self.scratch.len() < quorum {
+            if self.sorted.len() < quorum {
                 continue;
             }
-            self.scratch.sort_unstable_by(|a, b| b.cmp(a));
-            let agreed = self.scratch[quorum - 1];
+            self.sorted.sort_unstable_by(|a, b| b.cmp(a));
+            let agreed = self.sorted[quorum - 1];
             if agreed > 0 && best.is_none_or(|(_, b)| agreed > b) {
                 best = Some((i, agreed));
+                self.best_prefixes.copy_from_slice(&self.scratch);
             }
         }
         let Some((rep, len)) = best else { return };
@@ -487,7 +515,9 @@ impl StreamVoter {
             }
             let pending = &self.lanes[j].pending;
             let shared = pending.len().min(len);
-            let same = common_prefix(&chunk[..shared], &pending[..shared]);
+            // The chunk is the best lane's pending prefix, so its common prefix with this lane
+            // was measured above.
+            let same = self.best_prefixes[j].min(shared);
             if same < shared {
                 let kind = FaultKind::Diverged {
                     expected: digest(&chunk[same..len.min(same + DIGEST_SPAN)]),
@@ -558,10 +588,13 @@ impl StreamVoter {
             let pi = &lanes[i].pending;
             lanes
                 .iter()
-                .filter(|lj| lj.live)
-                .filter(|lj| {
+                .enumerate()
+                .filter(|(_, lj)| lj.live)
+                .filter(|&(j, lj)| {
                     let pj = &lj.pending;
-                    pj.len() <= pi.len() && common_prefix(pj, pi) == pj.len() && (!lj.closed || pj.len() == pi.len())
+                    pj.len() <= pi.len()
+                        && (j == i || common_prefix(pj, pi) == pj.len())
+                        && (!lj.closed || pj.len() == pi.len())
                 })
                 .count()
         };

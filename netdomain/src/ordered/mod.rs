@@ -114,6 +114,7 @@ impl Ordered {
             is_address: config.replicas.iter().map(|r| r.address.is_some()).collect(),
             names: config.replicas.iter().map(|r| Arc::<str>::from(r.name.as_str())).collect(),
             pending: VecDeque::new(),
+            frames: VecDeque::new(),
             pending_base: 0,
             log: ReplayLog { entries: Vec::new(), bytes: 0, max_bytes: config.ordered.log_max_bytes, complete: true },
             events_tx,
@@ -222,7 +223,6 @@ impl Drop for Conn {
 #[derive(Debug)]
 struct Pending {
     reply: Option<oneshot::Sender<Reply>>,
-    frames: Vec<Option<Bytes>>,
     submitted: Instant,
     decided: bool,
 }
@@ -241,6 +241,9 @@ struct Sequencer {
     is_address: Vec<bool>,
     names: Vec<Arc<str>>,
     pending: VecDeque<Pending>,
+    /// The replicas' response frames to the pending requests: one entry per replica and
+    /// request, in request order (one flat queue, so a request costs no allocation of its own).
+    frames: VecDeque<Option<Bytes>>,
     pending_base: u64,
     log: ReplayLog,
     events_tx: mpsc::Sender<ConnEvent>,
@@ -276,6 +279,17 @@ impl Sequencer {
                 count = submits.recv_many(&mut batch, BATCH), if !throttled => {
                     if count == 0 {
                         break;
+                    }
+                    if count < BATCH {
+                        // Let every session that is ready to run submit too before the batch
+                        // goes out: woken by the first submission, the sequencer often runs
+                        // next (tokio runs a task a task woke first) and would send batches of
+                        // one request, one write per replica per request instead of per batch.
+                        tokio::task::yield_now().await;
+                        while batch.len() < BATCH {
+                            let Ok(submit) = submits.try_recv() else { break };
+                            batch.push(submit);
+                        }
                     }
                     self.handle_batch(&mut batch);
                 }
@@ -333,12 +347,8 @@ impl Sequencer {
             if submit.logged {
                 self.log.push(&submit.request);
             }
-            self.pending.push_back(Pending {
-                reply: Some(submit.reply),
-                frames: vec![None; self.conns.len()],
-                submitted: Instant::now(),
-                decided: false,
-            });
+            self.frames.extend(std::iter::repeat_n(None, self.conns.len()));
+            self.pending.push_back(Pending { reply: Some(submit.reply), submitted: Instant::now(), decided: false });
         }
         let bytes = bytes.freeze();
         for replica in 0..self.conns.len() {
@@ -384,9 +394,13 @@ impl Sequencer {
                         continue;
                     }
                     if let Some(seq) = self.voter.response(replica, digest, now) {
-                        if let Some(p) = self.pending.get_mut(seq.saturating_sub(self.pending_base) as usize) {
+                        let index = seq.saturating_sub(self.pending_base) as usize;
+                        if let Some(p) = self.pending.get(index) {
                             if !p.decided && seq >= self.pending_base {
-                                p.frames[replica] = Some(frame);
+                                let n = self.conns.len();
+                                if let Some(slot) = self.frames.get_mut(index * n + replica) {
+                                    *slot = Some(frame);
+                                }
                             }
                         }
                     }
@@ -531,13 +545,25 @@ impl Sequencer {
             self.report(&fault, incarnation);
             self.conns[fault.replica] = None;
         }
+        let n = self.conns.len();
         while let Some(decision) = self.voter.take_decision() {
-            let Some(p) = self.pending.get_mut(decision.seq.saturating_sub(self.pending_base) as usize) else {
+            let index = decision.seq.saturating_sub(self.pending_base) as usize;
+            let Some(p) = self.pending.get_mut(index) else {
                 continue;
             };
             p.decided = true;
+            let frames = self.frames.range_mut(index * n..((index + 1) * n).min(self.frames.len()));
+            let mut chosen = None;
+            for (r, frame) in frames.enumerate() {
+                // The released frame is taken, the others are dropped now rather than when the
+                // request leaves the queue.
+                let frame = frame.take();
+                if matches!(decision.outcome, FrameOutcome::Release { replica } if replica == r) {
+                    chosen = frame;
+                }
+            }
             let reply = match decision.outcome {
-                FrameOutcome::Release { replica } => match p.frames.get_mut(replica).and_then(Option::take) {
+                FrameOutcome::Release { .. } => match chosen {
                     Some(frame) => {
                         self.metrics.request_released();
                         Reply::Response(frame)
@@ -554,13 +580,13 @@ impl Sequencer {
                 }
             };
             self.metrics.vote_latency(p.submitted.elapsed());
-            p.frames = Vec::new();
             if let Some(tx) = p.reply.take() {
                 let _ = tx.send(reply);
             }
         }
         while self.pending.front().is_some_and(|p| p.decided) {
             self.pending.pop_front();
+            self.frames.drain(..n.min(self.frames.len()));
             self.pending_base += 1;
         }
     }
