@@ -257,7 +257,7 @@ mod defaults {
         64 << 20
     }
     pub fn connect_timeout_ms() -> u64 {
-        1000
+        3000
     }
     pub fn idle_timeout_ms() -> u64 {
         300_000
