@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
 
 use crate::codec::resp::Resp;
 use crate::codec::Codec;
@@ -76,30 +75,13 @@ async fn run_in(options: &DemoOptions, work: &Path) -> Result<bool, String> {
         println!("  version {:<8} {}", r.name, argv.join(" "));
     }
 
-    let (ready_tx, ready_rx) = oneshot::channel::<Running>();
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let resh = tokio::spawn(crate::run_until(
-        config,
-        async {
-            let _ = stop_rx.await;
-        },
-        move |running| {
-            let _ = ready_tx.send(running.clone());
-        },
-    ));
-    let running = match ready_rx.await {
-        Ok(r) => r,
-        Err(_) => {
-            return match resh.await {
-                Ok(Err(e)) => Err(e.to_string()),
-                _ => Err("resh stopped before it was ready".into()),
-            }
-        }
-    };
+    let resh = crate::InProcess::start(config).await?;
+    let running = resh.running.clone();
     let supervisor = Arc::clone(&running.shared.supervisor);
     if supervisor.ready_count() < versions.len() {
-        let _ = stop_tx.send(());
-        return Err(format!("only {} of {} versions started (see the log)", supervisor.ready_count(), versions.len()));
+        let ready = supervisor.ready_count();
+        resh.stop(Duration::from_secs(10)).await;
+        return Err(format!("only {ready} of {} versions started (see the log)", versions.len()));
     }
     println!("  resh serves clients on {}\n", running.clients);
 
@@ -212,8 +194,7 @@ async fn run_in(options: &DemoOptions, work: &Path) -> Result<bool, String> {
         );
         let _ = tokio::signal::ctrl_c().await;
     }
-    let _ = stop_tx.send(());
-    let _ = resh.await;
+    resh.stop(Duration::from_secs(10)).await;
     Ok(ok)
 }
 

@@ -122,6 +122,53 @@ pub struct Running {
     pub shared: Arc<Shared>,
 }
 
+/// A resh started in this process with [`run_until`], as the demo and the campaign use it:
+/// started and ready, stopped on request.
+#[derive(Debug)]
+pub struct InProcess {
+    /// Its addresses and shared state.
+    pub running: Running,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), RunError>>,
+}
+
+impl InProcess {
+    /// Starts resh on `config` and waits until its replicas are ready (or the ready timeout
+    /// passed); the error says why it stopped before that.
+    pub async fn start(config: Config) -> Result<InProcess, String> {
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Running>();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let stopped = async move {
+            let _ = stop_rx.await;
+        };
+        let task = tokio::spawn(run_until(config, stopped, move |running| {
+            let _ = ready_tx.send(running.clone());
+        }));
+        match ready_rx.await {
+            Ok(running) => Ok(InProcess { running, stop, task }),
+            Err(_) => Err(match task.await {
+                Ok(Err(e)) => e.to_string(),
+                Ok(Ok(())) => "it stopped before it was ready".into(),
+                Err(e) => e.to_string(),
+            }),
+        }
+    }
+
+    /// Whether it stopped on its own.
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Stops it and waits (at most `limit`) until its replicas are gone.
+    pub async fn stop(self, limit: std::time::Duration) {
+        let _ = self.stop.send(());
+        let mut task = self.task;
+        if tokio::time::timeout(limit, &mut task).await.is_err() {
+            task.abort();
+        }
+    }
+}
+
 /// Runs resh until `shutdown` completes, then stops the replicas it started and returns.
 /// `on_ready` is called once, when the replicas are ready (or the ready timeout passed) and
 /// clients are being accepted. Prints nothing on standard output, so that a program can run

@@ -7,8 +7,7 @@ use std::time::Duration;
 use replicas::inject::{self, InjectKind, InjectionRecord, RecordStatus};
 use replicas::{ReplicaStatus, Supervisor};
 use serde::Serialize;
-use tokio::sync::{oneshot, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::classify::{classify, first_wrong_byte, Observation, Outcome, SessionEnd, SessionResult};
@@ -18,7 +17,7 @@ use super::workload;
 use super::CampaignError;
 use crate::config::Config;
 use crate::metrics::{unix_now, FaultRecord};
-use crate::{run_until, RunError, Running};
+use crate::{InProcess, Running};
 
 /// How often the target replica's state is sampled (time to repair is this precise).
 const MONITOR_INTERVAL: Duration = Duration::from_millis(5);
@@ -85,11 +84,7 @@ pub struct Runner<'a> {
 }
 
 /// A resh started for one experiment.
-struct Instance {
-    running: Running,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<Result<(), RunError>>,
-}
+type Instance = InProcess;
 
 /// What the monitor saw of the target replica.
 #[derive(Clone, Debug, Default)]
@@ -160,29 +155,8 @@ impl<'a> Runner<'a> {
 
     async fn start(&self, n: usize) -> Result<Instance, CampaignError> {
         let config = self.resh_config(n)?;
-        let (ready_tx, ready_rx) = oneshot::channel::<Running>();
-        let (stop, stop_rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(run_until(
-            config,
-            async move {
-                let _ = stop_rx.await;
-            },
-            move |running| {
-                let _ = ready_tx.send(running.clone());
-            },
-        ));
-        let running = match ready_rx.await {
-            Ok(r) => r,
-            Err(_) => {
-                let why = match task.await {
-                    Ok(Err(e)) => e.to_string(),
-                    Ok(Ok(())) => "it stopped before it was ready".into(),
-                    Err(e) => e.to_string(),
-                };
-                return Err(CampaignError::Start(format!("cannot start resh: {why}")));
-            }
-        };
-        let instance = Instance { running, stop, task };
+        let instance =
+            InProcess::start(config).await.map_err(|why| CampaignError::Start(format!("cannot start resh: {why}")))?;
         let ready = instance.running.shared.supervisor.ready_count();
         if ready < n {
             let status = instance.running.shared.supervisor.status();
@@ -258,7 +232,7 @@ impl<'a> Runner<'a> {
             };
             workload::run(instance.running.clients, &self.config.workload, deadline, &mut step).await
         };
-        let host_stopped = instance.task.is_finished();
+        let host_stopped = instance.is_finished();
         let injected_ok = matches!(done, Some(Ok(_)));
         // Faults of the target surface after the workload too (a late replica is found when
         // the session ends); a crashed or faulty target is then repaired: wait for both.
@@ -391,9 +365,5 @@ async fn monitor(
 
 /// Stops an experiment's resh and waits until its replicas are gone.
 async fn stop_instance(instance: Instance) {
-    let _ = instance.stop.send(());
-    let mut task = instance.task;
-    if tokio::time::timeout(Duration::from_secs(10), &mut task).await.is_err() {
-        task.abort();
-    }
+    instance.stop(Duration::from_secs(10)).await;
 }
