@@ -157,11 +157,18 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(threads.unwrap_or_else(netdomain::default_worker_threads).max(1))
-                .enable_all()
-                .build()
-            {
+            let threads = threads.unwrap_or_else(netdomain::default_worker_threads).max(1);
+            // One thread: tokio's current-thread scheduler, which runs everything on this thread
+            // without the work-stealing machinery (queues, idle/notify bookkeeping) that a single
+            // worker cannot use anyway.
+            let mut builder = if threads == 1 {
+                tokio::runtime::Builder::new_current_thread()
+            } else {
+                let mut b = tokio::runtime::Builder::new_multi_thread();
+                b.worker_threads(threads);
+                b
+            };
+            let runtime = match builder.enable_all().build() {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("resh: cannot start the runtime: {e}");

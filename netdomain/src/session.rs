@@ -3,46 +3,48 @@
 //! Phases, in the order they run:
 //! 1. **admit**: take the replicas the supervisor admits now; fewer than the quorum and the
 //!    client is refused (reset) at once, since nothing it sent could ever be answered.
-//! 2. **connect** to every admitted replica in parallel, each bounded by the connect timeout;
+//! 2. **connect** to every admitted replica at once, each bounded by the connect timeout;
 //!    a replica that cannot be reached is a `crashed` fault.
-//! 3. **relay**, with these tasks:
-//!    - the *client reader* reads client bytes and writes each chunk to every replica's socket
-//!      in turn, so every replica sees the same bytes in the same order. When a replica's socket
-//!      buffer is full it waits: reading from the client pauses while a replica is behind on
-//!      input. A replica that does not take input for the lag timeout is reported late. It
-//!      carries the client's half-close through to every replica.
-//!    - one *replica reader* per replica reads output, but only as much as its credit allows:
-//!      the credit is `max_unreleased_bytes`, spent by reads and given back as the voter
-//!      releases or drops that replica's bytes, so unreleased output per replica is bounded.
-//!    - the *session loop* takes reader events in batches (everything queued at one wake-up),
-//!      feeds them to the voter, writes what it released to the client in one vectored write,
-//!      reports faults, and cuts off excluded replicas.
+//! 3. **relay**: one task owns the client's and every replica's socket and polls them all
+//!    ([`Relay::poll`]). Each round it
+//!    - passes client input on: a chunk read from the client is written to every replica's
+//!      socket; a replica whose socket is full keeps the rest of the chunk and the client is
+//!      not read again until every replica took all of it (reading from the client pauses while
+//!      a replica is behind on input). A replica that takes no input for the lag timeout, while
+//!      its output is being read, is reported late. The client's half-close is passed on;
+//!    - reads replica output into the voter, each replica only while the voter holds less than
+//!      `max_unreleased_bytes` of its output (unreleased output per replica is bounded) and
+//!      while it is less than `max_lag_bytes` ahead of the slowest replica (a replica that is
+//!      merely slower holds the others back, and is late only after `lag_timeout`);
+//!    - reports the voter's faults and cuts the faulty replicas off;
+//!    - writes what the voter released to the client in one vectored write. While the client
+//!      takes no output, replicas are not read (released output is bounded too) and the
+//!      voter's clock stands still, so replicas do not look late for the client's slowness.
 //!
-//!    Why so few tasks: on the hot path every hand-over between tasks is a wake-up, and on a
-//!    small machine the wake-ups, not the bytes, are what costs. The client reader writes to the
-//!    replicas itself and the loop writes to the client itself (both try the socket first and
-//!    wait only when it is full), so a request crosses one task boundary (reader to loop).
-//!    Buffers are taken only when a socket is readable, so an idle session holds none.
+//!    Why one task: on the hot path the wake-ups, not the bytes, are what costs on a small
+//!    machine. With a task per socket every request crossed tasks twice (client reader, replica
+//!    reader, session loop), each a wake-up and a queue; here a request costs the two wake-ups any
+//!    proxy has (client readable, replica readable), like HAProxy's event loop. Reads land in a
+//!    per-thread scratch buffer (the voter copies what it keeps, the replicas' sockets take the
+//!    rest), so an idle session holds no buffer and the hot path allocates nothing.
 //! 4. **end**: when a quorum of replicas closed at the same offset, the client's write side is
-//!    closed (half-close); the session ends once the client closed its side too. When the vote
-//!    is undecidable, the client is reset (RST) and nothing unverified is released.
-//!
-//! The voter's clock is session time minus the time the loop spent blocked on a slow client:
-//! while the client does not take output, replicas cannot be read either, and that must not
-//! make them look late.
+//!    closed (half-close); the session ends once the client closed its side too and every replica
+//!    still in the vote was checked to the end. When the vote is undecidable, the client is reset
+//!    (RST) and nothing unverified is released.
+use std::cell::RefCell;
+use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use bytes::{Buf, Bytes};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, Notify};
-use tokio::task::JoinHandle;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tracing::{debug, info, warn, Instrument};
 use voter::{Fault, FaultKind, Status, StreamVoter};
 
@@ -51,16 +53,20 @@ use crate::metrics::{unix_now, FaultRecord, Metrics, Refusal, Verdict};
 use replicas::inject::Tap;
 use replicas::{Admitted, Supervisor};
 
-/// The largest read from a socket, and so the largest chunk voted at once.
+/// The largest read from a socket, and so the largest chunk voted or passed on at once.
 const READ_CHUNK: usize = 64 * 1024;
-/// A read buffer with less room than this is replaced by a fresh one of `READ_CHUNK` bytes
-/// (the old one lives on in the chunks cut from it until they are dropped). Small reads so
-/// share one allocation instead of taking one each.
-const MIN_READ_ROOM: usize = 4 * 1024;
-/// Reader events queued toward the session loop.
-const EVENT_QUEUE: usize = 64;
 /// The most slices one vectored write to the client takes.
 const MAX_IOV: usize = 64;
+/// Rounds of work one poll of a session may do before it lets the other sessions of its
+/// thread run (tokio's cooperative budget also stops a busy session, at socket operations).
+const ROUNDS_PER_POLL: usize = 32;
+
+thread_local! {
+    /// Where socket reads land. One per worker thread, not one per session: every byte read is
+    /// used before the poll that read it returns (the voter copies what it keeps; a replica that
+    /// does not take a whole chunk at once keeps a copy of the rest).
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
+}
 
 /// What every session shares.
 #[derive(Debug)]
@@ -103,123 +109,36 @@ pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr) {
     run(shared, client, id).instrument(span).await
 }
 
-/// Something a socket task observed.
-#[derive(Debug)]
-enum Event {
-    /// Output from replica `.0`.
-    Output(usize, Bytes),
-    /// Replica `.0` closed its output.
-    OutputEnd(usize),
-    /// Replica `.0`'s connection failed.
-    ReplicaError(usize, io::Error),
-    /// Replica `.0` took no input for the lag timeout.
-    InputStalled(usize),
-    /// The client closed its side.
-    ClientEnd,
-    /// The client's connection failed.
-    ClientError(io::Error),
-}
-
 /// One replica connection of a session.
 struct Lane {
     admitted: Admitted,
-    credit: Arc<Credit>,
-    /// Bytes read under credit and not yet given back.
-    outstanding: usize,
-    reader: Option<JoinHandle<()>>,
-    /// Tells the client reader to drop this replica's write half (the connection closes with
-    /// the reader's half); `None` once sent, or if the replica was never connected.
-    cut_input: Option<(usize, mpsc::UnboundedSender<usize>)>,
+    /// The connection; `None` if it could not be made or once the replica was cut off.
+    stream: Option<TcpStream>,
+    /// Fault-injection hooks of the output (an armed `outflip` or `delay` acts before the voter
+    /// sees the bytes) and the input (an armed `inflip` corrupts this replica's copy only).
+    out_tap: Tap,
+    in_tap: Tap,
+    /// The replica closed its output, or its connection failed.
+    output_ended: bool,
+    /// No more input goes to this replica (the client's half-close was passed on, or a write
+    /// failed).
+    input_closed: bool,
+    /// What this replica has not yet taken of the current client chunk.
+    pending_in: Option<Bytes>,
+    /// Since when the replica has taken no input while it had some to take.
+    input_blocked_since: Option<Instant>,
+    /// Output held back by an injected delay, and until when.
+    delayed: Option<(Instant, Bytes)>,
 }
 
 impl Lane {
+    /// Closes the connection (both directions) and forgets what was pending for it.
     fn cut(&mut self) {
-        self.credit.close();
-        if let Some(reader) = self.reader.take() {
-            reader.abort();
-        }
-        if let Some((index, cuts)) = self.cut_input.take() {
-            let _ = cuts.send(index);
-        }
+        self.stream = None;
+        self.pending_in = None;
+        self.input_blocked_since = None;
+        self.delayed = None;
     }
-}
-
-/// The output one replica reader may still read, in bytes: spent by reads, given back by the
-/// session loop as the voter releases or drops the bytes. An atomic counter, not a semaphore:
-/// tokio's semaphore takes a lock whenever permits are added, and credit is added twice per
-/// read; here the lock-free path is the common one, and the reader waits (on a `Notify`) only
-/// when the replica is a full `max_unreleased_bytes` ahead of the vote.
-#[derive(Debug)]
-struct Credit {
-    available: AtomicUsize,
-    closed: AtomicBool,
-    wake: Notify,
-}
-
-impl Credit {
-    fn new(bytes: usize) -> Arc<Credit> {
-        Arc::new(Credit { available: AtomicUsize::new(bytes), closed: AtomicBool::new(false), wake: Notify::new() })
-    }
-
-    fn try_take(&self, bytes: usize) -> bool {
-        self.available.fetch_update(Ordering::AcqRel, Ordering::Acquire, |a| a.checked_sub(bytes)).is_ok()
-    }
-
-    /// Takes `bytes` of credit, waiting until there is that much; false once closed.
-    async fn take(&self, bytes: usize) -> bool {
-        loop {
-            if self.closed.load(Ordering::Acquire) {
-                return false;
-            }
-            if self.try_take(bytes) {
-                return true;
-            }
-            // Register for a wake-up before looking again, so a `give` in between is not lost.
-            let notified = self.wake.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.closed.load(Ordering::Acquire) {
-                return false;
-            }
-            if self.try_take(bytes) {
-                return true;
-            }
-            notified.await;
-        }
-    }
-
-    /// Returns credit the reader took and did not use.
-    fn refund(&self, bytes: usize) {
-        self.available.fetch_add(bytes, Ordering::AcqRel);
-    }
-
-    /// Gives back credit for bytes the voter no longer holds, waking a waiting reader.
-    fn give(&self, bytes: usize) {
-        self.available.fetch_add(bytes, Ordering::AcqRel);
-        self.wake.notify_one();
-    }
-
-    /// Stops the reader: it takes no more credit.
-    fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-        self.wake.notify_one();
-    }
-}
-
-/// One replica's input side, owned by the client reader.
-struct LaneInput {
-    write: OwnedWriteHalf,
-    /// The fault-injection hook of this replica's input (an armed `inflip` corrupts this
-    /// replica's copy only).
-    tap: Tap,
-}
-
-/// Why a write did not complete.
-enum WriteFailure {
-    /// The peer took nothing for the time allowed.
-    Stalled,
-    /// The connection failed.
-    Io(io::Error),
 }
 
 async fn run(shared: Arc<Shared>, client: TcpStream, id: u64) {
@@ -234,15 +153,6 @@ async fn run(shared: Arc<Shared>, client: TcpStream, id: u64) {
     }
     let _ = client.set_nodelay(true);
     shared.metrics.session_started();
-
-    // Phase 2: connect to every admitted replica at once.
-    let connects: Vec<_> = admitted
-        .iter()
-        .map(|r| {
-            let addr = r.addr;
-            tokio::spawn(tokio::time::timeout(config.connect_timeout(), TcpStream::connect(addr)))
-        })
-        .collect();
     let mut voter = match StreamVoter::new(config.stream_vote(admitted.len())) {
         Ok(v) => v,
         Err(e) => {
@@ -253,205 +163,78 @@ async fn run(shared: Arc<Shared>, client: TcpStream, id: u64) {
             return;
         }
     };
+
+    // Phase 2: connect to every admitted replica at once, in this task (a task per connect
+    // would cost a spawn per replica per session).
+    let connects =
+        admitted.iter().map(|r| Box::pin(tokio::time::timeout(config.connect_timeout(), TcpStream::connect(r.addr))));
+    let connected = join_all(connects.collect()).await;
     let start = Instant::now();
-    let (events_tx, mut events) = mpsc::channel::<Event>(EVENT_QUEUE);
-    let (cuts_tx, cuts_rx) = mpsc::unbounded_channel::<usize>();
     let mut lanes: Vec<Lane> = Vec::with_capacity(admitted.len());
-    let mut inputs: Vec<Option<LaneInput>> = Vec::with_capacity(admitted.len());
-    let mut faults_seen = 0usize;
-    for (i, (replica, connect)) in admitted.into_iter().zip(connects).enumerate() {
-        let credit = Credit::new(config.vote.max_unreleased_bytes);
-        let mut lane =
-            Lane { admitted: replica, credit: Arc::clone(&credit), outstanding: 0, reader: None, cut_input: None };
-        let connected = match connect.await {
-            Ok(Ok(Ok(stream))) => Ok(stream),
-            Ok(Ok(Err(e))) => Err(e.to_string()),
-            Ok(Err(_)) => Err("connect timeout".to_string()),
-            Err(e) => Err(e.to_string()),
+    for (i, (replica, connect)) in admitted.into_iter().zip(connected).enumerate() {
+        let (out_tap, in_tap) = (shared.supervisor.tap(replica.index), shared.supervisor.tap(replica.index));
+        let mut lane = Lane {
+            admitted: replica,
+            stream: None,
+            out_tap,
+            in_tap,
+            output_ended: false,
+            input_closed: false,
+            pending_in: None,
+            input_blocked_since: None,
+            delayed: None,
         };
-        match connected {
-            Ok(stream) => {
+        match connect {
+            Ok(Ok(stream)) => {
                 shared.supervisor.count_session(lane.admitted.index);
                 let _ = stream.set_nodelay(true);
-                let (read, write) = stream.into_split();
-                let chunk = READ_CHUNK.min(config.vote.max_unreleased_bytes);
-                let (out_tap, in_tap) =
-                    (shared.supervisor.tap(lane.admitted.index), shared.supervisor.tap(lane.admitted.index));
-                inputs.push(Some(LaneInput { write, tap: in_tap }));
-                lane.cut_input = Some((i, cuts_tx.clone()));
-                lane.reader = Some(tokio::spawn(replica_reader(i, read, credit, chunk, events_tx.clone(), out_tap)));
+                lane.stream = Some(stream);
             }
-            Err(why) => {
-                warn!(replica = %lane.admitted.name, addr = %lane.admitted.addr, error = %why, "cannot connect to replica");
-                inputs.push(None);
-                voter.fail(i, voter_now(start, Duration::ZERO));
+            Ok(Err(e)) => {
+                warn!(replica = %lane.admitted.name, addr = %lane.admitted.addr, error = %e, "cannot connect to replica");
+                voter.fail(i, Duration::ZERO);
+            }
+            Err(_) => {
+                warn!(replica = %lane.admitted.name, addr = %lane.admitted.addr, "cannot connect to replica: connect timeout");
+                voter.fail(i, Duration::ZERO);
             }
         }
         lanes.push(lane);
     }
-    report_faults(&shared, id, &mut voter, &mut lanes, &mut faults_seen);
 
-    let (client_read, mut client_write) = client.into_split();
-    let idle = config.idle_timeout();
-    // Bytes received from the client so far: the client reader counts, the loop looks at the
-    // count only when its timer fires (instead of an event, and a wake-up, per client read).
-    let client_activity = Arc::new(AtomicU64::new(0));
-    let client_reader = tokio::spawn(client_reader(
-        client_read,
-        inputs,
-        cuts_rx,
-        events_tx,
-        Duration::from_millis(config.vote.lag_timeout_ms.unwrap_or(config.vote.vote_timeout_ms)),
-        Arc::clone(&shared.metrics),
-        Arc::clone(&client_activity),
-    ));
-    drop(cuts_tx);
-
-    // Phase 3: the relay loop.
-    let mut paused = Duration::ZERO;
-    let mut last_activity = Instant::now();
-    let mut activity_seen = 0u64;
-    let mut waiting_since: Option<Instant> = None;
-    let mut client_ended = false;
-    let mut output_finished = false;
-    let mut aborted: Option<String> = None;
-    let mut batch: Vec<Event> = Vec::with_capacity(EVENT_QUEUE);
-    let mut out: Vec<Bytes> = Vec::new();
-    // One timer for the whole session. It is re-armed only to fire *earlier*; when it fires
-    // before the current deadline (which moves later with every byte), the loop just looks
-    // again. Re-arming it on every event would cost a timer-wheel update per chunk.
-    let far = || Instant::now() + Duration::from_secs(86_400);
-    let mut armed = far();
-    let timer = tokio::time::sleep_until(armed);
-    tokio::pin!(timer);
-    'relay: loop {
-        if let Status::Undecidable(why) = voter.status() {
-            aborted = Some(why.to_string());
-            break;
-        }
-        // Done when the client has all of its output and closed its side, and every replica
-        // still in the vote has been checked up to the end (so a slow minority's faults are
-        // found even though the client no longer waits for them).
-        if output_finished && client_ended && voter.settled() {
-            break;
-        }
-        let idle_deadline = last_activity + idle;
-        let vote_deadline = voter.next_deadline().map(|d| start + paused + d);
-        let wake = vote_deadline.map_or(idle_deadline, |d| d.min(idle_deadline));
-        if wake < armed {
-            armed = wake;
-            timer.as_mut().reset(wake);
-        }
-        tokio::select! {
-            count = events.recv_many(&mut batch, EVENT_QUEUE) => {
-                if count == 0 {
-                    break;
-                }
-                if lanes.len() > 1 && count < lanes.len() {
-                    // Woken by one replica's output, the loop would often run before the other
-                    // replicas' readers (tokio runs a task that was just woken first) and vote
-                    // once per replica. Letting them run first makes it one vote per request.
-                    tokio::task::yield_now().await;
-                    while batch.len() < EVENT_QUEUE {
-                        let Ok(event) = events.try_recv() else { break };
-                        batch.push(event);
-                    }
-                }
-                // One clock reading for the whole batch.
-                let clock = Instant::now();
-                let now = clock.saturating_duration_since(start).saturating_sub(paused);
-                for event in batch.drain(..) {
-                    match event {
-                        Event::Output(i, bytes) => {
-                            last_activity = clock;
-                            if total_unreleased(&voter, lanes.len()) == 0 {
-                                waiting_since = Some(clock);
-                            }
-                            lanes[i].outstanding += bytes.len();
-                            voter.push(i, &bytes, now);
-                        }
-                        Event::OutputEnd(i) => {
-                            let admitted = &lanes[i].admitted;
-                            if shared.supervisor.process_gone(admitted.index, admitted.incarnation) {
-                                debug!(replica = %admitted.name, "output closed by a process that ended: a crash");
-                                voter.fail(i, now);
-                            } else {
-                                voter.close(i, now);
-                            }
-                        }
-                        Event::ReplicaError(i, e) => {
-                            debug!(replica = %lanes[i].admitted.name, error = %e, "replica connection failed");
-                            voter.fail(i, now);
-                        }
-                        Event::InputStalled(i) => voter.exclude_for(i, FaultKind::Late { behind: 0 }, now),
-                        Event::ClientEnd => client_ended = true,
-                        Event::ClientError(e) => {
-                            debug!(error = %e, "client connection failed");
-                            break 'relay;
-                        }
-                    }
-                }
-            }
-            () = &mut timer => {
-                armed = far();
-                let activity = client_activity.load(Ordering::Relaxed);
-                if activity != activity_seen {
-                    activity_seen = activity;
-                    last_activity = Instant::now();
-                }
-                if Instant::now() >= last_activity + idle {
-                    info!(idle_ms = idle.as_millis() as u64, "closing idle session");
-                    break;
-                }
-                voter.tick(voter_now(start, paused));
-            }
-        }
-        report_faults(&shared, id, &mut voter, &mut lanes, &mut faults_seen);
-        give_back_credit(&voter, &mut lanes);
-
-        // Released output goes to the client, all of it in one (vectored) write; waiting for a
-        // client that takes no output pauses the voter's clock.
-        let mut released = 0;
-        while let Some(chunk) = voter.take_released() {
-            released += chunk.len();
-            out.push(chunk);
-        }
-        let released_any = released > 0;
-        if released_any {
-            match write_all_vectored(&client_write, &mut out, idle).await {
-                Ok(blocked) => {
-                    shared.metrics.client_out(released);
-                    paused += blocked;
-                }
-                Err(WriteFailure::Stalled) => {
-                    client_ended = true;
-                    output_finished = true;
-                    aborted.get_or_insert_with(|| "client stopped taking output".to_string());
-                }
-                Err(WriteFailure::Io(e)) => {
-                    debug!(error = %e, "client connection failed");
-                    break;
-                }
-            }
-        }
-        if released_any {
-            let clock = Instant::now();
-            last_activity = clock;
-            if let Some(since) = waiting_since {
-                shared.metrics.vote_latency(clock.saturating_duration_since(since));
-            }
-            waiting_since = (total_unreleased(&voter, lanes.len()) > 0).then_some(clock);
-        }
-        if aborted.is_some() {
-            break;
-        }
-        if *voter.status() == Status::Finished && !output_finished {
-            output_finished = true;
-            let _ = client_write.shutdown().await;
-        }
-    }
+    // Phase 3: relay until the end.
+    let mut relay = Relay {
+        shared: &shared,
+        id,
+        max_unreleased: config.vote.max_unreleased_bytes,
+        // (At least one read's worth: a smaller `max_lag_bytes` then just means what it says, a
+        // replica that far behind is late.)
+        lag_window: config.vote.max_lag_bytes.max(READ_CHUNK),
+        idle: config.idle_timeout(),
+        stall_limit: Duration::from_millis(config.vote.lag_timeout_ms.unwrap_or(config.vote.vote_timeout_ms)),
+        voter,
+        lanes,
+        client,
+        client_ended: false,
+        output_finished: false,
+        out: Vec::new(),
+        out_bytes: 0,
+        start,
+        paused: Duration::ZERO,
+        out_blocked_since: None,
+        last_activity: start,
+        waiting_since: None,
+        faults_seen: 0,
+        timer: Box::pin(tokio::time::sleep_until(far(start))),
+        armed: far(start),
+        ended: false,
+        aborted: None,
+    };
+    relay.report_faults();
+    poll_fn(|cx| relay.poll(cx)).await;
 
     // Phase 4: end.
+    let Relay { voter, mut lanes, client, faults_seen, aborted, .. } = relay;
     let verdict = if matches!(voter.status(), Status::Undecidable(_)) {
         Verdict::Undecidable
     } else if faults_seen > 0 {
@@ -459,269 +242,504 @@ async fn run(shared: Arc<Shared>, client: TcpStream, id: u64) {
     } else {
         Verdict::Agreed
     };
-    client_reader.abort();
     for lane in &mut lanes {
         lane.cut();
     }
     if verdict == Verdict::Undecidable {
         let why = aborted.unwrap_or_default();
         warn!(reason = %why, released = voter.released(), "vote undecidable: aborting session (reset), nothing unverified released");
-        // Reset, and no FIN first: dropping the half would send one, and a client could take a
-        // FIN for a complete answer. The socket closes with the read half.
-        let _ = client_write.as_ref().set_zero_linger();
-        client_write.forget();
+        // Reset, and no FIN first: a client could take a FIN for a complete answer.
+        reset(client);
     } else {
         if let Some(why) = aborted {
             info!(reason = %why, "session closed");
         }
-        drop(client_write);
+        drop(client);
     }
     shared.metrics.session_ended(verdict);
     debug!(verdict = verdict.name(), released = voter.released(), "session ended");
 }
 
-fn voter_now(start: Instant, paused: Duration) -> Duration {
-    start.elapsed().saturating_sub(paused)
+/// Awaits every future, all at once; their outputs in order.
+async fn join_all<F: Future + Unpin>(mut futures: Vec<F>) -> Vec<F::Output> {
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match Pin::new(future).poll(cx) {
+                    Poll::Ready(value) => *output = Some(value),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
 }
 
-fn total_unreleased(voter: &StreamVoter, lanes: usize) -> usize {
-    (0..lanes).map(|i| voter.unreleased(i)).sum()
+/// A time that is never reached in practice: the timer's resting deadline.
+fn far(now: Instant) -> Instant {
+    now + Duration::from_secs(86_400)
 }
 
-/// Returns credit for the bytes the voter no longer holds (released, checked or dropped).
-fn give_back_credit(voter: &StreamVoter, lanes: &mut [Lane]) {
-    for (i, lane) in lanes.iter_mut().enumerate() {
-        let held = voter.unreleased(i);
-        if lane.outstanding > held {
-            lane.credit.give(lane.outstanding - held);
-            lane.outstanding = held;
+/// The relay phase of one session: every socket, the voter, and what is in flight between them.
+struct Relay<'a> {
+    shared: &'a Shared,
+    id: u64,
+    max_unreleased: usize,
+    /// How far (bytes) a replica's output is read ahead of the slowest replica's.
+    lag_window: usize,
+    idle: Duration,
+    /// How long a replica may take no input before it is late.
+    stall_limit: Duration,
+    voter: StreamVoter,
+    lanes: Vec<Lane>,
+    client: TcpStream,
+    /// The client closed its side (its input ended).
+    client_ended: bool,
+    /// The client's output is complete and its write side was closed.
+    output_finished: bool,
+    /// Released output not yet written to the client, and how many bytes of it.
+    out: Vec<Bytes>,
+    out_bytes: usize,
+    start: Instant,
+    /// Time spent blocked on a client that took no output: not counted by the voter's clock.
+    paused: Duration,
+    /// Since when released output has been waiting for the client to take it.
+    out_blocked_since: Option<Instant>,
+    last_activity: Instant,
+    /// Since when output has been waiting for a quorum (for the vote-latency metric).
+    waiting_since: Option<Instant>,
+    faults_seen: usize,
+    /// One timer for the session, re-armed only to fire *earlier*: when it fires before the
+    /// current deadline (which moves later with every byte), the relay just looks again.
+    /// Re-arming it on every chunk would cost a timer-wheel update per chunk.
+    timer: Pin<Box<Sleep>>,
+    armed: Instant,
+    /// The session is over (client gone, idle, or the vote ended it).
+    ended: bool,
+    /// Why the session ended early, if it did.
+    aborted: Option<String>,
+}
+
+/// Why a write did not complete.
+enum WriteError {
+    /// The socket is full: its waker is registered.
+    Full,
+    /// The connection failed.
+    Io(io::Error),
+}
+
+impl Relay<'_> {
+    /// Does all the work there is, round after round, until no socket and no deadline has more;
+    /// `Ready` once the session is over.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            for _ in 0..ROUNDS_PER_POLL {
+                let now = Instant::now();
+                let mut progress = self.on_deadlines(now);
+                progress |= self.pass_input(cx, &mut scratch, now);
+                progress |= self.read_output(cx, &mut scratch, now);
+                self.report_faults();
+                progress |= self.write_released(cx, now);
+                if self.over() {
+                    return Poll::Ready(());
+                }
+                if !progress && !self.arm_timer(cx, now) {
+                    return Poll::Pending;
+                }
+            }
+            // Still busy: let the other sessions on this thread have their turn.
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        })
+    }
+
+    /// The voter's clock: session time, less the time spent blocked on the client.
+    fn voter_now(&self, now: Instant) -> Duration {
+        let blocked = self.out_blocked_since.map_or(Duration::ZERO, |since| now.saturating_duration_since(since));
+        now.saturating_duration_since(self.start).saturating_sub(self.paused + blocked)
+    }
+
+    /// How much of replica `i`'s output may be read now (0: none). Not while released output
+    /// waits for the client; no more than the voter may hold unreleased for it; and no further
+    /// than `max_lag_bytes` ahead of the slowest replica still in the vote. The last bound is
+    /// flow control, not a fault: without it a replica that is merely slower (descheduled, or
+    /// a slower version) falls behind by whatever the sockets buffer and is excluded as late
+    /// at once; with it the others wait, and a slow one is late only after `lag_timeout`.
+    fn read_room(&self, i: usize, slowest: Option<u64>) -> usize {
+        if !self.out.is_empty() {
+            return 0;
+        }
+        let ahead = slowest.map_or(0, |s| self.voter.produced(i).saturating_sub(s));
+        let lag_room = (self.lag_window as u64).saturating_sub(ahead) as usize;
+        self.max_unreleased.saturating_sub(self.voter.unreleased(i)).min(lag_room)
+    }
+
+    /// Whether replica `i`'s output is read now, and so whether its not taking input counts:
+    /// a replica whose output is left unread may well be unable to take input.
+    fn reading(&self, i: usize) -> bool {
+        self.read_room(i, self.voter.slowest_produced()) > 0
+    }
+
+    fn over(&mut self) -> bool {
+        if let Status::Undecidable(why) = self.voter.status() {
+            self.aborted.get_or_insert_with(|| why.to_string());
+            return true;
+        }
+        // Done when the client has all of its output and closed its side, and every replica
+        // still in the vote has been checked up to the end (so a slow minority's faults are
+        // found even though the client no longer waits for them).
+        self.ended || self.aborted.is_some() || (self.output_finished && self.client_ended && self.voter.settled())
+    }
+
+    /// The earliest time something is due: the idle timeout, the voter's deadlines, a replica
+    /// not taking input, delayed output, a client not taking output.
+    fn next_deadline(&self, now: Instant) -> Instant {
+        let mut next = match self.out_blocked_since {
+            Some(since) => since + self.idle,
+            None => {
+                let idle = self.last_activity + self.idle;
+                self.voter.next_deadline().map_or(idle, |d| idle.min(self.start + self.paused + d))
+            }
+        };
+        for lane in &self.lanes {
+            if let Some(since) = lane.input_blocked_since {
+                next = next.min(since + self.stall_limit);
+            }
+            if let Some((until, _)) = &lane.delayed {
+                next = next.min(*until);
+            }
+        }
+        next.max(now)
+    }
+
+    /// Arms the timer for the next deadline; true if one is due already.
+    fn arm_timer(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
+        let next = self.next_deadline(now);
+        if next <= now {
+            return true;
+        }
+        if next < self.armed {
+            self.armed = next;
+            self.timer.as_mut().reset(next);
+        }
+        if self.timer.as_mut().poll(cx).is_ready() {
+            self.armed = far(now);
+            return true;
+        }
+        false
+    }
+
+    /// Applies whatever is due at `now`; true if anything changed.
+    fn on_deadlines(&mut self, now: Instant) -> bool {
+        // While output waits for the client, the client's slowness is what is timed, not idleness.
+        if let Some(since) = self.out_blocked_since {
+            if now >= since + self.idle {
+                self.client_ended = true;
+                self.output_finished = true;
+                self.aborted.get_or_insert_with(|| "client stopped taking output".to_string());
+                return true;
+            }
+        } else if now >= self.last_activity + self.idle {
+            info!(idle_ms = self.idle.as_millis() as u64, "closing idle session");
+            self.ended = true;
+            return true;
+        }
+        let vnow = self.voter_now(now);
+        let mut changed = false;
+        for i in 0..self.lanes.len() {
+            let reading = self.reading(i);
+            let lane = &mut self.lanes[i];
+            if let Some(since) = lane.input_blocked_since {
+                if !reading {
+                    // Its output is not being read, so it may well be unable to take input:
+                    // not its fault. Time starts again once its output is read.
+                    lane.input_blocked_since = Some(now);
+                } else if now >= since + self.stall_limit {
+                    lane.input_blocked_since = None;
+                    self.voter.exclude_for(i, FaultKind::Late { behind: 0 }, vnow);
+                    changed = true;
+                }
+            }
+            if lane.delayed.as_ref().is_some_and(|(until, _)| now >= *until) {
+                if let Some((_, bytes)) = lane.delayed.take() {
+                    self.push_output(i, &bytes, now, vnow);
+                    changed = true;
+                }
+            }
+        }
+        if self.out_blocked_since.is_none() {
+            self.voter.tick(vnow);
+        }
+        changed
+    }
+
+    /// Passes client input on to the replicas: first what some replica has not yet taken of
+    /// the current chunk, then, once every replica took all of it, the next chunk. True if
+    /// anything moved.
+    fn pass_input(&mut self, cx: &mut Context<'_>, scratch: &mut [u8], now: Instant) -> bool {
+        let mut progress = false;
+        let mut behind = false;
+        for i in 0..self.lanes.len() {
+            let lane = &mut self.lanes[i];
+            let (Some(stream), Some(rest)) = (lane.stream.as_mut(), lane.pending_in.as_mut()) else { continue };
+            let before = rest.len();
+            match write_some(stream, cx, rest) {
+                Ok(()) => {
+                    lane.pending_in = None;
+                    lane.input_blocked_since = None;
+                    progress = true;
+                }
+                Err(WriteError::Full) => {
+                    behind = true;
+                    if rest.len() < before {
+                        lane.input_blocked_since = Some(now);
+                        progress = true;
+                    }
+                }
+                Err(WriteError::Io(e)) => {
+                    progress = true;
+                    self.replica_failed(i, e, now);
+                }
+            }
+        }
+        if behind || self.client_ended {
+            return progress;
+        }
+        let mut buf = ReadBuf::new(scratch);
+        match Pin::new(&mut self.client).poll_read(cx, &mut buf) {
+            Poll::Pending => progress,
+            Poll::Ready(Err(e)) => {
+                debug!(error = %e, "client connection failed");
+                self.ended = true;
+                true
+            }
+            Poll::Ready(Ok(())) if buf.filled().is_empty() => {
+                // The client's half-close: pass it on.
+                self.client_ended = true;
+                for lane in &mut self.lanes {
+                    if let (Some(stream), false) = (lane.stream.as_mut(), lane.input_closed) {
+                        let _ = Pin::new(stream).poll_shutdown(cx);
+                        lane.input_closed = true;
+                    }
+                }
+                true
+            }
+            Poll::Ready(Ok(())) => {
+                let chunk = buf.filled();
+                self.shared.metrics.client_in(chunk.len());
+                self.last_activity = now;
+                for i in 0..self.lanes.len() {
+                    let lane = &mut self.lanes[i];
+                    let Some(stream) = lane.stream.as_mut().filter(|_| !lane.input_closed) else { continue };
+                    let data = lane.in_tap.input_slice(chunk);
+                    let mut rest: &[u8] = &data;
+                    match write_some(stream, cx, &mut rest) {
+                        Ok(()) => {}
+                        Err(WriteError::Full) => {
+                            lane.pending_in = Some(Bytes::copy_from_slice(rest));
+                            lane.input_blocked_since = Some(now);
+                        }
+                        Err(WriteError::Io(e)) => self.replica_failed(i, e, now),
+                    }
+                }
+                true
+            }
+        }
+    }
+
+    /// A write to replica `i` failed: it takes no more input, and its connection counts as failed.
+    fn replica_failed(&mut self, i: usize, error: io::Error, now: Instant) {
+        let lane = &mut self.lanes[i];
+        debug!(replica = %lane.admitted.name, %error, "replica connection failed");
+        lane.pending_in = None;
+        lane.input_blocked_since = None;
+        lane.input_closed = true;
+        let vnow = self.voter_now(now);
+        self.voter.fail(i, vnow);
+    }
+
+    /// Reads one chunk of output from every replica that has some and may be read
+    /// ([`read_room`](Self::read_room)), into the voter. True if anything was read.
+    fn read_output(&mut self, cx: &mut Context<'_>, scratch: &mut [u8], now: Instant) -> bool {
+        let vnow = self.voter_now(now);
+        let slowest = self.voter.slowest_produced();
+        let mut progress = false;
+        for i in 0..self.lanes.len() {
+            let room = self.read_room(i, slowest).min(scratch.len());
+            let lane = &mut self.lanes[i];
+            if room == 0 || lane.output_ended || lane.delayed.is_some() {
+                continue;
+            }
+            let Some(stream) = lane.stream.as_mut() else { continue };
+            let mut buf = ReadBuf::new(&mut scratch[..room]);
+            match Pin::new(stream).poll_read(cx, &mut buf) {
+                Poll::Pending => continue,
+                Poll::Ready(Err(e)) => {
+                    debug!(replica = %lane.admitted.name, error = %e, "replica connection failed");
+                    lane.output_ended = true;
+                    self.voter.fail(i, vnow);
+                }
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => {
+                    lane.output_ended = true;
+                    let admitted = &lane.admitted;
+                    if self.shared.supervisor.process_gone(admitted.index, admitted.incarnation) {
+                        debug!(replica = %admitted.name, "output closed by a process that ended: a crash");
+                        self.voter.fail(i, vnow);
+                    } else {
+                        self.voter.close(i, vnow);
+                    }
+                }
+                Poll::Ready(Ok(())) => {
+                    let n = buf.filled().len();
+                    let output = &mut scratch[..n];
+                    match lane.out_tap.output_now(output) {
+                        Some(delay) => lane.delayed = Some((now + delay, Bytes::copy_from_slice(output))),
+                        None => self.push_output(i, output, now, vnow),
+                    }
+                }
+            }
+            progress = true;
+        }
+        progress
+    }
+
+    /// Output from replica `i`, into the voter.
+    fn push_output(&mut self, i: usize, output: &[u8], now: Instant, vnow: Duration) {
+        self.last_activity = now;
+        if self.waiting_since.is_none() {
+            self.waiting_since = Some(now);
+        }
+        self.voter.push(i, output, vnow);
+    }
+
+    /// Writes released output to the client, all of it in one (vectored) write if the socket
+    /// takes it; closes the client's write side once the output is complete. True if anything
+    /// was written.
+    fn write_released(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
+        while let Some(chunk) = self.voter.take_released() {
+            // (An empty slice alone would make the write return 0, which means a closed socket.)
+            if !chunk.is_empty() {
+                self.out_bytes += chunk.len();
+                self.out.push(chunk);
+            }
+        }
+        let mut progress = false;
+        while !self.out.is_empty() {
+            let written = if self.out.len() == 1 {
+                // One chunk (the common case for request/response traffic): a plain `send`,
+                // which costs the kernel less than `writev`'s iovec handling.
+                Pin::new(&mut self.client).poll_write(cx, &self.out[0])
+            } else {
+                let mut slices = [IoSlice::new(&[]); MAX_IOV];
+                let count = self.out.len().min(MAX_IOV);
+                for (slot, chunk) in slices.iter_mut().zip(&self.out) {
+                    *slot = IoSlice::new(chunk);
+                }
+                Pin::new(&mut self.client).poll_write_vectored(cx, &slices[..count])
+            };
+            match written {
+                Poll::Pending => {
+                    self.out_blocked_since.get_or_insert(now);
+                    return progress;
+                }
+                Poll::Ready(Ok(0)) => {
+                    debug!("client connection failed: it takes no more output");
+                    self.ended = true;
+                    return true;
+                }
+                Poll::Ready(Err(e)) => {
+                    debug!(error = %e, "client connection failed");
+                    self.ended = true;
+                    return true;
+                }
+                Poll::Ready(Ok(n)) => {
+                    progress = true;
+                    advance(&mut self.out, n);
+                }
+            }
+        }
+        if self.out_bytes > 0 {
+            self.shared.metrics.client_out(std::mem::take(&mut self.out_bytes));
+            self.last_activity = now;
+            if let Some(since) = self.out_blocked_since.take() {
+                self.paused += now.saturating_duration_since(since);
+            }
+            if let Some(since) = self.waiting_since {
+                self.shared.metrics.vote_latency(now.saturating_duration_since(since));
+            }
+            let unreleased: usize = (0..self.lanes.len()).map(|i| self.voter.unreleased(i)).sum();
+            self.waiting_since = (unreleased > 0).then_some(now);
+        }
+        if *self.voter.status() == Status::Finished && !self.output_finished {
+            self.output_finished = true;
+            let _ = Pin::new(&mut self.client).poll_shutdown(cx);
+            progress = true;
+        }
+        progress
+    }
+
+    /// Logs, counts and reports every new fault, and cuts the faulty replicas off.
+    fn report_faults(&mut self) {
+        for fault in self.voter.take_faults() {
+            self.faults_seen += 1;
+            let Some(lane) = self.lanes.get_mut(fault.replica) else { continue };
+            lane.cut();
+            let name = &lane.admitted.name;
+            let detail = describe(&fault, name);
+            warn!(replica = %name, kind = fault.kind.name(), offset = fault.offset, "fault: {detail}");
+            self.shared.metrics.record_fault(FaultRecord {
+                time: unix_now(),
+                session: self.id,
+                replica: name.to_string(),
+                kind: fault.kind.name(),
+                offset: fault.offset,
+                detail: detail.clone(),
+            });
+            self.shared.supervisor.report_fault(lane.admitted.index, lane.admitted.incarnation, &fault.kind, detail);
         }
     }
 }
 
-/// Logs, counts and reports every new fault, and cuts the faulty replicas off.
-fn report_faults(shared: &Shared, session: u64, voter: &mut StreamVoter, lanes: &mut [Lane], seen: &mut usize) {
-    for fault in voter.take_faults() {
-        *seen += 1;
-        let Some(lane) = lanes.get_mut(fault.replica) else { continue };
-        lane.cut();
-        let name = &lane.admitted.name;
-        let detail = describe(&fault, name);
-        warn!(replica = %name, kind = fault.kind.name(), offset = fault.offset, "fault: {detail}");
-        shared.metrics.record_fault(FaultRecord {
-            time: unix_now(),
-            session,
-            replica: name.to_string(),
-            kind: fault.kind.name(),
-            offset: fault.offset,
-            detail: detail.clone(),
-        });
-        shared.supervisor.report_fault(lane.admitted.index, lane.admitted.incarnation, &fault.kind, detail);
+/// Writes as much of `data` as the socket takes, advancing it; `Ok` once all of it is written.
+fn write_some(stream: &mut TcpStream, cx: &mut Context<'_>, data: &mut impl Buf) -> Result<(), WriteError> {
+    while data.has_remaining() {
+        match Pin::new(&mut *stream).poll_write(cx, data.chunk()) {
+            Poll::Pending => return Err(WriteError::Full),
+            Poll::Ready(Ok(0)) => return Err(WriteError::Io(io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(n)) => data.advance(n),
+            Poll::Ready(Err(e)) => return Err(WriteError::Io(e)),
+        }
     }
+    Ok(())
+}
+
+/// Drops the first `n` bytes of the chunks in `out`.
+fn advance(out: &mut Vec<Bytes>, mut n: usize) {
+    let mut done = 0;
+    for chunk in out.iter_mut() {
+        if n < chunk.len() {
+            chunk.advance(n);
+            break;
+        }
+        n -= chunk.len();
+        done += 1;
+    }
+    out.drain(..done);
 }
 
 fn describe(fault: &Fault, name: &str) -> String {
     let text = fault.to_string();
     // The voter numbers lanes; people know replicas by name.
     text.replacen(&format!("replica {}", fault.replica), &format!("replica {name}"), 1)
-}
-
-/// Reads client bytes and writes every chunk to every replica, in order; carries the client's
-/// half-close through. Counts the bytes for the metrics and for the session's idle timer.
-async fn client_reader(
-    read: OwnedReadHalf,
-    mut inputs: Vec<Option<LaneInput>>,
-    mut cuts: mpsc::UnboundedReceiver<usize>,
-    events: mpsc::Sender<Event>,
-    stall_limit: Duration,
-    metrics: Arc<Metrics>,
-    activity: Arc<AtomicU64>,
-) {
-    let mut read = read;
-    let mut buf = BytesMut::new();
-    loop {
-        // A new buffer is taken only once the client sent something, so a session that never
-        // gets input holds none. (The read itself is `read_buf`, not `try_read_buf`: after a
-        // short read it knows the socket is drained and skips the `EAGAIN` read before waiting.)
-        if buf.capacity() - buf.len() < MIN_READ_ROOM {
-            let ready = tokio::select! {
-                biased;
-                Some(i) = cuts.recv() => {
-                    cut_input(&mut inputs, i);
-                    continue;
-                }
-                ready = read.readable() => ready,
-            };
-            if let Err(e) = ready {
-                let _ = events.send(Event::ClientError(e)).await;
-                return;
-            }
-            buf.reserve(READ_CHUNK);
-        }
-        let read_result = tokio::select! {
-            biased;
-            Some(i) = cuts.recv() => {
-                cut_input(&mut inputs, i);
-                continue;
-            }
-            n = read.read_buf(&mut buf) => n,
-        };
-        let n = match read_result {
-            Ok(0) => {
-                for input in inputs.iter_mut().flatten() {
-                    let _ = input.write.shutdown().await;
-                }
-                let _ = events.send(Event::ClientEnd).await;
-                return;
-            }
-            Ok(n) => n,
-            Err(e) => {
-                let _ = events.send(Event::ClientError(e)).await;
-                return;
-            }
-        };
-        metrics.client_in(n);
-        activity.fetch_add(n as u64, Ordering::Relaxed);
-        let chunk = buf.split().freeze();
-        while let Ok(i) = cuts.try_recv() {
-            cut_input(&mut inputs, i);
-        }
-        for (i, slot) in inputs.iter_mut().enumerate() {
-            let Some(input) = slot else { continue };
-            let data = input.tap.input(chunk.clone());
-            let failure = match write_all_within(&input.write, &data, stall_limit).await {
-                Ok(()) => continue,
-                Err(WriteFailure::Stalled) => Event::InputStalled(i),
-                Err(WriteFailure::Io(e)) => Event::ReplicaError(i, e),
-            };
-            *slot = None;
-            if events.send(failure).await.is_err() {
-                return;
-            }
-        }
-    }
-}
-
-/// Drops replica `i`'s write half: the connection closes together with its reader's half.
-fn cut_input(inputs: &mut [Option<LaneInput>], i: usize) {
-    if let Some(input) = inputs.get_mut(i) {
-        *input = None;
-    }
-}
-
-/// Writes all of `data` to a socket, waiting at most `limit` each time it is full. The write is
-/// tried first: a socket with room costs one system call and no timer.
-async fn write_all_within(write: &OwnedWriteHalf, mut data: &[u8], limit: Duration) -> Result<(), WriteFailure> {
-    while !data.is_empty() {
-        match write.try_write(data) {
-            Ok(0) => return Err(WriteFailure::Io(io::ErrorKind::WriteZero.into())),
-            Ok(n) => data = &data[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                match tokio::time::timeout(limit, write.writable()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => return Err(WriteFailure::Io(e)),
-                    Err(_) => return Err(WriteFailure::Stalled),
-                }
-            }
-            Err(e) => return Err(WriteFailure::Io(e)),
-        }
-    }
-    Ok(())
-}
-
-/// Writes every chunk of `chunks` to the client in as few (vectored) writes as the socket takes,
-/// waiting at most `limit` each time it is full; empties `chunks`. Returns how long it waited.
-async fn write_all_vectored(
-    write: &OwnedWriteHalf,
-    chunks: &mut Vec<Bytes>,
-    limit: Duration,
-) -> Result<Duration, WriteFailure> {
-    let mut blocked = Duration::ZERO;
-    let mut first = 0;
-    while first < chunks.len() {
-        let written = {
-            let mut slices = [IoSlice::new(&[]); MAX_IOV];
-            let mut count = 0;
-            for (slot, chunk) in slices.iter_mut().zip(&chunks[first..]) {
-                *slot = IoSlice::new(chunk);
-                count += 1;
-            }
-            write.try_write_vectored(&slices[..count])
-        };
-        match written {
-            Ok(0) => return Err(WriteFailure::Io(io::ErrorKind::WriteZero.into())),
-            Ok(mut n) => {
-                while n > 0 {
-                    let len = chunks[first].len();
-                    if n >= len {
-                        n -= len;
-                        first += 1;
-                    } else {
-                        chunks[first].advance(n);
-                        n = 0;
-                    }
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let from = Instant::now();
-                match tokio::time::timeout(limit, write.writable()).await {
-                    Ok(Ok(())) => blocked += from.elapsed(),
-                    Ok(Err(e)) => return Err(WriteFailure::Io(e)),
-                    Err(_) => return Err(WriteFailure::Stalled),
-                }
-            }
-            Err(e) => return Err(WriteFailure::Io(e)),
-        }
-    }
-    chunks.clear();
-    Ok(blocked)
-}
-
-/// Reads one replica's output within its credit. `tap` is the fault-injection hook (an armed
-/// `outflip` or `delay` acts on the output before the voter sees it).
-///
-/// Reads go into one buffer until it has less than [`MIN_READ_ROOM`] left, each read cut off
-/// as a chunk of its own: small outputs share an allocation rather than taking one each. A new
-/// buffer is taken only once the socket is readable.
-async fn replica_reader(
-    i: usize,
-    mut read: OwnedReadHalf,
-    credit: Arc<Credit>,
-    chunk: usize,
-    events: mpsc::Sender<Event>,
-    mut tap: Tap,
-) {
-    let mut buf = BytesMut::new();
-    loop {
-        if !credit.take(chunk).await {
-            return;
-        }
-        if buf.capacity() - buf.len() < MIN_READ_ROOM.min(chunk) {
-            if let Err(e) = read.readable().await {
-                let _ = events.send(Event::ReplicaError(i, e)).await;
-                return;
-            }
-            buf.reserve(chunk);
-        }
-        let room = (buf.capacity() - buf.len()).min(chunk);
-        let n = match read.read_buf(&mut (&mut buf).limit(room)).await {
-            Ok(n) => n,
-            Err(e) => {
-                let _ = events.send(Event::ReplicaError(i, e)).await;
-                return;
-            }
-        };
-        if n == 0 {
-            let _ = events.send(Event::OutputEnd(i)).await;
-            return;
-        }
-        credit.refund(chunk - n);
-        let mut output = buf.split();
-        tap.output(&mut output).await;
-        if events.send(Event::Output(i, output.freeze())).await.is_err() {
-            return;
-        }
-    }
 }
 
 /// Closes a connection with a reset, so the client cannot mistake it for a complete answer.

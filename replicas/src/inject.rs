@@ -20,6 +20,7 @@
 //! injection took effect), which bits of memory (given the same memory layout: address-space
 //! randomisation moves absolute addresses between runs, so records carry the region and the
 //! offset in it too).
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -29,7 +30,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize, Serializer};
 use tokio::sync::watch;
 use tracing::{debug, info};
@@ -1075,11 +1076,13 @@ impl ActiveFlip {
 ///
 /// A session creates one `Tap` per direction and replica connection (with
 /// [`Injector::tap`], or `Supervisor::tap`) and calls it for every chunk, in stream order:
-/// - the task that reads the replica's output calls `tap.output(&mut chunk).await` after each
+/// - whoever reads the replica's output calls `tap.output(&mut chunk).await` (or
+///   `tap.output_now(&mut chunk)`, which returns the delay instead of sleeping) after each
 ///   read and before the bytes reach the voter: an armed `outflip` flips bits in the chunk, an
-///   armed `delay` sleeps before returning;
-/// - the task that writes client input to the replica calls `chunk = tap.input(chunk)` before
-///   each write: an armed `inflip` returns a copy with bits flipped (the other replicas keep
+///   armed `delay` holds the chunk back;
+/// - whoever writes client input to the replica calls `chunk = tap.input(chunk)` (or
+///   `tap.input_slice(&chunk)`) before each write: an armed `inflip` returns a copy with bits
+///   flipped (the other replicas keep
 ///   the original bytes).
 ///
 /// Nothing else is needed, so any dispatch discipline (stream mode, the ordered mode) can use
@@ -1126,37 +1129,56 @@ impl Tap {
 
     /// Output hook: call with each chunk read from the replica, before the voter sees it.
     pub async fn output(&mut self, chunk: &mut [u8]) {
+        if let Some(delay) = self.output_now(chunk) {
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// The output hook for callers that cannot wait in it (a session that polls its sockets
+    /// itself): flips the chunk's bits in place if an `outflip` hits it, and returns how long
+    /// to hold the chunk back if a `delay` fired on it.
+    pub fn output_now(&mut self, chunk: &mut [u8]) -> Option<Duration> {
         let start = self.offset;
         self.offset += chunk.len() as u64;
         if chunk.is_empty() || (self.active.is_none() && !self.armed()) {
-            return;
+            return None;
         }
-        if let Some(delay) = self.claim(Direction::Output, start) {
-            tokio::time::sleep(delay).await;
-        }
+        // A delay never starts a flip (claim returns it instead), so applying the active flip
+        // now rather than after the delay changes nothing.
+        let delay = self.claim(Direction::Output, start);
         if let Some(active) = self.active.as_mut() {
             active.apply(start, chunk);
         }
         self.settle();
+        delay
     }
 
     /// Input hook: call with each chunk before it is written to the replica; returns the bytes
     /// to write (the same `Bytes` unless an inflip hit the chunk).
     pub fn input(&mut self, chunk: Bytes) -> Bytes {
+        match self.input_slice(&chunk) {
+            Cow::Borrowed(_) => chunk,
+            Cow::Owned(flipped) => Bytes::from(flipped),
+        }
+    }
+
+    /// The input hook on a borrowed chunk: the chunk itself, or a copy with bits flipped if an
+    /// `inflip` hit it.
+    pub fn input_slice<'a>(&mut self, chunk: &'a [u8]) -> Cow<'a, [u8]> {
         let start = self.offset;
         self.offset += chunk.len() as u64;
         if chunk.is_empty() || (self.active.is_none() && !self.armed()) {
-            return chunk;
+            return Cow::Borrowed(chunk);
         }
         self.claim(Direction::Input, start);
-        let Some(active) = self.active.as_mut() else { return chunk };
+        let Some(active) = self.active.as_mut() else { return Cow::Borrowed(chunk) };
         if !active.hits(start, chunk.len()) {
-            return chunk;
+            return Cow::Borrowed(chunk);
         }
-        let mut owned = BytesMut::from(&chunk[..]);
+        let mut owned = chunk.to_vec();
         active.apply(start, &mut owned);
         self.settle();
-        owned.freeze()
+        Cow::Owned(owned)
     }
 }
 

@@ -236,6 +236,18 @@ impl StreamVoter {
         self.lanes.iter().filter(|l| l.live).count()
     }
 
+    /// Bytes received from `replica` so far.
+    pub fn produced(&self, replica: usize) -> u64 {
+        self.lanes.get(replica).map_or(0, |l| l.produced)
+    }
+
+    /// The fewest bytes any live replica produced: how far the slowest one got. A shell that
+    /// reads a replica only while it is less than `max_lag_bytes` ahead of this keeps every
+    /// replica within reach of the vote, and a slow one is then late only by `lag_timeout`.
+    pub fn slowest_produced(&self) -> Option<u64> {
+        self.lanes.iter().filter(|l| l.live).map(|l| l.produced).min()
+    }
+
     /// Unreleased bytes held for `replica` (what its connection may not exceed).
     pub fn unreleased(&self, replica: usize) -> usize {
         self.lanes.get(replica).map_or(0, |l| l.pending.len())
