@@ -1,8 +1,9 @@
 //! `resh bench`: what resh costs, side by side with the service alone and with HAProxy.
 //!
 //! One invocation starts every target as real processes and runs the same workloads against
-//! each, interleaved (for each round, for each workload, for each target), so that a machine
-//! that gets slower or faster during the run affects every target alike:
+//! each, interleaved (for each round, for each workload, for each target, the target order
+//! rotating from round to round), so that a machine that gets slower or faster during the run
+//! affects every target alike:
 //!
 //! | target | what clients connect to |
 //! |---|---|
@@ -53,7 +54,8 @@ Workloads (--workloads):
 
 Every connection is closed-loop: one request in flight, the next sent when the whole reply
 arrived and was checked byte for byte. Each round runs every workload against every target in
-turn; the table shows medians over the rounds and ratios against direct and haproxy.
+turn (the order rotates from round to round); the table shows medians over the rounds and
+ratios against direct and haproxy.
 The services (resh-kv, resh-echo) must be built next to resh: cargo build --release.
 
 Example:
@@ -454,7 +456,11 @@ fn run_group(
     let mut failures: Vec<Vec<Option<String>>> = vec![vec![None; running.len()]; workloads.len()];
     for round in 0..args.rounds {
         for (w, &workload) in workloads.iter().enumerate() {
-            for (t, target) in running.iter().enumerate() {
+            // The order rotates from round to round, so that no target always runs first, or
+            // always right after the same other one (a run leaves sockets in TIME_WAIT, caches
+            // and CPU frequency behind it for the next).
+            for t in (0..running.len()).map(|k| (k + round) % running.len()) {
+                let target = &running[t];
                 if failures[w][t].is_some() {
                     continue;
                 }
