@@ -517,3 +517,54 @@ fn a_client_that_resets_mid_stream_harms_no_one() {
     assert_eq!(status["verdicts"]["undecidable"], 0, "{status}");
     assert_eq!(status["sessions"]["total"], 3, "{status}");
 }
+
+/// Replicas that answer and then close (all at the same offset, `a` at once, `b` and `c` later)
+/// while the client still sends: writes to `a` fail and `b`, `c` close with input unread, so
+/// their connections end with a reset. None of that is a fault: the client gets the agreed
+/// answer and a normal end, and no replica is blamed. (Each replica used to be reported
+/// `crashed`, and the session reset as undecidable.)
+#[test]
+fn replicas_that_answer_and_close_while_the_client_still_sends_are_not_blamed() {
+    let close = ["--close-at", "100"];
+    let slow = ["--close-at", "100", "--delay-ms", "300"];
+    let resh = Resh::start(&echo_config([&close, &slow, &slow], ""));
+    let data = payload(100, 41);
+    let mut client = connect(resh.clients);
+    client.write_all(&data[..50]).expect("send");
+    thread::sleep(Duration::from_millis(50));
+    client.write_all(&data[50..]).expect("send");
+    for _ in 0..20 {
+        // More input after the answer: some of it may meet a closed connection, that is fine.
+        if client.write_all(b"x\n").is_err() {
+            break;
+        }
+        thread::sleep(Duration::from_millis(25));
+    }
+    client.shutdown(Shutdown::Write).expect("half-close");
+    let (got, end) = read_to_end_bounded(&mut client);
+    assert!(end.is_ok(), "the answer must end with a FIN, got {end:?} after {} bytes", got.len());
+    assert!(got == data, "the client got {} bytes, not its 100", got.len());
+    resh.wait_until("the session ended", WAIT, |r| active_sessions(r) == 0);
+    let status = resh.status();
+    assert_eq!(status["verdicts"]["agreed"], 1, "{status}\nlog:\n{}", resh.log());
+    assert_no_faults(&resh, &["a", "b", "c"]);
+}
+
+/// A replica that is slower than the others (it sleeps 10 ms before each write) in a transfer
+/// that lasts longer than the lag timeout (2 s by default): it trails the quorum all the way,
+/// but never by more than the lag timeout (the others are read at most `max_lag_bytes` ahead
+/// of it), so it is slower, not late. (It used to be reported late after 2 s: trailing at all
+/// for the lag timeout counted, however closely it followed.)
+#[test]
+fn a_slower_replica_that_keeps_up_is_not_late() {
+    let resh = Resh::start(&echo_config([&[], &[], &["--delay-ms", "10"]], ""));
+    let started = Instant::now();
+    pipelined(&resh, 4 << 20, 42);
+    let took = started.elapsed();
+    resh.wait_until("the session ended", WAIT, |r| active_sessions(r) == 0);
+    let status = resh.status();
+    assert_eq!(status["verdicts"]["agreed"], 1, "{status}\nlog:\n{}", resh.log());
+    assert_no_faults(&resh, &["a", "b", "c"]);
+    // Otherwise the test shows nothing: the transfer must outlast the lag timeout.
+    assert!(took > Duration::from_secs(2), "the transfer took only {took:?}");
+}

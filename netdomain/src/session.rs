@@ -30,7 +30,9 @@
 //! 4. **end**: when a quorum of replicas closed at the same offset, the client's write side is
 //!    closed (half-close); the session ends once the client closed its side too and every replica
 //!    still in the vote was checked to the end. When the vote is undecidable, the client is reset
-//!    (RST) and nothing unverified is released.
+//!    (RST) and nothing unverified is released; so is a session that ends (idle, or a client that
+//!    took nothing) with output the client has not fully got, since a FIN could pass for the end
+//!    of a complete answer.
 use std::cell::RefCell;
 use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
@@ -207,9 +209,9 @@ async fn run(shared: Arc<Shared>, client: TcpStream, id: u64) {
         shared: &shared,
         id,
         max_unreleased: config.vote.max_unreleased_bytes,
-        // (At least one read's worth: a smaller `max_lag_bytes` then just means what it says, a
-        // replica that far behind is late.)
-        lag_window: config.vote.max_lag_bytes.max(READ_CHUNK),
+        // Exactly the voter's limit (a wider window would read a replica past the point where
+        // the voter declares the slowest one late); a small one just means small reads.
+        lag_window: config.vote.max_lag_bytes,
         idle: config.idle_timeout(),
         stall_limit: Duration::from_millis(config.vote.lag_timeout_ms.unwrap_or(config.vote.vote_timeout_ms)),
         voter,
@@ -234,7 +236,11 @@ async fn run(shared: Arc<Shared>, client: TcpStream, id: u64) {
     poll_fn(|cx| relay.poll(cx)).await;
 
     // Phase 4: end.
-    let Relay { voter, mut lanes, client, faults_seen, aborted, .. } = relay;
+    let Relay { voter, mut lanes, client, faults_seen, aborted, out, .. } = relay;
+    // Output the client has not got all of: agreed bytes not yet written, or output that was
+    // still waiting for its quorum when the session ended (idle, or a client that took nothing).
+    let unreleased: usize = (0..lanes.len()).map(|i| voter.unreleased(i)).sum();
+    let incomplete = !out.is_empty() || (*voter.status() != Status::Finished && unreleased > 0);
     let verdict = if matches!(voter.status(), Status::Undecidable(_)) {
         Verdict::Undecidable
     } else if faults_seen > 0 {
@@ -249,6 +255,11 @@ async fn run(shared: Arc<Shared>, client: TcpStream, id: u64) {
         let why = aborted.unwrap_or_default();
         warn!(reason = %why, released = voter.released(), "vote undecidable: aborting session (reset), nothing unverified released");
         // Reset, and no FIN first: a client could take a FIN for a complete answer.
+        reset(client);
+    } else if incomplete {
+        // A FIN here could pass for the end of a complete answer (protocols that end a response
+        // by closing the connection); a reset cannot.
+        info!(reason = aborted.as_deref().unwrap_or("idle"), "session closed with output incomplete: reset");
         reset(client);
     } else {
         if let Some(why) = aborted {
@@ -386,9 +397,10 @@ impl Relay<'_> {
     }
 
     /// Whether replica `i`'s output is read now, and so whether its not taking input counts:
-    /// a replica whose output is left unread may well be unable to take input.
+    /// a replica whose output is left unread (or held back by an injected delay) may well be
+    /// unable to take input.
     fn reading(&self, i: usize) -> bool {
-        self.read_room(i, self.voter.slowest_produced()) > 0
+        self.lanes[i].delayed.is_none() && self.read_room(i, self.voter.slowest_produced()) > 0
     }
 
     fn over(&mut self) -> bool {
@@ -434,7 +446,10 @@ impl Relay<'_> {
             self.timer.as_mut().reset(next);
         }
         if self.timer.as_mut().poll(cx).is_ready() {
+            // An elapsed timer stays ready: park it far away, or a next deadline beyond `far`
+            // would find it ready on every round (a busy loop).
             self.armed = far(now);
+            self.timer.as_mut().reset(self.armed);
             return true;
         }
         false
@@ -461,7 +476,16 @@ impl Relay<'_> {
             let reading = self.reading(i);
             let lane = &mut self.lanes[i];
             if let Some(since) = lane.input_blocked_since {
-                if !reading {
+                if lane.output_ended {
+                    // Its output is complete (and voted on); that it takes no more input is
+                    // no fault (a server that answers and closes). It gets no more.
+                    if now >= since + self.stall_limit {
+                        lane.input_blocked_since = None;
+                        lane.pending_in = None;
+                        lane.input_closed = true;
+                        changed = true;
+                    }
+                } else if !reading {
                     // Its output is not being read, so it may well be unable to take input:
                     // not its fault. Time starts again once its output is read.
                     lane.input_blocked_since = Some(now);
@@ -512,7 +536,7 @@ impl Relay<'_> {
                 }
                 Err(WriteError::Io(e)) => {
                     progress = true;
-                    self.replica_failed(i, e, now);
+                    self.input_failed(i, e);
                 }
             }
         }
@@ -553,7 +577,7 @@ impl Relay<'_> {
                             lane.pending_in = Some(Bytes::copy_from_slice(rest));
                             lane.input_blocked_since = Some(now);
                         }
-                        Err(WriteError::Io(e)) => self.replica_failed(i, e, now),
+                        Err(WriteError::Io(e)) => self.input_failed(i, e),
                     }
                 }
                 true
@@ -561,15 +585,16 @@ impl Relay<'_> {
         }
     }
 
-    /// A write to replica `i` failed: it takes no more input, and its connection counts as failed.
-    fn replica_failed(&mut self, i: usize, error: io::Error, now: Instant) {
+    /// A write to replica `i` failed: it takes no more input. Its verdict is left to the read
+    /// side, which sees the same broken connection (an error or an end of its output): a
+    /// replica that answered and closed (and so resets a connection that still brings input) is
+    /// not at fault, and one that closed early is `closed_early` by the vote on its output.
+    fn input_failed(&mut self, i: usize, error: io::Error) {
         let lane = &mut self.lanes[i];
-        debug!(replica = %lane.admitted.name, %error, "replica connection failed");
+        debug!(replica = %lane.admitted.name, %error, "replica takes no more input");
         lane.pending_in = None;
         lane.input_blocked_since = None;
         lane.input_closed = true;
-        let vnow = self.voter_now(now);
-        self.voter.fail(i, vnow);
     }
 
     /// Reads one chunk of output from every replica that has some and may be read
@@ -588,12 +613,15 @@ impl Relay<'_> {
             let mut buf = ReadBuf::new(&mut scratch[..room]);
             match Pin::new(stream).poll_read(cx, &mut buf) {
                 Poll::Pending => continue,
-                Poll::Ready(Err(e)) => {
+                // A reset from a process that is still there is how a replica that closes its
+                // connection with input unread ends its output: voted as an end, so a short
+                // output is still `closed_early`. From a process that ended, it is a crash.
+                Poll::Ready(Err(e)) if e.kind() != io::ErrorKind::ConnectionReset => {
                     debug!(replica = %lane.admitted.name, error = %e, "replica connection failed");
                     lane.output_ended = true;
                     self.voter.fail(i, vnow);
                 }
-                Poll::Ready(Ok(())) if buf.filled().is_empty() => {
+                Poll::Ready(result) if result.is_err() || buf.filled().is_empty() => {
                     lane.output_ended = true;
                     let admitted = &lane.admitted;
                     if self.shared.supervisor.process_gone(admitted.index, admitted.incarnation) {
@@ -603,7 +631,8 @@ impl Relay<'_> {
                         self.voter.close(i, vnow);
                     }
                 }
-                Poll::Ready(Ok(())) => {
+                Poll::Ready(_) => {
+                    // Data (errors and the end are taken above).
                     let n = buf.filled().len();
                     let output = &mut scratch[..n];
                     match lane.out_tap.output_now(output) {
@@ -669,15 +698,16 @@ impl Relay<'_> {
                 Poll::Ready(Ok(n)) => {
                     progress = true;
                     advance(&mut self.out, n);
+                    // The client took something: what is timed is how long it takes nothing.
+                    if let Some(since) = self.out_blocked_since.take() {
+                        self.paused += now.saturating_duration_since(since);
+                    }
                 }
             }
         }
         if self.out_bytes > 0 {
             self.shared.metrics.client_out(std::mem::take(&mut self.out_bytes));
             self.last_activity = now;
-            if let Some(since) = self.out_blocked_since.take() {
-                self.paused += now.saturating_duration_since(since);
-            }
             if let Some(since) = self.waiting_since {
                 self.shared.metrics.vote_latency(now.saturating_duration_since(since));
             }

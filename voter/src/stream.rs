@@ -43,7 +43,8 @@ pub struct StreamConfig {
     /// Output that no quorum confirmed for this long (with no release in between) is decided:
     /// a minority against a silent quorum is faulty, anything else is undecidable.
     pub vote_timeout: Duration,
-    /// A lane behind the released offset for this long is late.
+    /// A lane whose output trails the released output by this long is late: the first released
+    /// byte it has not produced yet was released this long ago.
     pub lag_timeout: Duration,
     /// The most unreleased bytes one lane may hold.
     pub max_unreleased: usize,
@@ -162,7 +163,8 @@ struct Lane {
     produced: u64,
     /// Bytes beyond the released offset (empty while the lane is behind).
     pending: BytesMut,
-    /// Since when the lane has been behind the released offset.
+    /// While behind: when the first released byte the lane still owes was released (it is late
+    /// once that is `lag_timeout` ago). After the end, since when it has been expected to close.
     behind_since: Option<Duration>,
 }
 
@@ -173,8 +175,9 @@ pub struct StreamVoter {
     lanes: Vec<Lane>,
     /// Bytes released so far (the output offset `R`).
     released: u64,
-    /// Released bytes still needed by lanes that are behind: `[tail_start, released)`.
-    tail: VecDeque<Bytes>,
+    /// Released bytes still needed by lanes that are behind: `[tail_start, released)`, each
+    /// chunk with the time it was released.
+    tail: VecDeque<(Bytes, Duration)>,
     tail_start: u64,
     /// Released bytes not yet taken by the caller.
     out: VecDeque<Bytes>,
@@ -325,11 +328,20 @@ impl StreamVoter {
                 self.vote(now);
                 return;
             }
+            let produced = start + overlap as u64;
+            // Still behind: its lag is the age of the first byte it still owes. A replica that
+            // keeps up, only later than the quorum, is so never late for trailing; one that
+            // trails by more than `lag_timeout` is, however much it progresses meanwhile.
+            let owed_since = self.released_at(produced);
             let lane = &mut self.lanes[replica];
-            lane.produced += overlap as u64;
+            lane.produced = produced;
             data = &data[overlap..];
-            if lane.produced == self.released && self.status == Status::Open {
-                lane.behind_since = None;
+            if produced == self.released {
+                if self.status == Status::Open {
+                    lane.behind_since = None;
+                }
+            } else if let Some(since) = owed_since {
+                lane.behind_since = Some(since);
             }
             self.trim_tail(now);
         }
@@ -544,7 +556,7 @@ impl StreamVoter {
         // The chunk joins the tail before any lane is excluded below: `exclude` trims the tail,
         // and trimming an empty tail moves its start to the new released offset, which would
         // misplace the chunk. The trim at the end drops it again if no lane is behind.
-        self.tail.push_back(chunk.clone());
+        self.tail.push_back((chunk.clone(), now));
 
         // Lanes that produced less than the new released offset are now behind.
         for j in 0..self.lanes.len() {
@@ -640,7 +652,7 @@ impl StreamVoter {
                 .filter(|(_, l)| l.live && l.produced < self.released)
                 .min_by_key(|(_, l)| l.produced);
             let needed_from = slowest.map_or(self.released, |(_, l)| l.produced);
-            while let Some(front) = self.tail.front() {
+            while let Some((front, _)) = self.tail.front() {
                 let end = self.tail_start + front.len() as u64;
                 if end > needed_from {
                     break;
@@ -668,7 +680,7 @@ impl StreamVoter {
     fn tail_mismatch(&self, start: u64, data: &[u8]) -> Option<usize> {
         let mut offset = self.tail_start;
         let mut checked = 0;
-        for chunk in &self.tail {
+        for (chunk, _) in &self.tail {
             if checked == data.len() {
                 break;
             }
@@ -689,11 +701,23 @@ impl StreamVoter {
         None
     }
 
+    /// When the released byte at `offset` was released (`None` if the tail no longer holds it).
+    fn released_at(&self, offset: u64) -> Option<Duration> {
+        let mut end = self.tail_start;
+        for (chunk, at) in &self.tail {
+            end += chunk.len() as u64;
+            if end > offset {
+                return Some(*at);
+            }
+        }
+        None
+    }
+
     /// Up to [`DIGEST_SPAN`] released bytes from `start`, for a fault report.
     fn tail_span(&self, start: u64) -> Vec<u8> {
         let mut span = Vec::new();
         let mut offset = self.tail_start;
-        for chunk in &self.tail {
+        for (chunk, _) in &self.tail {
             let end = offset + chunk.len() as u64;
             if end > start {
                 let from = start.saturating_sub(offset) as usize;

@@ -363,6 +363,30 @@ fn replica_behind_for_lag_timeout_is_late_on_tick() {
 }
 
 #[test]
+fn a_replica_that_trails_but_keeps_up_is_not_late() {
+    // Lane 2 is always one chunk behind the quorum, for longer than the lag timeout in all,
+    // but never owes a byte released more than 1 s ago: it is slower, not late.
+    let mut run = Run::new(config(3, 2));
+    for k in 0..10u64 {
+        let chunk = [b'a' + k as u8; 4];
+        run.push(0, &chunk, ms(1000 * k)).push(1, &chunk, ms(1000 * k));
+        if k > 0 {
+            let previous = [b'a' + k as u8 - 1; 4];
+            run.push(2, &previous, ms(1000 * k + 500));
+        }
+        // Its lag clock is the release time of the chunk it still owes.
+        assert_eq!(run.voter.next_deadline(), Some(ms(1000 * k + 3000)));
+        run.tick(ms(1000 * k + 999));
+    }
+    assert!(run.faults.is_empty(), "{:?}", run.faults);
+    // Once it stops, the chunk it owes ages and it is late at that chunk's time + the timeout.
+    run.tick(ms(9000 + 2999));
+    assert!(run.faults.is_empty());
+    run.tick(ms(9000 + 3000));
+    assert_eq!(run.faults, vec![fault(2, 36, ms(12_000), FaultKind::Late { behind: 4 })]);
+}
+
+#[test]
 fn caught_up_replica_is_not_late() {
     let mut run = Run::new(config(3, 2));
     run.push(0, b"abc", T0).push(1, b"abc", T0).push(2, b"abc", ms(2999));
