@@ -91,6 +91,15 @@ fn assert_no_faults(resh: &Resh, names: &[&str]) {
     }
 }
 
+/// Waits until the one session of the test ended, and asserts that it was `agreed` and that no
+/// replica was ever reported with a fault (`why`: what a failure would mean).
+fn assert_one_session_agreed(resh: &Resh, why: &str) {
+    resh.wait_until("the session ended", WAIT, |r| active_sessions(r) == 0);
+    let status = resh.status();
+    assert_eq!(status["verdicts"]["agreed"], 1, "{why}: {status}\nlog:\n{}", resh.log());
+    assert_no_faults(resh, &["a", "b", "c"]);
+}
+
 /// A client that sends `data`, half-closes, and only then reads: it must get every byte back
 /// followed by a normal end of stream (not a reset), and the session ends `agreed`.
 fn half_close_then_read(resh: &Resh, data: &[u8], replicas: &[&str]) {
@@ -166,10 +175,8 @@ fn pipelined(resh: &Resh, total: usize, seed: u64) {
 fn four_mib_pipelined_both_ways_with_three_replicas() {
     let resh = Resh::start(&three_config(""));
     pipelined(&resh, 4 << 20, 21);
-    resh.wait_until("the session ended", WAIT, |r| active_sessions(r) == 0);
+    assert_one_session_agreed(&resh, "a replica was blamed");
     let status = resh.status();
-    assert_eq!(status["verdicts"]["agreed"], 1, "{status}");
-    assert_no_faults(&resh, &["a", "b", "c"]);
     assert_eq!(status["bytes"]["from_clients"], 4 << 20, "{status}");
     assert_eq!(status["bytes"]["to_clients"], 4 << 20, "{status}");
 }
@@ -183,10 +190,7 @@ fn four_mib_pipelined_both_ways_with_three_replicas() {
 fn sixteen_mib_pipelined_with_default_limits_blames_no_replica() {
     let resh = Resh::start(&three_config(""));
     pipelined(&resh, 16 << 20, 23);
-    resh.wait_until("the session ended", WAIT, |r| active_sessions(r) == 0);
-    let status = resh.status();
-    assert_eq!(status["verdicts"]["agreed"], 1, "an honest replica was blamed: {status}");
-    assert_no_faults(&resh, &["a", "b", "c"]);
+    assert_one_session_agreed(&resh, "an honest replica was blamed");
 }
 
 #[test]
@@ -218,10 +222,7 @@ fn slow_client(size: usize, seed: u64) {
     client.shutdown(Shutdown::Write).expect("half-close");
     let (rest, end) = read_to_end_bounded(&mut client);
     assert!(end.is_ok() && rest.is_empty(), "after the half-close: {} more bytes, {end:?}", rest.len());
-    resh.wait_until("the session ended", WAIT, |r| active_sessions(r) == 0);
-    let status = resh.status();
-    assert_eq!(status["verdicts"]["agreed"], 1, "a slow client made resh blame a replica: {status}");
-    assert_no_faults(&resh, &["a", "b", "c"]);
+    assert_one_session_agreed(&resh, "a slow client made resh blame a replica");
 }
 
 /// 1 MiB: on Linux with default socket buffer autotuning (about 4 MiB between resh and a
@@ -544,10 +545,7 @@ fn replicas_that_answer_and_close_while_the_client_still_sends_are_not_blamed() 
     let (got, end) = read_to_end_bounded(&mut client);
     assert!(end.is_ok(), "the answer must end with a FIN, got {end:?} after {} bytes", got.len());
     assert!(got == data, "the client got {} bytes, not its 100", got.len());
-    resh.wait_until("the session ended", WAIT, |r| active_sessions(r) == 0);
-    let status = resh.status();
-    assert_eq!(status["verdicts"]["agreed"], 1, "{status}\nlog:\n{}", resh.log());
-    assert_no_faults(&resh, &["a", "b", "c"]);
+    assert_one_session_agreed(&resh, "a replica was blamed");
 }
 
 /// A replica that is slower than the others (it sleeps 10 ms before each write) in a transfer
@@ -561,10 +559,7 @@ fn a_slower_replica_that_keeps_up_is_not_late() {
     let started = Instant::now();
     pipelined(&resh, 4 << 20, 42);
     let took = started.elapsed();
-    resh.wait_until("the session ended", WAIT, |r| active_sessions(r) == 0);
-    let status = resh.status();
-    assert_eq!(status["verdicts"]["agreed"], 1, "{status}\nlog:\n{}", resh.log());
-    assert_no_faults(&resh, &["a", "b", "c"]);
+    assert_one_session_agreed(&resh, "a replica was blamed");
     // Otherwise the test shows nothing: the transfer must outlast the lag timeout.
     assert!(took > Duration::from_secs(2), "the transfer took only {took:?}");
 }

@@ -208,12 +208,7 @@ async fn run(shared: Arc<Shared>, client: TcpStream, id: u64) {
     let mut relay = Relay {
         shared: &shared,
         id,
-        max_unreleased: config.vote.max_unreleased_bytes,
-        // Exactly the voter's limit (a wider window would read a replica past the point where
-        // the voter declares the slowest one late); a small one just means small reads.
-        lag_window: config.vote.max_lag_bytes,
         idle: config.idle_timeout(),
-        stall_limit: Duration::from_millis(config.vote.lag_timeout_ms.unwrap_or(config.vote.vote_timeout_ms)),
         voter,
         lanes,
         client,
@@ -236,11 +231,10 @@ async fn run(shared: Arc<Shared>, client: TcpStream, id: u64) {
     poll_fn(|cx| relay.poll(cx)).await;
 
     // Phase 4: end.
-    let Relay { voter, mut lanes, client, faults_seen, aborted, out, .. } = relay;
+    let Relay { voter, lanes, client, faults_seen, aborted, out, .. } = relay;
     // Output the client has not got all of: agreed bytes not yet written, or output that was
     // still waiting for its quorum when the session ended (idle, or a client that took nothing).
-    let unreleased: usize = (0..lanes.len()).map(|i| voter.unreleased(i)).sum();
-    let incomplete = !out.is_empty() || (*voter.status() != Status::Finished && unreleased > 0);
+    let incomplete = !out.is_empty() || (*voter.status() != Status::Finished && voter.unreleased_total() > 0);
     let verdict = if matches!(voter.status(), Status::Undecidable(_)) {
         Verdict::Undecidable
     } else if faults_seen > 0 {
@@ -248,9 +242,8 @@ async fn run(shared: Arc<Shared>, client: TcpStream, id: u64) {
     } else {
         Verdict::Agreed
     };
-    for lane in &mut lanes {
-        lane.cut();
-    }
+    // The replicas' connections close first.
+    drop(lanes);
     if verdict == Verdict::Undecidable {
         let why = aborted.unwrap_or_default();
         warn!(reason = %why, released = voter.released(), "vote undecidable: aborting session (reset), nothing unverified released");
@@ -303,12 +296,7 @@ fn far(now: Instant) -> Instant {
 struct Relay<'a> {
     shared: &'a Shared,
     id: u64,
-    max_unreleased: usize,
-    /// How far (bytes) a replica's output is read ahead of the slowest replica's.
-    lag_window: usize,
     idle: Duration,
-    /// How long a replica may take no input before it is late.
-    stall_limit: Duration,
     voter: StreamVoter,
     lanes: Vec<Lane>,
     client: TcpStream,
@@ -381,26 +369,35 @@ impl Relay<'_> {
         now.saturating_duration_since(self.start).saturating_sub(self.paused + blocked)
     }
 
-    /// How much of replica `i`'s output may be read now (0: none). Not while released output
-    /// waits for the client; no more than the voter may hold unreleased for it; and no further
-    /// than `max_lag_bytes` ahead of the slowest replica still in the vote. The last bound is
-    /// flow control, not a fault: without it a replica that is merely slower (descheduled, or
-    /// a slower version) falls behind by whatever the sockets buffer and is excluded as late
-    /// at once; with it the others wait, and a slow one is late only after `lag_timeout`.
+    /// How much of replica `i`'s output may be read now (0: none). Not once it ended, nor while
+    /// an injected delay holds some back, nor while released output waits for the client; no
+    /// more than the voter may hold unreleased for it; and no further than `max_lag_bytes`
+    /// ahead of the slowest replica still in the vote. The last bound is flow control, not a
+    /// fault: without it a replica that is merely slower (descheduled, or a slower version)
+    /// falls behind by whatever the sockets buffer and is excluded as late at once; with it the
+    /// others wait, and a slow one is late only once it trails by `lag_timeout`. (Exactly the
+    /// voter's limit: a wider window would read past the point where it declares one late.)
     fn read_room(&self, i: usize, slowest: Option<u64>) -> usize {
-        if !self.out.is_empty() {
+        let lane = &self.lanes[i];
+        if lane.output_ended || lane.delayed.is_some() || !self.out.is_empty() {
             return 0;
         }
+        let limits = self.voter.config();
         let ahead = slowest.map_or(0, |s| self.voter.produced(i).saturating_sub(s));
-        let lag_room = (self.lag_window as u64).saturating_sub(ahead) as usize;
-        self.max_unreleased.saturating_sub(self.voter.unreleased(i)).min(lag_room)
+        let lag_room = (limits.max_lag_bytes as u64).saturating_sub(ahead) as usize;
+        limits.max_unreleased.saturating_sub(self.voter.unreleased(i)).min(lag_room)
     }
 
     /// Whether replica `i`'s output is read now, and so whether its not taking input counts:
-    /// a replica whose output is left unread (or held back by an injected delay) may well be
-    /// unable to take input.
+    /// a replica whose output is left unread may well be unable to take input.
     fn reading(&self, i: usize) -> bool {
-        self.lanes[i].delayed.is_none() && self.read_room(i, self.voter.slowest_produced()) > 0
+        self.read_room(i, self.voter.slowest_produced()) > 0
+    }
+
+    /// How long a replica may take no input (while its output is read) before it is late: the
+    /// lag timeout, as the voter has it.
+    fn stall_limit(&self) -> Duration {
+        self.voter.config().lag_timeout
     }
 
     fn over(&mut self) -> bool {
@@ -426,7 +423,7 @@ impl Relay<'_> {
         };
         for lane in &self.lanes {
             if let Some(since) = lane.input_blocked_since {
-                next = next.min(since + self.stall_limit);
+                next = next.min(since + self.stall_limit());
             }
             if let Some((until, _)) = &lane.delayed {
                 next = next.min(*until);
@@ -471,6 +468,7 @@ impl Relay<'_> {
             return true;
         }
         let vnow = self.voter_now(now);
+        let stall_limit = self.stall_limit();
         let mut changed = false;
         for i in 0..self.lanes.len() {
             let reading = self.reading(i);
@@ -479,7 +477,7 @@ impl Relay<'_> {
                 if lane.output_ended {
                     // Its output is complete (and voted on); that it takes no more input is
                     // no fault (a server that answers and closes). It gets no more.
-                    if now >= since + self.stall_limit {
+                    if now >= since + stall_limit {
                         lane.input_blocked_since = None;
                         lane.pending_in = None;
                         lane.input_closed = true;
@@ -489,7 +487,7 @@ impl Relay<'_> {
                     // Its output is not being read, so it may well be unable to take input:
                     // not its fault. Time starts again once its output is read.
                     lane.input_blocked_since = Some(now);
-                } else if now >= since + self.stall_limit {
+                } else if now >= since + stall_limit {
                     lane.input_blocked_since = None;
                     self.voter.exclude_for(i, FaultKind::Late { behind: 0 }, vnow);
                     changed = true;
@@ -606,7 +604,7 @@ impl Relay<'_> {
         for i in 0..self.lanes.len() {
             let room = self.read_room(i, slowest).min(scratch.len());
             let lane = &mut self.lanes[i];
-            if room == 0 || lane.output_ended || lane.delayed.is_some() {
+            if room == 0 {
                 continue;
             }
             let Some(stream) = lane.stream.as_mut() else { continue };
@@ -711,8 +709,7 @@ impl Relay<'_> {
             if let Some(since) = self.waiting_since {
                 self.shared.metrics.vote_latency(now.saturating_duration_since(since));
             }
-            let unreleased: usize = (0..self.lanes.len()).map(|i| self.voter.unreleased(i)).sum();
-            self.waiting_since = (unreleased > 0).then_some(now);
+            self.waiting_since = (self.voter.unreleased_total() > 0).then_some(now);
         }
         if *self.voter.status() == Status::Finished && !self.output_finished {
             self.output_finished = true;

@@ -239,6 +239,11 @@ impl StreamVoter {
         self.lanes.iter().filter(|l| l.live).count()
     }
 
+    /// Unreleased bytes held for all replicas together (0: no output waits for a quorum).
+    pub fn unreleased_total(&self) -> usize {
+        self.lanes.iter().map(|l| l.pending.len()).sum()
+    }
+
     /// Bytes received from `replica` so far.
     pub fn produced(&self, replica: usize) -> u64 {
         self.lanes.get(replica).map_or(0, |l| l.produced)

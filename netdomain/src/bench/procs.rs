@@ -97,21 +97,26 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let pid = self.child.id();
         running().retain(|&p| p != pid);
-        if let Ok(Some(_)) = self.child.try_wait() {
+        stop(&mut self.child);
+    }
+}
+
+/// Stops a child process and reaps it: SIGTERM (which lets resh stop its replicas), up to 5 s
+/// to exit, then SIGKILL. Also what the end-to-end test harness stops its `resh run` with.
+pub fn stop(child: &mut Child) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    terminate(child.id());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
             return;
         }
-        // SIGTERM lets resh stop its replicas.
-        terminate(pid);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        std::thread::sleep(Duration::from_millis(10));
     }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// A free loopback port (bound, read, released: a small race with other programs, acceptable
