@@ -14,5 +14,5 @@ if ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ]; then
     echo "bench.sh: haproxy is not installed (apt-get install haproxy); its target is skipped" >&2
   fi
 fi
-cargo build --release --quiet -p netdomain -p demo --bins
+cargo build --release --quiet -p resh -p demo --bins
 exec target/release/resh bench "$@"

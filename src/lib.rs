@@ -28,7 +28,7 @@ pub fn binary(name: &str) -> PathBuf {
             .unwrap_or_else(|| workspace().join("target/debug"));
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
         let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cargo.current_dir(workspace()).args(["build", "--quiet", "-p", "netdomain", "-p", "demo", "--bins"]);
+        cargo.current_dir(workspace()).args(["build", "--quiet", "-p", "resh", "-p", "demo", "--bins"]);
         if release {
             cargo.arg("--release");
         }
@@ -173,7 +173,7 @@ impl Resh {
 
 impl Drop for Resh {
     fn drop(&mut self) {
-        netdomain::bench::procs::stop(&mut self.child);
+        resh::bench::procs::stop(&mut self.child);
     }
 }
 

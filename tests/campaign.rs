@@ -162,8 +162,7 @@ fn a_bad_campaign_file_names_every_key() {
 
 #[test]
 fn the_shipped_example_is_valid_and_complete() {
-    let c =
-        netdomain::campaign::CampaignConfig::load(&workspace().join("examples/campaign.toml")).expect("valid example");
+    let c = resh::campaign::CampaignConfig::load(&workspace().join("examples/campaign.toml")).expect("valid example");
     assert_eq!(c.replicas, [3, 1]);
     assert_eq!(c.kinds.len(), 6);
     assert!(c.service.command[0].ends_with("/resh-echo"));

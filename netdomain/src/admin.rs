@@ -22,7 +22,7 @@ use replicas::inject::{self, InjectError, InjectRequest, RecordStatus};
 use tokio::net::TcpListener;
 use tracing::{debug, error, info, warn};
 
-use crate::session::Shared;
+use crate::server::Shared;
 
 /// The largest `POST /inject` body accepted.
 const MAX_BODY: usize = 64 * 1024;

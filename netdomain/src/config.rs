@@ -590,7 +590,7 @@ fn check_host_port(addr: &str) -> Result<(), String> {
 
 /// A TOML syntax or schema error as `line L, column C: reason` (the parser knows where, and
 /// names the key in its message, e.g. "unknown field `quorom`, expected one of ...").
-pub(crate) fn parse_problem(e: &toml::de::Error, text: &str) -> (String, String) {
+pub fn parse_problem(e: &toml::de::Error, text: &str) -> (String, String) {
     let message = e.message().trim().to_string();
     let place = match e.span() {
         Some(span) => {

@@ -25,7 +25,7 @@ use tracing::{debug, info, warn, Instrument};
 use super::{Ordered, Reply, Submit};
 use crate::codec::Dispatch;
 use crate::metrics::Verdict;
-use crate::session::Shared;
+use crate::server::Shared;
 
 /// Bytes of answers gathered before one write.
 const WRITE_BATCH: usize = 64 * 1024;

@@ -1,4 +1,4 @@
-//! Running experiments: each on a fresh, in-process resh ([`crate::run_until`] on port 0) with
+//! Running experiments: each on a fresh, in-process resh ([`netdomain::run_until`] on port 0) with
 //! freshly started replicas, so no experiment inherits a fault (or a repair) from another.
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -15,9 +15,9 @@ use super::config::CampaignConfig;
 use super::plan::Injection;
 use super::workload;
 use super::CampaignError;
-use crate::config::Config;
-use crate::metrics::{unix_now, FaultRecord};
-use crate::{InProcess, Running};
+use netdomain::config::Config;
+use netdomain::metrics::{unix_now, FaultRecord};
+use netdomain::{InProcess, Running};
 
 /// How often the target replica's state is sampled (time to repair is this precise).
 const MONITOR_INTERVAL: Duration = Duration::from_millis(5);

@@ -287,7 +287,7 @@ fn parse_targets(args: &BenchArgs) -> Result<Vec<&'static str>, String> {
 
 /// resh's default worker threads, the same rule `resh run` applies.
 fn resh_threads(args: &BenchArgs) -> usize {
-    args.threads.unwrap_or_else(crate::default_worker_threads)
+    args.threads.unwrap_or_else(netdomain::default_worker_threads)
 }
 
 fn run(args: &BenchArgs) -> Result<Report, String> {

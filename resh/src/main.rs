@@ -48,19 +48,19 @@ enum Command {
     /// Inject a fault into one replica of a running resh and print the injection record.
     ///
     /// Talks to the admin API (`POST /inject`) with the admin bearer token.
-    Inject(netdomain::admin_client::InjectArgs),
+    Inject(resh::inject::InjectArgs),
     /// Run a fault-injection campaign and write its report.
     ///
     /// A golden run, then M experiments with one injected fault each on fresh replicas, for
     /// every replica count (e.g. 3, and 1: the baseline without voting); writes
     /// experiments.jsonl, summary.csv, summary.md and outcomes.svg.
-    Campaign(netdomain::campaign::CampaignArgs),
+    Campaign(resh::campaign::CampaignArgs),
     /// Measure resh against the service alone and HAProxy: throughput, latency percentiles,
     /// CPU per request, peak RSS, and memory per idle session (real processes on loopback).
     ///
     /// Runs the same workloads (RESP SET/GET, 64 B and 64 KiB echo) interleaved against each
     /// target and prints medians and ratios; `--json` for machines. See docs/performance.md.
-    Bench(netdomain::bench::BenchArgs),
+    Bench(resh::bench::BenchArgs),
     /// Show N-version programming at work: three diverse versions of a key-value service
     /// behind resh, a bug planted in one of them half-way through a checked workload.
     ///
@@ -107,15 +107,15 @@ fn main() -> ExitCode {
         .init();
 
     match cli.command {
-        Command::Inject(args) => netdomain::admin_client::main(&args),
-        Command::Campaign(args) => netdomain::campaign::main(&args),
-        Command::Bench(args) => netdomain::bench::main(&args),
+        Command::Inject(args) => resh::inject::main(&args),
+        Command::Campaign(args) => resh::campaign::main(&args),
+        Command::Bench(args) => resh::bench::main(&args),
         Command::Demo { keep, seconds, clients } => {
             if clients == 0 || seconds == 0 {
                 eprintln!("resh: demo: --seconds and --clients must be at least 1");
                 return ExitCode::from(2);
             }
-            let options = netdomain::demo::DemoOptions { duration: Duration::from_secs(seconds), clients, keep };
+            let options = resh::demo::DemoOptions { duration: Duration::from_secs(seconds), clients, keep };
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(r) => r,
                 Err(e) => {
@@ -123,7 +123,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(netdomain::demo::run(options)) {
+            match runtime.block_on(resh::demo::run(options)) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
                 Err(e) => {

@@ -36,9 +36,8 @@
 use std::cell::RefCell;
 use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
-use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -47,13 +46,13 @@ use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, info, warn};
 use voter::{Fault, FaultKind, Status, StreamVoter};
 
-use crate::config::Config;
-use crate::metrics::{unix_now, FaultRecord, Metrics, Refusal, Verdict};
+use crate::metrics::{unix_now, FaultRecord, Refusal, Verdict};
+use crate::server::Shared;
 use replicas::inject::Tap;
-use replicas::{Admitted, Supervisor};
+use replicas::Admitted;
 
 /// The largest read from a socket, and so the largest chunk voted or passed on at once.
 const READ_CHUNK: usize = 64 * 1024;
@@ -68,47 +67,6 @@ thread_local! {
     /// used before the poll that read it returns (the voter copies what it keeps; a replica that
     /// does not take a whole chunk at once keeps a copy of the rest).
     static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
-}
-
-/// What every session shares.
-#[derive(Debug)]
-pub struct Shared {
-    /// The effective configuration.
-    pub config: Config,
-    /// The replica supervisor.
-    pub supervisor: Arc<Supervisor>,
-    /// Process-wide counters.
-    pub metrics: Arc<Metrics>,
-    /// The sequencer, in ordered mode.
-    pub ordered: Option<crate::ordered::Ordered>,
-    next_id: AtomicU64,
-}
-
-impl Shared {
-    /// Shared state for a running resh.
-    pub fn new(
-        config: Config,
-        supervisor: Arc<Supervisor>,
-        metrics: Arc<Metrics>,
-        ordered: Option<crate::ordered::Ordered>,
-    ) -> Arc<Shared> {
-        Arc::new(Shared { config, supervisor, metrics, ordered, next_id: AtomicU64::new(1) })
-    }
-
-    /// A new session number.
-    pub fn next_session_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
-    }
-}
-
-/// Serves one client connection to its end.
-pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr) {
-    let id = shared.next_session_id();
-    if let Some(ordered) = shared.ordered.clone() {
-        return crate::ordered::session::serve(shared, ordered, client, peer, id).await;
-    }
-    let span = tracing::info_span!("session", id, %peer);
-    run(shared, client, id).instrument(span).await
 }
 
 /// One replica connection of a session.
@@ -143,7 +101,8 @@ impl Lane {
     }
 }
 
-async fn run(shared: Arc<Shared>, client: TcpStream, id: u64) {
+/// Serves one client connection in stream mode to its end.
+pub(crate) async fn serve(shared: Arc<Shared>, client: TcpStream, id: u64) {
     let config = &shared.config;
     let quorum = config.quorum();
     let admitted = shared.supervisor.admit_session();

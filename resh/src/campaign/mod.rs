@@ -34,7 +34,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 pub use self::config::CampaignConfig;
 pub use self::runner::{ExperimentRecord, Runner, SessionSummary};
-use crate::config::ConfigError;
+use netdomain::config::ConfigError;
 
 /// `resh campaign` arguments.
 #[derive(Args, Debug, Clone)]

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use replicas::inject::{InjectKind, MemRegion, MAX_BITS, MAX_DURATION_MS, MAX_SPAN_BYTES};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{parse_problem, ConfigError};
+use netdomain::config::{parse_problem, ConfigError};
 
 /// The placeholder in `service.command` and `service.env` for the directory of the running
 /// `resh` executable, so a campaign file can name `resh-echo` built beside it.

@@ -9,8 +9,9 @@
 //! at the end the demo checks that no client saw a wrong answer, that the buggy version was
 //! caught, restarted and resynchronised, and that all three versions hold the same state.
 //!
-//! The scenario lives here rather than in the `demo` crate because it drives resh itself
-//! (`run_until`), and the `resh` binary is in this crate; the `demo` crate holds the services.
+//! The scenario lives with the other tools in the `resh` crate: it drives a whole resh
+//! ([`netdomain::InProcess`]) and the `demo` crate, which holds the services, stays free of the
+//! Domain-NV.
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,10 +23,10 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::codec::resp::Resp;
-use crate::codec::Codec;
-use crate::config::Config;
-use crate::Running;
+use netdomain::codec::resp::Resp;
+use netdomain::codec::Codec;
+use netdomain::config::Config;
+use netdomain::Running;
 
 /// The Python version's source, carried in the binary so the demo runs from anywhere.
 const KV_PY: &str = include_str!("../../demo/kv.py");
@@ -75,7 +76,7 @@ async fn run_in(options: &DemoOptions, work: &Path) -> Result<bool, String> {
         println!("  version {:<8} {}", r.name, argv.join(" "));
     }
 
-    let resh = crate::InProcess::start(config).await?;
+    let resh = netdomain::InProcess::start(config).await?;
     let running = resh.running.clone();
     let supervisor = Arc::clone(&running.shared.supervisor);
     if supervisor.ready_count() < versions.len() {

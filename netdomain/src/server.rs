@@ -1,0 +1,297 @@
+//! The server: what every session shares, the accept loop, and the dispatch of each client to
+//! its mode.
+//!
+//! Phases of [`run_until`], in the order they run:
+//! 1. **bind** the client and admin listeners (a failure names the configuration key);
+//! 2. **start** the replica supervisor and wait (at most `ready_timeout`) for the replicas;
+//! 3. in ordered mode, **start the sequencer** and connect it to the ready replicas;
+//! 4. **serve**: accept clients, at most `max_sessions` at once (further clients wait in the
+//!    kernel's accept queue), each served by [`serve`] in stream or ordered mode;
+//! 5. **stop** on the shutdown future: abort the sessions, stop the replicas resh started.
+use std::fmt;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use replicas::Supervisor;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tracing::{error, info, warn, Instrument};
+
+use crate::config::{self, Config};
+use crate::metrics::{self, Metrics};
+use crate::{admin, codec, ordered};
+
+/// What every session shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// The effective configuration.
+    pub config: Config,
+    /// The replica supervisor.
+    pub supervisor: Arc<Supervisor>,
+    /// Process-wide counters.
+    pub metrics: Arc<Metrics>,
+    /// The sequencer, in ordered mode.
+    pub ordered: Option<crate::ordered::Ordered>,
+    next_id: AtomicU64,
+}
+
+impl Shared {
+    /// Shared state for a running resh.
+    pub fn new(
+        config: Config,
+        supervisor: Arc<Supervisor>,
+        metrics: Arc<Metrics>,
+        ordered: Option<crate::ordered::Ordered>,
+    ) -> Arc<Shared> {
+        Arc::new(Shared { config, supervisor, metrics, ordered, next_id: AtomicU64::new(1) })
+    }
+
+    /// A new session number.
+    pub fn next_session_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Serves one client connection to its end, in the configured mode.
+pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr) {
+    let id = shared.next_session_id();
+    if let Some(ordered) = shared.ordered.clone() {
+        return crate::ordered::session::serve(shared, ordered, client, peer, id).await;
+    }
+    let span = tracing::info_span!("session", id, %peer);
+    crate::stream::serve(shared, client, id).instrument(span).await
+}
+
+/// The tokio worker threads `resh run` uses unless told otherwise (`--threads`): one per two
+/// CPUs, at least one.
+///
+/// resh shares its host with the replicas it votes over (that is the point of RESH), and they
+/// need the CPUs as much as resh does. On resh's hot path the cost is wake-ups, not bytes: a
+/// second worker thread mostly adds cross-thread wake-ups (futex calls, tasks moving between
+/// cores) while the replicas wait for a core. Measured with `resh bench` on 2 CPUs (see
+/// docs/performance.md), one worker served ordered mode 13-24% more requests than two and
+/// stream mode with one replica about as many; stream mode with three replicas did better with
+/// two (`--threads 2`).
+pub fn default_worker_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}
+
+/// Why resh could not start or keep running.
+#[derive(Debug)]
+pub enum RunError {
+    /// A listen address could not be bound.
+    Bind {
+        /// The configuration key.
+        key: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        error: std::io::Error,
+    },
+    /// The vote parameters were refused (a bug: the configuration was validated).
+    Vote(voter::ConfigError),
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunError::Bind { key, addr, error } => write!(f, "{key}: cannot listen on {addr}: {error}"),
+            RunError::Vote(e) => write!(f, "vote: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for RunError {}
+
+/// Runs resh with a validated configuration until SIGINT or SIGTERM.
+///
+/// Prints the addresses it serves on standard output once it is ready, one per line:
+/// `resh: clients on ADDR` and `resh: admin on http://ADDR`.
+pub async fn run(config: Config) -> Result<(), RunError> {
+    // The signal is awaited outside the log macro: a disabled level (`--log warn`) skips the
+    // macro's arguments, and the await with them, which would stop resh at once.
+    let stop = async {
+        let signal = shutdown_signal().await;
+        info!(signal, "stopping");
+    };
+    run_until(config, stop, |running| {
+        let mut stdout = std::io::stdout();
+        let _ = writeln!(stdout, "resh: clients on {}", running.clients);
+        if let Some(a) = running.admin {
+            let _ = writeln!(stdout, "resh: admin on http://{a}");
+        }
+        let _ = stdout.flush();
+    })
+    .await
+}
+
+/// A resh that [`run_until`] started, as its caller sees it once the replicas are ready.
+#[derive(Clone, Debug)]
+pub struct Running {
+    /// Where clients connect (the bound address: a port 0 in the configuration is resolved).
+    pub clients: SocketAddr,
+    /// The admin API's bound address, unless it is off.
+    pub admin: Option<SocketAddr>,
+    /// The state every session shares: the supervisor (with the fault injector) and metrics.
+    pub shared: Arc<Shared>,
+}
+
+/// A resh started in this process with [`run_until`], as the demo and the campaign use it:
+/// started and ready, stopped on request.
+#[derive(Debug)]
+pub struct InProcess {
+    /// Its addresses and shared state.
+    pub running: Running,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), RunError>>,
+}
+
+impl InProcess {
+    /// Starts resh on `config` and waits until its replicas are ready (or the ready timeout
+    /// passed); the error says why it stopped before that.
+    pub async fn start(config: Config) -> Result<InProcess, String> {
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Running>();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let stopped = async move {
+            let _ = stop_rx.await;
+        };
+        let task = tokio::spawn(run_until(config, stopped, move |running| {
+            let _ = ready_tx.send(running.clone());
+        }));
+        match ready_rx.await {
+            Ok(running) => Ok(InProcess { running, stop, task }),
+            Err(_) => Err(match task.await {
+                Ok(Err(e)) => e.to_string(),
+                Ok(Ok(())) => "it stopped before it was ready".into(),
+                Err(e) => e.to_string(),
+            }),
+        }
+    }
+
+    /// Whether it stopped on its own.
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Stops it and waits (at most `limit`) until its replicas are gone.
+    pub async fn stop(self, limit: std::time::Duration) {
+        let _ = self.stop.send(());
+        let mut task = self.task;
+        if tokio::time::timeout(limit, &mut task).await.is_err() {
+            task.abort();
+        }
+    }
+}
+
+/// Runs resh until `shutdown` completes, then stops the replicas it started and returns.
+/// `on_ready` is called once, when the replicas are ready (or the ready timeout passed) and
+/// clients are being accepted. Prints nothing on standard output, so that a program can run
+/// many (the fault-injection campaign starts a fresh one per experiment on port 0).
+pub async fn run_until(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+    on_ready: impl FnOnce(&Running),
+) -> Result<(), RunError> {
+    let started = Instant::now();
+    let quorum = config.quorum();
+    if config.quorum_below_majority() {
+        warn!(
+            quorum,
+            replicas = config.replicas.len(),
+            "quorum is below a majority: two disagreeing groups could each reach it, and the first to do so wins"
+        );
+    }
+    let listen = config.listen_addr();
+    let client_listener =
+        TcpListener::bind(listen).await.map_err(|error| RunError::Bind { key: "listen", addr: listen, error })?;
+    let admin_listener = match config.admin_addr() {
+        Some(addr) => {
+            Some(TcpListener::bind(addr).await.map_err(|error| RunError::Bind { key: "admin.listen", addr, error })?)
+        }
+        None => None,
+    };
+
+    let supervisor = Supervisor::start(config.replica_specs(), config.supervisor());
+    let total = supervisor.len();
+    let ready = supervisor.wait_ready(total, config.supervisor().ready_timeout).await;
+    if ready < quorum {
+        error!(ready, quorum, "fewer replicas ready than the quorum: clients are refused until more are up");
+    } else if ready < total {
+        warn!(ready, total, "not every replica is ready; serving with the ones that are");
+    }
+    let max_sessions = config.max_sessions;
+    let metrics = Arc::new(metrics::Metrics::default());
+    let ordered = match config.vote.mode {
+        config::Mode::Stream => None,
+        config::Mode::Ordered => {
+            let codec: Arc<dyn codec::Codec> =
+                Arc::new(codec::resp::Resp::new(config.ordered.max_frame_bytes, config.ordered.allow.as_deref()));
+            match ordered::Ordered::start(&config, codec, Arc::clone(&supervisor), Arc::clone(&metrics)).await {
+                Ok(ordered) => Some(ordered),
+                Err(e) => {
+                    supervisor.shutdown().await;
+                    return Err(RunError::Vote(e));
+                }
+            }
+        }
+    };
+    let shared = Shared::new(config, Arc::clone(&supervisor), metrics, ordered);
+
+    let client_addr = client_listener.local_addr().unwrap_or(listen);
+    let admin_addr = admin_listener.as_ref().and_then(|a| a.local_addr().ok());
+    let admin_task = admin_listener.map(|admin| tokio::spawn(admin::serve(admin, Arc::clone(&shared), started)));
+    on_ready(&Running { clients: client_addr, admin: admin_addr, shared: Arc::clone(&shared) });
+    info!(%client_addr, replicas = total, ready, quorum, "resh is serving");
+
+    let slots = Arc::new(Semaphore::new(max_sessions));
+    let accept = async {
+        // Sessions belong to this run: dropping the set when it ends aborts the ones still open.
+        let mut sessions = tokio::task::JoinSet::new();
+        loop {
+            // At most max_sessions at once: further clients wait in the kernel's accept queue.
+            let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { return };
+            while sessions.try_join_next().is_some() {}
+            match client_listener.accept().await {
+                Ok((stream, peer)) => {
+                    let shared = Arc::clone(&shared);
+                    sessions.spawn(async move {
+                        serve(shared, stream, peer).await;
+                        drop(slot);
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+    };
+    tokio::select! {
+        _ = accept => {}
+        _ = shutdown => {}
+    }
+    if let Some(task) = admin_task {
+        task.abort();
+    }
+    supervisor.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return "SIGINT";
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+    }
+}

@@ -1,0 +1,19 @@
+//! The `resh` command line and the tools around the Domain-NV.
+//!
+//! The data path (configuration, sessions, votes, admin API) is the `netdomain` crate; this
+//! crate holds what is *not* on the data path, so that none of it (plotting, progress bars,
+//! benchmark histograms) is linked into the code that handles client traffic:
+//! - `src/main.rs`: the `resh` binary: `run`, `check`, `inject`, `campaign`, `bench`, `demo`.
+//! - [`demo`]: the scenario `resh demo` runs (three diverse versions, a planted bug).
+//! - [`inject`]: `resh inject`, a small client of the admin API's `POST /inject`.
+//! - [`campaign`]: `resh campaign`: fault-injection experiments on fresh in-process resh
+//!   instances ([`netdomain::run_until`]), classified against a golden run, with reports.
+//! - [`bench`]: `resh bench`: throughput, latency, CPU and memory of resh against the service
+//!   alone and HAProxy, with real processes.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod bench;
+pub mod campaign;
+pub mod demo;
+pub mod inject;
