@@ -8,6 +8,8 @@
 //!   global order for all replicas, the frame vote, replay to rejoining replicas.
 //! - [`stream`]: stream mode: one client session, fan-out of client bytes to every replica,
 //!   the stream vote on their output (the pure [`voter`] crate), release of agreed bytes.
+//! - [`fault`]: fault events (replica name, position in bytes or requests) and the one sink
+//!   both modes report them to: log, metrics, supervisor.
 //! - [`metrics`]: counters, the vote latency histogram, recent faults.
 //! - [`admin`]: the admin HTTP server (`/status`, `/metrics`, `/injections`, `POST /inject`).
 //! - [`server`]: ties them together: the state every session shares, the accept loop, and
@@ -21,6 +23,7 @@
 pub mod admin;
 pub mod codec;
 pub mod config;
+pub mod fault;
 pub mod metrics;
 pub mod ordered;
 pub mod server;

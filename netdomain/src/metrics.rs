@@ -62,8 +62,11 @@ pub struct FaultRecord {
     pub replica: String,
     /// The fault kind (`diverged`, `closed_early`, `crashed`, `late`, `flooded`).
     pub kind: &'static str,
-    /// The output offset where it was found.
+    /// Where it was found: a byte offset of the session's output (stream mode) or a request
+    /// number of the global order (ordered mode), as `unit` says.
     pub offset: u64,
+    /// `byte` or `request`.
+    pub unit: &'static str,
     /// The fault as a sentence, with digests or byte counts.
     pub detail: String,
 }

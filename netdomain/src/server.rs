@@ -21,6 +21,7 @@ use tokio::sync::Semaphore;
 use tracing::{error, info, warn, Instrument};
 
 use crate::config::{self, Config};
+use crate::fault::FaultSink;
 use crate::metrics::{self, Metrics};
 use crate::{admin, codec, ordered};
 
@@ -35,6 +36,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// The sequencer, in ordered mode.
     pub ordered: Option<crate::ordered::Ordered>,
+    /// Where both modes report faults.
+    pub faults: FaultSink,
     next_id: AtomicU64,
 }
 
@@ -46,7 +49,8 @@ impl Shared {
         metrics: Arc<Metrics>,
         ordered: Option<crate::ordered::Ordered>,
     ) -> Arc<Shared> {
-        Arc::new(Shared { config, supervisor, metrics, ordered, next_id: AtomicU64::new(1) })
+        let faults = FaultSink::new(Arc::clone(&metrics), Arc::clone(&supervisor));
+        Arc::new(Shared { config, supervisor, metrics, ordered, faults, next_id: AtomicU64::new(1) })
     }
 
     /// A new session number.

@@ -34,10 +34,10 @@ pub enum FaultKind {
     ClosedEarly,
     /// Its connection failed (reset, I/O error, the process died).
     Crashed,
-    /// It stayed behind the released output for longer than the lag timeout, or by more than
-    /// the lag limit in bytes.
+    /// It stayed behind the released output (stream vote) or behind the quorum's answers (frame
+    /// vote) for longer than the lag timeout.
     Late {
-        /// How far behind the released offset it was, in bytes.
+        /// How far behind it was: in bytes in the stream vote, in requests in the frame vote.
         behind: u64,
     },
     /// It held more unreleased output than allowed, or sat on a full buffer of output that no

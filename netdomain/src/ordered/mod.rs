@@ -44,7 +44,7 @@ use voter::{Digest, Fault, FaultKind, FrameOutcome, FrameVoter};
 
 use crate::codec::Codec;
 use crate::config::Config;
-use crate::metrics::{unix_now, FaultRecord, Metrics};
+use crate::metrics::Metrics;
 use replicas::Supervisor;
 
 pub mod session;
@@ -592,19 +592,16 @@ impl Sequencer {
     }
 
     fn report(&self, fault: &Fault, incarnation: u64) {
-        let name = &self.names[fault.replica];
-        let detail = fault.to_string().replacen(&format!("replica {}", fault.replica), &format!("replica {name}"), 1);
-        let detail = detail.replacen(" at offset ", " at request ", 1);
-        warn!(replica = %name, kind = fault.kind.name(), request = fault.offset, "fault: {detail}");
-        self.metrics.record_fault(FaultRecord {
-            time: unix_now(),
-            session: 0,
-            replica: name.to_string(),
-            kind: fault.kind.name(),
-            offset: fault.offset,
-            detail: detail.clone(),
-        });
-        self.supervisor.report_fault(fault.replica, incarnation, &fault.kind, detail);
+        crate::fault::FaultSink::new(Arc::clone(&self.metrics), Arc::clone(&self.supervisor)).report(
+            &crate::fault::FaultEvent {
+                session: None,
+                replica: fault.replica,
+                name: Arc::clone(&self.names[fault.replica]),
+                incarnation,
+                position: crate::fault::Position::Request(fault.offset),
+                kind: fault.kind.clone(),
+            },
+        );
     }
 }
 

@@ -47,9 +47,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tracing::{debug, info, warn};
-use voter::{Fault, FaultKind, Status, StreamVoter};
+use voter::{FaultKind, Status, StreamVoter};
 
-use crate::metrics::{unix_now, FaultRecord, Refusal, Verdict};
+use crate::fault::{FaultEvent, Position};
+use crate::metrics::{Refusal, Verdict};
 use crate::server::Shared;
 use replicas::inject::Tap;
 use replicas::Admitted;
@@ -684,18 +685,14 @@ impl Relay<'_> {
             self.faults_seen += 1;
             let Some(lane) = self.lanes.get_mut(fault.replica) else { continue };
             lane.cut();
-            let name = &lane.admitted.name;
-            let detail = describe(&fault, name);
-            warn!(replica = %name, kind = fault.kind.name(), offset = fault.offset, "fault: {detail}");
-            self.shared.metrics.record_fault(FaultRecord {
-                time: unix_now(),
-                session: self.id,
-                replica: name.to_string(),
-                kind: fault.kind.name(),
-                offset: fault.offset,
-                detail: detail.clone(),
+            self.shared.faults.report(&FaultEvent {
+                session: Some(self.id),
+                replica: lane.admitted.index,
+                name: Arc::clone(&lane.admitted.name),
+                incarnation: lane.admitted.incarnation,
+                position: Position::Byte(fault.offset),
+                kind: fault.kind,
             });
-            self.shared.supervisor.report_fault(lane.admitted.index, lane.admitted.incarnation, &fault.kind, detail);
         }
     }
 }
@@ -725,12 +722,6 @@ fn advance(out: &mut Vec<Bytes>, mut n: usize) {
         done += 1;
     }
     out.drain(..done);
-}
-
-fn describe(fault: &Fault, name: &str) -> String {
-    let text = fault.to_string();
-    // The voter numbers lanes; people know replicas by name.
-    text.replacen(&format!("replica {}", fault.replica), &format!("replica {name}"), 1)
 }
 
 /// Closes a connection with a reset, so the client cannot mistake it for a complete answer.
