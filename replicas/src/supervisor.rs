@@ -147,7 +147,10 @@ struct Slot {
     spec: ReplicaSpec,
     name: Arc<str>,
     state: Mutex<SlotState>,
-    /// Wakes the monitor when the replica is quarantined.
+    /// Wakes the monitor when the replica is quarantined. A wake-up is only a hint: the monitor
+    /// acts on it only if the incarnation it watches is the one quarantined (see
+    /// [`Slot::quarantine_of`]), since a permit left over from an earlier incarnation (a fault
+    /// reported while the monitor was busy with that incarnation's exit) must not kill the next.
     quarantined: Notify,
     sessions: AtomicU64,
     faults: [AtomicU64; FaultKind::NAMES.len()],
@@ -163,6 +166,19 @@ impl Slot {
 
     fn set_phase(&self, phase: Phase) {
         self.state().phase = phase;
+    }
+
+    /// Waits until incarnation `incarnation` is quarantined; stale wake-ups are ignored.
+    async fn quarantine_of(&self, incarnation: u64) {
+        loop {
+            {
+                let state = self.state();
+                if state.phase == Phase::Quarantined && state.incarnation == incarnation {
+                    return;
+                }
+            }
+            self.quarantined.notified().await;
+        }
     }
 }
 
@@ -520,6 +536,7 @@ async fn wait_until_ready(
 
 /// Watches a ready replica until it exits, is quarantined, or resh stops.
 async fn run_until_repair(slot: &Slot, child: &mut Child, stop: &mut watch::Receiver<bool>) -> Outcome {
+    let incarnation = slot.state().incarnation;
     tokio::select! {
         status = child.wait() => {
             match status {
@@ -528,7 +545,7 @@ async fn run_until_repair(slot: &Slot, child: &mut Child, stop: &mut watch::Rece
             }
             Outcome::Failed
         }
-        _ = slot.quarantined.notified() => {
+        _ = slot.quarantine_of(incarnation) => {
             // A replica whose crash a vote noticed first has usually exited already: keep how
             // it ended, or `/status` would show a repair without the crash that caused it.
             if let Ok(Some(status)) = child.try_wait() {
@@ -577,8 +594,9 @@ async fn monitor_address(slot: &Slot, config: &SupervisorConfig, addr: &str, mut
                     state.phase = Phase::Starting;
                 }
                 if wait_until_ready(slot, config, None, &mut stop).await {
+                    let incarnation = slot.state().incarnation;
                     tokio::select! {
-                        _ = slot.quarantined.notified() => {}
+                        _ = slot.quarantine_of(incarnation) => {}
                         _ = stop.changed() => {}
                     }
                 }
@@ -600,4 +618,56 @@ async fn monitor_address(slot: &Slot, config: &SupervisorConfig, addr: &str, mut
 fn free_port() -> std::io::Result<u16> {
     let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
     Ok(listener.local_addr()?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A command replica that accepts TCP connections: python3's HTTP server on `{port}`.
+    fn http_replica() -> ReplicaSpec {
+        ReplicaSpec {
+            name: "web".into(),
+            version: "web".into(),
+            launch: Launch::Command {
+                argv: ["python3", "-m", "http.server", "--bind", "127.0.0.1", "{port}"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+                env: Default::default(),
+                cwd: None,
+            },
+        }
+    }
+
+    fn incarnation(supervisor: &Supervisor) -> (u64, &'static str) {
+        let status = &supervisor.status()[0];
+        (status.incarnation, status.state)
+    }
+
+    /// A wake-up left over from an earlier incarnation (the notify permit of a fault that raced
+    /// with the replica's exit) must not repair the next incarnation the moment it is ready.
+    #[tokio::test]
+    async fn a_stale_quarantine_wakeup_does_not_repair_a_fresh_incarnation() {
+        let supervisor = Supervisor::start(vec![http_replica()], SupervisorConfig::default());
+        assert_eq!(supervisor.wait_ready(1, Duration::from_secs(20)).await, 1, "the replica did not start");
+        assert_eq!(incarnation(&supervisor), (1, "ready"));
+        // The permit a fault for an earlier incarnation leaves behind.
+        supervisor.slots[0].quarantined.notify_one();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(incarnation(&supervisor), (1, "ready"), "a stale wake-up restarted the replica");
+
+        // A fault against the current incarnation does repair it.
+        supervisor.report_fault(0, 1, &FaultKind::Crashed, "test".into());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while incarnation(&supervisor) != (2, "ready") && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(incarnation(&supervisor), (2, "ready"), "the quarantined replica was not repaired");
+        // And a fault against the old incarnation no longer does.
+        supervisor.report_fault(0, 1, &FaultKind::Crashed, "late report".into());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(incarnation(&supervisor), (2, "ready"));
+        supervisor.shutdown().await;
+    }
 }
