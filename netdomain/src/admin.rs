@@ -180,13 +180,16 @@ async fn post_inject(req: Request<Incoming>, shared: &Shared, peer: SocketAddr) 
         Ok(r) => r,
         Err(e) => {
             let status = match e {
-                InjectError::Invalid { .. } => StatusCode::BAD_REQUEST,
+                InjectError::Invalid(_) => StatusCode::BAD_REQUEST,
                 InjectError::UnknownReplica(_) => StatusCode::NOT_FOUND,
                 InjectError::NoProcess { .. } | InjectError::ProcessGone { .. } => StatusCode::CONFLICT,
                 InjectError::NoWritableMemory { .. } | InjectError::AddressNotWritable { .. } => {
                     StatusCode::UNPROCESSABLE_ENTITY
                 }
-                InjectError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+                InjectError::NoReadableByte { .. }
+                | InjectError::FlipNotTaken { .. }
+                | InjectError::StatFormat { .. }
+                | InjectError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             };
             warn!(%peer, replica = %request.replica, kind = request.kind.name(), error = %e, "admin: injection refused");
             return respond(status, "text/plain", format!("injection refused: {e}\n"));

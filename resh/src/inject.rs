@@ -4,15 +4,16 @@
 //! The client is plain HTTP/1.1 over a blocking `std` socket: one request per connection, a
 //! fixed-length body, `Connection: close`. That is all the admin API needs, and it keeps the
 //! command free of a runtime.
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::num::ParseIntError;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::builder::PossibleValuesParser;
 use clap::Args;
-use replicas::inject::{InjectError, InjectKind, InjectRequest, MemRegion};
+use replicas::inject::{InjectKind, InjectRequest, InvalidField, MemRegion, UnknownName};
 
 /// `resh inject` arguments.
 #[derive(Args, Debug, Clone)]
@@ -74,17 +75,114 @@ pub struct InjectArgs {
     pub wait_ms: Option<u64>,
 }
 
-fn parse_address(s: &str) -> Result<u64, String> {
+/// An `--address` that is not a number (the user's input).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("`{given}` is not an address: {error}")]
+pub struct AddressError {
+    /// What was given.
+    pub given: String,
+    /// Why it does not parse.
+    #[source]
+    pub error: ParseIntError,
+}
+
+fn parse_address(s: &str) -> Result<u64, AddressError> {
     let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
         Some(hex) => u64::from_str_radix(hex, 16),
         None => s.parse(),
     };
-    parsed.map_err(|e| format!("`{s}` is not an address: {e}"))
+    parsed.map_err(|error| AddressError { given: s.to_string(), error })
+}
+
+/// Why the arguments make no injection request (the user's input).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// `--kind` or `--region` names no kind or region.
+    #[error(transparent)]
+    Unknown(#[from] UnknownName),
+    /// An option is out of range or does not apply to the kind; named as the option.
+    #[error("--{}: {}", .0.field.replace('_', "-"), .0.reason)]
+    Option(#[from] InvalidField),
+}
+
+/// `--token-file` could not be read (the user's input, or the system).
+#[derive(Debug, thiserror::Error)]
+#[error("--token-file: cannot read {}: {error}", .path.display())]
+pub struct TokenFileError {
+    /// The file.
+    pub path: PathBuf,
+    /// The OS error.
+    #[source]
+    pub error: io::Error,
+}
+
+/// Why an exchange with the admin API failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PostError {
+    /// The user's input: `--admin` is not an `http://` URL.
+    #[error("--admin: `{0}` must start with http:// (the admin API speaks plain HTTP on loopback)")]
+    NotHttp(String),
+    /// The user's input (or the system's resolver): the host does not resolve.
+    #[error("--admin: cannot resolve `{authority}`: {error}")]
+    Resolve {
+        /// `host:port` from `--admin`.
+        authority: String,
+        /// The resolver's error.
+        #[source]
+        error: io::Error,
+    },
+    /// The user's input: the host resolves to nothing.
+    #[error("--admin: `{0}` resolves to no address")]
+    NoAddress(String),
+    /// resh (or the user's `--admin`): nothing accepts the connection.
+    #[error("cannot connect to the admin API at {addr}: {error}")]
+    Connect {
+        /// The address tried.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        error: io::Error,
+    },
+    /// resh: it did not answer in time.
+    #[error("the admin API did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The system: the socket failed.
+    #[error("cannot {what}: {error}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The OS error.
+        #[source]
+        error: io::Error,
+    },
+    /// resh: the answer has no end of header.
+    #[error("the answer is not HTTP (no end of header)")]
+    NotHttpAnswer,
+    /// resh: the answer has no status line.
+    #[error("the answer has no status line: {0}")]
+    NoStatus(String),
+}
+
+/// Why `resh inject` got no answer from resh.
+#[derive(Debug, thiserror::Error)]
+pub enum InjectCommandError {
+    /// The arguments make no request.
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    /// The token file cannot be read.
+    #[error(transparent)]
+    Token(#[from] TokenFileError),
+    /// resh itself: the request does not encode as JSON.
+    #[error("cannot encode the request: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// The exchange with the admin API failed.
+    #[error(transparent)]
+    Post(#[from] PostError),
 }
 
 impl InjectArgs {
     /// The `POST /inject` body these arguments describe.
-    pub fn request(&self) -> Result<InjectRequest, String> {
+    pub fn request(&self) -> Result<InjectRequest, RequestError> {
         let kind: InjectKind = self.kind.parse()?;
         let region = self.region.as_deref().map(str::parse::<MemRegion>).transpose()?;
         let request = InjectRequest {
@@ -98,33 +196,33 @@ impl InjectArgs {
             wait_ms: self.wait_ms,
             ..InjectRequest::new(self.replica.clone(), kind)
         };
-        request.check().map_err(|e| match e {
-            InjectError::Invalid { field, reason } => format!("--{}: {reason}", field.replace('_', "-")),
-            other => other.to_string(),
-        })?;
+        request.check()?;
         Ok(request)
     }
 
-    fn token(&self) -> Result<Option<String>, String> {
+    fn token(&self) -> Result<Option<String>, TokenFileError> {
         match (&self.token, &self.token_file) {
             (Some(t), _) => Ok(Some(t.trim().to_string())),
             (None, Some(path)) => std::fs::read_to_string(path)
                 .map(|t| Some(t.trim_end().to_string()))
-                .map_err(|e| format!("--token-file: cannot read {}: {e}", path.display())),
+                .map_err(|error| TokenFileError { path: path.clone(), error }),
             (None, None) => Ok(None),
         }
+    }
+
+    /// Sends the request these arguments describe; returns the status code and the body.
+    pub fn exchange(&self) -> Result<(u16, String), InjectCommandError> {
+        let request = self.request()?;
+        let token = self.token()?;
+        let body = serde_json::to_string(&request)?;
+        let wait = Duration::from_millis(request.wait_ms.unwrap_or(0));
+        Ok(post(&self.admin, "/inject", token.as_deref(), &body, wait + Duration::from_secs(10))?)
     }
 }
 
 /// Runs `resh inject`: prints the record on standard output, or the reason on standard error.
 pub fn main(args: &InjectArgs) -> ExitCode {
-    let outcome = args.request().and_then(|request| {
-        let token = args.token()?;
-        let body = serde_json::to_string(&request).map_err(|e| format!("cannot encode the request: {e}"))?;
-        let wait = Duration::from_millis(request.wait_ms.unwrap_or(0));
-        post(&args.admin, "/inject", token.as_deref(), &body, wait + Duration::from_secs(10))
-    });
-    match outcome {
+    match args.exchange() {
         Ok((200, body)) => {
             print!("{body}");
             ExitCode::SUCCESS
@@ -148,21 +246,17 @@ pub fn post(
     token: Option<&str>,
     body: &str,
     timeout: Duration,
-) -> Result<(u16, String), String> {
-    let authority = admin
-        .strip_prefix("http://")
-        .ok_or_else(|| {
-            format!("--admin: `{admin}` must start with http:// (the admin API speaks plain HTTP on loopback)")
-        })?
-        .trim_end_matches('/');
+) -> Result<(u16, String), PostError> {
+    let authority =
+        admin.strip_prefix("http://").ok_or_else(|| PostError::NotHttp(admin.to_string()))?.trim_end_matches('/');
     let addr = authority
         .to_socket_addrs()
-        .map_err(|e| format!("--admin: cannot resolve `{authority}`: {e}"))?
+        .map_err(|error| PostError::Resolve { authority: authority.to_string(), error })?
         .next()
-        .ok_or_else(|| format!("--admin: `{authority}` resolves to no address"))?;
+        .ok_or_else(|| PostError::NoAddress(authority.to_string()))?;
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .map_err(|e| format!("cannot connect to the admin API at {addr}: {e}"))?;
-    stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+        .map_err(|error| PostError::Connect { addr, error })?;
+    stream.set_read_timeout(Some(timeout)).map_err(|error| PostError::Io { what: "set the read timeout", error })?;
     let mut request = format!(
         "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()
@@ -172,22 +266,25 @@ pub fn post(
     }
     request.push_str("\r\n");
     request.push_str(body);
-    stream.write_all(request.as_bytes()).map_err(|e| format!("cannot send the request: {e}"))?;
+    stream.write_all(request.as_bytes()).map_err(|error| PostError::Io { what: "send the request", error })?;
     let mut response = Vec::new();
-    stream.read_to_end(&mut response).map_err(|e| format!("cannot read the answer: {e}"))?;
+    stream.read_to_end(&mut response).map_err(|error| match error.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => PostError::Timeout(timeout),
+        _ => PostError::Io { what: "read the answer", error },
+    })?;
     parse_response(&response)
 }
 
 /// Splits an HTTP/1.1 response into status code and body (fixed-length bodies, as resh sends).
-fn parse_response(response: &[u8]) -> Result<(u16, String), String> {
+fn parse_response(response: &[u8]) -> Result<(u16, String), PostError> {
     let text = String::from_utf8_lossy(response);
-    let (head, body) = text.split_once("\r\n\r\n").ok_or("the answer is not HTTP (no end of header)")?;
+    let (head, body) = text.split_once("\r\n\r\n").ok_or(PostError::NotHttpAnswer)?;
     let status = head
         .lines()
         .next()
         .and_then(|line| line.split_whitespace().nth(1))
         .and_then(|code| code.parse().ok())
-        .ok_or_else(|| format!("the answer has no status line: {}", head.lines().next().unwrap_or("")))?;
+        .ok_or_else(|| PostError::NoStatus(head.lines().next().unwrap_or("").to_string()))?;
     let length = head.lines().find_map(|l| {
         let (name, value) = l.split_once(':')?;
         name.trim().eq_ignore_ascii_case("content-length").then(|| value.trim().parse::<usize>().ok()).flatten()
@@ -206,8 +303,8 @@ mod tests {
     #[test]
     fn responses_are_parsed() {
         let r = b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 5\r\n\r\nnope!extra";
-        assert_eq!(parse_response(r), Ok((401, "nope!".to_string())));
-        assert!(parse_response(b"garbage").is_err());
+        assert_eq!(parse_response(r).ok(), Some((401, "nope!".to_string())));
+        assert!(matches!(parse_response(b"garbage"), Err(PostError::NotHttpAnswer)));
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub fn memflip(pid: u32, spec: &MemFlipSpec, rng: &mut Rng) -> Result<Vec<MemFli
         Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH) => {
             return Err(InjectError::ProcessGone { pid })
         }
-        Err(error) => return Err(InjectError::Io { pid, what: "open /proc/PID/mem".into(), error }),
+        Err(error) => return Err(InjectError::Io { pid, what: "open /proc/PID/mem", error }),
     };
     let mut flips = Vec::new();
     if let Some(address) = spec.address {
@@ -55,8 +55,8 @@ pub fn memflip(pid: u32, spec: &MemFlipSpec, rng: &mut Rng) -> Result<Vec<MemFli
             }
         }
         for bit in bits {
-            let (old, new) = flip_byte(&mut mem, address, bit).map_err(|e| mem_error(pid, e))?;
-            flips.push(memflip_record(m, address, bit, old, new));
+            let bytes = flip_byte(&mut mem, address, bit).map_err(|e| mem_error(pid, e))?;
+            flips.push(took(pid, m, address, bit, bytes)?);
         }
         return Ok(flips);
     }
@@ -70,11 +70,7 @@ pub fn memflip(pid: u32, spec: &MemFlipSpec, rng: &mut Rng) -> Result<Vec<MemFli
     while flips.len() < spec.bits as usize {
         tries += 1;
         if tries > MEMFLIP_TRIES * spec.bits {
-            return Err(InjectError::Io {
-                pid,
-                what: format!("find a readable byte in region `{}`", spec.region),
-                error: io::Error::other(format!("{MEMFLIP_TRIES} draws per bit failed")),
-            });
+            return Err(InjectError::NoReadableByte { pid, region: spec.region, draws: MEMFLIP_TRIES });
         }
         let mut at = rng.below(total);
         let bit = rng.below(8) as u8;
@@ -94,7 +90,7 @@ pub fn memflip(pid: u32, spec: &MemFlipSpec, rng: &mut Rng) -> Result<Vec<MemFli
             continue; // the same bit twice would undo the first flip
         }
         match flip_byte(&mut mem, address, bit) {
-            Ok((old, new)) => flips.push(memflip_record(m, address, bit, old, new)),
+            Ok(bytes) => flips.push(took(pid, m, address, bit, bytes)?),
             Err(e) if e.raw_os_error() == Some(libc::EIO) || e.raw_os_error() == Some(libc::EFAULT) => {
                 debug!(pid, address, error = %e, "memflip: byte not accessible, drawing another");
             }
@@ -104,8 +100,16 @@ pub fn memflip(pid: u32, spec: &MemFlipSpec, rng: &mut Rng) -> Result<Vec<MemFli
     Ok(flips)
 }
 
-fn memflip_record(m: &Mapping, address: u64, bit: u8, old: u8, new: u8) -> MemFlip {
-    MemFlip {
+/// The record of a flip, given the byte before, the byte written and the byte read back; or
+/// why it did not take.
+fn took(pid: u32, m: &Mapping, address: u64, bit: u8, (old, new, now): (u8, u8, u8)) -> Result<MemFlip, InjectError> {
+    if now != new && now == old {
+        if let Err(gone @ InjectError::ProcessGone { .. }) = proc_stat(pid) {
+            return Err(gone);
+        }
+        return Err(InjectError::FlipNotTaken { pid, address });
+    }
+    Ok(MemFlip {
         address,
         region: m.label(),
         region_start: m.start,
@@ -114,7 +118,7 @@ fn memflip_record(m: &Mapping, address: u64, bit: u8, old: u8, new: u8) -> MemFl
         bit,
         old,
         new,
-    }
+    })
 }
 
 /// A failed access to /proc/PID/mem: end of file there means the address space is gone.
@@ -125,11 +129,12 @@ fn mem_error(pid: u32, error: io::Error) -> InjectError {
     if let Err(gone @ InjectError::ProcessGone { .. }) = proc_stat(pid) {
         return gone;
     }
-    InjectError::Io { pid, what: "access /proc/PID/mem".into(), error }
+    InjectError::Io { pid, what: "access /proc/PID/mem", error }
 }
 
-/// Reads the byte at `address`, writes it back with `bit` flipped, and checks the write.
-fn flip_byte(mem: &mut File, address: u64, bit: u8) -> io::Result<(u8, u8)> {
+/// Reads the byte at `address` and writes it back with `bit` flipped; returns the byte before,
+/// the byte written and the byte read back after the write.
+fn flip_byte(mem: &mut File, address: u64, bit: u8) -> io::Result<(u8, u8, u8)> {
     let mut byte = [0u8];
     mem.seek(SeekFrom::Start(address))?;
     mem.read_exact(&mut byte)?;
@@ -139,8 +144,5 @@ fn flip_byte(mem: &mut File, address: u64, bit: u8) -> io::Result<(u8, u8)> {
     mem.write_all(&[new])?;
     mem.seek(SeekFrom::Start(address))?;
     mem.read_exact(&mut byte)?;
-    if byte[0] != new && byte[0] == old {
-        return Err(io::Error::other("the write did not take"));
-    }
-    Ok((old, new))
+    Ok((old, new, byte[0]))
 }

@@ -37,8 +37,8 @@ mod tap;
 pub use self::memflip::{memflip, MemFlipSpec};
 pub use self::process::{crash, hang, parse_maps, proc_stat, read_maps, Mapping, ProcStat};
 pub use self::request::{
-    Direction, Effect, InjectError, InjectKind, InjectRequest, InjectionRecord, MemFlip, MemRegion, RecordStatus,
-    StreamFlip, MAX_BITS, MAX_DURATION_MS, MAX_SPAN_BYTES, MAX_WAIT_MS,
+    Direction, Effect, InjectError, InjectKind, InjectRequest, InjectionRecord, InvalidField, MemFlip, MemRegion,
+    RecordStatus, StreamFlip, UnknownName, MAX_BITS, MAX_DURATION_MS, MAX_SPAN_BYTES, MAX_WAIT_MS,
 };
 pub use self::rng::{fresh_seed, Rng};
 use self::tap::Arm;

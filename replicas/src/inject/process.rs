@@ -37,7 +37,7 @@ pub fn proc_stat(pid: u32) -> Result<ProcStat, InjectError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH) => {
             return Err(InjectError::ProcessGone { pid })
         }
-        Err(error) => return Err(InjectError::Io { pid, what: "read /proc/PID/stat".into(), error }),
+        Err(error) => return Err(InjectError::Io { pid, what: "read /proc/PID/stat", error }),
     };
     // The command name is in parentheses and may hold anything; the fields follow the last ')'.
     let rest = text.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
@@ -49,20 +49,16 @@ pub fn proc_stat(pid: u32) -> Result<ProcStat, InjectError> {
     match (state, start_time, flags) {
         (Some('Z' | 'X'), _, _) => Err(InjectError::ProcessGone { pid }),
         (Some(state), Some(start_time), Some(flags)) => Ok(ProcStat { state, start_time, flags }),
-        _ => Err(InjectError::Io {
-            pid,
-            what: "parse /proc/PID/stat".into(),
-            error: io::Error::new(io::ErrorKind::InvalidData, "unexpected format"),
-        }),
+        _ => Err(InjectError::StatFormat { pid }),
     }
 }
 
-fn signal(pid: u32, sig: libc::c_int, what: &str) -> Result<(), InjectError> {
+fn signal(pid: u32, sig: libc::c_int, what: &'static str) -> Result<(), InjectError> {
     sys::signal_pid(pid, sig).map_err(|error| {
         if error.raw_os_error() == Some(libc::ESRCH) {
             InjectError::ProcessGone { pid }
         } else {
-            InjectError::Io { pid, what: what.into(), error }
+            InjectError::Io { pid, what, error }
         }
     })
 }
@@ -97,7 +93,7 @@ pub fn hang(pid: u32, duration: Duration) -> Result<Effect, InjectError> {
         .map_err(|error| {
             // Without the thread the process would stay stopped for ever: undo the stop.
             let _ = sys::signal_pid(pid, libc::SIGCONT);
-            InjectError::Io { pid, what: "start the thread that ends the hang".into(), error }
+            InjectError::Io { pid, what: "start the thread that ends the hang", error }
         })?;
     Ok(Effect::Stopped { duration_ms: duration.as_millis().min(u128::from(u64::MAX)) as u64 })
 }
@@ -182,7 +178,7 @@ pub fn read_maps(pid: u32) -> Result<Vec<Mapping>, InjectError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH) => {
             Err(InjectError::ProcessGone { pid })
         }
-        Err(error) => Err(InjectError::Io { pid, what: "read /proc/PID/maps".into(), error }),
+        Err(error) => Err(InjectError::Io { pid, what: "read /proc/PID/maps", error }),
     }
 }
 #[cfg(test)]

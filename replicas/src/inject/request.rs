@@ -1,5 +1,5 @@
 //! What an injection is asked to do ([`InjectRequest`]), what it did ([`InjectionRecord`]),
-//! and why one was refused ([`InjectError`]).
+//! and why one was refused ([`InjectError`], [`InvalidField`], [`UnknownName`]).
 use std::fmt;
 use std::io;
 use std::str::FromStr;
@@ -69,12 +69,12 @@ impl fmt::Display for InjectKind {
 }
 
 impl FromStr for InjectKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        InjectKind::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| {
-            let names: Vec<&str> = InjectKind::ALL.iter().map(|k| k.name()).collect();
-            format!("unknown fault kind `{s}`, expected one of {}", names.join(", "))
-        })
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
+        InjectKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| UnknownName::new("fault kind", s, InjectKind::ALL.map(InjectKind::name)))
     }
 }
 
@@ -119,12 +119,31 @@ impl fmt::Display for MemRegion {
 }
 
 impl FromStr for MemRegion {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
         MemRegion::ALL
             .into_iter()
             .find(|r| r.name() == s)
-            .ok_or_else(|| format!("unknown memory region `{s}`, expected one of any, heap, stack, data, anon"))
+            .ok_or_else(|| UnknownName::new("memory region", s, MemRegion::ALL.map(MemRegion::name)))
+    }
+}
+
+/// A name that is none of a fixed set, such as a fault kind or a memory region given on the
+/// command line (the user's input).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} `{name}`, expected one of {}", .expected.join(", "))]
+pub struct UnknownName {
+    /// What was named (`fault kind`, `memory region`).
+    pub what: &'static str,
+    /// The name given.
+    pub name: String,
+    /// Every name that is known.
+    pub expected: Vec<&'static str>,
+}
+
+impl UnknownName {
+    fn new(what: &'static str, name: &str, expected: impl IntoIterator<Item = &'static str>) -> UnknownName {
+        UnknownName { what, name: name.to_string(), expected: expected.into_iter().collect() }
     }
 }
 
@@ -183,11 +202,11 @@ impl InjectRequest {
     }
 
     /// Checks that every field set applies to the kind and is in range.
-    pub fn check(&self) -> Result<(), InjectError> {
+    pub fn check(&self) -> Result<(), InvalidField> {
         use InjectKind::*;
         let kind = self.kind;
-        let invalid = |field: &'static str, reason: String| Err(InjectError::Invalid { field, reason });
-        let only = |field: &'static str, set: bool, kinds: &[InjectKind]| -> Result<(), InjectError> {
+        let invalid = |field: &'static str, reason: String| Err(InvalidField { field, reason });
+        let only = |field: &'static str, set: bool, kinds: &[InjectKind]| -> Result<(), InvalidField> {
             if set && !kinds.contains(&kind) {
                 let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
                 return invalid(field, format!("only applies to {}, not to {kind}", names.join(", ")));
@@ -376,80 +395,104 @@ pub struct InjectionRecord {
     pub effect: Effect,
 }
 
-/// Why an injection was refused.
-#[derive(Debug)]
+/// A field of an [`InjectRequest`] that is out of range or does not apply to its kind (the
+/// request's fault: the admin API answers 400, `resh inject` names the option).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct InvalidField {
+    /// The field, as JSON names it.
+    pub field: &'static str,
+    /// Why it is refused.
+    pub reason: String,
+}
+
+/// Why an injection was refused or failed. The variants name whose the problem is: the
+/// request's ([`Invalid`](Self::Invalid), [`UnknownReplica`](Self::UnknownReplica),
+/// [`AddressNotWritable`](Self::AddressNotWritable)), the replica's or its process's (the
+/// others but [`Io`](Self::Io)), or the system's ([`Io`](Self::Io)).
+#[derive(Debug, thiserror::Error)]
 pub enum InjectError {
-    /// No replica has that name.
+    /// The request: a field is out of range or does not apply.
+    #[error(transparent)]
+    Invalid(#[from] InvalidField),
+    /// The request: no replica has that name.
+    #[error("replica: no replica is named `{0}`")]
     UnknownReplica(String),
-    /// The replica has no process resh could act on (an address replica, or one not running).
+    /// The replica: it has no process resh could act on (an address replica, or one not
+    /// running).
+    #[error("replica {replica} has no running process resh started (an address replica, or restarting)")]
     NoProcess {
         /// The replica's name.
         replica: String,
     },
-    /// The process no longer exists (or is a zombie).
+    /// The process: it no longer exists (or is a zombie).
+    #[error("process {pid} is gone: nothing was injected")]
     ProcessGone {
         /// Its pid.
         pid: u32,
     },
-    /// A request field is out of range or does not apply.
-    Invalid {
-        /// The field.
-        field: &'static str,
-        /// Why.
-        reason: String,
-    },
-    /// No writable mapping matches the region selector.
+    /// The process: no writable mapping matches the region selector.
+    #[error("process {pid} has no writable private mapping in region `{region}`")]
     NoWritableMemory {
         /// The process.
         pid: u32,
         /// The selector.
         region: MemRegion,
     },
-    /// `address` is not in a writable private mapping of the process.
+    /// The request: `address` is not in a writable private mapping of the process.
+    #[error("address {address:#x} is not in a writable private mapping of process {pid}")]
     AddressNotWritable {
         /// The process.
         pid: u32,
         /// The address.
         address: u64,
     },
-    /// A system call failed.
+    /// The process: every random location drawn in the region was unreadable (file mappings
+    /// past the end of their file, for instance).
+    #[error("process {pid}: cannot find a readable byte in region `{region}`: {draws} draws per bit failed")]
+    NoReadableByte {
+        /// The process.
+        pid: u32,
+        /// The selector.
+        region: MemRegion,
+        /// Draws per bit before giving up.
+        draws: u32,
+    },
+    /// The process: a byte written through /proc/PID/mem read back unchanged.
+    #[error("process {pid}: flipping a bit at {address:#x} did not take (the byte reads back unchanged)")]
+    FlipNotTaken {
+        /// The process.
+        pid: u32,
+        /// The address.
+        address: u64,
+    },
+    /// The process: /proc/PID/stat does not have the fields the kernel documents.
+    #[error("process {pid}: cannot parse /proc/PID/stat: unexpected format")]
+    StatFormat {
+        /// The process.
+        pid: u32,
+    },
+    /// The system: a system call failed.
+    #[error("process {pid}: cannot {what}: {error}{}", ptrace_hint(.error))]
     Io {
         /// The process.
         pid: u32,
         /// What was being done.
-        what: String,
+        what: &'static str,
         /// The OS error.
+        #[source]
         error: io::Error,
     },
 }
 
-impl fmt::Display for InjectError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            InjectError::UnknownReplica(name) => write!(f, "replica: no replica is named `{name}`"),
-            InjectError::NoProcess { replica } => {
-                write!(f, "replica {replica} has no running process resh started (an address replica, or restarting)")
-            }
-            InjectError::ProcessGone { pid } => write!(f, "process {pid} is gone: nothing was injected"),
-            InjectError::Invalid { field, reason } => write!(f, "{field}: {reason}"),
-            InjectError::NoWritableMemory { pid, region } => {
-                write!(f, "process {pid} has no writable private mapping in region `{region}`")
-            }
-            InjectError::AddressNotWritable { pid, address } => {
-                write!(f, "address {address:#x} is not in a writable private mapping of process {pid}")
-            }
-            InjectError::Io { pid, what, error } => {
-                write!(f, "process {pid}: cannot {what}: {error}")?;
-                if matches!(error.kind(), io::ErrorKind::PermissionDenied) {
-                    write!(f, " (writing another process's memory needs ptrace access: run resh as the replicas' parent, as their user, with kernel.yama.ptrace_scope <= 1, or as root)")?;
-                }
-                Ok(())
-            }
-        }
+/// What to do about a refused access to another process's memory.
+fn ptrace_hint(error: &io::Error) -> &'static str {
+    if error.kind() == io::ErrorKind::PermissionDenied {
+        " (writing another process's memory needs ptrace access: run resh as the replicas' parent, as their user, with kernel.yama.ptrace_scope <= 1, or as root)"
+    } else {
+        ""
     }
 }
-
-impl std::error::Error for InjectError {}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -473,6 +516,8 @@ mod tests {
         r.duration_ms = Some(0);
         assert!(r.check().unwrap_err().to_string().starts_with("duration_ms:"));
         assert!("outflip".parse::<InjectKind>().is_ok());
-        assert!("bitflip".parse::<InjectKind>().unwrap_err().contains("outflip, inflip"));
+        assert!("bitflip".parse::<InjectKind>().unwrap_err().to_string().contains("outflip, inflip"));
+        let e = "brain".parse::<MemRegion>().unwrap_err().to_string();
+        assert_eq!(e, "unknown memory region `brain`, expected one of any, heap, stack, data, anon");
     }
 }
