@@ -153,10 +153,24 @@ pub struct InProcess {
     task: tokio::task::JoinHandle<Result<(), RunError>>,
 }
 
+/// Why an [`InProcess`] resh stopped before it was ready.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration or the system: it could not bind or start (see [`RunError`]).
+    #[error(transparent)]
+    Run(#[from] RunError),
+    /// resh itself: it returned without an error before it was ready.
+    #[error("it stopped before it was ready")]
+    StoppedEarly,
+    /// resh itself: its task panicked or was cancelled.
+    #[error("its task ended abnormally: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
 impl InProcess {
     /// Starts resh on `config` and waits until its replicas are ready (or the ready timeout
     /// passed); the error says why it stopped before that.
-    pub async fn start(config: Config) -> Result<InProcess, String> {
+    pub async fn start(config: Config) -> Result<InProcess, StartError> {
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Running>();
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let stopped = async move {
@@ -168,9 +182,9 @@ impl InProcess {
         match ready_rx.await {
             Ok(running) => Ok(InProcess { running, stop, task }),
             Err(_) => Err(match task.await {
-                Ok(Err(e)) => e.to_string(),
-                Ok(Ok(())) => "it stopped before it was ready".into(),
-                Err(e) => e.to_string(),
+                Ok(Err(e)) => StartError::Run(e),
+                Ok(Ok(())) => StartError::StoppedEarly,
+                Err(e) => StartError::Task(e),
             }),
         }
     }

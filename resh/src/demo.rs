@@ -76,7 +76,7 @@ async fn run_in(options: &DemoOptions, work: &Path) -> Result<bool, String> {
         println!("  version {:<8} {}", r.name, argv.join(" "));
     }
 
-    let resh = netdomain::InProcess::start(config).await?;
+    let resh = netdomain::InProcess::start(config).await.map_err(|e| e.to_string())?;
     let running = resh.running.clone();
     let supervisor = Arc::clone(&running.shared.supervisor);
     if supervisor.ready_count() < versions.len() {
