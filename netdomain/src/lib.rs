@@ -29,4 +29,4 @@ pub mod ordered;
 pub mod server;
 pub mod stream;
 
-pub use server::{default_worker_threads, run, run_until, InProcess, RunError, Running, Shared, StartError};
+pub use server::{default_worker_threads, run, run_until, InProcess, InProcessError, RunError, Running, Shared};

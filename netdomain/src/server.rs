@@ -155,7 +155,7 @@ pub struct InProcess {
 
 /// Why an [`InProcess`] resh stopped before it was ready.
 #[derive(Debug, thiserror::Error)]
-pub enum StartError {
+pub enum InProcessError {
     /// The configuration or the system: it could not bind or start (see [`RunError`]).
     #[error(transparent)]
     Run(#[from] RunError),
@@ -170,7 +170,7 @@ pub enum StartError {
 impl InProcess {
     /// Starts resh on `config` and waits until its replicas are ready (or the ready timeout
     /// passed); the error says why it stopped before that.
-    pub async fn start(config: Config) -> Result<InProcess, StartError> {
+    pub async fn start(config: Config) -> Result<InProcess, InProcessError> {
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Running>();
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let stopped = async move {
@@ -182,9 +182,9 @@ impl InProcess {
         match ready_rx.await {
             Ok(running) => Ok(InProcess { running, stop, task }),
             Err(_) => Err(match task.await {
-                Ok(Err(e)) => StartError::Run(e),
-                Ok(Ok(())) => StartError::StoppedEarly,
-                Err(e) => StartError::Task(e),
+                Ok(Err(e)) => InProcessError::Run(e),
+                Ok(Ok(())) => InProcessError::StoppedEarly,
+                Err(e) => InProcessError::Task(e),
             }),
         }
     }
