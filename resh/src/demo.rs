@@ -12,9 +12,10 @@
 //! The scenario lives with the other tools in the `resh` crate: it drives a whole resh
 //! ([`netdomain::InProcess`]) and the `demo` crate, which holds the services, stays free of the
 //! Domain-NV.
-use std::io::{IsTerminal, Write};
+use std::io::{self, IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,9 +25,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use netdomain::codec::resp::Resp;
-use netdomain::codec::Codec;
-use netdomain::config::Config;
-use netdomain::Running;
+use netdomain::codec::{Codec, ProtocolError};
+use netdomain::config::{Config, ConfigError};
+use netdomain::{InProcessError, Running};
 
 /// The Python version's source, carried in the binary so the demo runs from anywhere.
 const KV_PY: &str = include_str!("../../demo/kv.py");
@@ -45,6 +46,133 @@ pub struct DemoOptions {
     pub keep: bool,
 }
 
+/// Why the demo could not run to its end.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// The system: a file or directory of the demo could not be made.
+    #[error("cannot {what} {}: {error}", .path.display())]
+    File {
+        /// `create` or `write`.
+        what: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        error: io::Error,
+    },
+    /// The system: the running resh executable cannot be found.
+    #[error("cannot find the resh binary: {0}")]
+    CurrentExe(#[source] io::Error),
+    /// The setup: a demo service is not built next to resh.
+    #[error("{} not found next to resh: build the demo services with `cargo build -p demo`", .0.display())]
+    MissingService(PathBuf),
+    /// The setup: python3 is not installed.
+    #[error("python3 is needed for the Python version of the demo service")]
+    NoPython,
+    /// resh itself: the configuration the demo wrote is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// resh could not be started.
+    #[error("cannot start resh: {0}")]
+    Start(#[from] InProcessError),
+    /// The versions: not all of them started.
+    #[error("only {ready} of {total} versions started (see the log)")]
+    NotReady {
+        /// Versions ready.
+        ready: usize,
+        /// Versions configured.
+        total: usize,
+    },
+    /// resh: the request that sets up the workload failed.
+    #[error("setting up the workload: {0}")]
+    Setup(#[from] ClientError),
+    /// The rust version: it has no process to plant the bug in.
+    #[error("the rust version is not running")]
+    NotRunning,
+    /// The system: `kill` could not be run to plant the bug.
+    #[error("cannot run kill to signal the rust version (pid {pid}): {error}")]
+    Kill {
+        /// The rust version's pid.
+        pid: u32,
+        /// The OS error.
+        #[source]
+        error: io::Error,
+    },
+    /// The rust version: the signal that plants the bug was not delivered.
+    #[error("cannot signal the rust version (pid {pid}): kill {status}")]
+    Signal {
+        /// The rust version's pid.
+        pid: u32,
+        /// How `kill` exited.
+        status: ExitStatus,
+    },
+}
+
+/// Why a request of the demo's RESP client failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// resh or a version: nothing accepts connections at the address.
+    #[error("cannot connect to {addr}: {error}")]
+    Connect {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        error: io::Error,
+    },
+    /// The connection failed while sending.
+    #[error("cannot send a request: {0}")]
+    Send(#[source] io::Error),
+    /// The connection failed while reading.
+    #[error("cannot read an answer: {0}")]
+    Receive(#[source] io::Error),
+    /// The server: its answer is not RESP.
+    #[error("malformed answer: {0}")]
+    Malformed(#[from] ProtocolError),
+    /// The server: no answer in time.
+    #[error("no answer within {0:?}")]
+    NoAnswer(Duration),
+    /// The server closed the connection.
+    #[error("connection closed")]
+    Closed,
+    /// The server: an answer other than the one a correct service gives.
+    #[error("{request} answered {answer:?}")]
+    Unexpected {
+        /// The request, as its arguments.
+        request: String,
+        /// The answer.
+        answer: String,
+    },
+}
+
+/// Why the versions' states could not be shown to be the same.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The version is not running: it has no address.
+    #[error("version {0} has no address")]
+    NoAddress(String),
+    /// The version could not be asked.
+    #[error("version {version}: {error}")]
+    Client {
+        /// The version.
+        version: String,
+        /// What failed.
+        #[source]
+        error: ClientError,
+    },
+    /// The versions hold different states.
+    #[error("version {version} differs from version {reference}")]
+    Differs {
+        /// The version that differs.
+        version: String,
+        /// The version it was compared with.
+        reference: String,
+    },
+}
+
+/// How long the demo's client waits for an answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Counters the clients share.
 #[derive(Default)]
 struct Tally {
@@ -54,15 +182,15 @@ struct Tally {
 }
 
 /// Runs the demo; `Ok(true)` when everything it shows held.
-pub async fn run(options: DemoOptions) -> Result<bool, String> {
+pub async fn run(options: DemoOptions) -> Result<bool, DemoError> {
     let work = std::env::temp_dir().join(format!("resh-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&work).map_err(|e| format!("cannot create {}: {e}", work.display()))?;
+    std::fs::create_dir_all(&work).map_err(|error| DemoError::File { what: "create", path: work.clone(), error })?;
     let result = run_in(&options, &work).await;
     let _ = std::fs::remove_dir_all(&work);
     result
 }
 
-async fn run_in(options: &DemoOptions, work: &Path) -> Result<bool, String> {
+async fn run_in(options: &DemoOptions, work: &Path) -> Result<bool, DemoError> {
     let config = demo_config(work)?;
     let versions: Vec<String> = config.replicas.iter().map(|r| r.name.clone()).collect();
     println!("resh demo: three versions of one key-value service behind resh (ordered mode, RESP)");
@@ -76,13 +204,13 @@ async fn run_in(options: &DemoOptions, work: &Path) -> Result<bool, String> {
         println!("  version {:<8} {}", r.name, argv.join(" "));
     }
 
-    let resh = netdomain::InProcess::start(config).await.map_err(|e| e.to_string())?;
+    let resh = netdomain::InProcess::start(config).await?;
     let running = resh.running.clone();
     let supervisor = Arc::clone(&running.shared.supervisor);
     if supervisor.ready_count() < versions.len() {
         let ready = supervisor.ready_count();
         resh.stop(Duration::from_secs(10)).await;
-        return Err(format!("only {ready} of {} versions started (see the log)", versions.len()));
+        return Err(DemoError::NotReady { ready, total: versions.len() });
     }
     println!("  resh serves clients on {}\n", running.clients);
 
@@ -200,26 +328,23 @@ async fn run_in(options: &DemoOptions, work: &Path) -> Result<bool, String> {
 }
 
 /// The demo's resh configuration: ordered mode, the three versions, the planted bug dormant.
-fn demo_config(work: &Path) -> Result<Config, String> {
-    let here = std::env::current_exe().map_err(|e| format!("cannot find the resh binary: {e}"))?;
+fn demo_config(work: &Path) -> Result<Config, DemoError> {
+    let here = std::env::current_exe().map_err(DemoError::CurrentExe)?;
     let bin_dir = here.parent().map(Path::to_path_buf).unwrap_or_default();
-    let bin = |name: &str| -> Result<PathBuf, String> {
+    let bin = |name: &str| -> Result<PathBuf, DemoError> {
         let path = bin_dir.join(name);
         if path.is_file() {
             Ok(path)
         } else {
-            Err(format!(
-                "{} not found next to resh: build the demo services with `cargo build -p demo`",
-                path.display()
-            ))
+            Err(DemoError::MissingService(path))
         }
     };
     let kv = bin("resh-kv")?;
     if !on_path("python3") {
-        return Err("python3 is needed for the Python version of the demo service".into());
+        return Err(DemoError::NoPython);
     }
     let kv_py = work.join("kv.py");
-    std::fs::write(&kv_py, KV_PY).map_err(|e| format!("cannot write {}: {e}", kv_py.display()))?;
+    std::fs::write(&kv_py, KV_PY).map_err(|error| DemoError::File { what: "write", path: kv_py.clone(), error })?;
     let fired = work.join("bug-fired");
     let quote = |p: &Path| format!("{:?}", p.display().to_string());
     let third = if on_path("redis-server") {
@@ -249,7 +374,7 @@ command = ["python3", {kv_py}, "--port", "{{port}}"]
         fired = quote(&fired),
         kv_py = quote(&kv_py),
     );
-    Config::parse(&text, "the demo configuration").map_err(|e| e.to_string())
+    Ok(Config::parse(&text, "the demo configuration")?)
 }
 
 fn on_path(program: &str) -> bool {
@@ -257,13 +382,14 @@ fn on_path(program: &str) -> bool {
 }
 
 /// Arms the Rust version's planted bug (it waits for SIGUSR1).
-fn plant_bug(running: &Running) -> Result<(), String> {
+fn plant_bug(running: &Running) -> Result<(), DemoError> {
     let status = running.shared.supervisor.status();
-    let pid = status.iter().find(|r| r.name == "rust").and_then(|r| r.pid).ok_or("the rust version is not running")?;
+    let pid = status.iter().find(|r| r.name == "rust").and_then(|r| r.pid).ok_or(DemoError::NotRunning)?;
     let sent = std::process::Command::new("kill").args(["-USR1", &pid.to_string()]).status();
     match sent {
         Ok(s) if s.success() => Ok(()),
-        _ => Err(format!("cannot signal the rust version (pid {pid})")),
+        Ok(status) => Err(DemoError::Signal { pid, status }),
+        Err(error) => Err(DemoError::Kill { pid, error }),
     }
 }
 
@@ -295,7 +421,7 @@ async fn wait_for(limit: Duration, check: impl Fn() -> bool) -> bool {
 
 /// One client of the workload: its own keys, a counter, a list, and the shared key; every
 /// answer is checked against what a correct service must say.
-async fn client(id: usize, addr: SocketAddr, deadline: Instant, tally: Arc<Tally>) -> Result<(), String> {
+async fn client(id: usize, addr: SocketAddr, deadline: Instant, tally: Arc<Tally>) -> Result<(), ClientError> {
     let mut c = Client::connect(addr).await?;
     let mut round: u64 = 0;
     let (count, list) = (format!("c{id}:count"), format!("c{id}:list"));
@@ -322,25 +448,19 @@ async fn client(id: usize, addr: SocketAddr, deadline: Instant, tally: Arc<Tally
 }
 
 /// Reads every client's keys directly from each version and compares.
-async fn same_state(running: &Running, clients: usize) -> Result<(), String> {
+async fn same_state(running: &Running, clients: usize) -> Result<(), StateError> {
     let status = running.shared.supervisor.status();
     let mut first: Option<(String, Vec<Vec<u8>>)> = None;
     for r in &status {
         let addr: SocketAddr =
-            r.addr.as_deref().and_then(|a| a.parse().ok()).ok_or(format!("{} has no address", r.name))?;
-        let mut c = Client::connect(addr).await?;
-        let mut state = vec![c.call(&["GET", BUGGY_KEY]).await?];
-        for id in 0..clients {
-            state.push(c.call(&["GET", &format!("c{id}:count")]).await?);
-            state.push(c.call(&["LRANGE", &format!("c{id}:list"), "0", "-1"]).await?);
-            for k in 0..50 {
-                state.push(c.call(&["GET", &format!("c{id}:k{k}")]).await?);
-            }
-        }
+            r.addr.as_deref().and_then(|a| a.parse().ok()).ok_or_else(|| StateError::NoAddress(r.name.clone()))?;
+        let state = version_state(addr, clients)
+            .await
+            .map_err(|error| StateError::Client { version: r.name.clone(), error })?;
         match &first {
             None => first = Some((r.name.clone(), state)),
             Some((name, reference)) if *reference != state => {
-                return Err(format!("version {} differs from version {name}", r.name));
+                return Err(StateError::Differs { version: r.name.clone(), reference: name.clone() });
             }
             Some(_) => {}
         }
@@ -348,12 +468,29 @@ async fn same_state(running: &Running, clients: usize) -> Result<(), String> {
     Ok(())
 }
 
-async fn expect(c: &mut Client, args: &[&str], want: &[u8]) -> Result<(), String> {
+/// Every client's keys, read from the version at `addr`.
+async fn version_state(addr: SocketAddr, clients: usize) -> Result<Vec<Vec<u8>>, ClientError> {
+    let mut c = Client::connect(addr).await?;
+    let mut state = vec![c.call(&["GET", BUGGY_KEY]).await?];
+    for id in 0..clients {
+        state.push(c.call(&["GET", &format!("c{id}:count")]).await?);
+        state.push(c.call(&["LRANGE", &format!("c{id}:list"), "0", "-1"]).await?);
+        for k in 0..50 {
+            state.push(c.call(&["GET", &format!("c{id}:k{k}")]).await?);
+        }
+    }
+    Ok(state)
+}
+
+async fn expect(c: &mut Client, args: &[&str], want: &[u8]) -> Result<(), ClientError> {
     let got = c.call(args).await?;
     if got == want {
         Ok(())
     } else {
-        Err(format!("{args:?} answered {:?}", String::from_utf8_lossy(&got)))
+        Err(ClientError::Unexpected {
+            request: format!("{args:?}"),
+            answer: String::from_utf8_lossy(&got).into_owned(),
+        })
     }
 }
 
@@ -365,30 +502,28 @@ struct Client {
 }
 
 impl Client {
-    async fn connect(addr: SocketAddr) -> Result<Client, String> {
-        let stream = TcpStream::connect(addr).await.map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    async fn connect(addr: SocketAddr) -> Result<Client, ClientError> {
+        let stream = TcpStream::connect(addr).await.map_err(|error| ClientError::Connect { addr, error })?;
         let _ = stream.set_nodelay(true);
         Ok(Client { stream, buf: BytesMut::with_capacity(4096), codec: Resp::new(1 << 24, None) })
     }
 
-    async fn call(&mut self, args: &[&str]) -> Result<Vec<u8>, String> {
+    async fn call(&mut self, args: &[&str]) -> Result<Vec<u8>, ClientError> {
         let mut request = format!("*{}\r\n", args.len());
         for a in args {
             request.push_str(&format!("${}\r\n{a}\r\n", a.len()));
         }
-        self.stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+        self.stream.write_all(request.as_bytes()).await.map_err(ClientError::Send)?;
         loop {
-            match self.codec.response_len(&self.buf) {
-                Ok(Some(len)) => return Ok(self.buf.split_to(len).to_vec()),
-                Ok(None) => {}
-                Err(e) => return Err(format!("malformed answer: {e}")),
+            if let Some(len) = self.codec.response_len(&self.buf)? {
+                return Ok(self.buf.split_to(len).to_vec());
             }
-            let n = tokio::time::timeout(Duration::from_secs(10), self.stream.read_buf(&mut self.buf))
+            let n = tokio::time::timeout(ANSWER_TIMEOUT, self.stream.read_buf(&mut self.buf))
                 .await
-                .map_err(|_| "no answer within 10 s".to_string())?
-                .map_err(|e| e.to_string())?;
+                .map_err(|_| ClientError::NoAnswer(ANSWER_TIMEOUT))?
+                .map_err(ClientError::Receive)?;
             if n == 0 {
-                return Err("connection closed".into());
+                return Err(ClientError::Closed);
             }
         }
     }
