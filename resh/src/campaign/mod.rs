@@ -22,7 +22,6 @@ pub mod report;
 mod runner;
 pub mod workload;
 
-use std::fmt;
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -33,7 +32,8 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 pub use self::config::CampaignConfig;
-pub use self::runner::{ExperimentRecord, Runner, SessionSummary};
+pub use self::report::PlotError;
+pub use self::runner::{ExperimentRecord, GoldenError, Runner, SessionSummary, SetupError};
 use netdomain::config::ConfigError;
 
 /// `resh campaign` arguments.
@@ -62,38 +62,30 @@ pub struct CampaignArgs {
 }
 
 /// Why a campaign could not run to its end.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum CampaignError {
-    /// The campaign file is invalid.
-    Config(ConfigError),
-    /// A report file could not be written.
+    /// The user's campaign file is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The system: a report file could not be written.
+    #[error("{}: {error}", .path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The OS error.
+        #[source]
         error: std::io::Error,
     },
-    /// resh or the service could not be started for an experiment.
-    Start(String),
+    /// resh or the service could not be set up for an experiment.
+    #[error("experiment: {0}")]
+    Experiment(#[from] SetupError),
     /// The golden run did not give a reference to compare with.
-    Golden(String),
+    #[error("golden run: {0}")]
+    Golden(#[from] GoldenError),
     /// The plot could not be drawn.
-    Report(String),
+    #[error("outcomes.svg: {0}")]
+    Report(#[from] PlotError),
 }
-
-impl fmt::Display for CampaignError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CampaignError::Config(e) => write!(f, "{e}"),
-            CampaignError::Io { path, error } => write!(f, "{}: {error}", path.display()),
-            CampaignError::Start(why) => write!(f, "experiment: {why}"),
-            CampaignError::Golden(why) => write!(f, "golden run: {why}"),
-            CampaignError::Report(why) => write!(f, "outcomes.svg: {why}"),
-        }
-    }
-}
-
-impl std::error::Error for CampaignError {}
 
 /// What a finished campaign produced.
 #[derive(Debug)]
@@ -142,9 +134,7 @@ pub async fn run(
         let golden = runner.golden(n).await?;
         if let Some((m, g)) = &first_golden {
             if *g != golden {
-                return Err(CampaignError::Golden(format!(
-                    "the golden runs with {m} and {n} replicas differ: the service's output is not deterministic for this workload"
-                )));
+                return Err(GoldenError::Differ { first: *m, second: n }.into());
             }
         } else {
             first_golden = Some((n, golden.clone()));
@@ -169,7 +159,7 @@ pub async fn run(
     bar.finish_and_clear();
     let runtime = began.elapsed();
     let summary = report::summary_md(config, &records, runtime);
-    let svg = report::outcomes_svg(config, &records).map_err(CampaignError::Report)?;
+    let svg = report::outcomes_svg(config, &records)?;
     for (name, text) in
         [("summary.csv", report::summary_csv(config, &records)), ("summary.md", summary.clone()), ("outcomes.svg", svg)]
     {

@@ -3,8 +3,10 @@
 //! by side). `experiments.jsonl` is written by the campaign loop as experiments finish.
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::io;
 use std::time::Duration;
 
+use plotters::drawing::DrawingAreaErrorKind;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use replicas::inject::InjectKind;
@@ -182,9 +184,14 @@ fn colour(o: Outcome) -> RGBColor {
     }
 }
 
+/// Why `outcomes.svg` could not be drawn (resh itself: the plotting library refused).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot draw the chart: {0}")]
+pub struct PlotError(#[from] DrawingAreaErrorKind<io::Error>);
+
 /// `outcomes.svg`: for every fault kind, one stacked bar per replica count (ascending, so the
 /// N=1 baseline stands left of the voted runs), stacked by outcome.
-pub fn outcomes_svg(config: &CampaignConfig, records: &[ExperimentRecord]) -> Result<String, String> {
+pub fn outcomes_svg(config: &CampaignConfig, records: &[ExperimentRecord]) -> Result<String, PlotError> {
     let cells = tally(records);
     let mut counts: Vec<usize> = config.replicas.clone();
     counts.sort_unstable();
@@ -194,7 +201,7 @@ pub fn outcomes_svg(config: &CampaignConfig, records: &[ExperimentRecord]) -> Re
     {
         let width = (140 + 130 * kinds.len() as u32).max(640);
         let root = SVGBackend::with_string(&mut svg, (width, 480)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        root.fill(&WHITE)?;
         let caption = format!(
             "Outcomes per fault kind (seed {}, {} experiments per replica count)",
             config.seed, config.experiments
@@ -205,8 +212,7 @@ pub fn outcomes_svg(config: &CampaignConfig, records: &[ExperimentRecord]) -> Re
             .x_label_area_size(48)
             .y_label_area_size(48)
             // Headroom above the tallest bar keeps the legend off the bars.
-            .build_cartesian_2d(0f64..kinds.len() as f64, 0usize..(tallest * 3).div_ceil(2) + 1)
-            .map_err(|e| e.to_string())?;
+            .build_cartesian_2d(0f64..kinds.len() as f64, 0usize..(tallest * 3).div_ceil(2) + 1)?;
         chart
             .configure_mesh()
             .disable_x_mesh()
@@ -215,8 +221,7 @@ pub fn outcomes_svg(config: &CampaignConfig, records: &[ExperimentRecord]) -> Re
             .y_labels(10)
             .y_desc("experiments")
             .label_style(("sans-serif", 13))
-            .draw()
-            .map_err(|e| e.to_string())?;
+            .draw()?;
         let slot = 0.8 / counts.len().max(1) as f64;
         for o in Outcome::ALL {
             let mut bars = Vec::new();
@@ -237,8 +242,7 @@ pub fn outcomes_svg(config: &CampaignConfig, records: &[ExperimentRecord]) -> Re
             }
             let c = colour(o);
             chart
-                .draw_series(bars)
-                .map_err(|e| e.to_string())?
+                .draw_series(bars)?
                 .label(o.name())
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled()));
         }
@@ -248,19 +252,18 @@ pub fn outcomes_svg(config: &CampaignConfig, records: &[ExperimentRecord]) -> Re
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
             .label_font(("sans-serif", 13))
-            .draw()
-            .map_err(|e| e.to_string())?;
+            .draw()?;
         let small = TextStyle::from(("sans-serif", 12).into_font()).pos(Pos::new(HPos::Center, VPos::Top));
         let big = TextStyle::from(("sans-serif", 14).into_font()).pos(Pos::new(HPos::Center, VPos::Top));
         for (k, kind) in kinds.iter().enumerate() {
             for (j, n) in counts.iter().enumerate() {
                 let (px, py) = chart.backend_coord(&(k as f64 + 0.1 + (j as f64 + 0.5) * slot, 0));
-                root.draw(&Text::new(format!("N={n}"), (px, py + 4), small.clone())).map_err(|e| e.to_string())?;
+                root.draw(&Text::new(format!("N={n}"), (px, py + 4), small.clone()))?;
             }
             let (px, py) = chart.backend_coord(&(k as f64 + 0.5, 0));
-            root.draw(&Text::new(kind.name().to_string(), (px, py + 22), big.clone())).map_err(|e| e.to_string())?;
+            root.draw(&Text::new(kind.name().to_string(), (px, py + 22), big.clone()))?;
         }
-        root.present().map_err(|e| e.to_string())?;
+        root.present()?;
     }
     Ok(svg)
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use replicas::inject::{self, InjectKind, InjectionRecord, RecordStatus};
+use replicas::inject::{self, InjectError, InjectKind, InjectionRecord, RecordStatus};
 use replicas::{ReplicaStatus, Supervisor};
 use serde::Serialize;
 use tokio::sync::watch;
@@ -14,13 +14,89 @@ use super::classify::{classify, first_wrong_byte, Observation, Outcome, SessionE
 use super::config::CampaignConfig;
 use super::plan::Injection;
 use super::workload;
-use super::CampaignError;
-use netdomain::config::Config;
+use netdomain::config::{Config, ConfigError};
 use netdomain::metrics::{unix_now, FaultRecord};
-use netdomain::{InProcess, Running};
+use netdomain::{InProcess, InProcessError, Running};
 
 /// How often the target replica's state is sampled (time to repair is this precise).
 const MONITOR_INTERVAL: Duration = Duration::from_millis(5);
+
+/// Why an experiment's resh could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// resh itself: its configuration could not be written as TOML.
+    #[error("cannot build resh's configuration: {0}")]
+    Encode(#[from] toml::ser::Error),
+    /// The user's campaign file: its settings make an invalid resh configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// resh could not be started.
+    #[error("cannot start resh: {0}")]
+    Start(#[from] InProcessError),
+    /// The service: not every replica became ready.
+    #[error("only {ready} of {total} replicas of the service became ready: {}", not_ready(.waiting))]
+    NotReady {
+        /// Replicas ready.
+        ready: usize,
+        /// Replicas started.
+        total: usize,
+        /// The replicas that were not ready.
+        waiting: Vec<ReplicaStatus>,
+    },
+}
+
+/// `r1 is starting (exit status: 1); r2 is ...`
+fn not_ready(waiting: &[ReplicaStatus]) -> String {
+    let why: Vec<String> = waiting
+        .iter()
+        .map(|r| format!("{} is {} ({})", r.name, r.state, r.last_exit.as_deref().unwrap_or("no exit status")))
+        .collect();
+    why.join("; ")
+}
+
+/// Why the golden run gave no reference to compare experiments with.
+#[derive(Debug, thiserror::Error)]
+pub enum GoldenError {
+    /// resh or the service could not be set up.
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    /// The service: a session did not end cleanly without any fault (or the user's
+    /// `workload.timeout_ms` is too short).
+    #[error(
+        "with {replicas} replicas, session {session} ended {end:?} after {received} bytes without any fault injected; \
+         the workload must finish cleanly (raise workload.timeout_ms?)"
+    )]
+    SessionEnded {
+        /// Replicas in the run.
+        replicas: usize,
+        /// The session.
+        session: usize,
+        /// How it ended.
+        end: SessionEnd,
+        /// Bytes it received.
+        received: usize,
+    },
+    /// The service: resh reported a fault without any fault injected.
+    #[error(
+        "with {replicas} replicas, resh reported a fault without any fault injected: {detail} (is the service's output deterministic?)"
+    )]
+    Fault {
+        /// Replicas in the run.
+        replicas: usize,
+        /// The fault, as resh described it.
+        detail: String,
+    },
+    /// The service: its output differs between replica counts.
+    #[error(
+        "the golden runs with {first} and {second} replicas differ: the service's output is not deterministic for this workload"
+    )]
+    Differ {
+        /// One replica count.
+        first: usize,
+        /// The other.
+        second: usize,
+    },
+}
 
 /// One experiment, as a line of `experiments.jsonl`.
 #[derive(Clone, Debug, Serialize)]
@@ -107,7 +183,7 @@ impl<'a> Runner<'a> {
 
     /// The resh configuration of an experiment with `n` replicas: clients on a free port, no
     /// admin API, the campaign's timing, default quorum (a majority; 1 for N=1).
-    pub fn resh_config(&self, n: usize) -> Result<Config, CampaignError> {
+    pub fn resh_config(&self, n: usize) -> Result<Config, SetupError> {
         use toml::{Table, Value};
         let (argv, env) = self.config.service_command(&self.bindir);
         let r = &self.config.resh;
@@ -148,35 +224,26 @@ impl<'a> Runner<'a> {
             })
             .collect();
         root.insert("replica".into(), Value::Array(replicas));
-        let text = toml::to_string(&root)
-            .map_err(|e| CampaignError::Start(format!("cannot build resh's configuration: {e}")))?;
-        Config::parse(&text, "the experiment's resh configuration").map_err(|e| CampaignError::Start(e.to_string()))
+        let text = toml::to_string(&root)?;
+        Ok(Config::parse(&text, "the experiment's resh configuration")?)
     }
 
-    async fn start(&self, n: usize) -> Result<Instance, CampaignError> {
+    async fn start(&self, n: usize) -> Result<Instance, SetupError> {
         let config = self.resh_config(n)?;
-        let instance =
-            InProcess::start(config).await.map_err(|why| CampaignError::Start(format!("cannot start resh: {why}")))?;
+        let instance = InProcess::start(config).await?;
         let ready = instance.running.shared.supervisor.ready_count();
         if ready < n {
-            let status = instance.running.shared.supervisor.status();
-            let why: Vec<String> = status
-                .iter()
-                .filter(|r| r.state != "ready")
-                .map(|r| format!("{} is {} ({})", r.name, r.state, r.last_exit.as_deref().unwrap_or("no exit status")))
-                .collect();
+            let mut waiting = instance.running.shared.supervisor.status();
+            waiting.retain(|r| r.state != "ready");
             stop_instance(instance).await;
-            return Err(CampaignError::Start(format!(
-                "only {ready} of {n} replicas of the service became ready: {}",
-                why.join("; ")
-            )));
+            return Err(SetupError::NotReady { ready, total: n, waiting });
         }
         Ok(instance)
     }
 
     /// The golden run with `n` replicas: the workload without a fault. Every session must end
     /// normally and no fault may be reported, or classification would be meaningless.
-    pub async fn golden(&self, n: usize) -> Result<Vec<Vec<u8>>, CampaignError> {
+    pub async fn golden(&self, n: usize) -> Result<Vec<Vec<u8>>, GoldenError> {
         let instance = self.start(n).await?;
         let deadline = Instant::now() + Duration::from_millis(self.config.workload.timeout_ms);
         let sessions = workload::run(instance.running.clients, &self.config.workload, deadline, &mut |_, _| {}).await;
@@ -185,18 +252,15 @@ impl<'a> Runner<'a> {
         let faults = instance.running.shared.metrics.recent_faults();
         stop_instance(instance).await;
         if let Some((i, s)) = sessions.iter().enumerate().find(|(_, s)| s.end != SessionEnd::Closed) {
-            return Err(CampaignError::Golden(format!(
-                "with {n} replicas, session {i} ended {:?} after {} bytes without any fault injected; \
-                 the workload must finish cleanly (raise workload.timeout_ms?)",
-                s.end,
-                s.received.len()
-            )));
+            return Err(GoldenError::SessionEnded {
+                replicas: n,
+                session: i,
+                end: s.end.clone(),
+                received: s.received.len(),
+            });
         }
         if let Some(f) = faults.first() {
-            return Err(CampaignError::Golden(format!(
-                "with {n} replicas, resh reported a fault without any fault injected: {} (is the service's output deterministic?)",
-                f.detail
-            )));
+            return Err(GoldenError::Fault { replicas: n, detail: f.detail.clone() });
         }
         Ok(sessions.into_iter().map(|s| s.received).collect())
     }
@@ -208,7 +272,7 @@ impl<'a> Runner<'a> {
         n: usize,
         golden: &[Vec<u8>],
         injection: &Injection,
-    ) -> Result<ExperimentRecord, CampaignError> {
+    ) -> Result<ExperimentRecord, SetupError> {
         let began = Instant::now();
         let instance = self.start(n).await?;
         let supervisor = Arc::clone(&instance.running.shared.supervisor);
@@ -222,12 +286,12 @@ impl<'a> Runner<'a> {
         });
 
         let request = injection.request(&target, self.config);
-        let mut done: Option<Result<InjectionRecord, String>> = None;
+        let mut done: Option<Result<InjectionRecord, InjectError>> = None;
         let deadline = Instant::now() + Duration::from_millis(self.config.workload.timeout_ms);
         let sessions = {
             let mut step = |s: usize, r: usize| {
                 if done.is_none() && (s, r) == (injection.session, injection.request) {
-                    done = Some(inject::perform(&supervisor, &request).map_err(|e| e.to_string()));
+                    done = Some(inject::perform(&supervisor, &request));
                 }
             };
             workload::run(instance.running.clients, &self.config.workload, deadline, &mut step).await
@@ -247,7 +311,7 @@ impl<'a> Runner<'a> {
         let faults = instance.running.shared.metrics.recent_faults();
         let (record, error) = match done {
             Some(Ok(r)) => (Some(r), None),
-            Some(Err(e)) => (None, Some(e)),
+            Some(Err(e)) => (None, Some(e.to_string())),
             None => (None, None),
         };
         let fired = record.as_ref().filter(|r| r.status == RecordStatus::Armed).and_then(|r| {
