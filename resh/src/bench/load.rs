@@ -5,6 +5,7 @@
 //! takes at most one core of the machine it shares with the system under test), allocates
 //! nothing per request, and checks every reply byte for byte: a target that answers wrongly
 //! counts errors instead of looking fast.
+use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -66,6 +67,39 @@ pub struct LoadSpec {
     pub requests: Option<u64>,
 }
 
+/// Why the load could not be run.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The target: a connection could not be opened.
+    #[error("cannot open connection {conn} to {addr}: {error}")]
+    Connect {
+        /// The connection's number.
+        conn: usize,
+        /// The target's address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        error: io::Error,
+    },
+    /// resh itself: a connection's task panicked.
+    #[error("a load task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Why one connection stopped sending: the target failed it.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestFailure {
+    /// The reply was not the expected one (its first bytes).
+    #[error("wrong reply: {0:?}")]
+    WrongReply(String),
+    /// The connection failed.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    /// No whole reply within the request timeout.
+    #[error("no reply within {0:?}")]
+    NoReply(Duration),
+}
+
 /// What one run measured.
 #[derive(Debug)]
 pub struct LoadResult {
@@ -74,7 +108,7 @@ pub struct LoadResult {
     /// Connections that failed (error, timeout or a wrong reply); they stop sending.
     pub errors: u64,
     /// The first error seen, for the report.
-    pub first_error: Option<String>,
+    pub first_error: Option<RequestFailure>,
     /// The measured window.
     pub elapsed: Duration,
     /// Request latencies in nanoseconds.
@@ -144,11 +178,11 @@ pub fn resp_command(args: &[&[u8]]) -> Vec<u8> {
 /// Runs the load: connects every connection, warms up, then measures. `probe` is called when
 /// the measurement starts and when it ends (for the CPU time of the processes under test), and
 /// both readings are returned with the result.
-pub async fn run<T>(spec: &LoadSpec, probe: impl Fn() -> T) -> Result<(LoadResult, T, T), String> {
+pub async fn run<T>(spec: &LoadSpec, probe: impl Fn() -> T) -> Result<(LoadResult, T, T), LoadError> {
     let mut streams = Vec::with_capacity(spec.connections);
     for conn in 0..spec.connections {
         let stream =
-            TcpStream::connect(spec.addr).await.map_err(|e| format!("connection {conn} to {}: {e}", spec.addr))?;
+            TcpStream::connect(spec.addr).await.map_err(|error| LoadError::Connect { conn, addr: spec.addr, error })?;
         let _ = stream.set_nodelay(true);
         streams.push(stream);
     }
@@ -173,7 +207,7 @@ pub async fn run<T>(spec: &LoadSpec, probe: impl Fn() -> T) -> Result<(LoadResul
         LoadResult { requests: 0, errors: 0, first_error: None, elapsed: Duration::ZERO, latency: histogram() };
     let mut last_done = measure_from;
     for task in tasks {
-        let outcome = task.await.map_err(|e| format!("load task: {e}"))?;
+        let outcome = task.await?;
         result.requests += outcome.requests;
         let _ = result.latency.add(&outcome.latency);
         last_done = last_done.max(outcome.finished);
@@ -194,7 +228,7 @@ struct ConnOutcome {
     requests: u64,
     latency: Histogram<u64>,
     finished: Instant,
-    error: Option<String>,
+    error: Option<RequestFailure>,
 }
 
 async fn connection(
@@ -225,15 +259,15 @@ async fn connection(
             Ok(Ok(())) if reply[..expected.len()] == expected[..] => {}
             Ok(Ok(())) => {
                 let got = String::from_utf8_lossy(&reply[..expected.len().min(40)]).into_owned();
-                outcome.error = Some(format!("wrong reply: {got:?}"));
+                outcome.error = Some(RequestFailure::WrongReply(got));
                 break;
             }
             Ok(Err(e)) => {
-                outcome.error = Some(e.to_string());
+                outcome.error = Some(RequestFailure::Io(e));
                 break;
             }
             Err(_) => {
-                outcome.error = Some(format!("no reply within {REQUEST_TIMEOUT:?}"));
+                outcome.error = Some(RequestFailure::NoReply(REQUEST_TIMEOUT));
                 break;
             }
         }

@@ -24,6 +24,7 @@ pub mod load;
 pub mod procs;
 mod report;
 
+use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -32,8 +33,8 @@ use std::time::Duration;
 use clap::Args;
 use serde::Serialize;
 
-use self::load::{LoadSpec, Workload};
-use self::procs::{Proc, ReshProc};
+use self::load::{LoadError, LoadSpec, RequestFailure, Workload};
+use self::procs::{Proc, ProcError, ReshProc};
 
 /// `resh bench` arguments.
 #[derive(Args, Debug, Clone)]
@@ -184,16 +185,99 @@ pub struct Report {
     pub notes: Vec<String>,
 }
 
+/// Why `resh bench` could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The user's arguments: a count is zero.
+    #[error("--rounds and --connections must be at least 1")]
+    ZeroCount,
+    /// The user's arguments: a duration is out of range.
+    #[error("--seconds must be positive and --warmup not negative")]
+    BadDuration,
+    /// The user's arguments: an unknown workload.
+    #[error("--workloads: unknown workload `{0}` (resp, echo64, echo64k)")]
+    UnknownWorkload(String),
+    /// The user's arguments: an unknown target.
+    #[error("--only: unknown target `{name}` ({})", TARGETS.join(", "))]
+    UnknownTarget {
+        /// The name given.
+        name: String,
+    },
+    /// The system: the running resh executable cannot be found.
+    #[error("cannot find the resh binary: {0}")]
+    CurrentExe(#[source] io::Error),
+    /// The setup: a service is not built next to resh.
+    #[error("{} not found next to resh: build the services with `cargo build --release`", .0.display())]
+    MissingService(PathBuf),
+    /// The system: the bench's directory could not be made.
+    #[error("cannot create {}: {error}", .path.display())]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        error: io::Error,
+    },
+    /// The system: the load generator's runtime could not be started.
+    #[error("cannot start the runtime: {0}")]
+    Runtime(#[source] io::Error),
+    /// A process of the bench could not be started or stopped working.
+    #[error(transparent)]
+    Proc(#[from] ProcError),
+}
+
+/// Why one measurement gave no figure.
+#[derive(Debug, thiserror::Error)]
+pub enum MeasureError {
+    /// The load could not be run.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The target: every connection failed before completing a measured request.
+    #[error("every connection failed{}", .first.as_ref().map(|e| format!(" (the first: {e})")).unwrap_or_default())]
+    AllFailed {
+        /// The first failure.
+        first: Option<RequestFailure>,
+    },
+}
+
+/// Why the memory of idle sessions could not be measured.
+#[derive(Debug, thiserror::Error)]
+pub enum IdleError {
+    /// resh could not be started.
+    #[error(transparent)]
+    Start(#[from] ProcError),
+    /// resh: a session could not be opened (session 0 is the warm-up).
+    #[error("cannot open session {session} to resh: {error}")]
+    Connect {
+        /// The session's number.
+        session: usize,
+        /// The OS error.
+        #[source]
+        error: io::Error,
+    },
+    /// resh: an echo could not be sent.
+    #[error("cannot send an echo: {0}")]
+    Send(#[source] io::Error),
+    /// resh: an echo did not come back.
+    #[error("cannot read an echo: {0}")]
+    Receive(#[source] io::Error),
+    /// The system: resh's memory use cannot be read.
+    #[error("cannot read /proc/{0}/status")]
+    Rss(u32),
+}
+
 /// Runs `resh bench`.
 pub fn main(args: &BenchArgs) -> ExitCode {
     match run(args) {
         Ok(report) => {
             if let Some(path) = &args.save {
-                let written = serde_json::to_string_pretty(&report)
-                    .map_err(|e| e.to_string())
-                    .and_then(|text| std::fs::write(path, text + "\n").map_err(|e| e.to_string()));
-                if let Err(e) = written {
-                    eprintln!("resh: bench: cannot write {}: {e}", path.display());
+                match serde_json::to_string_pretty(&report) {
+                    Ok(text) => {
+                        if let Err(e) = std::fs::write(path, text + "\n") {
+                            eprintln!("resh: bench: cannot write {}: {e}", path.display());
+                        }
+                    }
+                    Err(e) => eprintln!("resh: bench: cannot encode the results for {}: {e}", path.display()),
                 }
             }
             if args.json {
@@ -231,10 +315,10 @@ struct Binaries {
     haproxy: Option<PathBuf>,
 }
 
-fn binaries(args: &BenchArgs) -> Result<Binaries, String> {
+fn binaries(args: &BenchArgs) -> Result<Binaries, BenchError> {
     let resh = match &args.resh {
         Some(p) => p.clone(),
-        None => std::env::current_exe().map_err(|e| format!("cannot find the resh binary: {e}"))?,
+        None => std::env::current_exe().map_err(BenchError::CurrentExe)?,
     };
     let dir = resh.parent().map(Path::to_path_buf).unwrap_or_default();
     let sibling = |name: &str| {
@@ -242,7 +326,7 @@ fn binaries(args: &BenchArgs) -> Result<Binaries, String> {
         if p.is_file() {
             Ok(p)
         } else {
-            Err(format!("{} not found next to resh: build the services with `cargo build --release`", p.display()))
+            Err(BenchError::MissingService(p))
         }
     };
     Ok(Binaries {
@@ -254,14 +338,14 @@ fn binaries(args: &BenchArgs) -> Result<Binaries, String> {
     })
 }
 
-fn parse_workloads(args: &BenchArgs) -> Result<Vec<Workload>, String> {
+fn parse_workloads(args: &BenchArgs) -> Result<Vec<Workload>, BenchError> {
     let mut out = Vec::new();
     for w in &args.workloads {
         let workload = match w.trim() {
             "resp" => Workload::Resp { value: args.value_size },
             "echo64" => Workload::Echo { size: 64 },
             "echo64k" => Workload::Echo { size: 64 * 1024 },
-            other => return Err(format!("--workloads: unknown workload `{other}` (resp, echo64, echo64k)")),
+            other => return Err(BenchError::UnknownWorkload(other.to_string())),
         };
         if !out.contains(&workload) {
             out.push(workload);
@@ -270,14 +354,14 @@ fn parse_workloads(args: &BenchArgs) -> Result<Vec<Workload>, String> {
     Ok(out)
 }
 
-fn parse_targets(args: &BenchArgs) -> Result<Vec<&'static str>, String> {
+fn parse_targets(args: &BenchArgs) -> Result<Vec<&'static str>, BenchError> {
     let mut out = Vec::new();
     for t in &args.only {
         let t = t.trim();
         match TARGETS.iter().find(|k| **k == t) {
             Some(k) if !out.contains(k) => out.push(*k),
             Some(_) => {}
-            None => return Err(format!("--only: unknown target `{t}` ({})", TARGETS.join(", "))),
+            None => return Err(BenchError::UnknownTarget { name: t.to_string() }),
         }
     }
     // Run (and show) them in the canonical order, so ratios always have their reference first.
@@ -290,13 +374,13 @@ fn resh_threads(args: &BenchArgs) -> usize {
     args.threads.unwrap_or_else(netdomain::default_worker_threads)
 }
 
-fn run(args: &BenchArgs) -> Result<Report, String> {
+fn run(args: &BenchArgs) -> Result<Report, BenchError> {
     if args.rounds == 0 || args.connections == 0 {
-        return Err("--rounds and --connections must be at least 1".into());
+        return Err(BenchError::ZeroCount);
     }
     let valid = |x: f64, least: f64| x.is_finite() && x >= least;
     if !valid(args.seconds, f64::MIN_POSITIVE) || !valid(args.warmup, 0.0) {
-        return Err("--seconds must be positive and --warmup not negative".into());
+        return Err(BenchError::BadDuration);
     }
     let workloads = parse_workloads(args)?;
     let targets = parse_targets(args)?;
@@ -308,11 +392,8 @@ fn run(args: &BenchArgs) -> Result<Report, String> {
         notes.push("haproxy not found: target haproxy skipped (install it with `apt-get install haproxy`)".into());
     }
     let dir = std::env::temp_dir().join(format!("resh-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    std::fs::create_dir_all(&dir).map_err(|error| BenchError::CreateDir { path: dir.clone(), error })?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(BenchError::Runtime)?;
     let env = Env { bins: &bins, dir: &dir, threads, runtime: &runtime };
 
     let mut results = Vec::new();
@@ -402,7 +483,7 @@ fn run_group(
     workloads: &[Workload],
     targets: &[&'static str],
     notes: &mut Vec<String>,
-) -> Result<Vec<Outcome>, String> {
+) -> Result<Vec<Outcome>, BenchError> {
     // Every process of the group stays up for all its rounds; they are stopped when dropped.
     let mut procs: Vec<Proc> = Vec::new();
     let mut running: Vec<Target> = Vec::new();
@@ -477,7 +558,7 @@ fn run_group(
                     Ok(sample) => samples[w][t].push(sample),
                     Err(e) => {
                         notes.push(format!("{} against {}: {e}", workload.name(), target.name));
-                        failures[w][t] = Some(e);
+                        failures[w][t] = Some(e.to_string());
                     }
                 }
             }
@@ -517,7 +598,7 @@ fn run_group(
 }
 
 /// One measurement: the load against `target`, with its CPU time and peak RSS around it.
-fn measure(env: &Env, args: &BenchArgs, target: &Target, workload: Workload) -> Result<Sample, String> {
+fn measure(env: &Env, args: &BenchArgs, target: &Target, workload: Workload) -> Result<Sample, MeasureError> {
     let spec = LoadSpec {
         addr: target.addr,
         workload,
@@ -539,7 +620,7 @@ fn measure(env: &Env, args: &BenchArgs, target: &Target, workload: Workload) -> 
     let us = |ns: u64| ns as f64 / 1000.0;
     let secs = result.elapsed.as_secs_f64().max(1e-9);
     if result.errors > 0 && result.requests == 0 {
-        return Err(result.first_error.unwrap_or_else(|| "every connection failed".into()));
+        return Err(MeasureError::AllFailed { first: result.first_error });
     }
     Ok(Sample {
         throughput: result.throughput(),
@@ -592,7 +673,7 @@ fn start_haproxy(
     haproxy: &Path,
     backend: SocketAddr,
     service: Service,
-) -> Result<(Proc, SocketAddr), String> {
+) -> Result<(Proc, SocketAddr), ProcError> {
     let port = procs::free_port()?;
     let front = SocketAddr::from(([127, 0, 0, 1], port));
     // Timeouts as long as resh's idle timeout; maxconn well above the bench's connections (and
@@ -605,7 +686,7 @@ fn start_haproxy(
         threads = env.threads,
     );
     let path = env.dir.join(format!("haproxy-{}.cfg", service.name()));
-    std::fs::write(&path, config).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    write_config(&path, config)?;
     let mut proc = Proc::spawn(
         "haproxy",
         Command::new(haproxy).arg("-db").arg("-f").arg(&path),
@@ -624,7 +705,7 @@ fn start_resh(
     n: usize,
     ordered: bool,
     admin: bool,
-) -> Result<ReshProc, String> {
+) -> Result<ReshProc, ProcError> {
     let mut config = String::from("listen = \"127.0.0.1:0\"\nmax_sessions = 16384\n");
     if ordered {
         config.push_str("[vote]\nmode = \"ordered\"\nprotocol = \"resp\"\n");
@@ -636,8 +717,13 @@ fn start_resh(
         config.push_str(&format!("[[replica]]\nname = \"r{i}\"\ncommand = [{binary}, \"--port\", \"{{port}}\"]\n"));
     }
     let path = env.dir.join(format!("{name}-{}.toml", service.name()));
-    std::fs::write(&path, config).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    write_config(&path, config)?;
     procs::start_resh(resh, name, &path, env.threads, &env.dir.join(format!("{name}-{}.log", service.name())))
+}
+
+/// Writes a configuration file of a process the bench starts.
+fn write_config(path: &Path, text: String) -> Result<(), ProcError> {
+    std::fs::write(path, text).map_err(|error| ProcError::File { what: "write", path: path.to_path_buf(), error })
 }
 
 /// Idle sessions opened at once before a short pause.
@@ -645,21 +731,24 @@ const IDLE_BURST: usize = 25;
 
 /// Opens `sessions` idle client sessions to a fresh resh (N=3, stream mode, echo replicas) and
 /// reads its RSS before, with them connected, and after one small echo on each.
-fn idle_memory(env: &Env, sessions: usize) -> Result<IdleMemory, String> {
+fn idle_memory(env: &Env, sessions: usize) -> Result<IdleMemory, IdleError> {
     let resh = start_resh(env, &env.bins.resh, Service::Echo, "idle", 3, false, false)?;
     let pid = resh.proc.pid();
     let addr = resh.clients;
     env.runtime.block_on(async {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         // One session first, so what is allocated once per process is not counted per session.
-        let mut warm = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+        let mut warm =
+            tokio::net::TcpStream::connect(addr).await.map_err(|error| IdleError::Connect { session: 0, error })?;
         echo_once(&mut warm).await?;
         drop(warm);
         tokio::time::sleep(Duration::from_millis(500)).await;
         let before = settled_rss(pid).await?;
         let mut conns = Vec::with_capacity(sessions);
         for i in 0..sessions {
-            let c = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connection {i}: {e}"))?;
+            let c = tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(|error| IdleError::Connect { session: i + 1, error })?;
             conns.push(c);
             if i % IDLE_BURST == IDLE_BURST - 1 {
                 // Paced: every session opens a connection to each replica, and a burst of
@@ -672,11 +761,11 @@ fn idle_memory(env: &Env, sessions: usize) -> Result<IdleMemory, String> {
         // are set up.
         let connected = settled_rss(pid).await?;
         for c in &mut conns {
-            c.write_all(&[7u8; 64]).await.map_err(|e| format!("write: {e}"))?;
+            c.write_all(&[7u8; 64]).await.map_err(IdleError::Send)?;
         }
         for c in &mut conns {
             let mut buf = [0u8; 64];
-            c.read_exact(&mut buf).await.map_err(|e| format!("read: {e}"))?;
+            c.read_exact(&mut buf).await.map_err(IdleError::Receive)?;
         }
         let after = settled_rss(pid).await?;
         drop(conns);
@@ -692,17 +781,17 @@ fn idle_memory(env: &Env, sessions: usize) -> Result<IdleMemory, String> {
     })
 }
 
-async fn echo_once(stream: &mut tokio::net::TcpStream) -> Result<(), String> {
+async fn echo_once(stream: &mut tokio::net::TcpStream) -> Result<(), IdleError> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    stream.write_all(&[7u8; 64]).await.map_err(|e| format!("write: {e}"))?;
+    stream.write_all(&[7u8; 64]).await.map_err(IdleError::Send)?;
     let mut buf = [0u8; 64];
-    stream.read_exact(&mut buf).await.map_err(|e| format!("read: {e}"))?;
+    stream.read_exact(&mut buf).await.map_err(IdleError::Receive)?;
     Ok(())
 }
 
 /// resh's RSS once it stopped changing (for 500 ms; at most 10 s), KiB.
-async fn settled_rss(pid: u32) -> Result<u64, String> {
-    let read = || procs::status_kib(pid, "VmRSS").ok_or_else(|| format!("cannot read /proc/{pid}/status"));
+async fn settled_rss(pid: u32) -> Result<u64, IdleError> {
+    let read = || procs::status_kib(pid, "VmRSS").ok_or(IdleError::Rss(pid));
     let mut last = read()?;
     let mut stable_since = tokio::time::Instant::now();
     let deadline = stable_since + Duration::from_secs(10);

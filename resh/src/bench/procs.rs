@@ -4,10 +4,10 @@
 //! CPU time and peak RSS come from `/proc/PID/stat` and `/proc/PID/status` of the `resh run`
 //! child, exactly as for HAProxy. Children are stopped with SIGTERM (then SIGKILL) when their
 //! handle is dropped; replicas that resh starts die with it.
-use std::io::{BufRead, BufReader};
+use std::io::{self, BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -50,6 +50,74 @@ pub fn stop_children_on_signal() {
     });
 }
 
+/// Why a process of the bench could not be started, or stopped working.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcError {
+    /// The system: a log or configuration file could not be made.
+    #[error("cannot {what} {}: {error}", .path.display())]
+    File {
+        /// What was being done (`create`, `write`).
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        error: io::Error,
+    },
+    /// The system (or a program that is not installed): the process could not be started.
+    #[error("cannot start {name}: {error}")]
+    Spawn {
+        /// The program.
+        name: String,
+        /// The OS error.
+        #[source]
+        error: io::Error,
+    },
+    /// The process: it exited.
+    #[error("{name} exited: {status}; its output:\n{output}")]
+    Exited {
+        /// What it is.
+        name: String,
+        /// How it exited.
+        status: ExitStatus,
+        /// What it wrote to its log.
+        output: String,
+    },
+    /// The system: whether it runs could not be found out.
+    #[error("{name}: cannot tell whether it runs: {error}")]
+    Wait {
+        /// What it is.
+        name: String,
+        /// The OS error.
+        #[source]
+        error: io::Error,
+    },
+    /// The system: no loopback port is free.
+    #[error("cannot find a free port: {0}")]
+    FreePort(#[source] io::Error),
+    /// The process: it did not accept connections in time.
+    #[error("{name} did not accept connections on {addr} within {timeout:?}")]
+    NotListening {
+        /// What it is.
+        name: String,
+        /// Where it should listen.
+        addr: SocketAddr,
+        /// How long it was given.
+        timeout: Duration,
+    },
+    /// resh itself: the child's standard output was not captured.
+    #[error("resh's standard output was not captured")]
+    NoStdout,
+    /// resh: it did not print where clients connect.
+    #[error("{name} did not print its address; its log:\n{log}")]
+    NoAddress {
+        /// What it is.
+        name: String,
+        /// Its log.
+        log: String,
+    },
+}
+
 /// A child process, stopped when dropped.
 #[derive(Debug)]
 pub struct Proc {
@@ -62,15 +130,19 @@ pub struct Proc {
 
 impl Proc {
     /// Starts `command` with its output going to `log` (a file in the bench's directory).
-    pub fn spawn(name: &str, command: &mut Command, log: &Path) -> Result<Proc, String> {
-        let log_file = std::fs::File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
-        let err_file = log_file.try_clone().map_err(|e| format!("{}: {e}", log.display()))?;
+    pub fn spawn(name: &str, command: &mut Command, log: &Path) -> Result<Proc, ProcError> {
+        let log_file = create_log(log)?;
+        let err_file = log_file.try_clone().map_err(|error| ProcError::File {
+            what: "share the handle of",
+            path: log.to_path_buf(),
+            error,
+        })?;
         let child = command
             .stdin(Stdio::null())
             .stdout(log_file)
             .stderr(err_file)
             .spawn()
-            .map_err(|e| format!("cannot start {name}: {e}"))?;
+            .map_err(|error| ProcError::Spawn { name: name.to_string(), error })?;
         running().push(child.id());
         Ok(Proc { child, name: name.to_string(), log: log.to_path_buf() })
     }
@@ -81,14 +153,14 @@ impl Proc {
     }
 
     /// Fails if the process has exited already.
-    pub fn check_alive(&mut self) -> Result<(), String> {
+    pub fn check_alive(&mut self) -> Result<(), ProcError> {
         match self.child.try_wait() {
             Ok(None) => Ok(()),
             Ok(Some(status)) => {
                 let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-                Err(format!("{} exited: {status}; its output:\n{}", self.name, log.trim_end()))
+                Err(ProcError::Exited { name: self.name.clone(), status, output: log.trim_end().to_string() })
             }
-            Err(e) => Err(format!("{}: {e}", self.name)),
+            Err(error) => Err(ProcError::Wait { name: self.name.clone(), error }),
         }
     }
 }
@@ -99,6 +171,11 @@ impl Drop for Proc {
         running().retain(|&p| p != pid);
         stop(&mut self.child);
     }
+}
+
+/// Creates the file a child's output goes to.
+fn create_log(path: &Path) -> Result<std::fs::File, ProcError> {
+    std::fs::File::create(path).map_err(|error| ProcError::File { what: "create", path: path.to_path_buf(), error })
 }
 
 /// Stops a child process and reaps it: SIGTERM (which lets resh stop its replicas), up to 5 s
@@ -121,13 +198,13 @@ pub fn stop(child: &mut Child) {
 
 /// A free loopback port (bound, read, released: a small race with other programs, acceptable
 /// on a bench machine).
-pub fn free_port() -> Result<u16, String> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot find a free port: {e}"))?;
-    listener.local_addr().map(|a| a.port()).map_err(|e| format!("cannot find a free port: {e}"))
+pub fn free_port() -> Result<u16, ProcError> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(ProcError::FreePort)?;
+    listener.local_addr().map(|a| a.port()).map_err(ProcError::FreePort)
 }
 
 /// Waits until something accepts connections on `addr`.
-pub fn wait_listening(addr: SocketAddr, proc: &mut Proc, timeout: Duration) -> Result<(), String> {
+pub fn wait_listening(addr: SocketAddr, proc: &mut Proc, timeout: Duration) -> Result<(), ProcError> {
     let deadline = Instant::now() + timeout;
     loop {
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
@@ -135,7 +212,7 @@ pub fn wait_listening(addr: SocketAddr, proc: &mut Proc, timeout: Duration) -> R
         }
         proc.check_alive()?;
         if Instant::now() >= deadline {
-            return Err(format!("{} did not accept connections on {addr} within {timeout:?}", proc.name));
+            return Err(ProcError::NotListening { name: proc.name.clone(), addr, timeout });
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -151,8 +228,8 @@ pub struct ReshProc {
 }
 
 /// Starts `resh run -c <config>` and waits for its `resh: clients on ADDR` line.
-pub fn start_resh(resh: &Path, name: &str, config: &Path, threads: usize, log: &Path) -> Result<ReshProc, String> {
-    let log_file = std::fs::File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+pub fn start_resh(resh: &Path, name: &str, config: &Path, threads: usize, log: &Path) -> Result<ReshProc, ProcError> {
+    let log_file = create_log(log)?;
     let mut child = Command::new(resh)
         .args(["--log", "warn", "run", "--threads", &threads.to_string(), "-c"])
         .arg(config)
@@ -160,10 +237,10 @@ pub fn start_resh(resh: &Path, name: &str, config: &Path, threads: usize, log: &
         .stdout(Stdio::piped())
         .stderr(log_file)
         .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", resh.display()))?;
+        .map_err(|error| ProcError::Spawn { name: resh.display().to_string(), error })?;
     let Some(stdout) = child.stdout.take() else {
         let _ = child.kill();
-        return Err("resh's standard output was not captured".into());
+        return Err(ProcError::NoStdout);
     };
     running().push(child.id());
     let mut proc = Proc { child, name: name.to_string(), log: log.to_path_buf() };
@@ -186,7 +263,7 @@ pub fn start_resh(resh: &Path, name: &str, config: &Path, threads: usize, log: &
             Err(mpsc::RecvTimeoutError::Timeout) if !left.is_zero() => proc.check_alive()?,
             Err(_) => {
                 let log = std::fs::read_to_string(log).unwrap_or_default();
-                return Err(format!("{name} did not print its address; its log:\n{log}"));
+                return Err(ProcError::NoAddress { name: name.to_string(), log });
             }
         }
     }
