@@ -97,9 +97,22 @@ pub struct Ordered {
     /// Requests one session may have waiting for answers; more pause reading from its client.
     #[serde(default = "defaults::max_in_flight")]
     pub max_in_flight: usize,
-    /// Requests kept for a slow replica to answer; a replica further behind is late.
+    /// The flow-control window: requests between the slowest voting replica's next answer
+    /// and the newest sent. A slower replica sets the pace instead of being blamed; sessions
+    /// wait while the window is full.
     #[serde(default = "defaults::max_outstanding")]
     pub max_outstanding: usize,
+    /// How long a client waits for its request's agreed answer; then it gets an error (the
+    /// request may still take effect) and nobody is blamed.
+    #[serde(default = "defaults::request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Answer bytes one session holds for its client: at this the client is no longer read;
+    /// past this plus `max_frame_bytes` the session is closed (a client that does not read).
+    #[serde(default = "defaults::max_session_bytes")]
+    pub max_session_bytes: usize,
+    /// Request and answer bytes the sequencer holds for all sessions; at this, sessions wait.
+    #[serde(default = "defaults::max_held_bytes")]
+    pub max_held_bytes: usize,
     /// The largest request or response frame.
     #[serde(default = "defaults::max_frame_bytes")]
     pub max_frame_bytes: usize,
@@ -117,6 +130,9 @@ impl Default for Ordered {
         Ordered {
             max_in_flight: defaults::max_in_flight(),
             max_outstanding: defaults::max_outstanding(),
+            request_timeout_ms: defaults::request_timeout_ms(),
+            max_session_bytes: defaults::max_session_bytes(),
+            max_held_bytes: defaults::max_held_bytes(),
             max_frame_bytes: defaults::max_frame_bytes(),
             log_max_bytes: defaults::log_max_bytes(),
             allow: None,
@@ -159,20 +175,38 @@ pub struct Admin {
 impl Admin {
     /// The token mutating endpoints require, or `None` when they are disabled (neither
     /// `token` nor `token_file` is set). An error names the key and the reason.
-    pub fn resolve_token(&self) -> Result<Option<String>, (String, String)> {
+    pub fn resolve_token(&self) -> Result<Option<String>, Problem> {
         match (&self.token, &self.token_file) {
             (Some(_), Some(_)) => {
-                Err(("admin.token".into(), "set either admin.token or admin.token_file, not both".into()))
+                Err(Problem::new("admin.token", "set either admin.token or admin.token_file, not both"))
             }
-            (Some(t), None) => check_token(t).map(Some).map_err(|r| ("admin.token".into(), r)),
+            (Some(t), None) => check_token(t).map(Some).map_err(|r| Problem::new("admin.token", r)),
             (None, Some(path)) => {
-                let key = "admin.token_file".to_string();
+                let key = "admin.token_file";
                 let text = std::fs::read_to_string(path)
-                    .map_err(|e| (key.clone(), format!("cannot read {}: {e}", path.display())))?;
-                check_token(text.trim_end()).map(Some).map_err(|r| (key, format!("{}: the token {r}", path.display())))
+                    .map_err(|e| Problem::new(key, format!("cannot read {}: {e}", path.display())))?;
+                check_token(text.trim_end())
+                    .map(Some)
+                    .map_err(|r| Problem::new(key, format!("{}: the token {r}", path.display())))
             }
             (None, None) => Ok(None),
         }
+    }
+}
+
+/// One problem with one key of the user's configuration, shown as `key: reason`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {reason}")]
+pub struct Problem {
+    /// The key, e.g. `admin.token_file`.
+    pub key: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl Problem {
+    fn new(key: &'static str, reason: impl ToString) -> Problem {
+        Problem { key, reason: reason.to_string() }
     }
 }
 
@@ -180,12 +214,23 @@ impl Admin {
 /// admin port.
 pub const MIN_TOKEN_LEN: usize = 16;
 
-fn check_token(token: &str) -> Result<String, String> {
+/// Why an admin token is refused (the user's configuration).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Shorter than [`MIN_TOKEN_LEN`].
+    #[error("must be at least {MIN_TOKEN_LEN} characters long")]
+    TooShort,
+    /// Holds a space, a control character or non-ASCII.
+    #[error("may only hold printable ASCII characters without spaces")]
+    NotPrintable,
+}
+
+fn check_token(token: &str) -> Result<String, TokenError> {
     if token.len() < MIN_TOKEN_LEN {
-        return Err(format!("must be at least {MIN_TOKEN_LEN} characters long"));
+        return Err(TokenError::TooShort);
     }
     if !token.chars().all(|c| c.is_ascii_graphic()) {
-        return Err("may only hold printable ASCII characters without spaces".into());
+        return Err(TokenError::NotPrintable);
     }
     Ok(token.to_string())
 }
@@ -249,6 +294,15 @@ mod defaults {
     }
     pub fn max_outstanding() -> usize {
         65_536
+    }
+    pub fn request_timeout_ms() -> u64 {
+        60_000
+    }
+    pub fn max_session_bytes() -> usize {
+        32 << 20
+    }
+    pub fn max_held_bytes() -> usize {
+        256 << 20
     }
     pub fn max_frame_bytes() -> usize {
         16 << 20
@@ -422,10 +476,22 @@ impl Config {
             ("ordered.max_in_flight", self.ordered.max_in_flight),
             ("ordered.max_outstanding", self.ordered.max_outstanding),
             ("ordered.max_frame_bytes", self.ordered.max_frame_bytes),
+            ("ordered.max_session_bytes", self.ordered.max_session_bytes),
+            ("ordered.max_held_bytes", self.ordered.max_held_bytes),
+            ("ordered.request_timeout_ms", self.ordered.request_timeout_ms as usize),
         ] {
             if value == 0 {
                 bad(key, "must be at least 1".into());
             }
+        }
+        if self.ordered.max_held_bytes < self.ordered.max_frame_bytes {
+            bad(
+                "ordered.max_held_bytes",
+                format!(
+                    "must be at least ordered.max_frame_bytes ({}): one request and its answer must fit",
+                    self.ordered.max_frame_bytes
+                ),
+            );
         }
         if let Some(allow) = &self.ordered.allow {
             if allow.is_empty() {
@@ -442,8 +508,8 @@ impl Config {
                 Ok(_) => {}
             }
         }
-        if let Err((key, reason)) = self.admin.resolve_token() {
-            bad(&key, reason);
+        if let Err(Problem { key, reason }) = self.admin.resolve_token() {
+            bad(key, reason);
         }
         let mut names = HashSet::new();
         for (i, r) in self.replicas.iter().enumerate() {
@@ -470,7 +536,7 @@ impl Config {
                 }
                 (None, Some(addr)) => {
                     if let Err(reason) = check_host_port(addr) {
-                        bad(&key("address"), reason);
+                        bad(&key("address"), reason.to_string());
                     }
                     if !r.env.is_empty() {
                         bad(&key("env"), "only applies to `command` replicas".into());
@@ -526,14 +592,24 @@ impl Config {
         }
     }
 
-    /// Frame-vote parameters for ordered mode.
-    pub fn frame_vote(&self) -> voter::FrameConfig {
-        voter::FrameConfig {
-            replicas: self.replicas.len(),
+    /// The parameters of the ordered core.
+    pub fn ordered_core(&self) -> crate::ordered::core::CoreConfig {
+        use crate::ordered::core::{CoreConfig, ReplicaConfig};
+        CoreConfig {
+            replicas: self
+                .replicas
+                .iter()
+                .map(|r| ReplicaConfig { name: r.name.as_str().into(), address: r.address.is_some() })
+                .collect(),
             quorum: self.quorum(),
-            vote_timeout: Duration::from_millis(self.vote.vote_timeout_ms),
             lag_timeout: Duration::from_millis(self.vote.lag_timeout_ms.unwrap_or(self.vote.vote_timeout_ms)),
+            request_timeout: Duration::from_millis(self.ordered.request_timeout_ms),
             max_outstanding: self.ordered.max_outstanding,
+            max_queued_bytes: crate::ordered::MAX_QUEUED_BYTES,
+            max_held_bytes: self.ordered.max_held_bytes,
+            log_max_bytes: self.ordered.log_max_bytes,
+            max_frame_bytes: self.ordered.max_frame_bytes,
+            retry_delay: crate::ordered::RETRY_DELAY,
         }
     }
 
@@ -574,17 +650,31 @@ impl Config {
     }
 }
 
+/// Why an address is not `host:port` (the user's configuration).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HostPortError {
+    /// No colon.
+    #[error("`{0}` is not host:port")]
+    NotHostPort(String),
+    /// Nothing before the colon.
+    #[error("`{0}` has no host")]
+    NoHost(String),
+    /// The port is not a number in 1..=65535.
+    #[error("`{0}` has no valid port (1-65535)")]
+    BadPort(String),
+}
+
 /// `host:port` with a non-empty host and a port in 1..=65535.
-fn check_host_port(addr: &str) -> Result<(), String> {
+fn check_host_port(addr: &str) -> Result<(), HostPortError> {
     let Some((host, port)) = addr.rsplit_once(':') else {
-        return Err(format!("`{addr}` is not host:port"));
+        return Err(HostPortError::NotHostPort(addr.to_string()));
     };
     if host.is_empty() {
-        return Err(format!("`{addr}` has no host"));
+        return Err(HostPortError::NoHost(addr.to_string()));
     }
     match port.parse::<u16>() {
         Ok(p) if p > 0 => Ok(()),
-        _ => Err(format!("`{addr}` has no valid port (1-65535)")),
+        _ => Err(HostPortError::BadPort(addr.to_string())),
     }
 }
 

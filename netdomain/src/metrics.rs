@@ -81,7 +81,10 @@ pub struct Metrics {
     client_bytes_out: AtomicU64,
     verdicts: [AtomicU64; 3],
     requests_released: AtomicU64,
+    requests_masked: AtomicU64,
     requests_undecidable: AtomicU64,
+    requests_timed_out: AtomicU64,
+    requests_refused: AtomicU64,
     /// Per bucket (not cumulative): latencies above the previous bound, up to this one.
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_count: AtomicU64,
@@ -109,9 +112,24 @@ impl Metrics {
         };
     }
 
-    /// Ordered mode: a request's voted answer was released.
-    pub fn request_released(&self) {
+    /// Ordered mode: a request's voted answer was released; `masked`: a minority of replicas
+    /// failed or differed on it.
+    pub fn request_released(&self, masked: bool) {
         self.requests_released.fetch_add(1, Ordering::Relaxed);
+        if masked {
+            self.requests_masked.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Ordered mode: a request was not decided within `ordered.request_timeout_ms`.
+    pub fn request_timed_out(&self) {
+        self.requests_timed_out.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Ordered mode: resh answered a request with its own error (no quorum in the vote, the
+    /// service refused it alike on every replica, an answer too large, a fenced host).
+    pub fn request_refused(&self) {
+        self.requests_refused.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Ordered mode: a request's vote was undecidable.
@@ -212,7 +230,10 @@ impl Metrics {
             "Ordered mode: voted requests by outcome.",
             &[
                 (label(&[("outcome", "released")]), load(&self.requests_released)),
+                (label(&[("outcome", "masked")]), load(&self.requests_masked)),
                 (label(&[("outcome", "undecidable")]), load(&self.requests_undecidable)),
+                (label(&[("outcome", "timed_out")]), load(&self.requests_timed_out)),
+                (label(&[("outcome", "refused")]), load(&self.requests_refused)),
             ],
         );
         let mut faults = Vec::new();
@@ -264,7 +285,10 @@ impl Metrics {
             "verdicts": verdicts,
             "requests": {
                 "released": load(&self.requests_released),
+                "masked": load(&self.requests_masked),
                 "undecidable": load(&self.requests_undecidable),
+                "timed_out": load(&self.requests_timed_out),
+                "refused": load(&self.requests_refused),
             },
             "recent_faults": recent,
         })

@@ -95,15 +95,15 @@ pub enum RunError {
         /// The OS error.
         error: std::io::Error,
     },
-    /// The vote parameters were refused (a bug: the configuration was validated).
-    Vote(voter::ConfigError),
+    /// The ordered core refused its parameters (a bug: the configuration was validated).
+    Ordered(crate::ordered::sequencer::StartError),
 }
 
 impl fmt::Display for RunError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RunError::Bind { key, addr, error } => write!(f, "{key}: cannot listen on {addr}: {error}"),
-            RunError::Vote(e) => write!(f, "vote: {e}"),
+            RunError::Ordered(e) => write!(f, "internal: {e}"),
         }
     }
 }
@@ -247,11 +247,13 @@ pub async fn run_until(
         config::Mode::Ordered => {
             let codec: Arc<dyn codec::Codec> =
                 Arc::new(codec::resp::Resp::new(config.ordered.max_frame_bytes, config.ordered.allow.as_deref()));
-            match ordered::Ordered::start(&config, codec, Arc::clone(&supervisor), Arc::clone(&metrics)).await {
+            let faults = FaultSink::new(Arc::clone(&metrics), Arc::clone(&supervisor));
+            match ordered::sequencer::start(&config, codec, Arc::clone(&supervisor), Arc::clone(&metrics), faults).await
+            {
                 Ok(ordered) => Some(ordered),
                 Err(e) => {
                     supervisor.shutdown().await;
-                    return Err(RunError::Vote(e));
+                    return Err(RunError::Ordered(e));
                 }
             }
         }

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use voter::fault::digest;
 use voter::prefix::common_prefix;
-use voter::{FrameConfig, FrameVoter, StreamConfig, StreamVoter};
+use voter::{FrameConfig, FrameVoter, StreamConfig, StreamVoter, Vote};
 
 const CHUNKS: [(usize, &str); 4] = [(64, "64B"), (4096, "4KiB"), (64 * 1024, "64KiB"), (1 << 20, "1MiB")];
 
@@ -64,16 +64,10 @@ fn prefix(c: &mut Criterion) {
 
 fn frame_vote(c: &mut Criterion) {
     let mut group = c.benchmark_group("frame_vote");
-    let config = FrameConfig {
-        replicas: 3,
-        quorum: 2,
-        vote_timeout: Duration::from_secs(2),
-        lag_timeout: Duration::from_secs(2),
-        max_outstanding: 65536,
-    };
+    let config = FrameConfig { replicas: 3, quorum: 2, lag_timeout: Duration::from_secs(2) };
     let mut voter = FrameVoter::new(config).expect("valid config");
-    (0..3).for_each(|r| voter.join(r));
-    let answer = digest(b"$5\r\nhello\r\n");
+    (0..3).for_each(|r| voter.join_at(r, 0, Duration::ZERO));
+    let answer = Vote::Frame(digest(b"$5\r\nhello\r\n"));
     let mut now = Duration::ZERO;
     group.throughput(Throughput::Elements(1));
     group.bench_function("N=3", |b| {

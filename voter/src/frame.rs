@@ -1,16 +1,30 @@
 //! The frame vote: one vote per request, over the digests of the replicas' responses.
 //!
 //! In ordered mode every request gets a global sequence number and every replica executes the
-//! requests in that order, answering each with one response frame. Replica `r`'s k-th response
-//! is its answer to the k-th request it was sent, so responses need no tags: the voter counts
-//! them per replica. A request's response is released as soon as `quorum` replicas answered it
-//! with the same digest (of the normalised frame, computed by the caller); replicas that
-//! answered differently are *diverged*. When the remaining replicas can no longer make a
-//! quorum, or none forms within the vote timeout, that request is *undecidable* and its client
-//! session must be aborted.
+//! requests in that order, answering each with one response frame. Replica `r`'s k-th answer
+//! after it joined at sequence number `j` answers request `j + k`, so answers need no tags: the
+//! voter counts them per replica. An answer is a [`Vote`]: the digest of a frame (of the
+//! normalised frame, computed by the caller), or [`Vote::Closed`] when the replica closed its
+//! connection instead of answering.
 //!
-//! A replica that is slow is checked as long as its answers are kept (up to `max_outstanding`
-//! requests, and `lag_timeout` after a request was sent); beyond that it is *late*.
+//! A request is decided as soon as `quorum` live replicas voted alike: its answer is released
+//! (even when the quorum's vote is `Closed`: then every replica refused the request alike, which
+//! is the service's behaviour and no replica's fault). Live replicas that voted otherwise are
+//! faulty: *diverged*, or *closed_early* for a replica that closed where the quorum answered.
+//! When the replicas still to vote can no longer make a quorum, the request is *undecidable*
+//! and its client session must be aborted (fail-stop).
+//!
+//! **Lateness is judged against the quorum's progress, not the clock alone.** A replica is
+//! *late* once a quorum of replicas answered a request `lag_timeout` ago and it still has not.
+//! A request that every replica is slow on (a slow command) makes nobody late: the service is
+//! slow, no replica differs. The voter never gives up on a request by itself; a caller that
+//! wants a per-request limit answers its client with an error and keeps voting.
+//!
+//! A replica can be *paused* (it is the source of a state transfer and answers later): it is
+//! not late while paused, and gets a fresh `lag_timeout` from when it resumes. A replica
+//! *joins* at a given sequence number ([`FrameVoter::join_at`]): it is expected to answer every
+//! request from there on, and nothing it voted before (in an earlier incarnation) counts any
+//! more.
 //!
 //! Like the stream vote, the frame vote is pure: time is passed in, and the same calls give
 //! the same decisions.
@@ -25,14 +39,10 @@ use crate::stream::{ConfigError, MAX_REPLICAS};
 pub struct FrameConfig {
     /// Number of replicas.
     pub replicas: usize,
-    /// Identical responses needed to release one.
+    /// Identical votes needed to decide a request.
     pub quorum: usize,
-    /// A request with no quorum this long after it was sent is decided without one.
-    pub vote_timeout: Duration,
-    /// A replica that has not answered a request this long after it was sent is late.
+    /// A replica that has not answered a request this long after a quorum answered it is late.
     pub lag_timeout: Duration,
-    /// The most requests kept for slow replicas; a replica further behind is late.
-    pub max_outstanding: usize,
 }
 
 impl FrameConfig {
@@ -44,20 +54,30 @@ impl FrameConfig {
         if self.quorum == 0 || self.quorum > self.replicas {
             return Err(ConfigError::Quorum { quorum: self.quorum, replicas: self.replicas });
         }
-        if self.max_outstanding == 0 {
-            return Err(ConfigError::ZeroLimit("max_outstanding"));
-        }
         Ok(())
     }
+}
+
+/// One replica's answer to one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Vote {
+    /// A response frame with this digest.
+    Frame(Digest),
+    /// The replica closed its connection instead of answering.
+    Closed,
 }
 
 /// What was decided for one request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FrameOutcome {
-    /// Release the response of `replica` (the lowest-numbered replica of the agreeing quorum).
+    /// A quorum voted alike: release the answer of `replica` (the lowest-numbered replica of
+    /// the agreeing quorum). With `vote: Vote::Closed` the quorum closed its connections: the
+    /// request gets an error and was not executed by them.
     Release {
-        /// Whose response bytes to send.
+        /// Whose answer to release.
         replica: usize,
+        /// What the quorum voted.
+        vote: Vote,
     },
     /// No quorum: abort the session that sent the request.
     Undecidable,
@@ -70,24 +90,33 @@ pub struct Decision {
     pub seq: u64,
     /// What to do with it.
     pub outcome: FrameOutcome,
+    /// A replica expected to answer had failed or voted otherwise by the time of the decision:
+    /// the answer was *masked* rather than agreed by everyone.
+    pub masked: bool,
 }
 
 #[derive(Clone, Debug)]
 struct Lane {
     live: bool,
-    /// The sequence number this replica's next response answers.
+    paused: bool,
+    /// The sequence number this replica's next answer answers.
     next: u64,
+    /// Lateness is counted from no earlier than this (its join, or the end of a pause).
+    grace_from: Duration,
 }
 
 #[derive(Clone, Debug)]
 struct Slot {
-    sent_at: Duration,
     /// Replicas expected to answer (bit r).
     expected: u32,
-    /// Replicas that answered (bit r); their digests are in [`FrameVoter::digests`].
+    /// Replicas that answered (bit r); their votes are in [`FrameVoter::votes`].
     answered: u32,
-    /// Set once decided: the agreed digest (None if undecidable).
-    decided: Option<Option<Digest>>,
+    /// When a quorum of replicas had answered (whatever they voted).
+    quorum_at: Option<Duration>,
+    /// Set once decided: the agreed vote (None if undecidable).
+    decided: Option<Option<Vote>>,
+    /// Some expected replica failed or voted otherwise before the decision.
+    masked: bool,
 }
 
 /// The frame voter of one ordered service. See the module documentation.
@@ -96,9 +125,9 @@ pub struct FrameVoter {
     config: FrameConfig,
     lanes: Vec<Lane>,
     slots: VecDeque<Slot>,
-    /// The digests the replicas answered with: `config.replicas` entries per slot, in slot
-    /// order. One flat queue rather than a vector per slot, so a request costs no allocation.
-    digests: VecDeque<Option<Digest>>,
+    /// The replicas' votes: `config.replicas` entries per slot, in slot order. One flat queue
+    /// rather than a vector per slot, so a request costs no allocation.
+    votes: VecDeque<Option<Vote>>,
     /// Sequence number of `slots[0]`.
     base: u64,
     next_seq: u64,
@@ -107,24 +136,41 @@ pub struct FrameVoter {
 }
 
 impl FrameVoter {
-    /// A voter with no replica live yet: each takes part from its [`join`](Self::join) on.
+    /// A voter whose first request gets sequence number 0; no replica is live yet: each takes
+    /// part from its [`join_at`](Self::join_at) on.
     pub fn new(config: FrameConfig) -> Result<Self, ConfigError> {
+        Self::starting_at(config, 0)
+    }
+
+    /// A voter whose first request gets sequence number `seq` (a host that joins an ordered
+    /// stream in the middle).
+    pub fn starting_at(config: FrameConfig, seq: u64) -> Result<Self, ConfigError> {
         config.validate()?;
         Ok(FrameVoter {
-            lanes: vec![Lane { live: false, next: 0 }; config.replicas],
+            lanes: vec![Lane { live: false, paused: false, next: seq, grace_from: Duration::ZERO }; config.replicas],
             slots: VecDeque::new(),
-            digests: VecDeque::new(),
-            base: 0,
-            next_seq: 0,
+            votes: VecDeque::new(),
+            base: seq,
+            next_seq: seq,
             decisions: VecDeque::new(),
             faults: Vec::new(),
             config,
         })
     }
 
+    /// The parameters.
+    pub fn config(&self) -> &FrameConfig {
+        &self.config
+    }
+
     /// The sequence number the next request will get.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
+    }
+
+    /// The oldest request still kept (undecided, or not yet answered by every live replica).
+    pub fn base(&self) -> u64 {
+        self.base
     }
 
     /// Whether `replica` takes part.
@@ -137,12 +183,17 @@ impl FrameVoter {
         self.lanes.iter().filter(|l| l.live).count()
     }
 
-    /// Requests sent and not yet answered by every live replica.
+    /// The sequence number `replica`'s next answer answers.
+    pub fn next_answer(&self, replica: usize) -> Option<u64> {
+        self.lanes.get(replica).map(|l| l.next)
+    }
+
+    /// Requests kept: undecided, or not yet answered by every live replica.
     pub fn outstanding(&self) -> usize {
         self.slots.len()
     }
 
-    /// Takes the decisions made since the last call.
+    /// Takes the next decision made since the last call, in the order they were made.
     pub fn take_decision(&mut self) -> Option<Decision> {
         self.decisions.pop_front()
     }
@@ -153,31 +204,63 @@ impl FrameVoter {
     }
 
     /// A request was sent to every live replica at `now`; returns its sequence number.
-    pub fn submit(&mut self, now: Duration) -> u64 {
+    pub fn submit(&mut self, _now: Duration) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
         let expected = self.live_mask();
-        self.slots.push_back(Slot { sent_at: now, expected, answered: 0, decided: None });
-        self.digests.extend(std::iter::repeat_n(None, self.config.replicas));
-        if expected == 0 || self.live_count() < self.config.quorum {
-            self.decide_undecidable(self.slots.len() - 1, seq);
+        self.slots.push_back(Slot { expected, answered: 0, quorum_at: None, decided: None, masked: false });
+        self.votes.extend(std::iter::repeat_n(None, self.config.replicas));
+        if (expected.count_ones() as usize) < self.config.quorum {
+            let index = self.slots.len() - 1;
+            self.decide_undecidable(index, seq);
         }
-        self.enforce_outstanding(now);
         seq
     }
 
-    /// `replica` (re)joins: it is expected to answer every request from the next one on.
-    /// Requests it is replayed to catch up are the caller's to discard.
-    pub fn join(&mut self, replica: usize) {
+    /// `replica` (re)joins at `seq`: it is expected to answer every request from `seq` on
+    /// (requests already submitted included), and is late for none of them before
+    /// `now + lag_timeout`. Whatever it voted before no longer counts: a joining replica is a
+    /// new incarnation, and its predecessor's votes are not its own.
+    pub fn join_at(&mut self, replica: usize, seq: u64, now: Duration) {
+        if replica >= self.lanes.len() {
+            return;
+        }
+        // A join below `base` is fine: answers to requests no longer kept are ignored.
+        let seq = seq.min(self.next_seq);
+        let bit = 1u32 << replica;
+        let n = self.config.replicas;
+        for (index, slot) in self.slots.iter_mut().enumerate() {
+            slot.answered &= !bit;
+            self.votes[index * n + replica] = None;
+            if self.base + index as u64 >= seq && slot.decided.is_none() {
+                slot.expected |= bit;
+            } else {
+                slot.expected &= !bit;
+            }
+        }
+        self.lanes[replica] = Lane { live: true, paused: false, next: seq, grace_from: now };
+        self.drop_settled();
+    }
+
+    /// `replica` answers later than its requests are sent (it is the source of a state
+    /// transfer): it is not late while paused.
+    pub fn pause(&mut self, replica: usize) {
         if let Some(lane) = self.lanes.get_mut(replica) {
-            lane.live = true;
-            lane.next = self.next_seq;
+            lane.paused = true;
         }
     }
 
-    /// `replica` answered its next request with a response whose digest is `digest`. Returns
-    /// the sequence number it answered, or `None` if the replica is not live.
-    pub fn response(&mut self, replica: usize, digest: Digest, now: Duration) -> Option<u64> {
+    /// Ends a pause: `replica` is late for nothing before `now + lag_timeout`.
+    pub fn resume(&mut self, replica: usize, now: Duration) {
+        if let Some(lane) = self.lanes.get_mut(replica) {
+            lane.paused = false;
+            lane.grace_from = now;
+        }
+    }
+
+    /// `replica` answered its next request with `vote`. Returns the sequence number it
+    /// answered, or `None` if the replica is not live (or answered more than it was asked).
+    pub fn response(&mut self, replica: usize, vote: Vote, now: Duration) -> Option<u64> {
         let lane = self.lanes.get_mut(replica)?;
         if !lane.live {
             return None;
@@ -185,23 +268,31 @@ impl FrameVoter {
         let seq = lane.next;
         if seq >= self.next_seq {
             // More answers than requests.
-            let expected = crate::fault::digest(b"");
-            self.exclude(replica, seq, FaultKind::Diverged { expected, observed: digest }, now);
+            let kind = match vote {
+                Vote::Frame(observed) => FaultKind::Diverged { expected: crate::fault::digest(b""), observed },
+                Vote::Closed => FaultKind::ClosedEarly,
+            };
+            self.exclude(replica, seq, kind, now);
             return None;
         }
         lane.next += 1;
-        let index = seq.saturating_sub(self.base) as usize;
-        let Some(slot) = self.slots.get_mut(index) else { return Some(seq) };
+        let Some(index) = seq.checked_sub(self.base).map(|i| i as usize).filter(|i| *i < self.slots.len()) else {
+            return Some(seq);
+        };
         let bit = 1u32 << replica;
+        let slot = &mut self.slots[index];
         if slot.expected & bit == 0 {
             return Some(seq);
         }
         slot.answered |= bit;
-        self.digests[index * self.config.replicas + replica] = Some(digest);
+        self.votes[index * self.config.replicas + replica] = Some(vote);
+        let live = self.live_mask();
+        let slot = &mut self.slots[index];
+        if slot.quorum_at.is_none() && ((slot.answered & live).count_ones() as usize) >= self.config.quorum {
+            slot.quorum_at = Some(now);
+        }
         match slot.decided {
-            Some(Some(agreed)) if agreed != digest => {
-                self.exclude(replica, seq, FaultKind::Diverged { expected: agreed, observed: digest }, now);
-            }
+            Some(Some(agreed)) if agreed != vote => self.exclude(replica, seq, disagreement(agreed, vote), now),
             Some(_) => {}
             None => self.evaluate(index, seq, now),
         }
@@ -209,12 +300,9 @@ impl FrameVoter {
         Some(seq)
     }
 
-    /// `replica`'s connection failed.
+    /// `replica`'s connection or process failed.
     pub fn fail(&mut self, replica: usize, now: Duration) {
-        if self.is_live(replica) {
-            let seq = self.lanes[replica].next;
-            self.exclude(replica, seq, FaultKind::Crashed, now);
-        }
+        self.exclude_for(replica, FaultKind::Crashed, now);
     }
 
     /// Excludes `replica` for a reason found outside the voter.
@@ -222,65 +310,55 @@ impl FrameVoter {
         if self.is_live(replica) {
             let seq = self.lanes[replica].next;
             self.exclude(replica, seq, kind, now);
+            self.drop_settled();
         }
+    }
+
+    /// Takes `replica` out without a fault (its host or its connection is being rebuilt, or it
+    /// left): requests waiting for it may become decidable or undecidable.
+    pub fn leave(&mut self, replica: usize, now: Duration) {
+        let Some(lane) = self.lanes.get_mut(replica) else { return };
+        if !lane.live {
+            return;
+        }
+        lane.live = false;
+        self.reevaluate(now);
+        self.drop_settled();
     }
 
     /// The earliest time at which [`tick`](Self::tick) may change something.
     pub fn next_deadline(&self) -> Option<Duration> {
-        let mut best: Option<Duration> = None;
-        let mut consider = |t: Duration| best = Some(best.map_or(t, |b| b.min(t)));
-        if let Some(front) = self.slots.front() {
-            if front.decided.is_some() && front.expected & !front.answered & self.live_mask() != 0 {
-                consider(front.sent_at.saturating_add(self.config.lag_timeout));
-            }
-        }
-        if let Some(slot) = self.slots.iter().find(|s| s.decided.is_none()) {
-            consider(slot.sent_at.saturating_add(self.config.vote_timeout));
-        }
-        best
+        let lag = self.config.lag_timeout;
+        (0..self.lanes.len()).filter_map(|r| self.late_from(r).map(|since| since.saturating_add(lag))).min()
     }
 
-    /// Applies the timeouts due by `now`.
+    /// Applies the timeouts due by `now`: replicas that trail the quorum by `lag_timeout` are
+    /// late.
     pub fn tick(&mut self, now: Duration) {
-        // Replicas that did not answer a decided request within the lag timeout.
-        while let Some(front) = self.slots.front() {
-            let missing = front.expected & !front.answered & self.live_mask();
-            if front.decided.is_none() || missing == 0 || now < front.sent_at.saturating_add(self.config.lag_timeout) {
-                break;
+        let lag = self.config.lag_timeout;
+        for r in 0..self.lanes.len() {
+            if self.late_from(r).is_some_and(|since| now >= since.saturating_add(lag)) {
+                let seq = self.lanes[r].next;
+                let behind = self.next_seq.saturating_sub(seq);
+                self.exclude(r, seq, FaultKind::Late { behind }, now);
             }
-            let seq = self.base;
-            for r in 0..self.lanes.len() {
-                if missing & (1 << r) != 0 {
-                    self.exclude(r, seq, FaultKind::Late { behind: self.next_seq - self.lanes[r].next }, now);
-                }
-            }
-            self.drop_settled();
-        }
-        // Requests with no quorum within the vote timeout: the silent replicas are late, and the
-        // request is decided with the answers there are.
-        let mut index = 0;
-        while index < self.slots.len() {
-            let slot = &self.slots[index];
-            if slot.decided.is_none() {
-                if now < slot.sent_at.saturating_add(self.config.vote_timeout) {
-                    break;
-                }
-                let seq = self.base + index as u64;
-                let missing = slot.expected & !slot.answered & self.live_mask();
-                for r in 0..self.lanes.len() {
-                    if missing & (1 << r) != 0 {
-                        self.exclude(r, seq, FaultKind::Late { behind: self.next_seq - self.lanes[r].next }, now);
-                    }
-                }
-                if let Some(slot) = self.slots.get(index) {
-                    if slot.decided.is_none() {
-                        self.decide_undecidable(index, seq);
-                    }
-                }
-            }
-            index += 1;
         }
         self.drop_settled();
+    }
+
+    /// Since when replica `r` trails a quorum: the time a quorum had answered the request it
+    /// owes next (or its grace, if later); `None` if it owes nothing a quorum answered.
+    fn late_from(&self, r: usize) -> Option<Duration> {
+        let lane = &self.lanes[r];
+        if !lane.live || lane.paused {
+            return None;
+        }
+        let index = lane.next.checked_sub(self.base)? as usize;
+        let slot = self.slots.get(index)?;
+        if slot.expected & (1 << r) == 0 {
+            return None;
+        }
+        slot.quorum_at.map(|t| t.max(lane.grace_from))
     }
 
     fn live_mask(&self) -> u32 {
@@ -291,34 +369,42 @@ impl FrameVoter {
     fn evaluate(&mut self, index: usize, seq: u64, now: Duration) {
         let quorum = self.config.quorum;
         let live = self.live_mask();
-        let slot = &self.slots[index];
         let n = self.config.replicas;
-        let digests = self.digests.range(index * n..(index + 1) * n);
-        let mut winner: Option<(Digest, usize)> = None;
+        let slot = &self.slots[index];
+        let counted = slot.answered & live;
+        let votes = self.votes.range(index * n..(index + 1) * n);
+        let mut winner: Option<(Vote, usize)> = None;
         let mut largest = 0;
-        for (r, d) in digests.clone().enumerate() {
-            let Some(d) = d else { continue };
-            if slot.answered & live & (1 << r) == 0 {
+        for (r, v) in votes.clone().enumerate() {
+            let Some(v) = v else { continue };
+            if counted & (1 << r) == 0 {
                 continue;
             }
-            let count = digests
-                .clone()
-                .enumerate()
-                .filter(|(j, e)| slot.answered & live & (1 << j) != 0 && e.as_ref() == Some(d))
-                .count();
+            let count =
+                votes.clone().enumerate().filter(|(j, e)| counted & (1 << j) != 0 && e.as_ref() == Some(v)).count();
             largest = largest.max(count);
             if count >= quorum && winner.is_none() {
-                winner = Some((*d, r));
+                winner = Some((*v, r));
             }
         }
         if let Some((agreed, replica)) = winner {
-            self.slots[index].decided = Some(Some(agreed));
-            self.decisions.push_back(Decision { seq, outcome: FrameOutcome::Release { replica } });
-            for r in 0..n {
-                let observed = self.digests[index * n + r];
-                if let Some(observed) = observed.filter(|d| *d != agreed && live & (1 << r) != 0) {
-                    self.exclude(r, seq, FaultKind::Diverged { expected: agreed, observed }, now);
-                }
+            let differing: Vec<(usize, Vote)> = (0..n)
+                .filter_map(|r| {
+                    self.votes[index * n + r].filter(|v| *v != agreed && live & (1 << r) != 0).map(|v| (r, v))
+                })
+                .collect();
+            let slot = &mut self.slots[index];
+            slot.decided = Some(Some(agreed));
+            // Masked: a replica that was expected is gone or differs.
+            slot.masked |= slot.expected & !live != 0 || !differing.is_empty();
+            let masked = slot.masked;
+            self.decisions.push_back(Decision {
+                seq,
+                outcome: FrameOutcome::Release { replica, vote: agreed },
+                masked,
+            });
+            for (r, observed) in differing {
+                self.exclude(r, seq, disagreement(agreed, observed), now);
             }
             return;
         }
@@ -330,7 +416,7 @@ impl FrameVoter {
 
     fn decide_undecidable(&mut self, index: usize, seq: u64) {
         self.slots[index].decided = Some(None);
-        self.decisions.push_back(Decision { seq, outcome: FrameOutcome::Undecidable });
+        self.decisions.push_back(Decision { seq, outcome: FrameOutcome::Undecidable, masked: false });
     }
 
     fn exclude(&mut self, replica: usize, seq: u64, kind: FaultKind, now: Duration) {
@@ -340,9 +426,16 @@ impl FrameVoter {
         }
         lane.live = false;
         self.faults.push(Fault { replica, offset: seq, at: now, kind });
-        // Requests that waited for this replica may now be decidable, or undecidable.
+        self.reevaluate(now);
+    }
+
+    /// Requests that waited for a replica that is gone may now be decidable, or undecidable.
+    fn reevaluate(&mut self, now: Duration) {
+        let live = self.live_mask();
         for index in 0..self.slots.len() {
-            if self.slots[index].decided.is_none() {
+            let slot = &mut self.slots[index];
+            if slot.decided.is_none() {
+                slot.masked |= slot.expected & !live != 0;
                 let seq = self.base + index as u64;
                 self.evaluate(index, seq, now);
             }
@@ -356,39 +449,19 @@ impl FrameVoter {
             if front.decided.is_none() || front.expected & !front.answered & live != 0 {
                 break;
             }
-            self.pop_slot();
+            self.slots.pop_front();
+            self.votes.drain(..self.config.replicas.min(self.votes.len()));
             self.base += 1;
         }
     }
+}
 
-    /// Forgets the front slot and its digests.
-    fn pop_slot(&mut self) {
-        self.slots.pop_front();
-        self.digests.drain(..self.config.replicas.min(self.digests.len()));
-    }
-
-    /// A replica more than `max_outstanding` requests behind is late.
-    fn enforce_outstanding(&mut self, now: Duration) {
-        while self.slots.len() > self.config.max_outstanding {
-            let Some(front) = self.slots.front() else { return };
-            let missing = front.expected & !front.answered & self.live_mask();
-            if missing == 0 {
-                // Undecided with everyone answered cannot happen; drop it only if decided.
-                if front.decided.is_some() {
-                    self.pop_slot();
-                    self.base += 1;
-                    continue;
-                }
-                return;
-            }
-            let seq = self.base;
-            for r in 0..self.lanes.len() {
-                if missing & (1 << r) != 0 {
-                    self.exclude(r, seq, FaultKind::Late { behind: self.next_seq - self.lanes[r].next }, now);
-                }
-            }
-            self.drop_settled();
-        }
+/// The fault of a live replica that voted `observed` where the quorum voted `agreed`.
+fn disagreement(agreed: Vote, observed: Vote) -> FaultKind {
+    match (agreed, observed) {
+        (_, Vote::Closed) => FaultKind::ClosedEarly,
+        (Vote::Frame(expected), Vote::Frame(observed)) => FaultKind::Diverged { expected, observed },
+        (Vote::Closed, Vote::Frame(observed)) => FaultKind::Diverged { expected: crate::fault::digest(b""), observed },
     }
 }
 
@@ -401,35 +474,35 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    fn frame(bytes: &[u8]) -> Vote {
+        Vote::Frame(digest(bytes))
+    }
+
     fn voter(n: usize, q: usize) -> FrameVoter {
-        let mut v = FrameVoter::new(FrameConfig {
-            replicas: n,
-            quorum: q,
-            vote_timeout: ms(1000),
-            lag_timeout: ms(2000),
-            max_outstanding: 100,
-        })
-        .expect("valid");
-        (0..n).for_each(|r| v.join(r));
+        let mut v = FrameVoter::new(FrameConfig { replicas: n, quorum: q, lag_timeout: ms(2000) }).expect("valid");
+        (0..n).for_each(|r| v.join_at(r, 0, ms(0)));
         v
     }
 
-    fn decisions(v: &mut FrameVoter) -> Vec<Decision> {
-        std::iter::from_fn(|| v.take_decision()).collect()
+    fn decisions(v: &mut FrameVoter) -> Vec<(u64, FrameOutcome)> {
+        std::iter::from_fn(|| v.take_decision()).map(|d| (d.seq, d.outcome)).collect()
+    }
+
+    fn kinds(v: &mut FrameVoter) -> Vec<(usize, &'static str)> {
+        v.take_faults().iter().map(|f| (f.replica, f.kind.name())).collect()
     }
 
     #[test]
     fn quorum_releases_and_minority_diverges() {
         let mut v = voter(3, 2);
         let s = v.submit(ms(0));
-        assert_eq!(v.response(0, digest(b"+OK"), ms(1)), Some(s));
+        assert_eq!(v.response(0, frame(b"+OK"), ms(1)), Some(s));
         assert!(decisions(&mut v).is_empty());
-        v.response(2, digest(b"+OK"), ms(2));
-        assert_eq!(decisions(&mut v), vec![Decision { seq: s, outcome: FrameOutcome::Release { replica: 0 } }]);
-        v.response(1, digest(b"+KO"), ms(3));
+        v.response(2, frame(b"+OK"), ms(2));
+        assert_eq!(decisions(&mut v), vec![(s, FrameOutcome::Release { replica: 0, vote: frame(b"+OK") })]);
+        v.response(1, frame(b"+KO"), ms(3));
         let faults = v.take_faults();
-        assert_eq!(faults.len(), 1);
-        assert_eq!((faults[0].replica, faults[0].offset, faults[0].kind.name()), (1, s, "diverged"));
+        assert_eq!((faults.len(), faults[0].replica, faults[0].offset, faults[0].kind.name()), (1, 1, s, "diverged"));
         assert_eq!(v.outstanding(), 0);
     }
 
@@ -438,12 +511,11 @@ mod tests {
         let mut v = voter(3, 2);
         let a = v.submit(ms(0));
         let b = v.submit(ms(0));
-        // Replica 1 answers both before the others answer anything.
-        assert_eq!(v.response(1, digest(b"A"), ms(1)), Some(a));
-        assert_eq!(v.response(1, digest(b"B"), ms(1)), Some(b));
-        assert_eq!(v.response(0, digest(b"A"), ms(2)), Some(a));
-        assert_eq!(v.response(0, digest(b"B"), ms(2)), Some(b));
-        let seqs: Vec<u64> = decisions(&mut v).iter().map(|d| d.seq).collect();
+        assert_eq!(v.response(1, frame(b"A"), ms(1)), Some(a));
+        assert_eq!(v.response(1, frame(b"B"), ms(1)), Some(b));
+        assert_eq!(v.response(0, frame(b"A"), ms(2)), Some(a));
+        assert_eq!(v.response(0, frame(b"B"), ms(2)), Some(b));
+        let seqs: Vec<u64> = decisions(&mut v).iter().map(|d| d.0).collect();
         assert_eq!(seqs, vec![a, b]);
         assert!(v.take_faults().is_empty());
     }
@@ -452,91 +524,207 @@ mod tests {
     fn three_different_answers_are_undecidable() {
         let mut v = voter(3, 2);
         let s = v.submit(ms(0));
-        v.response(0, digest(b"1"), ms(1));
-        v.response(1, digest(b"2"), ms(1));
+        v.response(0, frame(b"1"), ms(1));
+        v.response(1, frame(b"2"), ms(1));
         assert!(decisions(&mut v).is_empty(), "replica 2 could still side with either");
-        v.response(2, digest(b"3"), ms(1));
-        assert_eq!(decisions(&mut v), vec![Decision { seq: s, outcome: FrameOutcome::Undecidable }]);
+        v.response(2, frame(b"3"), ms(1));
+        assert_eq!(decisions(&mut v), vec![(s, FrameOutcome::Undecidable)]);
     }
 
     #[test]
-    fn silent_replicas_are_late_at_the_vote_timeout() {
+    fn a_request_every_replica_is_slow_on_makes_nobody_late() {
         let mut v = voter(3, 2);
         let s = v.submit(ms(0));
-        v.response(0, digest(b"x"), ms(1));
-        assert_eq!(v.next_deadline(), Some(ms(1000)));
-        v.tick(ms(999));
+        assert_eq!(v.next_deadline(), None, "nobody trails a quorum yet");
+        v.tick(ms(60_000));
+        assert!(v.take_faults().is_empty() && decisions(&mut v).is_empty());
+        // A slow command: everyone answers after a long time, alike.
+        v.response(0, frame(b"+OK"), ms(60_001));
+        v.response(1, frame(b"+OK"), ms(60_002));
+        v.response(2, frame(b"+OK"), ms(60_003));
+        assert_eq!(decisions(&mut v), vec![(s, FrameOutcome::Release { replica: 0, vote: frame(b"+OK") })]);
         assert!(v.take_faults().is_empty());
-        v.tick(ms(1000));
-        let kinds: Vec<&str> = v.take_faults().iter().map(|f| f.kind.name()).collect();
-        assert_eq!(kinds, vec!["late", "late"]);
-        assert_eq!(decisions(&mut v), vec![Decision { seq: s, outcome: FrameOutcome::Undecidable }]);
     }
 
     #[test]
-    fn a_slow_replica_is_late_after_the_lag_timeout() {
+    fn a_replica_trailing_the_quorum_is_late_after_the_lag_timeout() {
         let mut v = voter(3, 2);
         v.submit(ms(0));
-        v.response(0, digest(b"x"), ms(1));
-        v.response(1, digest(b"x"), ms(1));
-        assert_eq!(v.next_deadline(), Some(ms(2000)));
-        v.tick(ms(2000));
+        v.response(0, frame(b"x"), ms(5000));
+        assert_eq!(v.next_deadline(), None, "one answer is not a quorum's");
+        v.response(1, frame(b"x"), ms(5001));
+        assert_eq!(v.next_deadline(), Some(ms(7001)), "lag counted from the quorum's answer, not the send");
+        v.tick(ms(7000));
+        assert!(v.take_faults().is_empty());
+        v.tick(ms(7001));
         let faults = v.take_faults();
-        assert_eq!((faults.len(), faults[0].replica, faults[0].kind.name()), (1, 2, "late"));
+        assert_eq!((faults.len(), faults[0].replica, faults[0].kind.clone()), (1, 2, FaultKind::Late { behind: 1 }));
         assert_eq!(v.next_deadline(), None);
+    }
+
+    #[test]
+    fn two_disagreeing_answers_wait_for_the_third_until_it_is_late() {
+        let mut v = voter(3, 2);
+        let s = v.submit(ms(0));
+        v.response(0, frame(b"1"), ms(1));
+        v.response(1, frame(b"2"), ms(1));
+        v.tick(ms(2001));
+        assert_eq!(kinds(&mut v), vec![(2, "late")]);
+        assert_eq!(decisions(&mut v), vec![(s, FrameOutcome::Undecidable)]);
     }
 
     #[test]
     fn a_crash_can_make_waiting_requests_undecidable() {
         let mut v = voter(3, 2);
         let s = v.submit(ms(0));
-        v.response(0, digest(b"x"), ms(1));
-        v.response(1, digest(b"y"), ms(1));
+        v.response(0, frame(b"x"), ms(1));
+        v.response(1, frame(b"y"), ms(1));
         v.fail(2, ms(2));
-        assert_eq!(decisions(&mut v), vec![Decision { seq: s, outcome: FrameOutcome::Undecidable }]);
+        assert_eq!(decisions(&mut v), vec![(s, FrameOutcome::Undecidable)]);
     }
 
     #[test]
-    fn a_rejoined_replica_answers_from_its_join_on() {
+    fn a_quorum_that_closes_decides_the_request_and_blames_nobody() {
+        let mut v = voter(3, 2);
+        let s = v.submit(ms(0));
+        v.response(0, Vote::Closed, ms(1));
+        v.response(1, Vote::Closed, ms(1));
+        assert_eq!(decisions(&mut v), vec![(s, FrameOutcome::Release { replica: 0, vote: Vote::Closed })]);
+        v.response(2, Vote::Closed, ms(2));
+        assert!(v.take_faults().is_empty());
+        assert_eq!(v.live_count(), 3);
+        // They go on with the next request.
+        let t = v.submit(ms(3));
+        for r in 0..3 {
+            assert_eq!(v.response(r, frame(b"+PONG"), ms(4)), Some(t));
+        }
+        assert_eq!(decisions(&mut v).len(), 1);
+    }
+
+    #[test]
+    fn a_replica_that_closes_where_the_quorum_answered_closed_early() {
+        let mut v = voter(3, 2);
+        v.submit(ms(0));
+        v.response(2, Vote::Closed, ms(1));
+        v.response(0, frame(b"+OK"), ms(2));
+        v.response(1, frame(b"+OK"), ms(2));
+        assert_eq!(kinds(&mut v), vec![(2, "closed_early")]);
+    }
+
+    #[test]
+    fn a_rejoined_replica_answers_from_its_join_and_its_old_votes_are_forgotten() {
+        let mut v = voter(3, 2);
+        let a = v.submit(ms(0));
+        // Replica 2 answers `a` wrongly... in an incarnation that then dies before anyone else
+        // answered.
+        v.response(2, frame(b"wrong"), ms(1));
+        v.fail(2, ms(2));
+        v.take_faults();
+        let b = v.submit(ms(3));
+        // The new incarnation joins at `b`: it was never sent `a`.
+        v.join_at(2, b, ms(3));
+        assert_eq!(v.response(2, frame(b"B"), ms(4)), Some(b));
+        v.response(0, frame(b"A"), ms(5));
+        v.response(1, frame(b"A"), ms(5));
+        v.response(0, frame(b"B"), ms(5));
+        v.response(1, frame(b"B"), ms(5));
+        let d: Vec<u64> = decisions(&mut v).iter().map(|d| d.0).collect();
+        assert_eq!(d, vec![a, b]);
+        assert!(v.take_faults().is_empty(), "the new incarnation is not blamed for the old one's vote");
+        // Nobody is late for `a`, which replica 2 was never sent, however long it takes.
+        v.tick(ms(100_000));
+        assert!(v.take_faults().is_empty());
+        assert_eq!(v.outstanding(), 0);
+    }
+
+    #[test]
+    fn a_join_at_an_undecided_request_is_late_only_after_its_grace() {
+        let mut v = voter(3, 2);
+        let a = v.submit(ms(0));
+        // Two answers (a quorum's worth) that disagree: undecided, and waiting for replica 2.
+        v.response(0, frame(b"A"), ms(1));
+        v.response(1, frame(b"B"), ms(1));
+        assert!(decisions(&mut v).is_empty());
+        assert_eq!(v.next_deadline(), Some(ms(2001)));
+        // Its connection is replaced: it joins again at `a` at 10 s, long after `a`'s quorum
+        // answered.
+        v.join_at(2, a, ms(10_000));
+        assert_eq!(v.next_deadline(), Some(ms(12_000)), "late only a lag after its join");
+        assert_eq!(v.response(2, frame(b"A"), ms(10_001)), Some(a));
+        assert_eq!(decisions(&mut v), vec![(a, FrameOutcome::Release { replica: 0, vote: frame(b"A") })]);
+        assert_eq!(kinds(&mut v), vec![(1, "diverged")]);
+    }
+
+    #[test]
+    fn a_join_does_not_expect_answers_to_decided_requests() {
         let mut v = voter(3, 2);
         v.fail(2, ms(0));
+        v.take_faults();
         let a = v.submit(ms(0));
-        v.join(2);
-        let b = v.submit(ms(0));
-        v.response(0, digest(b"A"), ms(1));
-        v.response(1, digest(b"A"), ms(1));
-        assert_eq!(v.response(2, digest(b"B"), ms(1)), Some(b), "replica 2 was not sent request {a}");
-        v.response(0, digest(b"B"), ms(1));
-        assert!(v.take_faults().iter().all(|f| f.kind.name() == "crashed"));
-        assert_eq!(decisions(&mut v).len(), 2);
+        v.response(0, frame(b"A"), ms(1));
+        let b = v.submit(ms(1));
+        v.response(1, frame(b"A"), ms(2));
+        assert_eq!(decisions(&mut v).len(), 1);
+        // Replica 2 joins at `a`: `a` is decided, `b` is not.
+        v.join_at(2, a, ms(3));
+        assert_eq!(v.response(2, frame(b"A"), ms(4)), Some(a));
+        assert_eq!(v.response(2, frame(b"B"), ms(4)), Some(b));
+        v.response(0, frame(b"B"), ms(5));
+        assert_eq!(decisions(&mut v), vec![(b, FrameOutcome::Release { replica: 0, vote: frame(b"B") })]);
+        v.response(1, frame(b"B"), ms(5));
+        assert!(v.take_faults().is_empty());
+        assert_eq!(v.outstanding(), 0);
+    }
+
+    #[test]
+    fn a_paused_replica_is_not_late_until_a_lag_after_it_resumes() {
+        let mut v = voter(3, 2);
+        v.pause(2);
+        v.submit(ms(0));
+        v.response(0, frame(b"x"), ms(1));
+        v.response(1, frame(b"x"), ms(1));
+        assert_eq!(v.next_deadline(), None);
+        v.tick(ms(50_000));
+        assert!(v.take_faults().is_empty());
+        v.resume(2, ms(50_000));
+        assert_eq!(v.next_deadline(), Some(ms(52_000)));
+        v.tick(ms(52_000));
+        assert_eq!(kinds(&mut v), vec![(2, "late")]);
     }
 
     #[test]
     fn extra_answers_are_diverged() {
         let mut v = voter(1, 1);
         v.submit(ms(0));
-        v.response(0, digest(b"x"), ms(0));
-        assert_eq!(v.response(0, digest(b"y"), ms(0)), None);
+        v.response(0, frame(b"x"), ms(0));
+        assert_eq!(v.response(0, frame(b"y"), ms(0)), None);
         assert_eq!(v.take_faults()[0].kind.name(), "diverged");
     }
 
     #[test]
-    fn too_many_outstanding_requests_make_the_laggard_late() {
-        let mut v = FrameVoter::new(FrameConfig {
-            replicas: 3,
-            quorum: 2,
-            vote_timeout: ms(1000),
-            lag_timeout: ms(1000),
-            max_outstanding: 2,
-        })
-        .expect("valid");
-        (0..3).for_each(|r| v.join(r));
-        for _ in 0..3 {
-            v.submit(ms(0));
-            v.response(0, digest(b"x"), ms(0));
-            v.response(1, digest(b"x"), ms(0));
+    fn a_voter_can_start_at_any_sequence_number() {
+        let mut v =
+            FrameVoter::starting_at(FrameConfig { replicas: 2, quorum: 2, lag_timeout: ms(10) }, 1_000).expect("valid");
+        v.join_at(0, 1_000, ms(0));
+        v.join_at(1, 1_000, ms(0));
+        assert_eq!(v.submit(ms(0)), 1_000);
+        assert_eq!(v.response(0, frame(b"x"), ms(0)), Some(1_000));
+        assert_eq!(v.response(1, frame(b"x"), ms(0)), Some(1_000));
+        assert_eq!(decisions(&mut v), vec![(1_000, FrameOutcome::Release { replica: 0, vote: frame(b"x") })]);
+    }
+
+    #[test]
+    fn masked_is_set_when_a_minority_fails_or_differs() {
+        let mut v = voter(3, 2);
+        v.submit(ms(0));
+        for r in 0..3 {
+            v.response(r, frame(b"x"), ms(1));
         }
-        let faults = v.take_faults();
-        assert_eq!((faults.len(), faults[0].replica, faults[0].kind.name()), (1, 2, "late"));
+        v.submit(ms(2));
+        v.response(0, frame(b"y"), ms(3));
+        v.response(1, frame(b"z"), ms(3));
+        v.response(2, frame(b"y"), ms(3));
+        let d: Vec<bool> = std::iter::from_fn(|| v.take_decision()).map(|d| d.masked).collect();
+        assert_eq!(d, vec![false, true]);
     }
 }

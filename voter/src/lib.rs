@@ -10,7 +10,8 @@
 //!   the longest prefix that at least `quorum` replicas produced identically, and names the
 //!   replicas that diverge, close early, crash, lag or flood.
 //! - [`frame`]: the frame vote of ordered mode: one vote per request, over the digests of the
-//!   replicas' response frames.
+//!   replicas' response frames (or their closing the connection), with lateness judged
+//!   against the quorum's progress.
 //! - [`fault`]: what a fault is (replica, offset, kind, the blake3 digests that differed).
 //! - [`prefix`]: the byte comparison the vote is built on.
 //!
@@ -26,5 +27,5 @@ pub mod prefix;
 pub mod stream;
 
 pub use fault::{Digest, Fault, FaultKind};
-pub use frame::{Decision, FrameConfig, FrameOutcome, FrameVoter};
+pub use frame::{Decision, FrameConfig, FrameOutcome, FrameVoter, Vote};
 pub use stream::{ConfigError, Status, StreamConfig, StreamVoter, Undecidable};

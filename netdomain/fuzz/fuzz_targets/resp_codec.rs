@@ -1,6 +1,8 @@
-//! Fuzzes the RESP codec: framing, dispatch and normalisation of arbitrary bytes, as a client or
+//! Fuzzes the RESP codec: framing, dispatch and vote digests of arbitrary bytes, as a client or
 //! a replica could send them. Checks that nothing panics, that frames are never longer than the
-//! input, and that a request stream split anywhere frames into the same requests.
+//! input, that a request stream split anywhere frames into the same requests with one resumable
+//! parser, and that a response parser that drops what it parsed as it goes (as the replica
+//! reader does with an oversized frame) finds the same frame end.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -23,10 +25,11 @@ fuzz_target!(|data: &[u8]| {
     }
     let cut = data.first().map_or(0, |b| *b as usize).min(data.len());
     let mut pieces = Vec::new();
+    let mut parser = codec.request_parser();
     let mut buf: Vec<u8> = data[..cut].to_vec();
     let mut rest = &data[cut..];
     loop {
-        match codec.request_len(&buf) {
+        match parser.parse(&buf) {
             Ok(Some(len)) => {
                 pieces.push(buf[..len].to_vec());
                 buf.drain(..len);
@@ -43,6 +46,28 @@ fuzz_target!(|data: &[u8]| {
 
     if let Ok(Some(len)) = codec.response_len(data) {
         assert!(len > 0 && len <= data.len(), "response length out of bounds");
-        let _ = codec.normalise(&data[..len]);
+        let _ = codec.vote_digest(&data[..len]);
+        // Fed in pieces of `step` bytes, dropping what was parsed: the same end.
+        let step = (data[0] as usize % 13) + 1;
+        let mut parser = codec.response_parser();
+        let mut buf: Vec<u8> = Vec::new();
+        let mut dropped = 0;
+        for chunk in data.chunks(step) {
+            buf.extend_from_slice(chunk);
+            match parser.parse(&buf) {
+                Ok(Some(end)) => {
+                    assert_eq!(dropped + end, len, "resumable parse disagrees");
+                    break;
+                }
+                Ok(None) => {
+                    let n = parser.progress();
+                    assert!(n <= buf.len(), "progress beyond the buffer");
+                    buf.drain(..n);
+                    parser.consumed(n);
+                    dropped += n;
+                }
+                Err(e) => panic!("resumable parse failed where a whole parse did not: {e}"),
+            }
+        }
     }
 });

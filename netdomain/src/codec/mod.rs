@@ -1,21 +1,25 @@
 //! Framing codecs for ordered mode: they split client input into requests and replica output
 //! into responses, without I/O.
 //!
-//! A codec answers four questions, each on plain byte slices:
-//! - how long is the complete request (or response) at the front of this buffer, if there is
-//!   one yet ([`Codec::request_len`], [`Codec::response_len`]);
+//! A codec answers these questions, each on plain byte slices:
+//! - where the next complete request (or response) ends: [`RequestParser`] and
+//!   [`ResponseParser`] are *resumable*: they remember how far they got in an incomplete frame,
+//!   so a large frame that arrives in many reads is parsed once, not once per read;
 //! - what to do with a request: send it through the global order to every replica, answer it
 //!   locally (a command ordered mode cannot serve), or close ([`Codec::dispatch`]);
-//! - which bytes of a response the vote compares ([`Codec::normalise`]): diverse versions may
-//!   legitimately differ in details (error message wording, for one), and those are left out;
-//! - what to answer a malformed request ([`Codec::protocol_error`]).
+//! - which bytes of a response the vote compares ([`Codec::vote_digest`]): diverse versions
+//!   may legitimately word an error differently, so an error is voted by its class first;
+//! - what to answer when resh itself cannot give the replicas' answer ([`Codec::answer_error`],
+//!   [`Codec::protocol_error`]);
+//! - how to rebuild a replica's state: the request that empties it ([`Codec::reset_request`])
+//!   and a [`Checkpoint`] that copies a voting replica's state as requests for another.
 //!
 //! RESP (Redis) is the first codec; line-based, length-prefixed and HTTP/1.1 codecs fit the
 //! same trait.
-use std::borrow::Cow;
 use std::fmt;
 
 use bytes::Bytes;
+use voter::Digest;
 
 pub mod resp;
 
@@ -51,23 +55,148 @@ pub enum Dispatch {
     Ignore,
 }
 
+/// Why resh answers a request itself instead of with the replicas' voted answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AnswerError {
+    /// The replicas' answers did not agree: no quorum. The session is aborted after it.
+    Undecidable,
+    /// Fewer replicas are in the vote than the quorum; the request was not executed.
+    NoQuorum,
+    /// No decision within the per-request limit; the request may still take effect.
+    TimedOut {
+        /// The limit, in milliseconds.
+        limit_ms: u64,
+    },
+    /// The agreed answer is larger than resh passes on.
+    TooLarge {
+        /// The answer's size.
+        len: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// Every replica closed its connection on this request alike: the service refuses it.
+    ClosedByService,
+    /// This host stopped serving (fenced).
+    Fenced,
+}
+
+/// A frame the vote compares: the digest voted on and the digest of the exact bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameDigest {
+    /// What the vote compares (for an error: its class only).
+    pub vote: Digest,
+    /// The whole frame, byte for byte.
+    pub exact: Digest,
+    /// Whether the frame is an error reply.
+    pub error: bool,
+}
+
+/// Finds the end of complete requests in one client's input. See the module documentation.
+pub trait RequestParser: Send + fmt::Debug {
+    /// The length of the complete request at the front of `buf`, or `None` if more bytes are
+    /// needed. Between two calls the caller may append to `buf` but must not remove anything
+    /// unless a length was returned (then it removes exactly that many bytes, and the parser
+    /// starts afresh on what follows).
+    fn parse(&mut self, buf: &[u8]) -> Result<Option<usize>, ProtocolError>;
+}
+
+/// Finds the end of complete responses in one replica's output. See the module documentation.
+pub trait ResponseParser: Send + fmt::Debug {
+    /// Like [`RequestParser::parse`], for responses.
+    fn parse(&mut self, buf: &[u8]) -> Result<Option<usize>, ProtocolError>;
+    /// How many bytes of the incomplete frame at the front of the buffer have been parsed.
+    fn progress(&self) -> usize;
+    /// The caller dropped the first `n` bytes of the incomplete frame (they were hashed and
+    /// thrown away because the frame is larger than resh keeps); `n <= progress()`.
+    fn consumed(&mut self, n: usize);
+}
+
+/// Copies the state of one replica (the *source*) as requests that rebuild it on another (the
+/// *target*), after the target was emptied with [`Codec::reset_request`].
+///
+/// The caller sends the source nothing but the checkpoint's reads from the first batch until
+/// [`Reads::Done`], so every read sees the state at one point of the global order.
+pub trait Checkpoint: Send + fmt::Debug {
+    /// The next reads to send to the source, if any can be sent now.
+    fn next_reads(&mut self) -> Reads;
+    /// The source's answer to the oldest read not yet answered.
+    fn answer(&mut self, frame: &[u8]) -> Result<(), CheckpointError>;
+    /// Requests for the target, built since the last call.
+    fn take_restores(&mut self) -> Vec<Bytes>;
+    /// Every read was answered and every restore taken.
+    fn is_complete(&self) -> bool;
+}
+
+/// What a checkpoint wants to send to its source.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reads {
+    /// These reads, in order.
+    Batch(Vec<Bytes>),
+    /// Nothing until more answers arrived.
+    Wait,
+    /// Every read was sent: the source may go on with the ordered stream.
+    Done,
+}
+
+/// Why a checkpoint could not be copied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckpointError {
+    /// The source answered a read with an error or something unexpected.
+    Source(String),
+    /// A value of a kind the codec cannot copy.
+    Unsupported(String),
+}
+
+impl fmt::Display for CheckpointError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CheckpointError::Source(why) => write!(f, "the source replica's answer: {why}"),
+            CheckpointError::Unsupported(why) => write!(f, "cannot copy: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for CheckpointError {}
+
 /// A framing codec. See the module documentation.
 pub trait Codec: Send + Sync + fmt::Debug {
     /// The protocol's name (`resp`).
     fn name(&self) -> &'static str;
-    /// Length of the complete request at the front of `buf`; `None` if more bytes are needed.
-    fn request_len(&self, buf: &[u8]) -> Result<Option<usize>, ProtocolError>;
-    /// Length of the complete response at the front of `buf`; `None` if more bytes are needed.
-    fn response_len(&self, buf: &[u8]) -> Result<Option<usize>, ProtocolError>;
-    /// What to do with one complete request (as delimited by `request_len`).
+    /// A parser for one client's requests.
+    fn request_parser(&self) -> Box<dyn RequestParser>;
+    /// A parser for one replica's responses.
+    fn response_parser(&self) -> Box<dyn ResponseParser>;
+    /// What to do with one complete request (as delimited by a request parser).
     fn dispatch(&self, request: &[u8]) -> Result<Dispatch, ProtocolError>;
-    /// The part of a response the vote compares.
-    fn normalise<'a>(&self, response: &'a [u8]) -> Cow<'a, [u8]>;
+    /// The digests of a complete response frame.
+    fn vote_digest(&self, response: &[u8]) -> FrameDigest;
     /// The answer to a malformed request (the connection is closed after it).
     fn protocol_error(&self, error: &ProtocolError) -> Bytes;
-    /// The answer to a request whose vote was undecidable, sent before the reset when the
-    /// protocol has a way to say so; `None` to reset without a word.
-    fn undecidable(&self) -> Option<Bytes> {
+    /// What resh answers instead of the replicas' answer; `None` to say nothing (the session
+    /// is then reset).
+    fn answer_error(&self, error: &AnswerError) -> Option<Bytes>;
+    /// The answer when a quorum agrees on an error's class but not on its wording (diverse
+    /// versions): an error of that class whose text resh owns, so no replica's unvoted text
+    /// reaches the client.
+    fn canonical_error(&self, response: &[u8]) -> Bytes;
+    /// Whether a response is an error reply.
+    fn is_error(&self, response: &[u8]) -> bool;
+    /// The request that empties a replica's state before it is rebuilt, if the protocol has one.
+    fn reset_request(&self) -> Option<Bytes> {
         None
+    }
+    /// A new copier of a replica's state, if the protocol can copy state.
+    fn checkpoint(&self) -> Option<Box<dyn Checkpoint>> {
+        None
+    }
+
+    /// The length of the complete request at the front of `buf` (a fresh parser: for tests and
+    /// one-off uses; sessions keep a [`RequestParser`]).
+    fn request_len(&self, buf: &[u8]) -> Result<Option<usize>, ProtocolError> {
+        self.request_parser().parse(buf)
+    }
+    /// The length of the complete response at the front of `buf` (a fresh parser).
+    fn response_len(&self, buf: &[u8]) -> Result<Option<usize>, ProtocolError> {
+        self.response_parser().parse(buf)
     }
 }

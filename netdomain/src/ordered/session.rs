@@ -1,176 +1,296 @@
 //! One client session in ordered mode.
 //!
-//! The session frames the client's requests, hands each one to the sequencer (or answers it
-//! locally, as the codec says), and writes the answers back in request order, so pipelining
-//! clients (`redis-benchmark -P 16`) work. Two tasks:
-//! - the *reader* (this function's body) parses requests and queues one reply slot per
-//!   request; at most `max_in_flight` slots are queued, so a client that pipelines without
-//!   reading answers is not read further (backpressure);
-//! - the *writer* awaits the slots in order and writes answers in batches.
+//! One task frames the client's requests (resumably: a large request arriving in many reads is
+//! parsed once), hands each one to the order (or answers it locally, as the codec says), and
+//! writes the answers back in request order, so pipelining clients (`redis-benchmark -P 16`)
+//! work. Phases, each round:
+//! 1. **submit** the complete requests already read, while the session has fewer than
+//!    `max_in_flight` requests waiting and holds less than `max_session_bytes` of answers;
+//! 2. **wait** for whichever comes first: an answer (it fills its request's slot), room in the
+//!    client's socket (answers go out in order), more client input (read only when step 1
+//!    could go on), or a deadline;
+//! 3. **end** after a client's close once every answer is out; after a malformed request (its
+//!    protocol error is the last answer), QUIT, or an undecidable vote (the codec's error is
+//!    the last answer, nothing after it).
 //!
-//! A malformed request gets the codec's protocol error and the connection is closed. A request
-//! whose vote is undecidable ends the session: the client gets the codec's error (if the
-//! protocol has one) and nothing after it.
+//! Bounds: a client that stops reading its answers stops being read (step 1); one that holds
+//! more than `max_session_bytes + max_frame_bytes` of answers, or takes nothing for the idle
+//! timeout, is disconnected. Sessions together stop reading their clients while they hold more
+//! than `max_held_bytes` of answers. Nothing here can exclude a replica: a slow client is the
+//! client's problem.
+use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, info, warn, Instrument};
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn, Instrument};
 
-use super::{Ordered, Reply, Submit};
-use crate::codec::Dispatch;
+use super::{Answer, Ordered, Submission};
+use crate::codec::{AnswerError, Dispatch};
 use crate::metrics::Verdict;
 use crate::server::Shared;
 
-/// Bytes of answers gathered before one write.
-const WRITE_BATCH: usize = 64 * 1024;
+/// The most a session reads from its client at once.
+const READ_CHUNK: usize = 64 * 1024;
 
 /// An answer slot, in request order.
+#[derive(Debug)]
 enum Slot {
+    /// Ready to go out.
     Ready(Bytes),
-    Pending(oneshot::Receiver<Reply>),
-    Close(Bytes),
+    /// Waiting for the answer to request `n`.
+    Pending(u64),
+    /// The last answer: the session ends after it.
+    Last(Bytes),
 }
 
-/// How the writer ended.
-#[derive(Debug, PartialEq, Eq)]
-enum WriterEnd {
+/// How the session ended, for the log and the verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    /// The client closed its side and got every answer, or sent QUIT or a malformed request.
     Done,
+    /// An answer was undecidable: the session was aborted after its error.
     Undecidable,
-    ClientGone,
+    /// The client went away, or was disconnected for not reading or being idle.
+    Dropped,
 }
 
 /// Serves one client in ordered mode.
 pub async fn serve(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, peer: SocketAddr, id: u64) {
     let span = tracing::info_span!("session", id, %peer);
-    run(shared, ordered, client).instrument(span).await
+    run(shared, ordered, client, id).instrument(span).await
 }
 
-async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream) {
+/// This session's share of the answer bytes all sessions hold.
+struct Held<'a> {
+    ordered: &'a Ordered,
+    mine: usize,
+}
+
+impl Held<'_> {
+    fn add(&mut self, n: usize) {
+        self.mine += n;
+        self.ordered.buffered().fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn sub(&mut self, n: usize) {
+        let n = n.min(self.mine);
+        self.mine -= n;
+        self.ordered.buffered().fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let mine = self.mine;
+        self.sub(mine);
+    }
+}
+
+async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) {
     let _ = client.set_nodelay(true);
     shared.metrics.session_started();
+    let limits = &shared.config.ordered;
     let idle = shared.config.idle_timeout();
     let codec = Arc::clone(&ordered.codec);
-    let (mut read, write) = client.into_split();
-    let (slots, slots_rx) = mpsc::channel::<Slot>(shared.config.ordered.max_in_flight);
-    let writer = tokio::spawn(answer_writer(write, slots_rx, idle, Arc::clone(&ordered.codec), Arc::clone(&shared)));
-    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut registration = ordered.register(id);
+    let mut parser = codec.request_parser();
+    let (mut read, mut write) = client.into_split();
+    let mut input = BytesMut::with_capacity(16 * 1024);
+    let mut slots: VecDeque<Slot> = VecDeque::new();
+    let mut out = BytesMut::new();
+    let mut held = Held { ordered: &ordered, mine: 0 };
+    let mut next_request = 0u64;
+    let mut in_flight = 0usize;
+    // The client sent its last request (closed its side, QUIT, a malformed request).
+    let mut input_done = false;
+    let mut end: Option<End> = None;
+    let mut masked = false;
+    let mut last_activity = Instant::now();
+    let mut blocked_since: Option<Instant> = None;
+    let hard_limit = limits.max_session_bytes.saturating_add(limits.max_frame_bytes);
+
     'session: loop {
-        // Every complete request in the buffer, in order.
-        loop {
-            let len = match codec.request_len(&buf) {
+        // 1. Submit what was read, within the bounds.
+        while !input_done && in_flight < limits.max_in_flight && held.mine < limits.max_session_bytes {
+            let len = match parser.parse(&input) {
                 Ok(Some(len)) => len,
                 Ok(None) => break,
                 Err(e) => {
-                    info!(error = %e, "malformed request: closing");
-                    let _ = slots.send(Slot::Close(codec.protocol_error(&e))).await;
-                    break 'session;
+                    info!(error = %e, "malformed request: closing after the protocol error");
+                    slots.push_back(Slot::Last(codec.protocol_error(&e)));
+                    input_done = true;
+                    break;
                 }
             };
-            let request = buf.split_to(len);
-            let slot = match codec.dispatch(&request) {
+            let request = input.split_to(len);
+            match codec.dispatch(&request) {
                 Ok(Dispatch::Forward { request, logged }) => {
-                    let (reply, answer) = oneshot::channel();
-                    if ordered.submit(Submit { request, logged, reply }).await.is_err() {
+                    let n = next_request;
+                    next_request += 1;
+                    if ordered.submit(Submission { session: id, request: n, bytes: request, logged }).await.is_err() {
+                        end = Some(End::Dropped);
                         break 'session;
                     }
-                    Slot::Pending(answer)
+                    in_flight += 1;
+                    slots.push_back(Slot::Pending(n));
                 }
-                Ok(Dispatch::Reply(answer)) => Slot::Ready(answer),
+                Ok(Dispatch::Reply(answer)) => slots.push_back(Slot::Ready(answer)),
                 Ok(Dispatch::Close(answer)) => {
-                    let _ = slots.send(Slot::Close(answer)).await;
-                    break 'session;
+                    slots.push_back(Slot::Last(answer));
+                    input_done = true;
                 }
-                Ok(Dispatch::Ignore) => continue,
+                Ok(Dispatch::Ignore) => {}
                 Err(e) => {
-                    info!(error = %e, "malformed request: closing");
-                    let _ = slots.send(Slot::Close(codec.protocol_error(&e))).await;
-                    break 'session;
+                    info!(error = %e, "malformed request: closing after the protocol error");
+                    slots.push_back(Slot::Last(codec.protocol_error(&e)));
+                    input_done = true;
                 }
-            };
-            if slots.send(slot).await.is_err() {
-                break 'session; // the writer ended (client gone or undecidable)
             }
         }
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(16 * 1024);
-        }
-        match tokio::time::timeout(idle, read.read_buf(&mut buf)).await {
-            Ok(Ok(0)) => break,
-            Ok(Ok(n)) => shared.metrics.client_in(n),
-            Ok(Err(e)) => {
-                debug!(error = %e, "client connection failed");
-                break;
+        // Answers that are ready go out in order; a last answer ends the session.
+        while matches!(slots.front(), Some(Slot::Ready(_) | Slot::Last(_))) {
+            match slots.pop_front() {
+                Some(Slot::Ready(answer)) => {
+                    held.add(answer.len());
+                    out.extend_from_slice(&answer);
+                }
+                Some(Slot::Last(answer)) => {
+                    held.add(answer.len());
+                    out.extend_from_slice(&answer);
+                    input_done = true;
+                    end.get_or_insert(End::Done);
+                    slots.clear();
+                    in_flight = 0;
+                }
+                _ => {}
             }
-            Err(_) => {
-                info!(idle_ms = idle.as_millis() as u64, "closing idle session");
-                break;
-            }
         }
-    }
-    drop(slots);
-    let end = writer.await.unwrap_or(WriterEnd::ClientGone);
-    let verdict = if end == WriterEnd::Undecidable { Verdict::Undecidable } else { Verdict::Agreed };
-    if end == WriterEnd::Undecidable {
-        warn!("session ended: a request's vote was undecidable");
-    }
-    shared.metrics.session_ended(verdict);
-}
+        if held.mine > hard_limit {
+            warn!(
+                held = held.mine,
+                limit = hard_limit,
+                "client does not read its answers: disconnecting (ordered.max_session_bytes + max_frame_bytes)"
+            );
+            end = Some(End::Dropped);
+            break;
+        }
+        if input_done && slots.is_empty() && out.is_empty() {
+            end.get_or_insert(End::Done);
+            break;
+        }
 
-/// Writes answers in request order; ends the session on an undecidable vote.
-async fn answer_writer(
-    mut write: OwnedWriteHalf,
-    mut slots: mpsc::Receiver<Slot>,
-    idle: Duration,
-    codec: Arc<dyn crate::codec::Codec>,
-    shared: Arc<Shared>,
-) -> WriterEnd {
-    let mut out = BytesMut::with_capacity(WRITE_BATCH);
-    let mut end = WriterEnd::Done;
-    while let Some(slot) = slots.recv().await {
-        match slot {
-            Slot::Ready(answer) => out.extend_from_slice(&answer),
-            Slot::Pending(answer) => match answer.await {
-                Ok(Reply::Response(answer)) => out.extend_from_slice(&answer),
-                Ok(Reply::Undecidable) | Err(_) => {
-                    if let Some(answer) = codec.undecidable() {
-                        out.extend_from_slice(&answer);
+        // 2. Wait for an answer, the client, or a deadline.
+        let can_read = !input_done
+            && in_flight < limits.max_in_flight
+            && held.mine < limits.max_session_bytes
+            && ordered.buffered_bytes() < limits.max_held_bytes
+            && input.len() < limits.max_frame_bytes + READ_CHUNK;
+        let deadline = match blocked_since {
+            Some(since) => since + idle,
+            None => last_activity + idle,
+        };
+        // Waiting for the service is not idleness: the request timeout covers it.
+        let idle_applies = !out.is_empty() || in_flight == 0;
+        if input.capacity() - input.len() < 4096 {
+            input.reserve(READ_CHUNK);
+        }
+        tokio::select! {
+            biased;
+            answer = registration.answers.recv() => {
+                let Some(answer) = answer else { end = Some(End::Dropped); break };
+                let Some(slot) = slots.iter_mut().find(|s| matches!(s, Slot::Pending(_))) else { continue };
+                if *slot != Slot::Pending(answer.request) {
+                    error!(expected = ?slot, got = answer.request, "internal: answers out of order; closing the session");
+                    end = Some(End::Dropped);
+                    break;
+                }
+                in_flight -= 1;
+                masked |= answer.masked;
+                *slot = match answer.answer {
+                    Answer::Frame(bytes) => Slot::Ready(bytes),
+                    Answer::Error(e @ (AnswerError::Undecidable | AnswerError::Fenced)) => {
+                        if e == AnswerError::Undecidable {
+                            end = Some(End::Undecidable);
+                        }
+                        Slot::Last(codec.answer_error(&e).unwrap_or_default())
                     }
-                    end = WriterEnd::Undecidable;
+                    Answer::Error(e) => Slot::Ready(codec.answer_error(&e).unwrap_or_default()),
+                };
+            }
+            written = write.write(&out), if !out.is_empty() => match written {
+                Ok(n) if n > 0 => {
+                    out.advance(n);
+                    held.sub(n);
+                    shared.metrics.client_out(n);
+                    last_activity = Instant::now();
+                    blocked_since = if out.is_empty() { None } else { Some(last_activity) };
+                }
+                _ => {
+                    debug!("client connection failed: it takes no more answers");
+                    end = Some(End::Dropped);
                     break;
                 }
             },
-            Slot::Close(answer) => {
-                out.extend_from_slice(&answer);
+            got = read.read_buf(&mut input), if can_read => match got {
+                Ok(0) => input_done = true,
+                Ok(n) => {
+                    shared.metrics.client_in(n);
+                    last_activity = Instant::now();
+                }
+                Err(e) => {
+                    debug!(error = %e, "client connection failed");
+                    end = Some(End::Dropped);
+                    break;
+                }
+            },
+            _ = tokio::time::sleep_until(deadline), if idle_applies => {
+                if !out.is_empty() {
+                    info!(idle_ms = idle.as_millis() as u64, "client took no answers for the idle timeout: disconnecting");
+                } else {
+                    info!(idle_ms = idle.as_millis() as u64, "closing idle session");
+                }
+                end = Some(End::Dropped);
                 break;
             }
         }
-        if (out.len() >= WRITE_BATCH || slots.is_empty()) && !flush(&mut write, &mut out, idle, &shared).await {
-            return WriterEnd::ClientGone;
+        if out.is_empty() {
+            blocked_since = None;
+        } else if blocked_since.is_none() {
+            blocked_since = Some(Instant::now());
         }
     }
-    if !flush(&mut write, &mut out, idle, &shared).await {
-        return WriterEnd::ClientGone;
+    let end = end.unwrap_or(End::Dropped);
+    match end {
+        End::Done | End::Undecidable => {
+            let _ = write.shutdown().await;
+        }
+        End::Dropped => {
+            // Unanswered requests or unsent answers: a reset, so a client cannot take the
+            // close for the end of a complete exchange.
+            if let Ok(stream) = read.reunite(write) {
+                let _ = stream.set_zero_linger();
+            }
+        }
     }
-    let _ = write.shutdown().await;
-    end
+    drop(held);
+    let verdict = match end {
+        End::Undecidable => {
+            warn!("session ended: a request's vote was undecidable");
+            Verdict::Undecidable
+        }
+        _ if masked => Verdict::Masked,
+        _ => Verdict::Agreed,
+    };
+    shared.metrics.session_ended(verdict);
 }
 
-async fn flush(write: &mut OwnedWriteHalf, out: &mut BytesMut, idle: Duration, shared: &Shared) -> bool {
-    if out.is_empty() {
-        return true;
-    }
-    match tokio::time::timeout(idle, write.write_all(out)).await {
-        Ok(Ok(())) => {
-            shared.metrics.client_out(out.len());
-            out.clear();
-            true
-        }
-        _ => false,
+impl PartialEq for Slot {
+    fn eq(&self, other: &Slot) -> bool {
+        matches!((self, other), (Slot::Pending(a), Slot::Pending(b)) if a == b)
     }
 }

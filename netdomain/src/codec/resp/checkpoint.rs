@@ -1,0 +1,414 @@
+//! A logical copy of a Redis keyspace: reads on a voting replica, restores for another.
+//!
+//! The copy is *logical* (read each key with the command of its type, write it back with the
+//! command that builds it) rather than Redis's `DUMP`/`RESTORE`, so that it works between
+//! diverse versions of a service: any server that answers `KEYS`, `TYPE`, `PTTL` and the reads
+//! and writes of its types can be a source or a target. Rounds of reads, each sent as one
+//! pipelined batch:
+//! 1. `KEYS *`: every key (the source's stream is held still for the whole copy, so the key
+//!    list and every value are the state at one point of the global order);
+//! 2. per batch of keys: `TYPE k` and `PTTL k`;
+//! 3. per batch: `GET` (string), `LRANGE k 0 -1` (list), `HGETALL` (hash), `SMEMBERS` (set),
+//!    `ZRANGE k 0 -1 WITHSCORES` (sorted set); each answer becomes `SET`, `RPUSH`, `HSET`,
+//!    `SADD` or `ZADD` for the target, and `PEXPIRE` for a key with a time to live.
+//!
+//! Limits: one database (ordered mode refuses `SELECT`); types other than these five (streams,
+//! module types) fail the copy with a clear error; a value is read in one answer, so a value
+//! larger than `ordered.max_frame_bytes` fails it too; a time to live is copied as the time
+//! left when it was read.
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+use super::encode_array;
+use crate::codec::{Checkpoint, CheckpointError, Reads};
+
+/// The type of a key, as `TYPE` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    String,
+    List,
+    Hash,
+    Set,
+    ZSet,
+    /// The key is gone (it expired between `KEYS` and `TYPE`).
+    None,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Nothing sent yet.
+    Start,
+    /// `KEYS *` sent.
+    Listing,
+    /// Between batches: the next batch's `TYPE`/`PTTL` reads are to be sent.
+    Meta,
+    /// A batch's `TYPE`/`PTTL` reads were sent.
+    MetaSent,
+    /// A batch's value reads are to be sent.
+    Values,
+    /// A batch's value reads were sent.
+    ValuesSent,
+    /// Every key was copied.
+    Finished,
+}
+
+/// What an outstanding read is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Read {
+    Keys,
+    Type(usize),
+    Pttl(usize),
+    Value(usize),
+}
+
+#[derive(Clone, Debug)]
+struct Key {
+    name: Bytes,
+    kind: Option<Kind>,
+    pttl: Option<i64>,
+}
+
+/// The RESP checkpoint. See the module documentation.
+#[derive(Debug)]
+pub struct RespCheckpoint {
+    batch: usize,
+    phase: Phase,
+    /// Keys still to copy.
+    keys: VecDeque<Bytes>,
+    /// The keys of the batch being copied.
+    current: Vec<Key>,
+    outstanding: VecDeque<Read>,
+    restores: Vec<Bytes>,
+}
+
+impl RespCheckpoint {
+    /// A copier reading `batch` keys per round.
+    pub fn new(batch: usize) -> RespCheckpoint {
+        RespCheckpoint {
+            batch: batch.max(1),
+            phase: Phase::Start,
+            keys: VecDeque::new(),
+            current: Vec::new(),
+            outstanding: VecDeque::new(),
+            restores: Vec::new(),
+        }
+    }
+
+    fn after_batch(&mut self) {
+        self.current.clear();
+        self.phase = if self.keys.is_empty() { Phase::Finished } else { Phase::Meta };
+    }
+}
+
+impl Checkpoint for RespCheckpoint {
+    fn next_reads(&mut self) -> Reads {
+        match self.phase {
+            Phase::Start => {
+                self.phase = Phase::Listing;
+                self.outstanding.push_back(Read::Keys);
+                Reads::Batch(vec![encode_array(&["KEYS", "*"])])
+            }
+            Phase::Listing | Phase::MetaSent => Reads::Wait,
+            Phase::ValuesSent if self.keys.is_empty() => Reads::Done,
+            Phase::ValuesSent => Reads::Wait,
+            Phase::Finished => Reads::Done,
+            Phase::Meta => {
+                let take = self.batch.min(self.keys.len());
+                let mut reads = Vec::with_capacity(take * 2);
+                for (i, name) in self.keys.drain(..take).enumerate() {
+                    reads.push(encode_array(&[&b"TYPE"[..], &name]));
+                    reads.push(encode_array(&[&b"PTTL"[..], &name]));
+                    self.outstanding.push_back(Read::Type(i));
+                    self.outstanding.push_back(Read::Pttl(i));
+                    self.current.push(Key { name, kind: None, pttl: None });
+                }
+                self.phase = Phase::MetaSent;
+                Reads::Batch(reads)
+            }
+            Phase::Values => {
+                let mut reads = Vec::with_capacity(self.current.len());
+                for (i, key) in self.current.iter().enumerate() {
+                    let name = &key.name[..];
+                    let read = match key.kind {
+                        Some(Kind::String) => encode_array(&[&b"GET"[..], name]),
+                        Some(Kind::List) => encode_array(&[&b"LRANGE"[..], name, b"0", b"-1"]),
+                        Some(Kind::Hash) => encode_array(&[&b"HGETALL"[..], name]),
+                        Some(Kind::Set) => encode_array(&[&b"SMEMBERS"[..], name]),
+                        Some(Kind::ZSet) => encode_array(&[&b"ZRANGE"[..], name, b"0", b"-1", b"WITHSCORES"]),
+                        Some(Kind::None) | None => continue,
+                    };
+                    reads.push(read);
+                    self.outstanding.push_back(Read::Value(i));
+                }
+                if reads.is_empty() {
+                    self.after_batch();
+                    return self.next_reads();
+                }
+                self.phase = Phase::ValuesSent;
+                Reads::Batch(reads)
+            }
+        }
+    }
+
+    fn answer(&mut self, frame: &[u8]) -> Result<(), CheckpointError> {
+        let read =
+            self.outstanding.pop_front().ok_or_else(|| CheckpointError::Source("an answer to no read".into()))?;
+        if frame.first() == Some(&b'-') {
+            let text = String::from_utf8_lossy(frame.strip_suffix(b"\r\n").unwrap_or(frame)).into_owned();
+            return Err(CheckpointError::Source(text));
+        }
+        match read {
+            Read::Keys => {
+                self.keys = bulk_array(frame)?.into();
+                self.phase = if self.keys.is_empty() { Phase::Finished } else { Phase::Meta };
+            }
+            Read::Type(i) => {
+                let name = simple(frame)?;
+                let kind = match name.as_slice() {
+                    b"string" => Kind::String,
+                    b"list" => Kind::List,
+                    b"hash" => Kind::Hash,
+                    b"set" => Kind::Set,
+                    b"zset" => Kind::ZSet,
+                    b"none" => Kind::None,
+                    other => {
+                        let key = self.current.get(i).map(|k| String::from_utf8_lossy(&k.name).into_owned());
+                        return Err(CheckpointError::Unsupported(format!(
+                            "key {:?} is of type '{}', which resh cannot copy",
+                            key.unwrap_or_default(),
+                            String::from_utf8_lossy(other)
+                        )));
+                    }
+                };
+                if let Some(key) = self.current.get_mut(i) {
+                    key.kind = Some(kind);
+                }
+            }
+            Read::Pttl(i) => {
+                let pttl = integer(frame)?;
+                if let Some(key) = self.current.get_mut(i) {
+                    key.pttl = Some(pttl);
+                }
+            }
+            Read::Value(i) => {
+                let key = self
+                    .current
+                    .get(i)
+                    .cloned()
+                    .ok_or_else(|| CheckpointError::Source("an unexpected answer".into()))?;
+                self.restore(&key, frame)?;
+            }
+        }
+        if self.outstanding.is_empty() {
+            match self.phase {
+                Phase::MetaSent => self.phase = Phase::Values,
+                Phase::ValuesSent => self.after_batch(),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn take_restores(&mut self) -> Vec<Bytes> {
+        std::mem::take(&mut self.restores)
+    }
+
+    fn is_complete(&self) -> bool {
+        self.phase == Phase::Finished && self.outstanding.is_empty() && self.restores.is_empty()
+    }
+}
+
+impl RespCheckpoint {
+    /// The requests that rebuild `key` from the answer to its value read.
+    fn restore(&mut self, key: &Key, frame: &[u8]) -> Result<(), CheckpointError> {
+        let name = &key.name[..];
+        let mut args: Vec<Bytes> = Vec::new();
+        match key.kind {
+            Some(Kind::String) => {
+                // A string that expired between TYPE and GET reads as nil: nothing to copy.
+                let Some(value) = bulk(frame)? else { return Ok(()) };
+                args.extend([Bytes::from_static(b"SET"), key.name.clone(), value]);
+            }
+            Some(Kind::List) => {
+                args.extend([Bytes::from_static(b"RPUSH"), key.name.clone()]);
+                args.extend(bulk_array(frame)?);
+            }
+            Some(Kind::Hash) => {
+                args.extend([Bytes::from_static(b"HSET"), key.name.clone()]);
+                args.extend(bulk_array(frame)?);
+            }
+            Some(Kind::Set) => {
+                args.extend([Bytes::from_static(b"SADD"), key.name.clone()]);
+                args.extend(bulk_array(frame)?);
+            }
+            Some(Kind::ZSet) => {
+                args.extend([Bytes::from_static(b"ZADD"), key.name.clone()]);
+                // WITHSCORES answers member, score, ...; ZADD takes score, member, ...
+                let items = bulk_array(frame)?;
+                if items.len() % 2 != 0 {
+                    return Err(CheckpointError::Source("ZRANGE WITHSCORES gave an odd number of items".into()));
+                }
+                for pair in items.chunks(2) {
+                    args.push(pair[1].clone());
+                    args.push(pair[0].clone());
+                }
+            }
+            Some(Kind::None) | None => return Ok(()),
+        }
+        if args.len() <= 2 {
+            // An empty collection cannot exist in Redis; one read as empty vanished meanwhile.
+            return Ok(());
+        }
+        self.restores.push(encode_array(&args));
+        if let Some(ttl) = key.pttl.filter(|t| *t > 0) {
+            self.restores.push(encode_array(&[&b"PEXPIRE"[..], name, ttl.to_string().as_bytes()]));
+        }
+        Ok(())
+    }
+}
+
+fn malformed(what: &str) -> CheckpointError {
+    CheckpointError::Source(format!("expected {what}"))
+}
+
+/// A line's content: `+text\r\n`.
+fn simple(frame: &[u8]) -> Result<Vec<u8>, CheckpointError> {
+    match frame.split_first() {
+        Some((b'+', rest)) => Ok(rest.strip_suffix(b"\r\n").unwrap_or(rest).to_vec()),
+        _ => Err(malformed("a status reply")),
+    }
+}
+
+/// `:n\r\n`.
+fn integer(frame: &[u8]) -> Result<i64, CheckpointError> {
+    match frame.split_first() {
+        Some((b':', rest)) => std::str::from_utf8(rest.strip_suffix(b"\r\n").unwrap_or(rest))
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| malformed("an integer")),
+        _ => Err(malformed("an integer reply")),
+    }
+}
+
+/// One bulk string (`None` for nil) and where it ends.
+fn bulk_at(frame: &[u8], at: usize) -> Result<(Option<Bytes>, usize), CheckpointError> {
+    let bad = || malformed("a bulk string");
+    if frame.get(at) != Some(&b'$') {
+        return Err(bad());
+    }
+    let line = frame[at..].windows(2).position(|w| w == b"\r\n").ok_or_else(bad)? + at;
+    let len: i64 = std::str::from_utf8(&frame[at + 1..line]).ok().and_then(|t| t.parse().ok()).ok_or_else(bad)?;
+    if len < 0 {
+        return Ok((None, line + 2));
+    }
+    let body = line + 2;
+    let end = body + usize::try_from(len).map_err(|_| bad())?;
+    let value = frame.get(body..end).ok_or_else(bad)?;
+    Ok((Some(Bytes::copy_from_slice(value)), end + 2))
+}
+
+fn bulk(frame: &[u8]) -> Result<Option<Bytes>, CheckpointError> {
+    bulk_at(frame, 0).map(|(value, _)| value)
+}
+
+/// An array of bulk strings (RESP2's answer to KEYS, LRANGE, HGETALL, SMEMBERS, ZRANGE).
+fn bulk_array(frame: &[u8]) -> Result<Vec<Bytes>, CheckpointError> {
+    let bad = || malformed("an array of bulk strings");
+    if frame.first() != Some(&b'*') {
+        return Err(bad());
+    }
+    let line = frame.windows(2).position(|w| w == b"\r\n").ok_or_else(bad)?;
+    let count: i64 = std::str::from_utf8(&frame[1..line]).ok().and_then(|t| t.parse().ok()).ok_or_else(bad)?;
+    let mut items = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(1 << 16));
+    let mut at = line + 2;
+    for _ in 0..count.max(0) {
+        let (item, next) = bulk_at(frame, at)?;
+        items.push(item.ok_or_else(bad)?);
+        at = next;
+    }
+    Ok(items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reads(c: &mut RespCheckpoint) -> Vec<String> {
+        match c.next_reads() {
+            Reads::Batch(b) => b.iter().map(|r| String::from_utf8_lossy(r).replace("\r\n", " ")).collect(),
+            other => vec![format!("{other:?}")],
+        }
+    }
+
+    #[test]
+    fn copies_every_type_with_its_ttl() {
+        let mut c = RespCheckpoint::new(10);
+        assert_eq!(reads(&mut c), vec!["*2 $4 KEYS $1 * "]);
+        assert_eq!(c.next_reads(), Reads::Wait);
+        c.answer(b"*5\r\n$1\r\ns\r\n$1\r\nl\r\n$1\r\nh\r\n$2\r\nst\r\n$1\r\nz\r\n").expect("keys");
+        let meta = reads(&mut c);
+        assert_eq!(meta.len(), 10);
+        assert_eq!(meta[0], "*2 $4 TYPE $1 s ");
+        assert_eq!(meta[1], "*2 $4 PTTL $1 s ");
+        for (kind, ttl) in [("string", ":5000"), ("list", ":-1"), ("hash", ":-1"), ("set", ":-1"), ("zset", ":-1")] {
+            c.answer(format!("+{kind}\r\n").as_bytes()).expect("type");
+            c.answer(format!("{ttl}\r\n").as_bytes()).expect("ttl");
+        }
+        let values = reads(&mut c);
+        assert_eq!(values[0], "*2 $3 GET $1 s ");
+        assert_eq!(values[4], "*5 $6 ZRANGE $1 z $1 0 $2 -1 $10 WITHSCORES ");
+        assert_eq!(c.next_reads(), Reads::Done, "the last batch is out: the source may go on");
+        c.answer(b"$1\r\nv\r\n").expect("get");
+        c.answer(b"*2\r\n$1\r\na\r\n$1\r\nb\r\n").expect("lrange");
+        c.answer(b"*2\r\n$1\r\nf\r\n$1\r\nx\r\n").expect("hgetall");
+        c.answer(b"*1\r\n$1\r\nm\r\n").expect("smembers");
+        c.answer(b"*2\r\n$1\r\nm\r\n$3\r\n1.5\r\n").expect("zrange");
+        let restores: Vec<String> =
+            c.take_restores().iter().map(|r| String::from_utf8_lossy(r).replace("\r\n", " ")).collect();
+        assert_eq!(
+            restores,
+            vec![
+                "*3 $3 SET $1 s $1 v ",
+                "*3 $7 PEXPIRE $1 s $4 5000 ",
+                "*4 $5 RPUSH $1 l $1 a $1 b ",
+                "*4 $4 HSET $1 h $1 f $1 x ",
+                "*3 $4 SADD $2 st $1 m ",
+                "*4 $4 ZADD $1 z $3 1.5 $1 m ",
+            ]
+        );
+        assert!(c.is_complete());
+    }
+
+    #[test]
+    fn batches_keys_and_an_empty_keyspace_is_done_at_once() {
+        let mut c = RespCheckpoint::new(1);
+        reads(&mut c);
+        c.answer(b"*0\r\n").expect("keys");
+        assert_eq!(c.next_reads(), Reads::Done);
+        assert!(c.is_complete());
+
+        let mut c = RespCheckpoint::new(1);
+        reads(&mut c);
+        c.answer(b"*2\r\n$1\r\na\r\n$1\r\nb\r\n").expect("keys");
+        assert_eq!(reads(&mut c).len(), 2, "one key per batch");
+        c.answer(b"+string\r\n").expect("type");
+        c.answer(b":-1\r\n").expect("ttl");
+        assert_eq!(reads(&mut c), vec!["*2 $3 GET $1 a "]);
+        assert_eq!(c.next_reads(), Reads::Wait, "another key is left");
+        c.answer(b"$1\r\n1\r\n").expect("get");
+        assert_eq!(reads(&mut c).len(), 2);
+    }
+
+    #[test]
+    fn errors_and_unsupported_types_fail_the_copy() {
+        let mut c = RespCheckpoint::new(10);
+        reads(&mut c);
+        assert!(matches!(c.answer(b"-ERR unknown command 'KEYS'\r\n"), Err(CheckpointError::Source(_))));
+        let mut c = RespCheckpoint::new(10);
+        reads(&mut c);
+        c.answer(b"*1\r\n$1\r\nx\r\n").expect("keys");
+        reads(&mut c);
+        assert!(matches!(c.answer(b"+stream\r\n"), Err(CheckpointError::Unsupported(_))));
+    }
+}

@@ -1,0 +1,1361 @@
+//! The ordered core: one deterministic state machine that decides everything in ordered mode.
+//!
+//! It owns the frame vote ([`voter::FrameVoter`]), the requests in flight, the replay log, the
+//! state of every replica (voting, being rebuilt, out) and the flow control toward each. It
+//! does no I/O and reads no clock: the shell feeds it events and carries out its actions.
+//!
+//! Inputs:
+//! - [`order`](OrderedCore::order): a batch of requests in the global order, each with its
+//!   *origin* (host, session, request number) and an explicit first sequence number. On one
+//!   host the order comes from the local sessions; in D-RESH from the group's agreed delivery.
+//!   A request carries its origin rather than a channel, so a request ordered by another host
+//!   is executed and voted here and answered by nobody.
+//! - [`admitted`](OrderedCore::admitted), [`connected`](OrderedCore::connected),
+//!   [`connect_failed`](OrderedCore::connect_failed), [`closed`](OrderedCore::closed): a
+//!   replica's incarnations and its connection;
+//! - [`response`](OrderedCore::response): one response frame of one replica (with digests);
+//! - [`written`](OrderedCore::written): bytes the shell wrote to a replica's socket;
+//! - [`tick`](OrderedCore::tick): time passes; [`fence`](OrderedCore::fence): stop serving.
+//!
+//! Outputs ([`Action`], taken with [`poll_action`](OrderedCore::poll_action)): connect to or
+//! drop a replica, bytes to write to a replica, the answer for a request's origin (in the
+//! order of the requests), faults, and notes for the log.
+//!
+//! The rules it keeps:
+//! - **Only divergence is a fault.** A request every replica is slow on waits (its client gets
+//!   the agreed answer, or an error after `request_timeout`), and nobody is late: lateness is
+//!   measured from the moment a quorum answered. A request on which a quorum of replicas closes
+//!   its connection is the service refusing it: its client gets an error, it leaves the replay
+//!   log, and the replicas whose process still runs are reconnected and go on after it.
+//! - **Bounded**: at most `max_outstanding` requests between the slowest voting replica's next
+//!   answer and the newest sent (a slower replica sets the pace instead of being blamed);
+//!   at most `max_queued_bytes` handed to the shell for one replica and not yet written; at
+//!   most `max_held_bytes` of requests and answers held ([`room`](OrderedCore::room) tells the
+//!   order source when to wait).
+//! - **Rebuilding always converges**: a new incarnation of a replica is rebuilt outside the
+//!   service's flow control, with its own pace and a progress timeout: by replaying the log
+//!   from the start (a fresh process while the log reaches back to the start), or by a
+//!   *checkpoint*: its state emptied, a voting replica's state copied at one point of the
+//!   order (that replica's stream held still meanwhile), then the log from that point. It joins
+//!   the vote once it has caught up with the requests the core still holds.
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use voter::{Digest, FaultKind, FrameConfig, FrameOutcome, FrameVoter, Vote};
+
+use super::log::ReplayLog;
+use crate::codec::{AnswerError, Checkpoint, Codec, FrameDigest, Reads};
+
+/// The largest single write handed to the shell for one replica.
+const MAX_WRITE: usize = 256 * 1024;
+
+/// Where a request came from: the host that holds the client's connection, the session, and
+/// the request's number in that session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Origin {
+    /// The host (0 on a single host).
+    pub host: u32,
+    /// The session on that host.
+    pub session: u64,
+    /// The request's number within the session.
+    pub request: u64,
+}
+
+/// One request of a batch.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// Who asked.
+    pub origin: Origin,
+    /// The request as every replica gets it.
+    pub bytes: Bytes,
+    /// Whether it may change state (kept in the replay log).
+    pub logged: bool,
+}
+
+/// One response frame of one replica, as the shell framed it.
+#[derive(Clone, Debug)]
+pub struct Frame {
+    /// The frame; `None` if it was larger than resh keeps (it was digested as it came).
+    pub bytes: Option<Bytes>,
+    /// Its length.
+    pub len: u64,
+    /// Its digests.
+    pub digest: FrameDigest,
+}
+
+/// The answer for a request's origin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// The agreed response.
+    Frame(Bytes),
+    /// resh's own error instead.
+    Error(AnswerError),
+}
+
+/// A replica's place, as configured.
+#[derive(Clone, Debug)]
+pub struct ReplicaConfig {
+    /// Its name.
+    pub name: Arc<str>,
+    /// Reached by address: resh cannot restart it, so its state after a reconnection is unknown.
+    pub address: bool,
+}
+
+/// The core's parameters.
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    /// The replicas.
+    pub replicas: Vec<ReplicaConfig>,
+    /// Identical answers needed.
+    pub quorum: usize,
+    /// How long a replica may trail the quorum (voting) or make no progress (being rebuilt).
+    pub lag_timeout: Duration,
+    /// How long a client waits for its request's agreed answer before it gets an error.
+    pub request_timeout: Duration,
+    /// The flow-control window in requests.
+    pub max_outstanding: usize,
+    /// Bytes handed to the shell for one replica and not yet written.
+    pub max_queued_bytes: usize,
+    /// Request and answer bytes the core holds before the order source must wait.
+    pub max_held_bytes: usize,
+    /// The replay log's bound.
+    pub log_max_bytes: usize,
+    /// The largest answer passed on (for the error that says so).
+    pub max_frame_bytes: usize,
+    /// How long to wait before retrying what failed for resh's own reasons (a connect without
+    /// file descriptors, a rebuild without a source).
+    pub retry_delay: Duration,
+}
+
+/// Why the configuration was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CoreConfigError(pub voter::ConfigError);
+
+impl fmt::Display for CoreConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "frame vote: {}", self.0)
+    }
+}
+
+impl std::error::Error for CoreConfigError {}
+
+/// Why an ordered batch was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OrderError {
+    /// The batch does not continue the order (a gap or a repeat).
+    OutOfOrder {
+        /// The sequence number expected.
+        expected: u64,
+        /// The batch's first.
+        got: u64,
+    },
+}
+
+impl fmt::Display for OrderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OrderError::OutOfOrder { expected, got } => {
+                write!(f, "batch starts at sequence number {got}, expected {expected}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for OrderError {}
+
+/// What the shell must do.
+#[derive(Clone, Debug)]
+pub enum Action {
+    /// Connect to `replica`'s incarnation `incarnation` (replacing any connection it has).
+    Connect {
+        /// The replica.
+        replica: usize,
+        /// Its incarnation.
+        incarnation: u64,
+    },
+    /// Drop `replica`'s connection.
+    Disconnect {
+        /// The replica.
+        replica: usize,
+    },
+    /// Write these bytes to `replica`'s connection, after what was written before.
+    Write {
+        /// The replica.
+        replica: usize,
+        /// Its incarnation.
+        incarnation: u64,
+        /// The bytes.
+        bytes: Bytes,
+    },
+    /// The answer to request `seq`, for `origin`. Answers come in the order of the requests.
+    Reply {
+        /// Who asked.
+        origin: Origin,
+        /// The request's sequence number.
+        seq: u64,
+        /// The answer.
+        answer: Answer,
+        /// A minority failed or differed: the answer was masked rather than unanimous.
+        masked: bool,
+        /// How long the request waited from being ordered to its answer.
+        waited: Duration,
+    },
+    /// A replica is faulty.
+    Fault {
+        /// The replica.
+        replica: usize,
+        /// The incarnation it was found in.
+        incarnation: u64,
+        /// The request number it was found at.
+        seq: u64,
+        /// What.
+        kind: FaultKind,
+    },
+    /// Something worth a line in the log.
+    Note(Note),
+}
+
+/// Events of the replicas' life in the core, for the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Note {
+    /// A replica votes (again) from request `seq` on.
+    Joined {
+        /// The replica.
+        replica: usize,
+        /// From where.
+        seq: u64,
+        /// Whether it was rebuilt first.
+        rebuilt: bool,
+    },
+    /// A replica is being rebuilt.
+    Rebuilding {
+        /// The replica.
+        replica: usize,
+        /// How.
+        how: String,
+    },
+    /// A rebuild could not go on; it is retried.
+    RebuildFailed {
+        /// The replica.
+        replica: usize,
+        /// Why.
+        why: String,
+    },
+    /// A replica reconnected after the service closed its connection and goes on.
+    Resumed {
+        /// The replica.
+        replica: usize,
+        /// From which request.
+        seq: u64,
+    },
+    /// Every replica closed its connection on request `seq`: it is refused and not replayed.
+    Refused {
+        /// The request.
+        seq: u64,
+    },
+    /// A connection could not be made for resh's own reasons (e.g. no file descriptors).
+    ConnectDelayed {
+        /// The replica.
+        replica: usize,
+        /// Why.
+        why: String,
+    },
+}
+
+/// A replica as `/status` shows it in ordered mode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaView {
+    /// `voting`, `syncing`, `out` or `down`.
+    pub state: &'static str,
+    /// Why it is out, or how it is being rebuilt.
+    pub detail: Option<String>,
+    /// Rebuild progress: requests (or keys) done and to do.
+    pub progress: Option<(u64, u64)>,
+    /// The incarnation the core works with (0: none yet).
+    pub incarnation: u64,
+}
+
+/// What a replica's next answers are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expect {
+    /// Votes on ordered requests (the voter knows which).
+    Votes(u64),
+    /// Answers to discard (a replay); `check`: an error among them fails the rebuild.
+    Discard { left: u64, check: bool },
+    /// Answers to a checkpoint's reads (this replica is a source).
+    Reads(u64),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Link {
+    Down,
+    Connecting,
+    Up,
+    /// Connect again at this time (after a failure that was resh's, not the replica's).
+    RetryAt(Duration),
+}
+
+#[derive(Debug)]
+enum Role {
+    /// Not in the vote and not being rebuilt.
+    Out { why: String, retry_at: Option<Duration> },
+    /// Being rebuilt.
+    Syncing(Box<Sync>),
+    /// In the vote.
+    Voting,
+}
+
+#[derive(Debug)]
+struct Sync {
+    phase: SyncPhase,
+    /// Every logged request below this was written to it (or is in its checkpoint).
+    cursor: u64,
+    /// When it started (for the note) and when it last answered anything.
+    last_progress: Duration,
+    /// Answers received during the rebuild (for `/status`).
+    answered: u64,
+}
+
+#[derive(Debug)]
+enum SyncPhase {
+    /// Waits for its connection.
+    Connecting,
+    /// Replays the log from `cursor`.
+    Replay,
+    /// Needs a checkpoint; waits for a voting replica to take it from.
+    AwaitSource,
+    /// Gets a checkpoint from `source` taken at request `at`; the reset request was sent
+    /// (`reset_sent`).
+    Restore { source: usize, at: u64, checkpoint: Box<dyn Checkpoint>, reset_sent: bool },
+}
+
+#[derive(Debug)]
+struct Replica {
+    name: Arc<str>,
+    address: bool,
+    /// The incarnation the core works with; 0: none yet.
+    incarnation: u64,
+    link: Link,
+    /// Bytes handed to the shell and not yet written.
+    queued: usize,
+    role: Role,
+    expect: VecDeque<Expect>,
+    /// Voting: the next request to write.
+    sent: u64,
+    /// Voting: it closed its connection and voted `Closed` on this request.
+    closed_at: Option<u64>,
+    /// ...and its process was gone then.
+    closed_gone: bool,
+    /// It is the source of a checkpoint for this replica; `reads_done`: every read was sent.
+    source_for: Option<(usize, bool)>,
+    /// When it last answered anything (a checkpoint source is timed by it).
+    last_answer: Duration,
+}
+
+impl Replica {
+    fn is_voting(&self) -> bool {
+        matches!(self.role, Role::Voting)
+    }
+}
+
+/// A request the core holds: until it is answered to its origin and every voting replica
+/// answered it.
+#[derive(Debug)]
+struct Held {
+    origin: Origin,
+    /// The batch buffer it is part of, and where: runs of one batch are written as one slice.
+    batch: Bytes,
+    start: usize,
+    len: usize,
+    ordered_at: Duration,
+    outcome: Option<FrameOutcome>,
+    masked: bool,
+    replied: bool,
+}
+
+/// The ordered core. See the module documentation.
+pub struct OrderedCore {
+    config: CoreConfig,
+    codec: Arc<dyn Codec>,
+    voter: FrameVoter,
+    replicas: Vec<Replica>,
+    /// Requests from `held_base` on.
+    held: VecDeque<Held>,
+    /// Frames of the held requests: `replicas.len()` per request.
+    frames: VecDeque<Option<Frame>>,
+    held_base: u64,
+    held_bytes: usize,
+    /// The next request to answer to its origin.
+    release: u64,
+    log: ReplayLog,
+    actions: VecDeque<Action>,
+    fenced: bool,
+}
+
+impl fmt::Debug for OrderedCore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OrderedCore")
+            .field("next_seq", &self.voter.next_seq())
+            .field("held", &self.held.len())
+            .field("held_bytes", &self.held_bytes)
+            .field("replicas", &self.replicas)
+            .finish()
+    }
+}
+
+impl OrderedCore {
+    /// A core whose first request will be `first_seq`, with no replica yet.
+    pub fn new(config: CoreConfig, codec: Arc<dyn Codec>, first_seq: u64) -> Result<OrderedCore, CoreConfigError> {
+        let frame =
+            FrameConfig { replicas: config.replicas.len(), quorum: config.quorum, lag_timeout: config.lag_timeout };
+        let voter = FrameVoter::starting_at(frame, first_seq).map_err(CoreConfigError)?;
+        let replicas = config
+            .replicas
+            .iter()
+            .map(|r| Replica {
+                name: Arc::clone(&r.name),
+                address: r.address,
+                incarnation: 0,
+                link: Link::Down,
+                queued: 0,
+                role: Role::Out { why: "not started yet".into(), retry_at: None },
+                expect: VecDeque::new(),
+                sent: first_seq,
+                closed_at: None,
+                closed_gone: false,
+                source_for: None,
+                last_answer: Duration::ZERO,
+            })
+            .collect();
+        Ok(OrderedCore {
+            log: ReplayLog::new(config.log_max_bytes),
+            config,
+            codec,
+            voter,
+            replicas,
+            held: VecDeque::new(),
+            frames: VecDeque::new(),
+            held_base: first_seq,
+            held_bytes: 0,
+            release: first_seq,
+            actions: VecDeque::new(),
+            fenced: false,
+        })
+    }
+
+    /// The next action for the shell.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// The sequence number the next ordered request must have.
+    pub fn next_seq(&self) -> u64 {
+        self.voter.next_seq()
+    }
+
+    /// Whether requests can be executed now: enough replicas vote and the host is not fenced.
+    /// The order source answers requests itself while this is false ([`AnswerError::NoQuorum`]).
+    pub fn can_serve(&self) -> bool {
+        !self.fenced && self.voter.live_count() >= self.config.quorum
+    }
+
+    /// Whether the order source may order more now: the core holds less than its byte budget
+    /// and fewer than `max_outstanding` requests wait to be sent.
+    pub fn room(&self) -> bool {
+        self.held_bytes < self.config.max_held_bytes && self.unsent() < self.config.max_outstanding as u64
+    }
+
+    /// Request and answer bytes held.
+    pub fn held_bytes(&self) -> usize {
+        self.held_bytes
+    }
+
+    /// Requests ordered and not yet written to the slowest voting replica that is not paused.
+    fn unsent(&self) -> u64 {
+        let next = self.voter.next_seq();
+        self.replicas
+            .iter()
+            .filter(|r| r.is_voting() && r.source_for.is_none())
+            .map(|r| next.saturating_sub(r.sent))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// How replica `r` is doing, for `/status`.
+    pub fn view(&self, r: usize) -> Option<ReplicaView> {
+        let replica = self.replicas.get(r)?;
+        let next = self.voter.next_seq();
+        let (state, detail, progress) = match &replica.role {
+            Role::Voting => (
+                "voting",
+                replica.source_for.map(|(t, _)| format!("copying its state to {}", self.replicas[t].name)),
+                None,
+            ),
+            Role::Out { why, .. } if replica.incarnation == 0 => ("down", Some(why.clone()), None),
+            Role::Out { why, .. } => ("out", Some(why.clone()), None),
+            Role::Syncing(sync) => {
+                let detail = match &sync.phase {
+                    SyncPhase::Connecting => "connecting".to_string(),
+                    SyncPhase::Replay => format!("replaying the log from request {}", sync.cursor),
+                    SyncPhase::AwaitSource => "waiting for a voting replica to copy the state from".to_string(),
+                    SyncPhase::Restore { source, at, .. } => {
+                        format!("copying the state of {} at request {at}", self.replicas[*source].name)
+                    }
+                };
+                ("syncing", Some(detail), Some((sync.cursor.min(next), next)))
+            }
+        };
+        Some(ReplicaView { state, detail, progress, incarnation: replica.incarnation })
+    }
+
+    // ----- inputs -----
+
+    /// Requests in the global order, the first numbered `first_seq`.
+    pub fn order(&mut self, first_seq: u64, batch: Vec<Request>, now: Duration) -> Result<(), OrderError> {
+        let expected = self.voter.next_seq();
+        if first_seq != expected {
+            return Err(OrderError::OutOfOrder { expected, got: first_seq });
+        }
+        let mut joined = BytesMut::with_capacity(batch.iter().map(|r| r.bytes.len()).sum());
+        for request in &batch {
+            joined.extend_from_slice(&request.bytes);
+        }
+        let joined = joined.freeze();
+        let n = self.replicas.len();
+        let mut at = 0;
+        for request in batch {
+            let seq = self.voter.submit(now);
+            let len = request.bytes.len();
+            if request.logged {
+                self.log.push(seq, request.bytes);
+            }
+            self.held.push_back(Held {
+                origin: request.origin,
+                batch: joined.clone(),
+                start: at,
+                len,
+                ordered_at: now,
+                outcome: None,
+                masked: false,
+                replied: false,
+            });
+            self.held_bytes += len;
+            self.frames.extend(std::iter::repeat_n(None, n));
+            at += len;
+            if self.fenced {
+                self.reply_error(seq, AnswerError::Fenced, now);
+            }
+        }
+        self.settle(now);
+        Ok(())
+    }
+
+    /// The supervisor admits `replica`'s incarnation `incarnation` (it accepts connections).
+    pub fn admitted(&mut self, r: usize, incarnation: u64, now: Duration) {
+        let Some(replica) = self.replicas.get(r) else { return };
+        if incarnation <= replica.incarnation {
+            return;
+        }
+        // A newer incarnation replaces whatever the old one was doing; if the old one still
+        // votes, its process was replaced behind the vote's back: it crashed.
+        if self.voter.is_live(r) {
+            self.voter.fail(r, now);
+            self.absorb_voter(now);
+        }
+        self.abandon(r, now);
+        let replica = &mut self.replicas[r];
+        if replica.link != Link::Down {
+            self.actions.push_back(Action::Disconnect { replica: r });
+        }
+        replica.incarnation = incarnation;
+        replica.expect.clear();
+        replica.queued = 0;
+        replica.closed_at = None;
+        replica.closed_gone = false;
+        replica.source_for = None;
+        replica.role =
+            Role::Syncing(Box::new(Sync { phase: SyncPhase::Connecting, cursor: 0, last_progress: now, answered: 0 }));
+        replica.link = Link::Connecting;
+        self.actions.push_back(Action::Connect { replica: r, incarnation });
+        self.settle(now);
+    }
+
+    /// The shell connected to `replica`'s incarnation `incarnation`.
+    pub fn connected(&mut self, r: usize, incarnation: u64, now: Duration) {
+        let Some(replica) = self.replicas.get_mut(r).filter(|x| x.incarnation == incarnation) else { return };
+        if replica.link != Link::Connecting {
+            return;
+        }
+        replica.link = Link::Up;
+        replica.queued = 0;
+        replica.last_answer = now;
+        let mut rebuild = false;
+        match &mut replica.role {
+            Role::Voting => {
+                // Back after the service closed its connection (on a request every replica
+                // refused, or idle): it goes on with the request it owes next.
+                let seq = self.voter.next_answer(r).unwrap_or(replica.sent);
+                replica.sent = seq;
+                replica.expect.clear();
+                self.voter.resume(r, now);
+                self.actions.push_back(Action::Note(Note::Resumed { replica: r, seq }));
+            }
+            Role::Syncing(sync) => {
+                sync.last_progress = now;
+                rebuild = matches!(sync.phase, SyncPhase::Connecting);
+            }
+            Role::Out { .. } => {}
+        }
+        if rebuild {
+            self.start_rebuild(r, now);
+        }
+        self.settle(now);
+    }
+
+    /// The shell could not connect to `replica`'s incarnation `incarnation`. `resh_exhausted`:
+    /// for resh's own reasons (no file descriptors or memory): not the replica's fault, retried.
+    pub fn connect_failed(&mut self, r: usize, incarnation: u64, resh_exhausted: bool, why: &str, now: Duration) {
+        let Some(replica) = self.replicas.get_mut(r).filter(|x| x.incarnation == incarnation) else { return };
+        if resh_exhausted {
+            replica.link = Link::RetryAt(now + self.config.retry_delay);
+            self.actions.push_back(Action::Note(Note::ConnectDelayed { replica: r, why: why.to_string() }));
+            return;
+        }
+        replica.link = Link::Down;
+        self.replica_failed(r, FaultKind::Crashed, now);
+        self.settle(now);
+    }
+
+    /// `replica`'s connection ended: it closed it (`process_gone`: its process ended too), or
+    /// its output could not be framed (`malformed`, with the digest of what was there).
+    pub fn closed(&mut self, r: usize, incarnation: u64, process_gone: bool, malformed: Option<Digest>, now: Duration) {
+        let Some(replica) = self.replicas.get_mut(r).filter(|x| x.incarnation == incarnation) else { return };
+        if matches!(replica.link, Link::Down) {
+            return;
+        }
+        replica.link = Link::Down;
+        replica.queued = 0;
+        if let Some(observed) = malformed {
+            self.replica_failed(r, FaultKind::Diverged { expected: voter::fault::digest(b""), observed }, now);
+            self.settle(now);
+            return;
+        }
+        if !replica.is_voting() {
+            if matches!(replica.role, Role::Syncing(_)) {
+                self.replica_failed(r, FaultKind::Crashed, now);
+            }
+            self.settle(now);
+            return;
+        }
+        match replica.expect.front().copied() {
+            Some(Expect::Votes(_)) => {
+                // Closing is this replica's answer to the request it owes: if a quorum closes
+                // alike, the service refused the request; if the quorum answered, this replica
+                // closed early.
+                replica.closed_gone = process_gone;
+                replica.expect.clear();
+                if let Some(seq) = self.voter.response(r, Vote::Closed, now) {
+                    if let Some(replica) = self.replicas.get_mut(r) {
+                        replica.closed_at = Some(seq);
+                    }
+                }
+            }
+            None if !process_gone && !replica.address => {
+                // An idle connection closed by a process that still runs (a server-side idle
+                // timeout): its state is intact, it simply reconnects.
+                replica.link = Link::Connecting;
+                self.actions.push_back(Action::Connect { replica: r, incarnation });
+            }
+            // Mid-checkpoint, mid-replay, or an address replica (or a dead process) with
+            // nothing outstanding: its state cannot be trusted to go on from here.
+            _ => self.replica_failed(r, FaultKind::Crashed, now),
+        }
+        self.settle(now);
+    }
+
+    /// `replica` answered: its next response frame.
+    pub fn response(&mut self, r: usize, incarnation: u64, frame: Frame, now: Duration) {
+        let Some(replica) = self.replicas.get_mut(r).filter(|x| x.incarnation == incarnation) else { return };
+        if replica.link != Link::Up {
+            return;
+        }
+        replica.last_answer = now;
+        if let Role::Syncing(sync) = &mut replica.role {
+            sync.last_progress = now;
+            sync.answered += 1;
+        }
+        let expect = replica.expect.front_mut().map(|e| {
+            let taken = *e;
+            match e {
+                Expect::Votes(n) | Expect::Discard { left: n, .. } | Expect::Reads(n) => *n -= 1,
+            }
+            taken
+        });
+        if let Some(Expect::Votes(0) | Expect::Discard { left: 0, .. } | Expect::Reads(0)) = replica.expect.front() {
+            replica.expect.pop_front();
+        }
+        match expect {
+            Some(Expect::Votes(_)) | None => {
+                if let Some(seq) = self.voter.response(r, Vote::Frame(frame.digest.vote), now) {
+                    self.store_frame(seq, r, frame);
+                } else if expect.is_none() && !self.voter.is_live(r) {
+                    // More answers than it was sent, from a replica not in the vote.
+                    let observed = frame.digest.exact;
+                    self.replica_failed(r, FaultKind::Diverged { expected: voter::fault::digest(b""), observed }, now);
+                }
+            }
+            Some(Expect::Discard { check, .. }) => {
+                let is_error = frame.digest.error || frame.bytes.as_deref().is_some_and(|b| self.codec.is_error(b));
+                if check && is_error {
+                    let text = frame.bytes.as_deref().map(|b| String::from_utf8_lossy(b).trim_end().to_string());
+                    let why = format!("it refused a restore request: {}", text.unwrap_or_default());
+                    self.rebuild_failed(r, &why, now);
+                }
+            }
+            Some(Expect::Reads(_)) => self.checkpoint_answer(r, frame, now),
+        }
+        self.settle(now);
+    }
+
+    /// The shell wrote `bytes` of what it was given for `replica`.
+    pub fn written(&mut self, r: usize, incarnation: u64, bytes: usize, now: Duration) {
+        let Some(replica) = self.replicas.get_mut(r).filter(|x| x.incarnation == incarnation) else { return };
+        replica.queued = replica.queued.saturating_sub(bytes);
+        self.settle(now);
+    }
+
+    /// Applies the timeouts and retries due by `now`.
+    pub fn tick(&mut self, now: Duration) {
+        self.voter.tick(now);
+        // Requests whose clients waited `request_timeout`, oldest first.
+        while let Some(held) = self.held.get((self.release - self.held_base) as usize) {
+            if held.replied || held.outcome.is_some() || now < held.ordered_at + self.config.request_timeout {
+                break;
+            }
+            let limit_ms = self.config.request_timeout.as_millis() as u64;
+            self.reply_error(self.release, AnswerError::TimedOut { limit_ms }, now);
+            self.release_in_order(now);
+        }
+        for r in 0..self.replicas.len() {
+            // A rebuild that makes no progress: the replica takes requests and answers none.
+            let stalled = match &self.replicas[r].role {
+                Role::Syncing(sync) => {
+                    !self.replicas[r].expect.is_empty() && now >= sync.last_progress + self.config.lag_timeout
+                }
+                _ => false,
+            };
+            if stalled {
+                let behind = self.voter.next_seq().saturating_sub(self.sync_cursor(r));
+                self.replica_failed(r, FaultKind::Late { behind }, now);
+            }
+            // A checkpoint source is not timed by the vote while it copies; by its reads here.
+            let replica = &self.replicas[r];
+            if replica.source_for.is_some()
+                && replica.expect.iter().any(|e| matches!(e, Expect::Reads(_)))
+                && now >= replica.last_answer + self.config.lag_timeout
+            {
+                let behind = self.voter.next_seq().saturating_sub(self.voter.next_answer(r).unwrap_or(0));
+                self.replica_failed(r, FaultKind::Late { behind }, now);
+            }
+            if let Link::RetryAt(at) = self.replicas[r].link {
+                if now >= at {
+                    let replica = &mut self.replicas[r];
+                    replica.link = Link::Connecting;
+                    self.actions.push_back(Action::Connect { replica: r, incarnation: replica.incarnation });
+                }
+            }
+            if let Role::Out { retry_at: Some(at), .. } = self.replicas[r].role {
+                if now >= at && self.replicas[r].incarnation > 0 {
+                    self.restart_rebuild(r, now);
+                }
+            }
+        }
+        self.settle(now);
+    }
+
+    /// The earliest time at which [`tick`](Self::tick) may change something.
+    pub fn next_deadline(&self) -> Option<Duration> {
+        let mut best = self.voter.next_deadline();
+        let mut consider = |t: Duration| best = Some(best.map_or(t, |b: Duration| b.min(t)));
+        if let Some(held) = self.held.get((self.release - self.held_base) as usize) {
+            if !held.replied && held.outcome.is_none() {
+                consider(held.ordered_at + self.config.request_timeout);
+            }
+        }
+        for replica in &self.replicas {
+            match &replica.role {
+                Role::Syncing(sync) if !replica.expect.is_empty() => {
+                    consider(sync.last_progress + self.config.lag_timeout)
+                }
+                Role::Out { retry_at: Some(at), .. } => consider(*at),
+                _ => {}
+            }
+            if replica.source_for.is_some() && replica.expect.iter().any(|e| matches!(e, Expect::Reads(_))) {
+                consider(replica.last_answer + self.config.lag_timeout);
+            }
+            if let Link::RetryAt(at) = replica.link {
+                consider(at);
+            }
+        }
+        best
+    }
+
+    /// Stops serving: every request not answered yet gets an error, and so does every request
+    /// ordered from now on.
+    pub fn fence(&mut self, now: Duration) {
+        self.fenced = true;
+        for seq in self.release..self.voter.next_seq() {
+            self.reply_error(seq, AnswerError::Fenced, now);
+        }
+        self.settle(now);
+    }
+
+    // ----- internals -----
+
+    /// Brings everything up to date after an input: faults, decisions, answers, writes, the
+    /// requests no longer needed.
+    fn settle(&mut self, now: Duration) {
+        self.absorb_voter(now);
+        self.release_in_order(now);
+        for r in 0..self.replicas.len() {
+            self.find_source(r, now);
+        }
+        for r in 0..self.replicas.len() {
+            self.pump(r, now);
+        }
+        self.absorb_voter(now);
+        self.release_in_order(now);
+        self.drop_done();
+    }
+
+    /// Takes the voter's faults (the replicas go out) and decisions.
+    fn absorb_voter(&mut self, now: Duration) {
+        loop {
+            let mut changed = false;
+            for fault in self.voter.take_faults() {
+                changed = true;
+                let r = fault.replica;
+                let incarnation = self.replicas[r].incarnation;
+                self.actions.push_back(Action::Fault {
+                    replica: r,
+                    incarnation,
+                    seq: fault.offset,
+                    kind: fault.kind.clone(),
+                });
+                if let Some(seq) = self.replicas[r].closed_at {
+                    self.mark_masked(seq);
+                }
+                self.mark_masked(fault.offset);
+                self.take_out(r, format!("faulty: {}", fault.kind.name()), now);
+            }
+            while let Some(decision) = self.voter.take_decision() {
+                changed = true;
+                self.decided(decision.seq, decision.outcome, decision.masked, now);
+            }
+            if !changed {
+                break;
+            }
+        }
+    }
+
+    fn mark_masked(&mut self, seq: u64) {
+        if let Some(held) = seq.checked_sub(self.held_base).and_then(|i| self.held.get_mut(i as usize)) {
+            held.masked = true;
+        }
+    }
+
+    /// The voter decided request `seq`.
+    fn decided(&mut self, seq: u64, outcome: FrameOutcome, masked: bool, now: Duration) {
+        if let FrameOutcome::Release { vote: Vote::Closed, .. } = outcome {
+            // The service refused the request: not replayed, and the replicas that closed go on
+            // after it (or, if their process ended, are restarted and rebuilt).
+            self.log.remove(seq);
+            self.actions.push_back(Action::Note(Note::Refused { seq }));
+            for r in 0..self.replicas.len() {
+                if self.replicas[r].closed_at != Some(seq) || !self.replicas[r].is_voting() {
+                    continue;
+                }
+                self.replicas[r].closed_at = None;
+                if self.replicas[r].closed_gone {
+                    self.voter.leave(r, now);
+                    self.take_out(r, "its process ended on a request every replica refused".into(), now);
+                } else {
+                    self.voter.pause(r);
+                    let replica = &mut self.replicas[r];
+                    replica.link = Link::Connecting;
+                    self.actions.push_back(Action::Connect { replica: r, incarnation: replica.incarnation });
+                }
+            }
+        }
+        if let Some(held) = seq.checked_sub(self.held_base).and_then(|i| self.held.get_mut(i as usize)) {
+            held.outcome = Some(outcome);
+            held.masked |= masked;
+        }
+    }
+
+    /// Answers, in request order, every request that is decided.
+    fn release_in_order(&mut self, now: Duration) {
+        let n = self.replicas.len();
+        while let Some(index) = self.release.checked_sub(self.held_base).map(|i| i as usize) {
+            let Some(held) = self.held.get(index) else { break };
+            if held.replied {
+                self.release += 1;
+                continue;
+            }
+            let Some(outcome) = held.outcome else { break };
+            let answer = match outcome {
+                FrameOutcome::Undecidable => Answer::Error(AnswerError::Undecidable),
+                FrameOutcome::Release { vote: Vote::Closed, .. } => Answer::Error(AnswerError::ClosedByService),
+                FrameOutcome::Release { replica, .. } => self.agreed_answer(index, replica),
+            };
+            let held = &mut self.held[index];
+            held.replied = true;
+            let (origin, masked, waited) = (held.origin, held.masked, now.saturating_sub(held.ordered_at));
+            // The answer is out: the frames are no longer needed.
+            for frame in self.frames.range_mut(index * n..(index + 1) * n) {
+                if let Some(f) = frame.take() {
+                    self.held_bytes -= f.bytes.map_or(0, |b| b.len());
+                }
+            }
+            self.actions.push_back(Action::Reply { origin, seq: self.release, answer, masked, waited });
+            self.release += 1;
+        }
+    }
+
+    /// The answer to release for held request `index`, whose quorum includes `replica`.
+    fn agreed_answer(&self, index: usize, replica: usize) -> Answer {
+        let n = self.replicas.len();
+        let frames: Vec<Option<&Frame>> = self.frames.range(index * n..(index + 1) * n).map(Option::as_ref).collect();
+        let Some(chosen) = frames.get(replica).copied().flatten() else {
+            // The voter released a frame the core does not have: never guess.
+            return Answer::Error(AnswerError::Undecidable);
+        };
+        let Some(bytes) = chosen.bytes.clone() else {
+            return Answer::Error(AnswerError::TooLarge { len: chosen.len, limit: self.config.max_frame_bytes as u64 });
+        };
+        if !chosen.digest.error {
+            return Answer::Frame(bytes);
+        }
+        // An error: voted by class. Release a text a quorum produced byte for byte, or resh's
+        // own text of that class.
+        let agreeing: Vec<&Frame> =
+            frames.iter().flatten().filter(|f| f.digest.vote == chosen.digest.vote).copied().collect();
+        for candidate in &agreeing {
+            let same = agreeing.iter().filter(|f| f.digest.exact == candidate.digest.exact).count();
+            if same >= self.config.quorum {
+                if let Some(bytes) = &candidate.bytes {
+                    return Answer::Frame(bytes.clone());
+                }
+            }
+        }
+        Answer::Frame(self.codec.canonical_error(&bytes))
+    }
+
+    fn reply_error(&mut self, seq: u64, error: AnswerError, now: Duration) {
+        let Some(held) = seq.checked_sub(self.held_base).and_then(|i| self.held.get_mut(i as usize)) else { return };
+        if held.replied {
+            return;
+        }
+        held.replied = true;
+        let (origin, masked, waited) = (held.origin, held.masked, now.saturating_sub(held.ordered_at));
+        self.actions.push_back(Action::Reply { origin, seq, answer: Answer::Error(error), masked, waited });
+    }
+
+    fn store_frame(&mut self, seq: u64, r: usize, frame: Frame) {
+        let n = self.replicas.len();
+        let Some(index) = seq.checked_sub(self.held_base).map(|i| i as usize) else { return };
+        if self.held.get(index).is_none_or(|h| h.replied) {
+            return;
+        }
+        if let Some(slot) = self.frames.get_mut(index * n + r) {
+            self.held_bytes += frame.bytes.as_ref().map_or(0, |b| b.len());
+            if let Some(old) = slot.replace(frame) {
+                self.held_bytes -= old.bytes.map_or(0, |b| b.len());
+            }
+        }
+    }
+
+    /// Forgets the requests at the front that are answered and no voting replica still owes.
+    fn drop_done(&mut self) {
+        let n = self.replicas.len();
+        let keep_from = self.voter.base().min(self.release);
+        while self.held_base < keep_from {
+            let Some(held) = self.held.pop_front() else { break };
+            self.held_bytes -= held.len;
+            for frame in self.frames.drain(..n.min(self.frames.len())).flatten() {
+                self.held_bytes -= frame.bytes.map_or(0, |b| b.len());
+            }
+            self.held_base += 1;
+        }
+    }
+
+    /// Hands the shell what replica `r` may be sent now.
+    fn pump(&mut self, r: usize, now: Duration) {
+        if self.replicas[r].link != Link::Up || self.fenced {
+            return;
+        }
+        if let Some((target, false)) = self.replicas[r].source_for {
+            self.pump_reads(r, target, now);
+            return;
+        }
+        match &self.replicas[r].role {
+            Role::Voting => self.pump_requests(r),
+            Role::Syncing(_) => self.pump_sync(r, now),
+            Role::Out { .. } => {}
+        }
+    }
+
+    /// Writes ordered requests to voting replica `r`, as far as the window and its queue allow.
+    fn pump_requests(&mut self, r: usize) {
+        let window_base = self
+            .replicas
+            .iter()
+            .enumerate()
+            .filter(|(_, x)| x.is_voting() && x.source_for.is_none() && x.closed_at.is_none())
+            .filter_map(|(i, _)| self.voter.next_answer(i))
+            .min()
+            .unwrap_or(self.voter.next_seq());
+        let limit = self.voter.next_seq().min(window_base.saturating_add(self.config.max_outstanding as u64));
+        let incarnation = self.replicas[r].incarnation;
+        while self.replicas[r].sent < limit && self.replicas[r].queued < self.config.max_queued_bytes {
+            let from = self.replicas[r].sent;
+            let Some(first) = from.checked_sub(self.held_base).and_then(|i| self.held.get(i as usize)) else { break };
+            // A run of requests of one batch is one slice of the batch's buffer: no copy.
+            let (batch, start) = (first.batch.clone(), first.start);
+            let mut end = first.start + first.len;
+            let mut count = 1;
+            while from + count < limit && end - start < MAX_WRITE {
+                match self.held.get((from + count - self.held_base) as usize) {
+                    Some(next) if next.batch.as_ptr() == batch.as_ptr() && next.start == end => {
+                        end += next.len;
+                        count += 1;
+                    }
+                    _ => break,
+                }
+            }
+            let replica = &mut self.replicas[r];
+            replica.sent += count;
+            replica.queued += end - start;
+            push_expect(&mut replica.expect, Expect::Votes(count));
+            self.actions.push_back(Action::Write { replica: r, incarnation, bytes: batch.slice(start..end) });
+        }
+    }
+
+    /// Feeds replica `r`, which is being rebuilt.
+    fn pump_sync(&mut self, r: usize, now: Duration) {
+        let incarnation = self.replicas[r].incarnation;
+        let next_seq = self.voter.next_seq();
+        let Self { replicas, actions, codec, log, config, held_base, .. } = self;
+        let replica = &mut replicas[r];
+        let Role::Syncing(sync) = &mut replica.role else { return };
+        let join_at = match &mut sync.phase {
+            SyncPhase::Connecting | SyncPhase::AwaitSource => return,
+            SyncPhase::Restore { checkpoint, reset_sent, at, .. } => {
+                if !*reset_sent {
+                    *reset_sent = true;
+                    if let Some(reset) = codec.reset_request() {
+                        replica.queued += reset.len();
+                        push_expect(&mut replica.expect, Expect::Discard { left: 1, check: true });
+                        actions.push_back(Action::Write { replica: r, incarnation, bytes: reset });
+                    }
+                }
+                let restores = checkpoint.take_restores();
+                if !restores.is_empty() {
+                    let mut bytes = BytesMut::with_capacity(restores.iter().map(Bytes::len).sum());
+                    for restore in &restores {
+                        bytes.extend_from_slice(restore);
+                    }
+                    replica.queued += bytes.len();
+                    push_expect(&mut replica.expect, Expect::Discard { left: restores.len() as u64, check: true });
+                    actions.push_back(Action::Write { replica: r, incarnation, bytes: bytes.freeze() });
+                }
+                if !checkpoint.is_complete() {
+                    return;
+                }
+                // The checkpoint is the state at `at`: the log goes on from there.
+                let at = *at;
+                sync.cursor = at;
+                sync.phase = SyncPhase::Replay;
+                let how = format!("state copied; replaying the log from request {at}");
+                actions.push_back(Action::Note(Note::Rebuilding { replica: r, how }));
+                None
+            }
+            SyncPhase::Replay => None,
+        };
+        let mut join_at = join_at;
+        if let SyncPhase::Replay = sync.phase {
+            loop {
+                // Caught up with what the core still holds: it joins the vote there.
+                if sync.cursor >= *held_base {
+                    join_at = Some(sync.cursor.min(next_seq));
+                    break;
+                }
+                if replica.queued >= config.max_queued_bytes {
+                    break;
+                }
+                let Some(chunk) = log.chunk(sync.cursor, next_seq, MAX_WRITE) else {
+                    let why = format!("the replay log no longer reaches back to request {}", sync.cursor);
+                    self.rebuild_failed(r, &why, now);
+                    return;
+                };
+                sync.cursor = chunk.next;
+                if chunk.count > 0 {
+                    replica.queued += chunk.bytes.len();
+                    push_expect(&mut replica.expect, Expect::Discard { left: chunk.count, check: false });
+                    actions.push_back(Action::Write { replica: r, incarnation, bytes: chunk.bytes });
+                }
+            }
+        }
+        if let Some(seq) = join_at {
+            self.join(r, seq, now);
+            self.pump(r, now);
+        }
+    }
+
+    /// Sends checkpoint reads to `source` for `target`, as fast as the target takes restores.
+    fn pump_reads(&mut self, source: usize, target: usize, now: Duration) {
+        let target_busy = self.replicas[target].queued >= self.config.max_queued_bytes;
+        let incarnation = self.replicas[source].incarnation;
+        let Role::Syncing(sync) = &mut self.replicas[target].role else { return };
+        let SyncPhase::Restore { checkpoint, .. } = &mut sync.phase else { return };
+        if target_busy {
+            return;
+        }
+        match checkpoint.next_reads() {
+            Reads::Batch(reads) => {
+                let mut bytes = BytesMut::with_capacity(reads.iter().map(Bytes::len).sum());
+                for read in &reads {
+                    bytes.extend_from_slice(read);
+                }
+                let replica = &mut self.replicas[source];
+                replica.queued += bytes.len();
+                push_expect(&mut replica.expect, Expect::Reads(reads.len() as u64));
+                self.actions.push_back(Action::Write { replica: source, incarnation, bytes: bytes.freeze() });
+            }
+            Reads::Wait => {}
+            Reads::Done => {
+                // Every read is written: the source's ordered stream goes on behind them.
+                self.replicas[source].source_for = Some((target, true));
+                self.pump_requests(source);
+                if !self.replicas[source].expect.iter().any(|e| matches!(e, Expect::Reads(_))) {
+                    self.end_source(source, now);
+                }
+            }
+        }
+    }
+
+    /// Source `r` answered a checkpoint read.
+    fn checkpoint_answer(&mut self, source: usize, frame: Frame, now: Duration) {
+        let Some((target, _)) = self.replicas[source].source_for else { return };
+        let result = match &mut self.replicas[target].role {
+            Role::Syncing(sync) => match &mut sync.phase {
+                SyncPhase::Restore { checkpoint, .. } => match frame.bytes.as_deref() {
+                    Some(bytes) => checkpoint.answer(bytes).map_err(|e| e.to_string()),
+                    None => Err(format!("a value of {} bytes is larger than ordered.max_frame_bytes", frame.len)),
+                },
+                _ => Ok(()),
+            },
+            _ => Ok(()),
+        };
+        let reads_done = self.replicas[source].source_for.is_some_and(|(_, done)| done);
+        if reads_done && !self.replicas[source].expect.iter().any(|e| matches!(e, Expect::Reads(_))) {
+            // The source answered its last read: it answers ordered requests again.
+            self.end_source(source, now);
+        }
+        if let Err(why) = result {
+            self.rebuild_failed(target, &format!("copying the state failed: {why}"), now);
+        }
+    }
+
+    /// Replica `r` is no longer a checkpoint source.
+    fn end_source(&mut self, r: usize, now: Duration) {
+        if self.replicas[r].source_for.take().is_some() && self.voter.is_live(r) {
+            self.voter.resume(r, now);
+        }
+    }
+
+    /// Begins rebuilding replica `r` (connected, new incarnation).
+    fn start_rebuild(&mut self, r: usize, now: Duration) {
+        let next = self.voter.next_seq();
+        let replica = &self.replicas[r];
+        let Role::Syncing(_) = &replica.role else { return };
+        if !self.log.logged_anything() {
+            // Nothing has changed any replica's state yet: it is as the others are.
+            self.join(r, next, now);
+            return;
+        }
+        let replay = !replica.address && self.log.covers_from() == 0;
+        let phase = if replay {
+            self.actions.push_back(Action::Note(Note::Rebuilding {
+                replica: r,
+                how: "replaying the log from the start".into(),
+            }));
+            SyncPhase::Replay
+        } else if self.codec.checkpoint().is_some() {
+            SyncPhase::AwaitSource
+        } else {
+            let why = "cannot rebuild it: the replay log no longer reaches back to the start and the protocol cannot copy state";
+            self.take_out_retry(r, why.into(), now);
+            return;
+        };
+        if let Role::Syncing(sync) = &mut self.replicas[r].role {
+            sync.phase = phase;
+            sync.cursor = 0;
+            sync.last_progress = now;
+        }
+        self.find_source(r, now);
+    }
+
+    /// Starts a checkpoint for replica `r` if it waits for one and a source is free.
+    fn find_source(&mut self, target: usize, now: Duration) {
+        let waiting =
+            matches!(&self.replicas[target].role, Role::Syncing(s) if matches!(s.phase, SyncPhase::AwaitSource));
+        if !waiting || self.replicas[target].link != Link::Up {
+            return;
+        }
+        // A voting replica that is connected and not busy: the one furthest along.
+        let source = (0..self.replicas.len())
+            .filter(|&s| {
+                let x = &self.replicas[s];
+                s != target && x.is_voting() && x.link == Link::Up && x.source_for.is_none() && x.closed_at.is_none()
+            })
+            .max_by_key(|&s| self.voter.next_answer(s).unwrap_or(0));
+        let Some(source) = source else { return };
+        let Some(checkpoint) = self.codec.checkpoint() else { return };
+        let at = self.replicas[source].sent;
+        self.replicas[source].source_for = Some((target, false));
+        self.voter.pause(source);
+        let (name, target_name) = (Arc::clone(&self.replicas[source].name), Arc::clone(&self.replicas[target].name));
+        if let Role::Syncing(sync) = &mut self.replicas[target].role {
+            sync.phase = SyncPhase::Restore { source, at, checkpoint, reset_sent: false };
+            sync.last_progress = now;
+        }
+        let how = format!("copying the state of {name} at request {at} to {target_name}");
+        self.actions.push_back(Action::Note(Note::Rebuilding { replica: target, how }));
+    }
+
+    /// Replica `r` joins the vote at request `seq`.
+    fn join(&mut self, r: usize, seq: u64, now: Duration) {
+        let rebuilt = self.log.logged_anything();
+        let replica = &mut self.replicas[r];
+        replica.role = Role::Voting;
+        replica.sent = seq;
+        replica.closed_at = None;
+        self.voter.join_at(r, seq, now);
+        self.actions.push_back(Action::Note(Note::Joined { replica: r, seq, rebuilt }));
+        // Others may have waited for it: a source, say.
+        for t in 0..self.replicas.len() {
+            self.find_source(t, now);
+        }
+    }
+
+    /// Replica `r` is faulty: out of the vote (the voter reports voting replicas' faults).
+    fn replica_failed(&mut self, r: usize, kind: FaultKind, now: Duration) {
+        if self.voter.is_live(r) {
+            self.voter.exclude_for(r, kind, now);
+            return; // settle() reports it and takes it out
+        }
+        if matches!(self.replicas[r].role, Role::Out { .. }) {
+            return;
+        }
+        let seq = self.sync_cursor(r);
+        let incarnation = self.replicas[r].incarnation;
+        self.actions.push_back(Action::Fault { replica: r, incarnation, seq, kind: kind.clone() });
+        self.take_out(r, format!("faulty: {}", kind.name()), now);
+    }
+
+    fn sync_cursor(&self, r: usize) -> u64 {
+        match &self.replicas[r].role {
+            Role::Syncing(sync) => sync.cursor,
+            _ => self.voter.next_answer(r).unwrap_or(0),
+        }
+    }
+
+    /// A rebuild could not go on for a reason that is not the replica's: try again later.
+    fn rebuild_failed(&mut self, r: usize, why: &str, now: Duration) {
+        self.actions.push_back(Action::Note(Note::RebuildFailed { replica: r, why: why.to_string() }));
+        self.take_out_retry(r, format!("rebuild failed: {why}"), now);
+    }
+
+    fn take_out_retry(&mut self, r: usize, why: String, now: Duration) {
+        self.take_out(r, why, now);
+        if let Role::Out { retry_at, .. } = &mut self.replicas[r].role {
+            *retry_at = Some(now + self.config.retry_delay);
+        }
+    }
+
+    /// Takes replica `r` out of everything it takes part in, and drops its connection.
+    fn take_out(&mut self, r: usize, why: String, now: Duration) {
+        if self.voter.is_live(r) {
+            self.voter.leave(r, now);
+        }
+        self.abandon(r, now);
+        let replica = &mut self.replicas[r];
+        replica.role = Role::Out { why, retry_at: None };
+        replica.expect.clear();
+        replica.closed_at = None;
+        if replica.link != Link::Down {
+            replica.link = Link::Down;
+            replica.queued = 0;
+            self.actions.push_back(Action::Disconnect { replica: r });
+        }
+    }
+
+    /// Ends whatever checkpoint replica `r` takes part in, as source or target.
+    fn abandon(&mut self, r: usize, now: Duration) {
+        if let Some((target, _)) = self.replicas[r].source_for.take() {
+            // The target needs a new source (and a new reset: it got part of a copy).
+            if let Role::Syncing(sync) = &mut self.replicas[target].role {
+                if matches!(sync.phase, SyncPhase::Restore { .. }) {
+                    sync.phase = SyncPhase::AwaitSource;
+                    self.replicas[target].expect.retain(|e| !matches!(e, Expect::Discard { check: true, .. }));
+                }
+            }
+        }
+        let source = match &self.replicas[r].role {
+            Role::Syncing(sync) => match &sync.phase {
+                SyncPhase::Restore { source, .. } => Some(*source),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(source) = source {
+            // The source stops copying; reads already sent are still answered and discarded.
+            if self.replicas[source].source_for.is_some_and(|(t, _)| t == r) {
+                for e in self.replicas[source].expect.iter_mut() {
+                    if let Expect::Reads(n) = *e {
+                        *e = Expect::Discard { left: n, check: false };
+                    }
+                }
+                self.replicas[source].source_for = None;
+                if self.voter.is_live(source) {
+                    self.voter.resume(source, now);
+                }
+            }
+        }
+    }
+
+    /// Starts a failed rebuild of replica `r`'s current incarnation again.
+    fn restart_rebuild(&mut self, r: usize, now: Duration) {
+        let replica = &mut self.replicas[r];
+        replica.expect.clear();
+        replica.role =
+            Role::Syncing(Box::new(Sync { phase: SyncPhase::Connecting, cursor: 0, last_progress: now, answered: 0 }));
+        replica.link = Link::Connecting;
+        replica.queued = 0;
+        self.actions.push_back(Action::Connect { replica: r, incarnation: replica.incarnation });
+    }
+}
+
+/// Appends an expectation, merging it into the last one when they are alike.
+fn push_expect(queue: &mut VecDeque<Expect>, expect: Expect) {
+    match (queue.back_mut(), expect) {
+        (Some(Expect::Votes(n)), Expect::Votes(m)) => *n += m,
+        (Some(Expect::Reads(n)), Expect::Reads(m)) => *n += m,
+        (Some(Expect::Discard { left, check }), Expect::Discard { left: m, check: c }) if *check == c => *left += m,
+        _ => queue.push_back(expect),
+    }
+}

@@ -1,0 +1,156 @@
+//! The replay log: the state-changing requests of the global order, each with its sequence
+//! number, for rebuilding a replica without stopping the others.
+//!
+//! It is bounded by bytes: when it is full, the oldest entries go, and the log then covers the
+//! order only from some sequence number on ([`ReplayLog::covers_from`]). A replica whose state
+//! is known at a point the log still covers (a fresh process while the log reaches back to the
+//! start; a replica rebuilt by a checkpoint at a recent point) catches up by replaying the log
+//! from there. A request that every replica refused (closed on) is taken out again: it changed
+//! nothing and must not be replayed.
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct ReplayLog {
+    /// `(seq, request)`, in order; `None` for a request taken out again.
+    entries: VecDeque<(u64, Option<Bytes>)>,
+    bytes: usize,
+    max_bytes: usize,
+    /// Every logged request with a sequence number from here on is in `entries`.
+    covered_from: u64,
+    /// How many requests were ever logged.
+    logged_ever: u64,
+}
+
+impl ReplayLog {
+    /// An empty log of at most `max_bytes` bytes of requests.
+    pub fn new(max_bytes: usize) -> ReplayLog {
+        ReplayLog { entries: VecDeque::new(), bytes: 0, max_bytes, covered_from: 0, logged_ever: 0 }
+    }
+
+    /// Records request `seq`; drops the oldest entries while the log is over its bound.
+    pub fn push(&mut self, seq: u64, request: Bytes) {
+        self.logged_ever += 1;
+        self.bytes += request.len();
+        self.entries.push_back((seq, Some(request)));
+        while self.bytes > self.max_bytes {
+            let Some((old, request)) = self.entries.pop_front() else { break };
+            self.bytes -= request.map_or(0, |r| r.len());
+            self.covered_from = old + 1;
+        }
+    }
+
+    /// Takes request `seq` out again (the service refused it: it must not be replayed).
+    pub fn remove(&mut self, seq: u64) {
+        if let Ok(i) = self.entries.binary_search_by_key(&seq, |(s, _)| *s) {
+            if let Some(request) = self.entries[i].1.take() {
+                self.bytes -= request.len();
+            }
+        }
+    }
+
+    /// From which sequence number on the log holds every logged request.
+    pub fn covers_from(&self) -> u64 {
+        self.covered_from
+    }
+
+    /// Whether any request was ever logged: until then every replica's state is the initial
+    /// one.
+    pub fn logged_anything(&self) -> bool {
+        self.logged_ever > 0
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The logged requests with sequence numbers in `from..to`, concatenated, up to about
+    /// `max_bytes` (at least one request); with how many there are and the sequence number
+    /// after the last one taken (`to` once none is left below it). `None` if the log no longer
+    /// covers `from`.
+    pub fn chunk(&self, from: u64, to: u64, max_bytes: usize) -> Option<Chunk> {
+        if from < self.covered_from {
+            return None;
+        }
+        let start = self.entries.partition_point(|(s, _)| *s < from);
+        let mut bytes = BytesMut::new();
+        let mut count = 0;
+        let mut next = to;
+        for (seq, request) in self.entries.range(start..) {
+            if *seq >= to {
+                break;
+            }
+            if count > 0 && bytes.len() >= max_bytes {
+                next = *seq;
+                break;
+            }
+            if let Some(request) = request {
+                bytes.extend_from_slice(request);
+                count += 1;
+            }
+        }
+        Some(Chunk { bytes: bytes.freeze(), count, next })
+    }
+}
+
+/// Part of the log, for one replica catching up.
+#[derive(Debug)]
+pub struct Chunk {
+    /// The requests, concatenated.
+    pub bytes: Bytes,
+    /// How many.
+    pub count: u64,
+    /// Where the next chunk starts.
+    pub next: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(n: u8) -> Bytes {
+        Bytes::from(vec![n; 10])
+    }
+
+    #[test]
+    fn chunks_follow_the_order_and_stop_at_the_bound() {
+        let mut log = ReplayLog::new(1000);
+        for seq in [0, 2, 5, 9] {
+            log.push(seq, req(seq as u8));
+        }
+        let c = log.chunk(0, 10, 15).expect("covered");
+        assert_eq!((c.count, c.next, c.bytes.len()), (2, 5, 20));
+        let c = log.chunk(5, 10, 1000).expect("covered");
+        assert_eq!((c.count, c.next), (2, 10));
+        let c = log.chunk(3, 9, 1000).expect("covered");
+        assert_eq!((c.count, c.next), (1, 9));
+    }
+
+    #[test]
+    fn a_full_log_forgets_its_oldest_entries_and_says_so() {
+        let mut log = ReplayLog::new(25);
+        assert!(!log.logged_anything());
+        for seq in 0..4 {
+            log.push(seq, req(seq as u8));
+        }
+        assert!(log.logged_anything());
+        assert_eq!(log.covers_from(), 2);
+        assert!(log.chunk(1, 10, 100).is_none());
+        assert_eq!(log.chunk(2, 10, 100).expect("covered").count, 2);
+    }
+
+    #[test]
+    fn a_removed_request_is_not_replayed() {
+        let mut log = ReplayLog::new(1000);
+        for seq in 0..3 {
+            log.push(seq, req(seq as u8));
+        }
+        log.remove(1);
+        let c = log.chunk(0, 3, 1000).expect("covered");
+        assert_eq!((c.count, c.bytes.len()), (2, 20));
+        assert_eq!(log.bytes(), 20);
+    }
+}
