@@ -68,7 +68,7 @@ impl Auth {
                 }
                 Auth { token }
             }
-            Err((key, reason)) => {
+            Err(crate::config::Problem { key, reason }) => {
                 // Validated at startup; the file may have gone since. Fail closed.
                 error!(key, reason, "admin: cannot read the token; mutating endpoints are disabled");
                 Auth { token: None }
