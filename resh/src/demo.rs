@@ -29,6 +29,8 @@ use netdomain::codec::{Codec, ProtocolError};
 use netdomain::config::{Config, ConfigError};
 use netdomain::{InProcessError, Running};
 
+use crate::error::FileError;
+
 /// The Python version's source, carried in the binary so the demo runs from anywhere.
 const KV_PY: &str = include_str!("../../demo/kv.py");
 
@@ -50,16 +52,8 @@ pub struct DemoOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
     /// The system: a file or directory of the demo could not be made.
-    #[error("cannot {what} {}: {error}", .path.display())]
-    File {
-        /// `create` or `write`.
-        what: &'static str,
-        /// The file or directory.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        error: io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] FileError),
     /// The system: the running resh executable cannot be found.
     #[error("cannot find the resh binary: {0}")]
     CurrentExe(#[source] io::Error),
@@ -184,7 +178,7 @@ struct Tally {
 /// Runs the demo; `Ok(true)` when everything it shows held.
 pub async fn run(options: DemoOptions) -> Result<bool, DemoError> {
     let work = std::env::temp_dir().join(format!("resh-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&work).map_err(|error| DemoError::File { what: "create", path: work.clone(), error })?;
+    std::fs::create_dir_all(&work).map_err(FileError::on("create", &work))?;
     let result = run_in(&options, &work).await;
     let _ = std::fs::remove_dir_all(&work);
     result
@@ -344,7 +338,7 @@ fn demo_config(work: &Path) -> Result<Config, DemoError> {
         return Err(DemoError::NoPython);
     }
     let kv_py = work.join("kv.py");
-    std::fs::write(&kv_py, KV_PY).map_err(|error| DemoError::File { what: "write", path: kv_py.clone(), error })?;
+    std::fs::write(&kv_py, KV_PY).map_err(FileError::on("write", &kv_py))?;
     let fired = work.join("bug-fired");
     let quote = |p: &Path| format!("{:?}", p.display().to_string());
     let third = if on_path("redis-server") {

@@ -15,6 +15,8 @@ use clap::builder::PossibleValuesParser;
 use clap::Args;
 use replicas::inject::{InjectKind, InjectRequest, InvalidField, MemRegion, UnknownName};
 
+use crate::error::FileError;
+
 /// `resh inject` arguments.
 #[derive(Args, Debug, Clone)]
 #[command(after_long_help = "\
@@ -105,17 +107,6 @@ pub enum RequestError {
     Option(#[from] InvalidField),
 }
 
-/// `--token-file` could not be read (the user's input, or the system).
-#[derive(Debug, thiserror::Error)]
-#[error("--token-file: cannot read {}: {error}", .path.display())]
-pub struct TokenFileError {
-    /// The file.
-    pub path: PathBuf,
-    /// The OS error.
-    #[source]
-    pub error: io::Error,
-}
-
 /// Why an exchange with the admin API failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PostError {
@@ -169,9 +160,9 @@ pub enum InjectCommandError {
     /// The arguments make no request.
     #[error(transparent)]
     Request(#[from] RequestError),
-    /// The token file cannot be read.
-    #[error(transparent)]
-    Token(#[from] TokenFileError),
+    /// The user's `--token-file` cannot be read.
+    #[error("--token-file: {0}")]
+    TokenFile(#[source] FileError),
     /// resh itself: the request does not encode as JSON.
     #[error("cannot encode the request: {0}")]
     Encode(#[from] serde_json::Error),
@@ -200,12 +191,12 @@ impl InjectArgs {
         Ok(request)
     }
 
-    fn token(&self) -> Result<Option<String>, TokenFileError> {
+    fn token(&self) -> Result<Option<String>, FileError> {
         match (&self.token, &self.token_file) {
             (Some(t), _) => Ok(Some(t.trim().to_string())),
             (None, Some(path)) => std::fs::read_to_string(path)
                 .map(|t| Some(t.trim_end().to_string()))
-                .map_err(|error| TokenFileError { path: path.clone(), error }),
+                .map_err(FileError::on("read", path)),
             (None, None) => Ok(None),
         }
     }
@@ -213,7 +204,7 @@ impl InjectArgs {
     /// Sends the request these arguments describe; returns the status code and the body.
     pub fn exchange(&self) -> Result<(u16, String), InjectCommandError> {
         let request = self.request()?;
-        let token = self.token()?;
+        let token = self.token().map_err(InjectCommandError::TokenFile)?;
         let body = serde_json::to_string(&request)?;
         let wait = Duration::from_millis(request.wait_ms.unwrap_or(0));
         Ok(post(&self.admin, "/inject", token.as_deref(), &body, wait + Duration::from_secs(10))?)

@@ -10,10 +10,16 @@
 //!   instances ([`netdomain::run_until`]), classified against a golden run, with reports.
 //! - [`bench`]: `resh bench`: throughput, latency, CPU and memory of resh against the service
 //!   alone and HAProxy, with real processes.
+//! - [`error`]: errors the tools share ([`error::FileError`]).
+//!
+//! Every fallible operation returns an error enum of its own (thiserror) whose variants say
+//! whose the problem is: the user's input or configuration, a replica or process, the system,
+//! or resh itself. Only `src/main.rs` and the commands' `main` functions turn them into text.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod bench;
 pub mod campaign;
 pub mod demo;
+pub mod error;
 pub mod inject;

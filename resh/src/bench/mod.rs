@@ -35,6 +35,7 @@ use serde::Serialize;
 
 use self::load::{LoadError, LoadSpec, RequestFailure, Workload};
 use self::procs::{Proc, ProcError, ReshProc};
+use crate::error::FileError;
 
 /// `resh bench` arguments.
 #[derive(Args, Debug, Clone)]
@@ -210,14 +211,8 @@ pub enum BenchError {
     #[error("{} not found next to resh: build the services with `cargo build --release`", .0.display())]
     MissingService(PathBuf),
     /// The system: the bench's directory could not be made.
-    #[error("cannot create {}: {error}", .path.display())]
-    CreateDir {
-        /// The directory.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        error: io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] FileError),
     /// The system: the load generator's runtime could not be started.
     #[error("cannot start the runtime: {0}")]
     Runtime(#[source] io::Error),
@@ -392,7 +387,7 @@ fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         notes.push("haproxy not found: target haproxy skipped (install it with `apt-get install haproxy`)".into());
     }
     let dir = std::env::temp_dir().join(format!("resh-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|error| BenchError::CreateDir { path: dir.clone(), error })?;
+    std::fs::create_dir_all(&dir).map_err(FileError::on("create", &dir))?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(BenchError::Runtime)?;
     let env = Env { bins: &bins, dir: &dir, threads, runtime: &runtime };
 
@@ -723,7 +718,7 @@ fn start_resh(
 
 /// Writes a configuration file of a process the bench starts.
 fn write_config(path: &Path, text: String) -> Result<(), ProcError> {
-    std::fs::write(path, text).map_err(|error| ProcError::File { what: "write", path: path.to_path_buf(), error })
+    Ok(std::fs::write(path, text).map_err(FileError::on("write", path))?)
 }
 
 /// Idle sessions opened at once before a short pause.

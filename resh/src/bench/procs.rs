@@ -11,6 +11,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::error::FileError;
+
 /// Clock ticks per second of `/proc/PID/stat` times (`USER_HZ`, 100 on every Linux port that
 /// resh runs on).
 const USER_HZ: f64 = 100.0;
@@ -54,16 +56,8 @@ pub fn stop_children_on_signal() {
 #[derive(Debug, thiserror::Error)]
 pub enum ProcError {
     /// The system: a log or configuration file could not be made.
-    #[error("cannot {what} {}: {error}", .path.display())]
-    File {
-        /// What was being done (`create`, `write`).
-        what: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        error: io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] FileError),
     /// The system (or a program that is not installed): the process could not be started.
     #[error("cannot start {name}: {error}")]
     Spawn {
@@ -132,11 +126,7 @@ impl Proc {
     /// Starts `command` with its output going to `log` (a file in the bench's directory).
     pub fn spawn(name: &str, command: &mut Command, log: &Path) -> Result<Proc, ProcError> {
         let log_file = create_log(log)?;
-        let err_file = log_file.try_clone().map_err(|error| ProcError::File {
-            what: "share the handle of",
-            path: log.to_path_buf(),
-            error,
-        })?;
+        let err_file = log_file.try_clone().map_err(FileError::on("share the handle of", log))?;
         let child = command
             .stdin(Stdio::null())
             .stdout(log_file)
@@ -175,7 +165,7 @@ impl Drop for Proc {
 
 /// Creates the file a child's output goes to.
 fn create_log(path: &Path) -> Result<std::fs::File, ProcError> {
-    std::fs::File::create(path).map_err(|error| ProcError::File { what: "create", path: path.to_path_buf(), error })
+    Ok(std::fs::File::create(path).map_err(FileError::on("create", path))?)
 }
 
 /// Stops a child process and reaps it: SIGTERM (which lets resh stop its replicas), up to 5 s

@@ -34,6 +34,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 pub use self::config::CampaignConfig;
 pub use self::report::PlotError;
 pub use self::runner::{ExperimentRecord, GoldenError, Runner, SessionSummary, SetupError};
+use crate::error::FileError;
 use netdomain::config::ConfigError;
 
 /// `resh campaign` arguments.
@@ -67,15 +68,9 @@ pub enum CampaignError {
     /// The user's campaign file is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The system: a report file could not be written.
-    #[error("{}: {error}", .path.display())]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        error: std::io::Error,
-    },
+    /// The system: the report directory or a report file could not be written.
+    #[error(transparent)]
+    File(#[from] FileError),
     /// resh or the service could not be set up for an experiment.
     #[error("experiment: {0}")]
     Experiment(#[from] SetupError),
@@ -109,13 +104,9 @@ pub async fn run(
     progress: bool,
 ) -> Result<Report, CampaignError> {
     let began = Instant::now();
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |error| CampaignError::Io { path, error }
-    };
-    std::fs::create_dir_all(out).map_err(io(out))?;
+    std::fs::create_dir_all(out).map_err(FileError::on("create", out))?;
     let jsonl_path = out.join("experiments.jsonl");
-    let mut jsonl = BufWriter::new(File::create(&jsonl_path).map_err(io(&jsonl_path))?);
+    let mut jsonl = BufWriter::new(File::create(&jsonl_path).map_err(FileError::on("create", &jsonl_path))?);
     let the_plan = plan::plan(config);
     let runner = Runner::new(config, bindir);
     let total = (config.experiments + 1) * config.replicas.len();
@@ -144,7 +135,7 @@ pub async fn run(
             bar.set_message(format!("N={n}: #{} {}", injection.experiment, injection.kind));
             let record = runner.experiment(n, &golden, injection).await?;
             let line = serde_json::to_string(&record).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
-            writeln!(jsonl, "{line}").and_then(|()| jsonl.flush()).map_err(io(&jsonl_path))?;
+            writeln!(jsonl, "{line}").and_then(|()| jsonl.flush()).map_err(FileError::on("write", &jsonl_path))?;
             records.push(record);
             bar.inc(1);
         }
@@ -164,7 +155,7 @@ pub async fn run(
         [("summary.csv", report::summary_csv(config, &records)), ("summary.md", summary.clone()), ("outcomes.svg", svg)]
     {
         let path = out.join(name);
-        std::fs::write(&path, text).map_err(io(&path))?;
+        std::fs::write(&path, text).map_err(FileError::on("write", &path))?;
     }
     Ok(Report { records, dir: out.to_path_buf(), summary, runtime })
 }
