@@ -7,7 +7,8 @@
 //! - [`ordered`]: ordered mode: the sequencer that puts every session's requests in one
 //!   global order for all replicas, the frame vote, replay to rejoining replicas.
 //! - [`stream`]: stream mode: one client session, fan-out of client bytes to every replica,
-//!   the stream vote on their output (the pure [`voter`] crate), release of agreed bytes.
+//!   the stream vote on their output (the pure [`voter`] crate), release of agreed bytes; a
+//!   sans-I/O session core ([`stream::session`]) and the tokio shell that drives it.
 //! - [`fault`]: fault events (replica name, position in bytes or requests) and the one sink
 //!   both modes report them to: log, metrics, supervisor.
 //! - [`metrics`]: counters, the vote latency histogram, recent faults.

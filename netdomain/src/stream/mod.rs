@@ -33,6 +33,8 @@
 //!    (RST) and nothing unverified is released; so is a session that ends (idle, or a client that
 //!    took nothing) with output the client has not fully got, since a FIN could pass for the end
 //!    of a complete answer.
+pub mod session;
+
 use std::cell::RefCell;
 use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
