@@ -250,7 +250,8 @@ impl FrameVoter {
         }
     }
 
-    /// Ends a pause: `replica` is late for nothing before `now + lag_timeout`.
+    /// Ends a pause (or, after it voted `Closed`, its reconnection): `replica` is late for
+    /// nothing before `now + lag_timeout`.
     pub fn resume(&mut self, replica: usize, now: Duration) {
         if let Some(lane) = self.lanes.get_mut(replica) {
             lane.paused = false;

@@ -287,6 +287,8 @@ enum Expect {
     Discard { left: u64, check: bool },
     /// Answers to a checkpoint's reads (this replica is a source).
     Reads(u64),
+    /// Answers to replayed log entries (their sequence numbers are in `replay_seqs`).
+    Replay(u64),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -327,9 +329,16 @@ enum SyncPhase {
     Replay,
     /// Needs a checkpoint; waits for a voting replica to take it from.
     AwaitSource,
-    /// Gets a checkpoint from `source` taken at request `at`; the reset request was sent
-    /// (`reset_sent`).
-    Restore { source: usize, at: u64, checkpoint: Box<dyn Checkpoint>, reset_sent: bool },
+    /// Gets a checkpoint taken at request `at` from `sources` (a quorum of voting replicas,
+    /// held still at `at`, whose answers to every read must agree); the reset request was sent
+    /// (`reset_sent`). `answers[k]`: source `k`'s answers not yet compared.
+    Restore {
+        sources: Vec<usize>,
+        at: u64,
+        checkpoint: Box<dyn Checkpoint>,
+        reset_sent: bool,
+        answers: Vec<VecDeque<Bytes>>,
+    },
 }
 
 #[derive(Debug)]
@@ -353,6 +362,10 @@ struct Replica {
     source_for: Option<(usize, bool)>,
     /// When it last answered anything (a checkpoint source is timed by it).
     last_answer: Duration,
+    /// A newer incarnation the supervisor admitted, waiting for the old one's last vote.
+    next_incarnation: Option<u64>,
+    /// The sequence numbers of the log entries replayed to it and not answered yet.
+    replay_seqs: VecDeque<u64>,
 }
 
 impl Replica {
@@ -428,6 +441,8 @@ impl OrderedCore {
                 closed_gone: false,
                 source_for: None,
                 last_answer: Duration::ZERO,
+                next_incarnation: None,
+                replay_seqs: VecDeque::new(),
             })
             .collect();
         Ok(OrderedCore {
@@ -468,6 +483,11 @@ impl OrderedCore {
         self.held_bytes < self.config.max_held_bytes && self.unsent() < self.config.max_outstanding as u64
     }
 
+    /// From which request on the replay log holds every logged request (0: from the start).
+    pub fn replay_covers_from(&self) -> u64 {
+        self.log.covers_from()
+    }
+
     /// Request and answer bytes held.
     pub fn held_bytes(&self) -> usize {
         self.held_bytes
@@ -500,9 +520,16 @@ impl OrderedCore {
                 let detail = match &sync.phase {
                     SyncPhase::Connecting => "connecting".to_string(),
                     SyncPhase::Replay => format!("replaying the log from request {}", sync.cursor),
-                    SyncPhase::AwaitSource => "waiting for a voting replica to copy the state from".to_string(),
-                    SyncPhase::Restore { source, at, .. } => {
-                        format!("copying the state of {} at request {at}", self.replicas[*source].name)
+                    SyncPhase::AwaitSource if self.voter.live_count() == 0 => "no replica votes to copy the state from, and the replay log no longer reaches back to the start: the service's state is lost (restart resh to start empty)".to_string(),
+                    SyncPhase::AwaitSource if self.voter.live_count() < self.config.quorum => format!(
+                        "waiting for a quorum of voting replicas ({} of {}) to copy a state they agree on from; resh does not copy a state no quorum vouches for",
+                        self.voter.live_count(),
+                        self.config.quorum
+                    ),
+                    SyncPhase::AwaitSource => "waiting for a quorum of voting replicas to copy the state from".to_string(),
+                    SyncPhase::Restore { sources, at, .. } => {
+                        let names: Vec<&str> = sources.iter().map(|s| &*self.replicas[*s].name).collect();
+                        format!("copying the state of {} at request {at}", names.join(" and "))
                     }
                 };
                 ("syncing", Some(detail), Some((sync.cursor.min(next), next)))
@@ -555,10 +582,24 @@ impl OrderedCore {
 
     /// The supervisor admits `replica`'s incarnation `incarnation` (it accepts connections).
     pub fn admitted(&mut self, r: usize, incarnation: u64, now: Duration) {
-        let Some(replica) = self.replicas.get(r) else { return };
-        if incarnation <= replica.incarnation {
+        let Some(replica) = self.replicas.get_mut(r) else { return };
+        if incarnation <= replica.incarnation || replica.next_incarnation.is_some_and(|n| n >= incarnation) {
             return;
         }
+        if replica.closed_at.is_some() && self.voter.is_live(r) {
+            // The old incarnation closed on a request not yet decided: whether that was the
+            // service refusing the request (every replica alike) or this replica's crash is
+            // known once the others answered it. The new incarnation waits until then.
+            replica.next_incarnation = Some(incarnation);
+            return;
+        }
+        self.admit(r, incarnation, now);
+        self.settle(now);
+    }
+
+    /// Takes incarnation `incarnation` of replica `r` into use.
+    fn admit(&mut self, r: usize, incarnation: u64, now: Duration) {
+        self.replicas[r].next_incarnation = None;
         // A newer incarnation replaces whatever the old one was doing; if the old one still
         // votes, its process was replaced behind the vote's back: it crashed.
         if self.voter.is_live(r) {
@@ -572,6 +613,7 @@ impl OrderedCore {
         }
         replica.incarnation = incarnation;
         replica.expect.clear();
+        replica.replay_seqs.clear();
         replica.queued = 0;
         replica.closed_at = None;
         replica.closed_gone = false;
@@ -580,7 +622,6 @@ impl OrderedCore {
             Role::Syncing(Box::new(Sync { phase: SyncPhase::Connecting, cursor: 0, last_progress: now, answered: 0 }));
         replica.link = Link::Connecting;
         self.actions.push_back(Action::Connect { replica: r, incarnation });
-        self.settle(now);
     }
 
     /// The shell connected to `replica`'s incarnation `incarnation`.
@@ -638,6 +679,9 @@ impl OrderedCore {
         }
         replica.link = Link::Down;
         replica.queued = 0;
+        // A checkpoint it was the source or the target of is lost with the connection.
+        self.abandon(r, now);
+        let replica = &mut self.replicas[r];
         if let Some(observed) = malformed {
             self.replica_failed(r, FaultKind::Diverged { expected: voter::fault::digest(b""), observed }, now);
             self.settle(now);
@@ -645,12 +689,14 @@ impl OrderedCore {
         }
         if !replica.is_voting() {
             if matches!(replica.role, Role::Syncing(_)) {
-                self.replica_failed(r, FaultKind::Crashed, now);
+                self.rebuild_closed(r, process_gone, now);
             }
             self.settle(now);
             return;
         }
         match replica.expect.front().copied() {
+            // It joined the vote with part of its replay still to be answered.
+            Some(Expect::Replay(_)) => self.rebuild_closed(r, process_gone, now),
             Some(Expect::Votes(_)) => {
                 // Closing is this replica's answer to the request it owes: if a quorum closes
                 // alike, the service refused the request; if the quorum answered, this replica
@@ -658,8 +704,20 @@ impl OrderedCore {
                 replica.closed_gone = process_gone;
                 replica.expect.clear();
                 if let Some(seq) = self.voter.response(r, Vote::Closed, now) {
-                    if let Some(replica) = self.replicas.get_mut(r) {
-                        replica.closed_at = Some(seq);
+                    self.replicas[r].closed_at = Some(seq);
+                    // The request may be decided already (refused by the quorum, or undecidable).
+                    // One no longer held was decided without this replica's vote (it joined
+                    // after): its close cannot be weighed any more, and it goes on.
+                    let outcome = match seq.checked_sub(self.held_base).and_then(|i| self.held.get(i as usize)) {
+                        Some(held) => held.outcome,
+                        None => Some(FrameOutcome::Undecidable),
+                    };
+                    match outcome {
+                        Some(outcome) if closes_settled(outcome) => self.close_settled(r, outcome, now),
+                        // The quorum answered it (without counting on this replica, which
+                        // joined after): closing on it is this replica's failure.
+                        Some(_) => self.voter.exclude_for(r, FaultKind::ClosedEarly, now),
+                        None => {}
                     }
                 }
             }
@@ -676,6 +734,45 @@ impl OrderedCore {
         self.settle(now);
     }
 
+    /// Replica `r`, being rebuilt, closed its connection (or died). On a replayed request no
+    /// replica ever answered (it was in flight when every replica died on an earlier one), that
+    /// is the service refusing the request: it leaves the log and the rebuild goes on after it
+    /// (or, if the process ended, with the next incarnation). Otherwise the replica is faulty.
+    fn rebuild_closed(&mut self, r: usize, process_gone: bool, now: Duration) {
+        let replica = &self.replicas[r];
+        let replaying = matches!(replica.expect.front(), Some(Expect::Replay(_)));
+        let seq = replica.replay_seqs.front().copied();
+        match seq {
+            Some(seq) if replaying && !self.log.was_answered(seq) => {
+                self.log.remove(seq);
+                self.actions.push_back(Action::Note(Note::Refused { seq }));
+                if process_gone {
+                    let why = format!("its process ended replaying request {seq}, which no replica ever answered");
+                    self.take_out(r, why, now);
+                    return;
+                }
+                // It may have joined the vote already: it leaves it (no fault) and replays on.
+                if self.voter.is_live(r) {
+                    self.voter.leave(r, now);
+                }
+                let replica = &mut self.replicas[r];
+                let incarnation = replica.incarnation;
+                replica.expect.clear();
+                replica.replay_seqs.clear();
+                replica.closed_at = None;
+                replica.link = Link::Connecting;
+                replica.role = Role::Syncing(Box::new(Sync {
+                    phase: SyncPhase::Replay,
+                    cursor: seq + 1,
+                    last_progress: now,
+                    answered: 0,
+                }));
+                self.actions.push_back(Action::Connect { replica: r, incarnation });
+            }
+            _ => self.replica_failed(r, FaultKind::Crashed, now),
+        }
+    }
+
     /// `replica` answered: its next response frame.
     pub fn response(&mut self, r: usize, incarnation: u64, frame: Frame, now: Duration) {
         let Some(replica) = self.replicas.get_mut(r).filter(|x| x.incarnation == incarnation) else { return };
@@ -690,16 +787,24 @@ impl OrderedCore {
         let expect = replica.expect.front_mut().map(|e| {
             let taken = *e;
             match e {
-                Expect::Votes(n) | Expect::Discard { left: n, .. } | Expect::Reads(n) => *n -= 1,
+                Expect::Votes(n) | Expect::Discard { left: n, .. } | Expect::Reads(n) | Expect::Replay(n) => *n -= 1,
             }
             taken
         });
-        if let Some(Expect::Votes(0) | Expect::Discard { left: 0, .. } | Expect::Reads(0)) = replica.expect.front() {
+        if let Some(Expect::Votes(0) | Expect::Discard { left: 0, .. } | Expect::Reads(0) | Expect::Replay(0)) =
+            replica.expect.front()
+        {
             replica.expect.pop_front();
+        }
+        if let Some(Expect::Replay(_)) = expect {
+            if let Some(seq) = replica.replay_seqs.pop_front() {
+                self.log.mark_answered(seq);
+            }
         }
         match expect {
             Some(Expect::Votes(_)) | None => {
                 if let Some(seq) = self.voter.response(r, Vote::Frame(frame.digest.vote), now) {
+                    self.log.mark_answered(seq);
                     self.store_frame(seq, r, frame);
                 } else if expect.is_none() && !self.voter.is_live(r) {
                     // More answers than it was sent, from a replica not in the vote.
@@ -716,6 +821,7 @@ impl OrderedCore {
                 }
             }
             Some(Expect::Reads(_)) => self.checkpoint_answer(r, frame, now),
+            Some(Expect::Replay(_)) => {}
         }
         self.settle(now);
     }
@@ -819,6 +925,15 @@ impl OrderedCore {
     /// requests no longer needed.
     fn settle(&mut self, now: Duration) {
         self.absorb_voter(now);
+        // Incarnations that waited for their predecessor's last vote to be decided.
+        for r in 0..self.replicas.len() {
+            if let Some(incarnation) = self.replicas[r].next_incarnation {
+                if self.replicas[r].closed_at.is_none() || !self.voter.is_live(r) {
+                    self.admit(r, incarnation, now);
+                    self.absorb_voter(now);
+                }
+            }
+        }
         self.release_in_order(now);
         for r in 0..self.replicas.len() {
             self.find_source(r, now);
@@ -870,29 +985,41 @@ impl OrderedCore {
     /// The voter decided request `seq`.
     fn decided(&mut self, seq: u64, outcome: FrameOutcome, masked: bool, now: Duration) {
         if let FrameOutcome::Release { vote: Vote::Closed, .. } = outcome {
-            // The service refused the request: not replayed, and the replicas that closed go on
-            // after it (or, if their process ended, are restarted and rebuilt).
+            // The service refused the request: it is not replayed.
             self.log.remove(seq);
             self.actions.push_back(Action::Note(Note::Refused { seq }));
-            for r in 0..self.replicas.len() {
-                if self.replicas[r].closed_at != Some(seq) || !self.replicas[r].is_voting() {
-                    continue;
-                }
-                self.replicas[r].closed_at = None;
-                if self.replicas[r].closed_gone {
-                    self.voter.leave(r, now);
-                    self.take_out(r, "its process ended on a request every replica refused".into(), now);
-                } else {
-                    self.voter.pause(r);
-                    let replica = &mut self.replicas[r];
-                    replica.link = Link::Connecting;
-                    self.actions.push_back(Action::Connect { replica: r, incarnation: replica.incarnation });
-                }
-            }
         }
         if let Some(held) = seq.checked_sub(self.held_base).and_then(|i| self.held.get_mut(i as usize)) {
             held.outcome = Some(outcome);
             held.masked |= masked;
+        }
+        if closes_settled(outcome) {
+            for r in 0..self.replicas.len() {
+                if self.replicas[r].closed_at == Some(seq) && self.replicas[r].is_voting() {
+                    self.close_settled(r, outcome, now);
+                }
+            }
+        }
+    }
+
+    /// Replica `r` closed its connection on a request that is now decided without blaming it:
+    /// every replica refused it alike, or no quorum agreed on anything. It goes on after that
+    /// request (reconnected), or, if its process ended, is out until its next incarnation is
+    /// rebuilt. Not a fault either way.
+    fn close_settled(&mut self, r: usize, outcome: FrameOutcome, now: Duration) {
+        self.replicas[r].closed_at = None;
+        if self.replicas[r].closed_gone {
+            self.voter.leave(r, now);
+            let why = match outcome {
+                FrameOutcome::Undecidable => "its process ended on a request no quorum decided",
+                _ => "its process ended on a request every replica refused",
+            };
+            self.take_out(r, why.into(), now);
+        } else {
+            self.voter.pause(r);
+            let replica = &mut self.replicas[r];
+            replica.link = Link::Connecting;
+            self.actions.push_back(Action::Connect { replica: r, incarnation: replica.incarnation });
         }
     }
 
@@ -981,7 +1108,16 @@ impl OrderedCore {
     /// Forgets the requests at the front that are answered and no voting replica still owes.
     fn drop_done(&mut self) {
         let n = self.replicas.len();
-        let keep_from = self.voter.base().min(self.release);
+        // Kept: what is not answered yet, what the vote still waits for, and, for every voting
+        // replica, what it has not been sent or not answered yet (a replica that joined after
+        // requests were decided is not expected to answer those, but must still execute them,
+        // and one that closed its connection is sent them again when it reconnects).
+        let owed = (0..self.replicas.len())
+            .filter(|&r| self.replicas[r].is_voting())
+            .map(|r| self.replicas[r].sent.min(self.voter.next_answer(r).unwrap_or(u64::MAX)))
+            .min()
+            .unwrap_or(u64::MAX);
+        let keep_from = self.voter.base().min(self.release).min(owed);
         while self.held_base < keep_from {
             let Some(held) = self.held.pop_front() else { break };
             self.held_bytes -= held.len;
@@ -998,7 +1134,18 @@ impl OrderedCore {
             return;
         }
         if let Some((target, false)) = self.replicas[r].source_for {
-            self.pump_reads(r, target, now);
+            // A source is first brought up to the checkpoint's point, then sent nothing but
+            // the checkpoint's reads (from the target's pump) until they are all out.
+            let at = match &self.replicas[target].role {
+                Role::Syncing(sync) => match &sync.phase {
+                    SyncPhase::Restore { at, .. } => Some(*at),
+                    _ => None,
+                },
+                _ => None,
+            };
+            if let Some(at) = at {
+                self.pump_requests_to(r, at);
+            }
             return;
         }
         match &self.replicas[r].role {
@@ -1010,6 +1157,11 @@ impl OrderedCore {
 
     /// Writes ordered requests to voting replica `r`, as far as the window and its queue allow.
     fn pump_requests(&mut self, r: usize) {
+        self.pump_requests_to(r, u64::MAX);
+    }
+
+    /// Like [`pump_requests`](Self::pump_requests), but never beyond request `until`.
+    fn pump_requests_to(&mut self, r: usize, until: u64) {
         let window_base = self
             .replicas
             .iter()
@@ -1018,7 +1170,8 @@ impl OrderedCore {
             .filter_map(|(i, _)| self.voter.next_answer(i))
             .min()
             .unwrap_or(self.voter.next_seq());
-        let limit = self.voter.next_seq().min(window_base.saturating_add(self.config.max_outstanding as u64));
+        let limit =
+            self.voter.next_seq().min(window_base.saturating_add(self.config.max_outstanding as u64)).min(until);
         let incarnation = self.replicas[r].incarnation;
         while self.replicas[r].sent < limit && self.replicas[r].queued < self.config.max_queued_bytes {
             let from = self.replicas[r].sent;
@@ -1044,10 +1197,67 @@ impl OrderedCore {
         }
     }
 
+    /// Every request below this one is decided. A replay never goes beyond it: a request not
+    /// yet decided may still turn out to be one the service refuses (and closes or dies on);
+    /// a replica being rebuilt gets those as a voter, with everyone else.
+    fn decided_prefix(&self) -> u64 {
+        let undecided = self.held.iter().position(|h| h.outcome.is_none());
+        self.held_base + undecided.unwrap_or(self.held.len()) as u64
+    }
+
+    /// Sends the next reads of replica `r`'s checkpoint to its sources, once every source
+    /// stands at the checkpoint's point and the target keeps up with the restores.
+    fn issue_reads(&mut self, r: usize, now: Duration) {
+        let Role::Syncing(sync) = &self.replicas[r].role else { return };
+        let SyncPhase::Restore { sources, at, .. } = &sync.phase else { return };
+        let sources = sources.clone();
+        let at = *at;
+        let busy = |x: &Replica| x.queued >= self.config.max_queued_bytes;
+        let ready = sources.iter().all(|&s| {
+            let x = &self.replicas[s];
+            x.sent >= at && x.link == Link::Up && !busy(x) && x.source_for == Some((r, false))
+        });
+        if !ready || busy(&self.replicas[r]) {
+            return;
+        }
+        let Role::Syncing(sync) = &mut self.replicas[r].role else { return };
+        let SyncPhase::Restore { checkpoint, .. } = &mut sync.phase else { return };
+        match checkpoint.next_reads() {
+            Reads::Batch(reads) => {
+                let mut bytes = BytesMut::with_capacity(reads.iter().map(Bytes::len).sum());
+                for read in &reads {
+                    bytes.extend_from_slice(read);
+                }
+                let bytes = bytes.freeze();
+                for s in sources {
+                    let source = &mut self.replicas[s];
+                    source.queued += bytes.len();
+                    push_expect(&mut source.expect, Expect::Reads(reads.len() as u64));
+                    let incarnation = source.incarnation;
+                    self.actions.push_back(Action::Write { replica: s, incarnation, bytes: bytes.clone() });
+                }
+            }
+            Reads::Wait => {}
+            Reads::Done => {
+                // Every read is out: the sources' ordered streams go on behind them.
+                for s in sources {
+                    if self.replicas[s].source_for == Some((r, false)) {
+                        self.replicas[s].source_for = Some((r, true));
+                        if !self.replicas[s].expect.iter().any(|e| matches!(e, Expect::Reads(_))) {
+                            // Every read was answered already: it is done copying.
+                            self.end_source(s, now);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Feeds replica `r`, which is being rebuilt.
     fn pump_sync(&mut self, r: usize, now: Duration) {
+        self.issue_reads(r, now);
         let incarnation = self.replicas[r].incarnation;
-        let next_seq = self.voter.next_seq();
+        let decided = self.decided_prefix();
         let Self { replicas, actions, codec, log, config, held_base, .. } = self;
         let replica = &mut replicas[r];
         let Role::Syncing(sync) = &mut replica.role else { return };
@@ -1090,21 +1300,22 @@ impl OrderedCore {
             loop {
                 // Caught up with what the core still holds: it joins the vote there.
                 if sync.cursor >= *held_base {
-                    join_at = Some(sync.cursor.min(next_seq));
+                    join_at = Some(sync.cursor);
                     break;
                 }
-                if replica.queued >= config.max_queued_bytes {
+                if replica.queued >= config.max_queued_bytes || sync.cursor >= decided {
                     break;
                 }
-                let Some(chunk) = log.chunk(sync.cursor, next_seq, MAX_WRITE) else {
+                let Some(chunk) = log.chunk(sync.cursor, decided, MAX_WRITE) else {
                     let why = format!("the replay log no longer reaches back to request {}", sync.cursor);
                     self.rebuild_failed(r, &why, now);
                     return;
                 };
                 sync.cursor = chunk.next;
-                if chunk.count > 0 {
+                if !chunk.seqs.is_empty() {
                     replica.queued += chunk.bytes.len();
-                    push_expect(&mut replica.expect, Expect::Discard { left: chunk.count, check: false });
+                    push_expect(&mut replica.expect, Expect::Replay(chunk.seqs.len() as u64));
+                    replica.replay_seqs.extend(chunk.seqs);
                     actions.push_back(Action::Write { replica: r, incarnation, bytes: chunk.bytes });
                 }
             }
@@ -1115,58 +1326,42 @@ impl OrderedCore {
         }
     }
 
-    /// Sends checkpoint reads to `source` for `target`, as fast as the target takes restores.
-    fn pump_reads(&mut self, source: usize, target: usize, now: Duration) {
-        let target_busy = self.replicas[target].queued >= self.config.max_queued_bytes;
-        let incarnation = self.replicas[source].incarnation;
-        let Role::Syncing(sync) = &mut self.replicas[target].role else { return };
-        let SyncPhase::Restore { checkpoint, .. } = &mut sync.phase else { return };
-        if target_busy {
-            return;
-        }
-        match checkpoint.next_reads() {
-            Reads::Batch(reads) => {
-                let mut bytes = BytesMut::with_capacity(reads.iter().map(Bytes::len).sum());
-                for read in &reads {
-                    bytes.extend_from_slice(read);
-                }
-                let replica = &mut self.replicas[source];
-                replica.queued += bytes.len();
-                push_expect(&mut replica.expect, Expect::Reads(reads.len() as u64));
-                self.actions.push_back(Action::Write { replica: source, incarnation, bytes: bytes.freeze() });
-            }
-            Reads::Wait => {}
-            Reads::Done => {
-                // Every read is written: the source's ordered stream goes on behind them.
-                self.replicas[source].source_for = Some((target, true));
-                self.pump_requests(source);
-                if !self.replicas[source].expect.iter().any(|e| matches!(e, Expect::Reads(_))) {
-                    self.end_source(source, now);
-                }
-            }
-        }
-    }
-
-    /// Source `r` answered a checkpoint read.
+    /// Source `source` answered a checkpoint read: once every source answered it, the answers
+    /// must agree (a checkpoint is voted like any answer) and go to the checkpoint.
     fn checkpoint_answer(&mut self, source: usize, frame: Frame, now: Duration) {
         let Some((target, _)) = self.replicas[source].source_for else { return };
-        let result = match &mut self.replicas[target].role {
-            Role::Syncing(sync) => match &mut sync.phase {
-                SyncPhase::Restore { checkpoint, .. } => match frame.bytes.as_deref() {
-                    Some(bytes) => checkpoint.answer(bytes).map_err(|e| e.to_string()),
-                    None => Err(format!("a value of {} bytes is larger than ordered.max_frame_bytes", frame.len)),
-                },
-                _ => Ok(()),
-            },
-            _ => Ok(()),
-        };
+        let names: Vec<Arc<str>> = self.replicas.iter().map(|x| Arc::clone(&x.name)).collect();
+        let mut failure = None;
+        if let Role::Syncing(sync) = &mut self.replicas[target].role {
+            if let SyncPhase::Restore { sources, checkpoint, answers, .. } = &mut sync.phase {
+                match (sources.iter().position(|&s| s == source), frame.bytes) {
+                    (Some(k), Some(bytes)) => answers[k].push_back(bytes),
+                    (_, None) => {
+                        failure = Some(format!("a value of {} bytes is larger than ordered.max_frame_bytes", frame.len))
+                    }
+                    (None, _) => {}
+                }
+                while failure.is_none() && answers.iter().all(|a| !a.is_empty()) {
+                    let round: Vec<Bytes> = answers.iter_mut().filter_map(VecDeque::pop_front).collect();
+                    if round.iter().any(|a| *a != round[0]) {
+                        let names: Vec<&str> = sources.iter().map(|s| &*names[*s]).collect();
+                        failure = Some(format!(
+                            "{} answered a read of the copy differently: their states differ",
+                            names.join(" and ")
+                        ));
+                    } else if let Err(e) = checkpoint.answer(&round[0]) {
+                        failure = Some(format!("copying the state failed: {e}"));
+                    }
+                }
+            }
+        }
         let reads_done = self.replicas[source].source_for.is_some_and(|(_, done)| done);
         if reads_done && !self.replicas[source].expect.iter().any(|e| matches!(e, Expect::Reads(_))) {
             // The source answered its last read: it answers ordered requests again.
             self.end_source(source, now);
         }
-        if let Err(why) = result {
-            self.rebuild_failed(target, &format!("copying the state failed: {why}"), now);
+        if let Some(why) = failure {
+            self.rebuild_failed(target, &why, now);
         }
     }
 
@@ -1209,31 +1404,45 @@ impl OrderedCore {
         self.find_source(r, now);
     }
 
-    /// Starts a checkpoint for replica `r` if it waits for one and a source is free.
+    /// Starts a checkpoint for replica `target` if it waits for one and a quorum of voting
+    /// replicas is free to be its sources. One source would do for the bytes, but a faulty one
+    /// (a version with a bug, a flipped bit) would plant its errors in the target, and the two
+    /// could then outvote the truth: the copy is voted like any answer.
     fn find_source(&mut self, target: usize, now: Duration) {
         let waiting =
             matches!(&self.replicas[target].role, Role::Syncing(s) if matches!(s.phase, SyncPhase::AwaitSource));
         if !waiting || self.replicas[target].link != Link::Up {
             return;
         }
-        // A voting replica that is connected and not busy: the one furthest along.
-        let source = (0..self.replicas.len())
+        let mut eligible: Vec<usize> = (0..self.replicas.len())
             .filter(|&s| {
                 let x = &self.replicas[s];
                 s != target && x.is_voting() && x.link == Link::Up && x.source_for.is_none() && x.closed_at.is_none()
             })
-            .max_by_key(|&s| self.voter.next_answer(s).unwrap_or(0));
-        let Some(source) = source else { return };
+            .collect();
+        if eligible.len() < self.config.quorum {
+            // Too few voting replicas to vouch for a copy: wait. Copying one replica's state
+            // unverified could make a faulty version's state the quorum's (fail-wrong); with
+            // fewer voters than the quorum the service is stopped anyway (fail-stop).
+            return;
+        }
+        // The ones furthest along, so little has to be sent before the copy starts.
+        eligible.sort_by_key(|&s| std::cmp::Reverse(self.replicas[s].sent));
+        eligible.truncate(self.config.quorum);
         let Some(checkpoint) = self.codec.checkpoint() else { return };
-        let at = self.replicas[source].sent;
-        self.replicas[source].source_for = Some((target, false));
-        self.voter.pause(source);
-        let (name, target_name) = (Arc::clone(&self.replicas[source].name), Arc::clone(&self.replicas[target].name));
+        let at = eligible.iter().map(|&s| self.replicas[s].sent).max().unwrap_or(0);
+        for &s in &eligible {
+            self.replicas[s].source_for = Some((target, false));
+            self.voter.pause(s);
+        }
+        let names: Vec<&str> = eligible.iter().map(|s| &*self.replicas[*s].name).collect();
+        let how =
+            format!("copying the state of {} at request {at} to {}", names.join(" and "), self.replicas[target].name);
+        let answers = vec![VecDeque::new(); eligible.len()];
         if let Role::Syncing(sync) = &mut self.replicas[target].role {
-            sync.phase = SyncPhase::Restore { source, at, checkpoint, reset_sent: false };
+            sync.phase = SyncPhase::Restore { sources: eligible, at, checkpoint, reset_sent: false, answers };
             sync.last_progress = now;
         }
-        let how = format!("copying the state of {name} at request {at} to {target_name}");
         self.actions.push_back(Action::Note(Note::Rebuilding { replica: target, how }));
     }
 
@@ -1296,6 +1505,7 @@ impl OrderedCore {
         let replica = &mut self.replicas[r];
         replica.role = Role::Out { why, retry_at: None };
         replica.expect.clear();
+        replica.replay_seqs.clear();
         replica.closed_at = None;
         if replica.link != Link::Down {
             replica.link = Link::Down;
@@ -1306,33 +1516,45 @@ impl OrderedCore {
 
     /// Ends whatever checkpoint replica `r` takes part in, as source or target.
     fn abandon(&mut self, r: usize, now: Duration) {
-        if let Some((target, _)) = self.replicas[r].source_for.take() {
-            // The target needs a new source (and a new reset: it got part of a copy).
+        if let Some((target, _)) = self.replicas[r].source_for {
+            // A source is lost: the copy cannot be voted any more. The target needs new
+            // sources (and a new reset: it got part of a copy).
+            self.release_sources(target, now);
             if let Role::Syncing(sync) = &mut self.replicas[target].role {
                 if matches!(sync.phase, SyncPhase::Restore { .. }) {
                     sync.phase = SyncPhase::AwaitSource;
-                    self.replicas[target].expect.retain(|e| !matches!(e, Expect::Discard { check: true, .. }));
+                    // What it was sent of the copy is still answered: discarded unchecked.
+                    for e in self.replicas[target].expect.iter_mut() {
+                        if let Expect::Discard { check, .. } = e {
+                            *check = false;
+                        }
+                    }
                 }
             }
         }
-        let source = match &self.replicas[r].role {
+        self.release_sources(r, now);
+    }
+
+    /// The sources of `target`'s checkpoint stop copying; reads already sent are still
+    /// answered and discarded.
+    fn release_sources(&mut self, target: usize, now: Duration) {
+        let sources = match &self.replicas[target].role {
             Role::Syncing(sync) => match &sync.phase {
-                SyncPhase::Restore { source, .. } => Some(*source),
-                _ => None,
+                SyncPhase::Restore { sources, .. } => sources.clone(),
+                _ => return,
             },
-            _ => None,
+            _ => return,
         };
-        if let Some(source) = source {
-            // The source stops copying; reads already sent are still answered and discarded.
-            if self.replicas[source].source_for.is_some_and(|(t, _)| t == r) {
-                for e in self.replicas[source].expect.iter_mut() {
+        for s in sources {
+            if self.replicas[s].source_for.is_some_and(|(t, _)| t == target) {
+                for e in self.replicas[s].expect.iter_mut() {
                     if let Expect::Reads(n) = *e {
                         *e = Expect::Discard { left: n, check: false };
                     }
                 }
-                self.replicas[source].source_for = None;
-                if self.voter.is_live(source) {
-                    self.voter.resume(source, now);
+                self.replicas[s].source_for = None;
+                if self.voter.is_live(s) {
+                    self.voter.resume(s, now);
                 }
             }
         }
@@ -1342,6 +1564,7 @@ impl OrderedCore {
     fn restart_rebuild(&mut self, r: usize, now: Duration) {
         let replica = &mut self.replicas[r];
         replica.expect.clear();
+        replica.replay_seqs.clear();
         replica.role =
             Role::Syncing(Box::new(Sync { phase: SyncPhase::Connecting, cursor: 0, last_progress: now, answered: 0 }));
         replica.link = Link::Connecting;
@@ -1350,11 +1573,17 @@ impl OrderedCore {
     }
 }
 
+/// Whether a replica that closed on a request with this outcome is free of blame.
+fn closes_settled(outcome: FrameOutcome) -> bool {
+    matches!(outcome, FrameOutcome::Undecidable | FrameOutcome::Release { vote: Vote::Closed, .. })
+}
+
 /// Appends an expectation, merging it into the last one when they are alike.
 fn push_expect(queue: &mut VecDeque<Expect>, expect: Expect) {
     match (queue.back_mut(), expect) {
         (Some(Expect::Votes(n)), Expect::Votes(m)) => *n += m,
         (Some(Expect::Reads(n)), Expect::Reads(m)) => *n += m,
+        (Some(Expect::Replay(n)), Expect::Replay(m)) => *n += m,
         (Some(Expect::Discard { left, check }), Expect::Discard { left: m, check: c }) if *check == c => *left += m,
         _ => queue.push_back(expect),
     }

@@ -6,16 +6,27 @@
 //! is known at a point the log still covers (a fresh process while the log reaches back to the
 //! start; a replica rebuilt by a checkpoint at a recent point) catches up by replaying the log
 //! from there. A request that every replica refused (closed on) is taken out again: it changed
-//! nothing and must not be replayed.
+//! nothing and must not be replayed. An entry is marked *answered* once any replica answered
+//! it (voting, or replaying it): a replica that dies or closes replaying an answered entry is
+//! faulty; one that does so on an entry no replica ever answered (it was in flight when every
+//! replica died on an earlier one) found a request the service refuses, which then leaves the
+//! log.
 use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 
+#[derive(Debug)]
+struct Entry {
+    seq: u64,
+    /// `None` for a request taken out again.
+    request: Option<Bytes>,
+    answered: bool,
+}
+
 /// See the module documentation.
 #[derive(Debug)]
 pub struct ReplayLog {
-    /// `(seq, request)`, in order; `None` for a request taken out again.
-    entries: VecDeque<(u64, Option<Bytes>)>,
+    entries: VecDeque<Entry>,
     bytes: usize,
     max_bytes: usize,
     /// Every logged request with a sequence number from here on is in `entries`.
@@ -34,21 +45,37 @@ impl ReplayLog {
     pub fn push(&mut self, seq: u64, request: Bytes) {
         self.logged_ever += 1;
         self.bytes += request.len();
-        self.entries.push_back((seq, Some(request)));
+        self.entries.push_back(Entry { seq, request: Some(request), answered: false });
         while self.bytes > self.max_bytes {
-            let Some((old, request)) = self.entries.pop_front() else { break };
-            self.bytes -= request.map_or(0, |r| r.len());
-            self.covered_from = old + 1;
+            let Some(old) = self.entries.pop_front() else { break };
+            self.bytes -= old.request.map_or(0, |r| r.len());
+            self.covered_from = old.seq + 1;
         }
+    }
+
+    fn find(&mut self, seq: u64) -> Option<&mut Entry> {
+        let i = self.entries.binary_search_by_key(&seq, |e| e.seq).ok()?;
+        self.entries.get_mut(i)
     }
 
     /// Takes request `seq` out again (the service refused it: it must not be replayed).
     pub fn remove(&mut self, seq: u64) {
-        if let Ok(i) = self.entries.binary_search_by_key(&seq, |(s, _)| *s) {
-            if let Some(request) = self.entries[i].1.take() {
-                self.bytes -= request.len();
-            }
+        if let Some(request) = self.find(seq).and_then(|e| e.request.take()) {
+            self.bytes -= request.len();
         }
+    }
+
+    /// A replica answered request `seq` (it executes it without closing or dying).
+    pub fn mark_answered(&mut self, seq: u64) {
+        if let Some(entry) = self.find(seq) {
+            entry.answered = true;
+        }
+    }
+
+    /// Whether request `seq` is in the log and some replica answered it.
+    pub fn was_answered(&self, seq: u64) -> bool {
+        let i = self.entries.binary_search_by_key(&seq, |e| e.seq);
+        i.is_ok_and(|i| self.entries[i].answered && self.entries[i].request.is_some())
     }
 
     /// From which sequence number on the log holds every logged request.
@@ -68,31 +95,31 @@ impl ReplayLog {
     }
 
     /// The logged requests with sequence numbers in `from..to`, concatenated, up to about
-    /// `max_bytes` (at least one request); with how many there are and the sequence number
+    /// `max_bytes` (at least one request), with their sequence numbers and the sequence number
     /// after the last one taken (`to` once none is left below it). `None` if the log no longer
     /// covers `from`.
     pub fn chunk(&self, from: u64, to: u64, max_bytes: usize) -> Option<Chunk> {
         if from < self.covered_from {
             return None;
         }
-        let start = self.entries.partition_point(|(s, _)| *s < from);
+        let start = self.entries.partition_point(|e| e.seq < from);
         let mut bytes = BytesMut::new();
-        let mut count = 0;
+        let mut seqs = Vec::new();
         let mut next = to;
-        for (seq, request) in self.entries.range(start..) {
-            if *seq >= to {
+        for entry in self.entries.range(start..) {
+            if entry.seq >= to {
                 break;
             }
-            if count > 0 && bytes.len() >= max_bytes {
-                next = *seq;
+            if !seqs.is_empty() && bytes.len() >= max_bytes {
+                next = entry.seq;
                 break;
             }
-            if let Some(request) = request {
+            if let Some(request) = &entry.request {
                 bytes.extend_from_slice(request);
-                count += 1;
+                seqs.push(entry.seq);
             }
         }
-        Some(Chunk { bytes: bytes.freeze(), count, next })
+        Some(Chunk { bytes: bytes.freeze(), seqs, next })
     }
 }
 
@@ -101,8 +128,8 @@ impl ReplayLog {
 pub struct Chunk {
     /// The requests, concatenated.
     pub bytes: Bytes,
-    /// How many.
-    pub count: u64,
+    /// Their sequence numbers.
+    pub seqs: Vec<u64>,
     /// Where the next chunk starts.
     pub next: u64,
 }
@@ -122,11 +149,11 @@ mod tests {
             log.push(seq, req(seq as u8));
         }
         let c = log.chunk(0, 10, 15).expect("covered");
-        assert_eq!((c.count, c.next, c.bytes.len()), (2, 5, 20));
+        assert_eq!((c.seqs, c.next, c.bytes.len()), (vec![0, 2], 5, 20));
         let c = log.chunk(5, 10, 1000).expect("covered");
-        assert_eq!((c.count, c.next), (2, 10));
+        assert_eq!((c.seqs, c.next), (vec![5, 9], 10));
         let c = log.chunk(3, 9, 1000).expect("covered");
-        assert_eq!((c.count, c.next), (1, 9));
+        assert_eq!((c.seqs, c.next), (vec![5], 9));
     }
 
     #[test]
@@ -139,18 +166,21 @@ mod tests {
         assert!(log.logged_anything());
         assert_eq!(log.covers_from(), 2);
         assert!(log.chunk(1, 10, 100).is_none());
-        assert_eq!(log.chunk(2, 10, 100).expect("covered").count, 2);
+        assert_eq!(log.chunk(2, 10, 100).expect("covered").seqs, vec![2, 3]);
     }
 
     #[test]
-    fn a_removed_request_is_not_replayed() {
+    fn a_removed_request_is_not_replayed_and_answers_are_marked_per_entry() {
         let mut log = ReplayLog::new(1000);
         for seq in 0..3 {
             log.push(seq, req(seq as u8));
         }
+        log.mark_answered(0);
         log.remove(1);
         let c = log.chunk(0, 3, 1000).expect("covered");
-        assert_eq!((c.count, c.bytes.len()), (2, 20));
+        assert_eq!((c.seqs, c.bytes.len()), (vec![0, 2], 20));
         assert_eq!(log.bytes(), 20);
+        assert!(log.was_answered(0));
+        assert!(!log.was_answered(1) && !log.was_answered(2) && !log.was_answered(7));
     }
 }

@@ -23,6 +23,8 @@
 //!   digests the replica's responses off the sequencer.
 //! - [`session`]: one client: frames its requests, hands them to the order, writes the
 //!   answers back in request order, within a byte budget.
+//! - [`sim`]: a deterministic simulation of replicas around the core, with the invariants the
+//!   core's property test and fuzz target check after every step.
 //!
 //! Why one multiplexed connection per replica rather than one per session: the order must be
 //! the same on every replica, and a server orders what arrives on one connection but not across
@@ -45,6 +47,7 @@ pub mod core;
 pub mod log;
 pub mod sequencer;
 pub mod session;
+pub mod sim;
 
 pub use self::core::{Answer, OrderedCore, ReplicaView};
 

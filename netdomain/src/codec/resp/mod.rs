@@ -170,6 +170,17 @@ fn arguments(request: &[u8]) -> Result<Vec<&[u8]>, ProtocolError> {
     Ok(args)
 }
 
+/// The arguments of one complete request (array or inline form), as a replica would see them.
+pub fn request_args(request: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
+    if request.first() == Some(&b'*') {
+        Ok(arguments(request)?.into_iter().map(<[u8]>::to_vec).collect())
+    } else {
+        let line = request.strip_suffix(b"\n").unwrap_or(request);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        split_args(line).ok_or_else(|| ProtocolError("unbalanced quotes in request".into()))
+    }
+}
+
 /// The array form of a list of arguments.
 pub fn encode_array<A: AsRef<[u8]>>(args: &[A]) -> Bytes {
     let mut b = BytesMut::with_capacity(16 + args.iter().map(|a| a.as_ref().len() + 16).sum::<usize>());
