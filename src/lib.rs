@@ -79,11 +79,26 @@ impl Resh {
     /// Writes `config` to a file and starts `resh run` on it; returns once resh printed its
     /// addresses (its replicas are then ready).
     pub fn start(config: &str) -> Resh {
+        Resh::start_with_limit(config, None)
+    }
+
+    /// Like [`start`](Self::start), with the limit on open files set by the shell first, as an
+    /// operator's limits would be: `ulimit` is given `limit`, e.g. `-n 80` (soft and hard) or
+    /// `-Sn 256` (soft only).
+    pub fn start_with_limit(config: &str, limit: Option<&str>) -> Resh {
         let dir = TempDir::new("resh");
         let config_path = dir.path().join("resh.toml");
         std::fs::write(&config_path, config).expect("write config");
         let log = std::fs::File::create(dir.path().join("resh.log")).expect("create log");
-        let mut child = Command::new(binary("resh"))
+        let mut command = match limit {
+            None => Command::new(binary("resh")),
+            Some(limit) => {
+                let mut sh = Command::new("sh");
+                sh.args(["-c", &format!("ulimit {limit} && exec \"$0\" \"$@\"")]).arg(binary("resh"));
+                sh
+            }
+        };
+        let mut child = command
             .args(["run", "--log", "info,replicas=debug", "-c"])
             .arg(&config_path)
             .stdin(Stdio::null())
@@ -120,6 +135,24 @@ impl Resh {
             }
         }
         Resh { child, clients: clients.expect("clients"), admin: admin.expect("admin"), dir }
+    }
+
+    /// The process id of `resh run`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The resident memory of `resh run` in bytes (VmRSS), and its peak (VmHWM).
+    pub fn memory(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next().and_then(|kb| kb.parse::<u64>().ok()))
+                .map_or(0, |kb| kb * 1024)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
     }
 
     /// The configuration's directory (for `--once` marker files and the like).

@@ -218,7 +218,9 @@ fn route(req: &Request<Incoming>, shared: &Shared, started: Instant) -> Response
             respond(StatusCode::OK, "application/json", body)
         }
         (&Method::GET, "/metrics") => {
-            let body = shared.metrics.prometheus(&shared.supervisor.status());
+            let views = shared.ordered.as_ref().map(|o| o.views());
+            let states: Option<Vec<&str>> = views.as_ref().map(|v| v.iter().map(|v| v.state).collect());
+            let body = shared.metrics.prometheus(&shared.supervisor.status(), states.as_deref());
             respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", body)
         }
         (_, "/status" | "/metrics") => {
@@ -244,10 +246,25 @@ pub fn status_json(shared: &Shared, started: Instant) -> String {
         };
         map.insert("mode".into(), mode.into());
         map.insert("quorum".into(), shared.config.quorum().into());
-        map.insert(
-            "replicas".into(),
-            serde_json::to_value(shared.supervisor.status()).unwrap_or(serde_json::Value::Null),
-        );
+        let mut replicas = serde_json::to_value(shared.supervisor.status()).unwrap_or(serde_json::Value::Null);
+        if let (Some(ordered), Some(list)) = (&shared.ordered, replicas.as_array_mut()) {
+            // Ordered mode: where each replica stands in the vote, besides its process's phase.
+            for (replica, view) in list.iter_mut().zip(ordered.views()) {
+                if let Some(obj) = replica.as_object_mut() {
+                    let progress = view.progress.map(|(done, total)| serde_json::json!({"done": done, "of": total}));
+                    obj.insert(
+                        "vote".into(),
+                        serde_json::json!({
+                            "state": view.state,
+                            "detail": view.detail,
+                            "progress": progress,
+                            "incarnation": view.incarnation,
+                        }),
+                    );
+                }
+            }
+        }
+        map.insert("replicas".into(), replicas);
     }
     let mut text = serde_json::to_string_pretty(&doc).unwrap_or_else(|_| "{}".into());
     text.push('\n');

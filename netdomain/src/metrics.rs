@@ -43,6 +43,8 @@ impl Verdict {
 pub enum Refusal {
     /// Fewer replicas were admitted (or reachable) than the quorum.
     NoQuorum,
+    /// resh itself ran out of file descriptors or memory connecting to the replicas.
+    Exhausted,
 }
 
 /// Upper bounds of the vote latency buckets, in seconds.
@@ -77,6 +79,7 @@ pub struct Metrics {
     sessions_total: AtomicU64,
     sessions_active: AtomicU64,
     refused_no_quorum: AtomicU64,
+    refused_exhausted: AtomicU64,
     client_bytes_in: AtomicU64,
     client_bytes_out: AtomicU64,
     verdicts: [AtomicU64; 3],
@@ -109,6 +112,7 @@ impl Metrics {
     pub fn refused(&self, why: Refusal) {
         match why {
             Refusal::NoQuorum => self.refused_no_quorum.fetch_add(1, Ordering::Relaxed),
+            Refusal::Exhausted => self.refused_exhausted.fetch_add(1, Ordering::Relaxed),
         };
     }
 
@@ -181,8 +185,9 @@ impl Metrics {
         self.sessions_active.load(Ordering::Relaxed)
     }
 
-    /// The Prometheus text exposition of all metrics.
-    pub fn prometheus(&self, replicas: &[ReplicaStatus]) -> String {
+    /// The Prometheus text exposition of all metrics. `votes`: in ordered mode, each replica's
+    /// place in the vote (`voting`, `syncing`, `out`, `down`), in the order of `replicas`.
+    pub fn prometheus(&self, replicas: &[ReplicaStatus], votes: Option<&[&str]>) -> String {
         let mut out = String::with_capacity(4096);
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
@@ -207,7 +212,10 @@ impl Metrics {
             "resh_sessions_refused_total",
             "counter",
             "Clients turned away before a session began, by reason.",
-            &[(label(&[("reason", "no_quorum")]), load(&self.refused_no_quorum))],
+            &[
+                (label(&[("reason", "no_quorum")]), load(&self.refused_no_quorum)),
+                (label(&[("reason", "exhausted")]), load(&self.refused_exhausted)),
+            ],
         );
         metric(
             "resh_client_received_bytes_total",
@@ -227,7 +235,7 @@ impl Metrics {
         metric(
             "resh_requests_total",
             "counter",
-            "Ordered mode: voted requests by outcome.",
+            "Ordered mode: requests by outcome (masked: released answers a minority failed or differed on, also counted as released; refused: answered by resh itself, e.g. no quorum in the vote).",
             &[
                 (label(&[("outcome", "released")]), load(&self.requests_released)),
                 (label(&[("outcome", "masked")]), load(&self.requests_masked)),
@@ -240,18 +248,44 @@ impl Metrics {
         let mut restarts = Vec::new();
         let mut sessions = Vec::new();
         let mut up = Vec::new();
-        for r in replicas {
+        let mut vote_states = Vec::new();
+        for (i, r) in replicas.iter().enumerate() {
             for (kind, n) in &r.faults {
                 faults.push((label(&[("replica", &r.name), ("kind", kind)]), *n));
             }
             restarts.push((label(&[("replica", &r.name)]), r.restarts));
             sessions.push((label(&[("replica", &r.name)]), r.sessions));
-            up.push((label(&[("replica", &r.name), ("version", &r.version)]), u64::from(r.state == "ready")));
+            // Up: it serves clients. In ordered mode that means it votes: a replica the
+            // supervisor runs but that is being rebuilt, or out of the vote, is not up.
+            let vote = votes.and_then(|v| v.get(i).copied());
+            let serving = match vote {
+                Some(state) => state == "voting",
+                None => r.state == "ready",
+            };
+            up.push((label(&[("replica", &r.name), ("version", &r.version)]), u64::from(serving)));
+            if let Some(current) = vote {
+                for state in ["voting", "syncing", "out", "down"] {
+                    vote_states.push((label(&[("replica", &r.name), ("state", state)]), u64::from(current == state)));
+                }
+            }
         }
         metric("resh_replica_faults_total", "counter", "Faults found by the voter, by replica and kind.", &faults);
         metric("resh_replica_restarts_total", "counter", "Replica restarts (exit, failed start or repair).", &restarts);
         metric("resh_replica_sessions_total", "counter", "Sessions each replica took part in.", &sessions);
-        metric("resh_replica_up", "gauge", "1 if the replica is admitted for new sessions.", &up);
+        metric(
+            "resh_replica_up",
+            "gauge",
+            "1 if the replica serves clients: admitted for new sessions (stream mode), in the vote (ordered mode).",
+            &up,
+        );
+        if votes.is_some() {
+            metric(
+                "resh_replica_vote_state",
+                "gauge",
+                "Ordered mode: 1 for the replica's place in the vote (voting, syncing: being rebuilt, out, down).",
+                &vote_states,
+            );
+        }
 
         let _ = writeln!(
             out,
@@ -279,7 +313,8 @@ impl Metrics {
             "sessions": {
                 "active": load(&self.sessions_active),
                 "total": load(&self.sessions_total),
-                "refused": load(&self.refused_no_quorum),
+                "refused": load(&self.refused_no_quorum) + load(&self.refused_exhausted),
+                "refused_exhausted": load(&self.refused_exhausted),
             },
             "bytes": { "from_clients": load(&self.client_bytes_in), "to_clients": load(&self.client_bytes_out) },
             "verdicts": verdicts,
@@ -318,7 +353,7 @@ mod tests {
         let m = Metrics::default();
         m.vote_latency(Duration::from_micros(50));
         m.vote_latency(Duration::from_millis(3));
-        let text = m.prometheus(&[]);
+        let text = m.prometheus(&[], None);
         assert!(text.contains("resh_vote_latency_seconds_bucket{le=\"0.0001\"} 1\n"), "{text}");
         assert!(text.contains("resh_vote_latency_seconds_bucket{le=\"0.005\"} 2\n"), "{text}");
         assert!(text.contains("resh_vote_latency_seconds_bucket{le=\"+Inf\"} 2\n"), "{text}");

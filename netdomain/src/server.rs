@@ -83,6 +83,33 @@ pub fn default_worker_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
 
+/// Whether an I/O error is resh's own exhaustion (out of file descriptors, buffers or memory)
+/// rather than anything the peer did: resh's error, never a replica's fault.
+pub fn resh_exhausted(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
+}
+
+/// Raises the soft limit on open files to the hard limit, as daemons that hold many sockets
+/// do: each client session costs resh a descriptor for the client and, in stream mode, one per
+/// replica. Returns the soft limit now in force.
+#[allow(unsafe_code)]
+pub fn raise_fd_limit() -> std::io::Result<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one rlimit into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+        // SAFETY: setrlimit reads one rlimit from the struct we own.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        limit = raised;
+    }
+    Ok(limit.rlim_cur)
+}
+
 /// Why resh could not start or keep running.
 #[derive(Debug)]
 pub enum RunError {
@@ -115,6 +142,10 @@ impl std::error::Error for RunError {}
 /// Prints the addresses it serves on standard output once it is ready, one per line:
 /// `resh: clients on ADDR` and `resh: admin on http://ADDR`.
 pub async fn run(config: Config) -> Result<(), RunError> {
+    match raise_fd_limit() {
+        Ok(limit) => info!(open_files = limit, "limit on open files"),
+        Err(e) => warn!(error = %e, "cannot raise the limit on open files"),
+    }
     // The signal is awaited outside the log macro: a disabled level (`--log warn`) skips the
     // macro's arguments, and the await with them, which would stop resh at once.
     let stop = async {
@@ -283,8 +314,13 @@ pub async fn run_until(
                     });
                 }
                 Err(e) => {
-                    // Out of file descriptors and the like: wait a little instead of spinning.
-                    warn!(error = %e, "accept failed");
+                    // Out of file descriptors and the like: resh's own limit. The client waits
+                    // in the kernel's accept queue; resh waits a little instead of spinning.
+                    if resh_exhausted(&e) {
+                        warn!(error = %e, "cannot accept a client: resh is out of file descriptors or memory; retrying in 100 ms (raise `ulimit -n` or lower max_sessions)");
+                    } else {
+                        warn!(error = %e, "accept failed");
+                    }
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
             }

@@ -119,6 +119,11 @@ pub trait ResponseParser: Send + fmt::Debug {
 pub trait Checkpoint: Send + fmt::Debug {
     /// The next reads to send to the source, if any can be sent now.
     fn next_reads(&mut self) -> Reads;
+    /// What of the answer to the oldest read not yet answered the sources must agree on. The
+    /// sources' answers are compared by it before one of them goes to [`answer`](Self::answer):
+    /// what differs between correct replicas (the order of a set's members, the milliseconds
+    /// left of a time to live) is left out.
+    fn compare_key(&self, frame: &[u8]) -> Bytes;
     /// The source's answer to the oldest read not yet answered.
     fn answer(&mut self, frame: &[u8]) -> Result<(), CheckpointError>;
     /// Requests for the target, built since the last call.

@@ -1343,7 +1343,8 @@ impl OrderedCore {
                 }
                 while failure.is_none() && answers.iter().all(|a| !a.is_empty()) {
                     let round: Vec<Bytes> = answers.iter_mut().filter_map(VecDeque::pop_front).collect();
-                    if round.iter().any(|a| *a != round[0]) {
+                    let keys: Vec<Bytes> = round.iter().map(|a| checkpoint.compare_key(a)).collect();
+                    if keys.iter().any(|k| *k != keys[0]) {
                         let names: Vec<&str> = sources.iter().map(|s| &*names[*s]).collect();
                         failure = Some(format!(
                             "{} answered a read of the copy differently: their states differ",

@@ -216,7 +216,7 @@ impl Sequencer {
                     self.core.connected(replica, incarnation, now);
                 }
                 Err(e) => {
-                    let exhausted = resh_exhausted(&e);
+                    let exhausted = crate::server::resh_exhausted(&e);
                     if !exhausted {
                         warn!(replica = %self.names[replica], error = %e, "cannot connect to replica");
                     }
@@ -266,7 +266,14 @@ impl Sequencer {
     /// Carries out the core's actions.
     fn carry_out(&mut self) {
         let mut replies: Vec<(u64, SessionAnswer)> = Vec::new();
+        // A replica's place in the vote changes only with these: `/status` then shows it at once
+        // rather than at the next poll.
+        let mut changed = false;
         while let Some(action) = self.core.poll_action() {
+            changed |= matches!(
+                action,
+                Action::Connect { .. } | Action::Disconnect { .. } | Action::Fault { .. } | Action::Note(_)
+            );
             match action {
                 Action::Connect { replica, incarnation } => {
                     self.conns[replica] = None;
@@ -333,6 +340,9 @@ impl Sequencer {
                 }
             }
         }
+        if changed {
+            self.publish();
+        }
     }
 
     fn note(&self, note: Note) {
@@ -360,19 +370,6 @@ impl Sequencer {
             ),
         }
     }
-}
-
-/// Whether a connect failed for resh's own lack of resources rather than the replica's.
-pub fn resh_exhausted(e: &std::io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc_errno::EMFILE | libc_errno::ENFILE | libc_errno::ENOBUFS | libc_errno::ENOMEM))
-}
-
-/// The errno values of resh's own exhaustion (Linux).
-mod libc_errno {
-    pub const ENOMEM: i32 = 12;
-    pub const ENFILE: i32 = 23;
-    pub const EMFILE: i32 = 24;
-    pub const ENOBUFS: i32 = 105;
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {

@@ -96,13 +96,11 @@ async fn serve_client<C: ClientIo>(shared: Arc<Shared>, client: C, id: u64) {
         return;
     }
     debug!(peer = ?client.peer_addr().ok(), to = ?client.original_dst().ok(), "stream session");
-    shared.metrics.session_started();
     let mut core = match Session::new(config.stream_vote(admitted.len()), config.idle_timeout()) {
         Ok(core) => core,
         Err(e) => {
             // The configuration was validated, so this is a bug, not bad input.
             warn!(error = %e, "internal: voter parameters refused");
-            shared.metrics.session_ended(Verdict::Undecidable);
             client.reset();
             return;
         }
@@ -113,6 +111,19 @@ async fn serve_client<C: ClientIo>(shared: Arc<Shared>, client: C, id: u64) {
     let connects =
         admitted.iter().map(|r| Box::pin(tokio::time::timeout(config.connect_timeout(), TcpStream::connect(r.addr))));
     let connected = join_all(connects.collect()).await;
+    // Out of file descriptors (or memory) is resh's own limit, not the replica's fault: the
+    // client is refused (reset) and no replica is blamed.
+    if let Some(e) = connected
+        .iter()
+        .find_map(|c| c.as_ref().ok().and_then(|r| r.as_ref().err()))
+        .filter(|e| crate::server::resh_exhausted(e))
+    {
+        warn!(error = %e, "refusing client: resh is out of file descriptors or memory (raise `ulimit -n` or lower max_sessions); no replica is blamed");
+        shared.metrics.refused(Refusal::Exhausted);
+        client.reset();
+        return;
+    }
+    shared.metrics.session_started();
     let start = Instant::now();
     let mut links: Vec<Link> = Vec::with_capacity(admitted.len());
     for (i, (replica, connect)) in admitted.into_iter().zip(connected).enumerate() {

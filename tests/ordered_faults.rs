@@ -1,0 +1,400 @@
+//! End-to-end tests of ordered mode under requests, clients and replicas that used to take the
+//! whole service down: real resh, real redis-server replicas, real sockets. Each test is one
+//! case of "what every replica does alike is the service's behaviour, not a fault", or of a
+//! bound that must hold.
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use resh_e2e::{have, Resh, RespClient};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Ordered mode with three redis-server replicas `r1`..`r3` that resh starts; `vote` and
+/// `ordered` are appended to those tables.
+fn redis_config(vote: &str, ordered: &str) -> String {
+    assert!(have("redis-server"), "redis-server is not installed: run ./scripts/test.sh, which installs it");
+    let mut text = format!(
+        "listen = \"127.0.0.1:0\"\n[vote]\nmode = \"ordered\"\nprotocol = \"resp\"\n{vote}\n[ordered]\n{ordered}\n[admin]\nlisten = \"127.0.0.1:0\"\n"
+    );
+    for name in ["r1", "r2", "r3"] {
+        text.push_str(&format!(
+            "[[replica]]\nname = \"{name}\"\ncommand = [\"redis-server\", \"--port\", \"{{port}}\", \"--bind\", \"127.0.0.1\", \"--save\", \"\", \"--appendonly\", \"no\", \"--enable-debug-command\", \"yes\"]\n"
+        ));
+    }
+    text
+}
+
+fn addr_of(resh: &Resh, name: &str) -> SocketAddr {
+    resh.replica(name)["addr"].as_str().and_then(|a| a.parse().ok()).expect("replica address")
+}
+
+/// `DEBUG DIGEST` of one replica, asked directly: equal digests mean equal datasets.
+fn digest(addr: SocketAddr) -> Vec<u8> {
+    let mut c = RespClient::connect(addr).expect("connect to a replica directly");
+    c.call(&["DEBUG", "DIGEST"]).expect("DEBUG DIGEST")
+}
+
+fn names(resh: &Resh) -> Vec<String> {
+    let status = resh.status();
+    status["replicas"]
+        .as_array()
+        .map(|rs| rs.iter().filter_map(|r| r["name"].as_str().map(String::from)).collect())
+        .unwrap_or_default()
+}
+
+fn all_vote(resh: &Resh) -> bool {
+    let status = resh.status();
+    status["replicas"].as_array().is_some_and(|rs| rs.iter().all(|r| r["vote"]["state"] == "voting"))
+}
+
+/// Every replica votes and holds the same dataset.
+fn assert_identical(resh: &Resh) {
+    resh.wait_until("every replica votes", WAIT, all_vote);
+    let digests: Vec<(String, Vec<u8>)> =
+        names(resh).into_iter().map(|n| (n.clone(), digest(addr_of(resh, &n)))).collect();
+    for (name, d) in &digests[1..] {
+        assert_eq!(d, &digests[0].1, "replica {name} differs from {}", digests[0].0);
+    }
+}
+
+fn total_faults(resh: &Resh) -> u64 {
+    let status = resh.status();
+    status["replicas"]
+        .as_array()
+        .map(|rs| {
+            rs.iter()
+                .flat_map(|r| r["faults"].as_array().cloned().unwrap_or_default())
+                .filter_map(|p| p[1].as_u64())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Sends raw bytes and reads until the server closes (or 10 s pass).
+fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    stream.write_all(bytes).expect("send");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    answer
+}
+
+/// Requests Redis itself refuses (a sign or a leading zero in a length) used to be forwarded,
+/// refused by every redis-server, and close the one connection all sessions share: all three
+/// replicas dropped at once. resh refuses them itself, with Redis's own words.
+#[test]
+fn requests_redis_refuses_are_refused_before_any_replica_sees_them() {
+    let resh = Resh::start(&redis_config("", ""));
+    let mut c = RespClient::connect(resh.clients).expect("connect");
+    assert_eq!(c.call(&["SET", "k", "v"]).expect("SET"), b"+OK\r\n");
+    let direct = addr_of(&resh, "r1");
+    for poison in
+        [&b"*+1\r\n$4\r\nPING\r\n"[..], b"*1\r\n$04\r\nPING\r\n", b"*01\r\n$4\r\nPING\r\n", b"*1\r\n$+4\r\nPING\r\n"]
+    {
+        let through = raw_exchange(resh.clients, poison);
+        // The same words as redis-server's own answer (asked directly, on a connection of its own).
+        let from_redis = raw_exchange(direct, poison);
+        assert!(through.starts_with(b"-ERR Protocol error: "), "{}", String::from_utf8_lossy(&through));
+        assert_eq!(through, from_redis, "resh's refusal differs from redis-server's");
+        assert_eq!(c.call(&["GET", "k"]).expect("GET"), b"$1\r\nv\r\n", "the service goes on");
+    }
+    assert_eq!(total_faults(&resh), 0, "{}", resh.status());
+    for name in names(&resh) {
+        assert_eq!(resh.replica(&name)["incarnation"], 1, "{name} was restarted");
+    }
+    assert_identical(&resh);
+}
+
+/// A request that kills every replica (a query of death) is the service's behaviour: its
+/// client gets an error, no replica is blamed, it is not replayed, and the replicas, restarted
+/// by the supervisor, are rebuilt from the log and serve the state from before it.
+#[test]
+fn a_request_that_kills_every_replica_is_refused_and_the_service_recovers() {
+    let resh = Resh::start(&redis_config("", ""));
+    let mut c = RespClient::connect(resh.clients).expect("connect");
+    assert_eq!(c.call(&["SET", "before", "1"]).expect("SET"), b"+OK\r\n");
+    c.call(&["RPUSH", "list", "a", "b"]).expect("RPUSH");
+    let answer = c.call(&["DEBUG", "SEGFAULT"]).expect("an answer, not a hang or a reset");
+    assert!(answer.starts_with(b"-ERR resh: every replica closed"), "{}", String::from_utf8_lossy(&answer));
+    resh.wait_until("every replica is back and votes", WAIT, |r| {
+        all_vote(r) && names(r).iter().all(|n| r.replica(n)["vote"]["incarnation"] == 2)
+    });
+    let mut c = RespClient::connect(resh.clients).expect("connect again");
+    assert_eq!(c.call(&["GET", "before"]).expect("GET"), b"$1\r\n1\r\n");
+    assert_eq!(c.call(&["LRANGE", "list", "0", "-1"]).expect("LRANGE"), b"*2\r\n$1\r\na\r\n$1\r\nb\r\n");
+    assert_eq!(total_faults(&resh), 0, "{}", resh.status());
+    assert!(resh.log().contains("it is refused (not replayed), no replica is blamed"), "{}", resh.log());
+    assert_identical(&resh);
+}
+
+/// A command every replica is slow on (longer than the vote and lag timeouts) is the
+/// service's behaviour: its client gets the agreed answer, nobody is blamed; past the
+/// per-request limit, the client gets a clear error and still nobody is blamed.
+#[test]
+fn a_slow_command_every_replica_runs_blames_nobody() {
+    let resh = Resh::start(&redis_config("vote_timeout_ms = 1000", "request_timeout_ms = 4000"));
+    let mut c = RespClient::connect(resh.clients).expect("connect");
+    let started = Instant::now();
+    assert_eq!(c.call(&["DEBUG", "SLEEP", "2.5"]).expect("DEBUG SLEEP"), b"+OK\r\n");
+    assert!(started.elapsed() >= Duration::from_millis(2400), "it did sleep");
+    assert_eq!(c.call(&["SET", "after", "1"]).expect("SET"), b"+OK\r\n");
+    // Longer than the per-request limit: an error that says so, then the service goes on.
+    let answer = c.call(&["DEBUG", "SLEEP", "5"]).expect("an answer");
+    assert!(
+        answer.starts_with(b"-ERR resh: no agreed answer within ordered.request_timeout_ms"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert_eq!(c.call(&["GET", "after"]).expect("GET"), b"$1\r\n1\r\n");
+    assert_eq!(total_faults(&resh), 0, "{}", resh.status());
+    assert!(all_vote(&resh), "{}", resh.status());
+    let metrics = resh.metrics();
+    assert!(metrics.contains("resh_requests_total{outcome=\"timed_out\"} 1"), "{metrics}");
+}
+
+/// More requests in flight than the window (20 clients pipelining 200 each, a window of
+/// 2000): sessions wait, nobody is late, nothing is undecidable.
+#[test]
+fn a_burst_beyond_the_window_waits_and_excludes_nobody() {
+    assert!(have("redis-benchmark"), "redis-tools is not installed: run ./scripts/test.sh");
+    let resh = Resh::start(&redis_config("lag_timeout_ms = 1000", "max_outstanding = 2000"));
+    let out = Command::new("redis-benchmark")
+        .args([
+            "-p",
+            &resh.clients.port().to_string(),
+            "-t",
+            "set,get,incr,lpush",
+            "-n",
+            "60000",
+            "-c",
+            "20",
+            "-P",
+            "200",
+            "-q",
+        ])
+        .output()
+        .expect("run redis-benchmark");
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !text.to_lowercase().contains("error"), "{text}");
+    let status = resh.status();
+    assert_eq!(status["requests"]["undecidable"], 0, "{status}");
+    assert_eq!(total_faults(&resh), 0, "{status}");
+    assert_identical(&resh);
+}
+
+/// A replica rebuilt from a replay log of more than 20 MiB catches up at its own pace: the
+/// service is not throttled meanwhile, the replica is not killed and replayed again and
+/// again, and it votes again with the same dataset.
+#[test]
+fn a_replica_rebuilt_from_a_large_log_catches_up_without_stalling_the_service() {
+    let resh = Resh::start(&redis_config("", "log_max_bytes = 67108864"));
+    let mut c = RespClient::connect(resh.clients).expect("connect");
+    let value = "v".repeat(100 * 1024);
+    for i in 0..220 {
+        assert_eq!(c.call(&["SET", &format!("big:{i}"), &value]).expect("SET"), b"+OK\r\n");
+    }
+    let pid = resh.replica("r2")["pid"].as_u64().expect("pid");
+    assert!(Command::new("kill").args(["-KILL", &pid.to_string()]).status().expect("kill").success());
+    // While r2 replays 22 MiB, the others serve: no request waits for it.
+    let mut slowest = Duration::ZERO;
+    let deadline = Instant::now() + WAIT;
+    let mut i = 0u64;
+    while !(resh.replica("r2")["vote"]["state"] == "voting" && resh.replica("r2")["vote"]["incarnation"] == 2) {
+        assert!(Instant::now() < deadline, "r2 did not vote again: {}", resh.status());
+        let started = Instant::now();
+        assert_eq!(c.call(&["INCR", "during"]).expect("INCR"), format!(":{}\r\n", i + 1).into_bytes());
+        slowest = slowest.max(started.elapsed());
+        i += 1;
+    }
+    println!("requests served while r2 was rebuilt: {i}; the slowest took {slowest:?}");
+    assert!(slowest < Duration::from_millis(1000), "the service stalled for {slowest:?} during the rebuild");
+    assert_eq!(resh.replica("r2")["restarts"], 1, "rebuilt more than once: {}", resh.status());
+    assert!(resh.log().contains("replica resynchronised"));
+    assert_identical(&resh);
+}
+
+/// A redis-server the test starts itself, as an address replica.
+struct External {
+    child: Child,
+    port: u16,
+}
+
+impl External {
+    fn start(port: u16) -> External {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--enable-debug-command", "yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start on {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        External { child, port }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for External {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// An address replica (resh cannot restart it) that is killed and comes back empty used to
+/// stay out for good. It is now rebuilt by a checkpoint, voted among the other replicas, and
+/// votes again with the same dataset, every type and time to live included.
+#[test]
+fn a_killed_address_replica_is_rebuilt_by_a_checkpoint_and_votes_again() {
+    let mut servers: Vec<External> = (0..3).map(|_| External::start(free_port())).collect();
+    let mut config = "listen = \"127.0.0.1:0\"\n[vote]\nmode = \"ordered\"\nprotocol = \"resp\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[supervisor]\nquarantine_ms = 200\n".to_string();
+    for (i, s) in servers.iter().enumerate() {
+        config.push_str(&format!("[[replica]]\nname = \"a{i}\"\naddress = \"127.0.0.1:{}\"\n", s.port));
+    }
+    let resh = Resh::start(&config);
+    let mut c = RespClient::connect(resh.clients).expect("connect");
+    for i in 0..200 {
+        c.call(&["SET", &format!("s:{i}"), &format!("value {i}")]).expect("SET");
+    }
+    c.call(&["RPUSH", "list", "a", "b", "c"]).expect("RPUSH");
+    c.call(&["HSET", "hash", "f1", "v1", "f2", "v2"]).expect("HSET");
+    c.call(&["SADD", "set", "x", "y"]).expect("SADD");
+    c.call(&["ZADD", "zset", "1.5", "m1", "-2", "m2"]).expect("ZADD");
+    c.call(&["SET", "ttl", "soon", "EX", "1000"]).expect("SET EX");
+    // a1 dies and comes back empty on the same port.
+    let port = servers[1].port;
+    servers[1].kill();
+    servers[1] = External::start(port);
+    assert_eq!(
+        digest(SocketAddr::from(([127, 0, 0, 1], port))),
+        b"+0000000000000000000000000000000000000000\r\n",
+        "an empty dataset"
+    );
+    // Writes go on meanwhile.
+    for i in 0..50 {
+        c.call(&["INCR", &format!("during:{}", i % 5)]).expect("INCR");
+    }
+    resh.wait_until("a1 is rebuilt and votes", WAIT, |r| {
+        r.replica("a1")["vote"]["state"] == "voting" && r.replica("a1")["vote"]["incarnation"].as_u64() > Some(1)
+    });
+    assert!(resh.log().contains("copying the state of"), "{}", resh.log());
+    for i in 0..50 {
+        c.call(&["INCR", &format!("after:{}", i % 5)]).expect("INCR");
+    }
+    assert_identical(&resh);
+}
+
+/// After the replay log overflowed, a restarted replica cannot be replayed from the start:
+/// it is rebuilt by a checkpoint instead of staying out for good.
+#[test]
+fn after_the_log_overflowed_a_restarted_replica_is_rebuilt_by_a_checkpoint() {
+    let resh = Resh::start(&redis_config("", "log_max_bytes = 4096"));
+    let mut c = RespClient::connect(resh.clients).expect("connect");
+    for i in 0..300 {
+        c.call(&["SET", &format!("k:{i}"), &format!("value number {i}")]).expect("SET");
+    }
+    let pid = resh.replica("r3")["pid"].as_u64().expect("pid");
+    assert!(Command::new("kill").args(["-KILL", &pid.to_string()]).status().expect("kill").success());
+    for i in 0..20 {
+        c.call(&["INCR", &format!("during:{}", i % 3)]).expect("INCR");
+    }
+    resh.wait_until("r3 is rebuilt and votes", WAIT, |r| {
+        r.replica("r3")["vote"]["state"] == "voting" && r.replica("r3")["vote"]["incarnation"] == 2
+    });
+    assert!(resh.log().contains("copying the state of"), "{}", resh.log());
+    assert_identical(&resh);
+}
+
+/// Three clients pipeline 400 reads of a 1 MiB value each and never read an answer. They are
+/// no longer read once they hold their share, and cut off past it; resh's memory stays
+/// bounded (it used to grow to 1.85 GB) and the service goes on for everyone else.
+#[test]
+fn clients_that_pipeline_and_never_read_hold_bounded_memory() {
+    let resh = Resh::start(&redis_config("", "max_session_bytes = 8388608"));
+    let mut c = RespClient::connect(resh.clients).expect("connect");
+    let value = "x".repeat(1 << 20);
+    assert_eq!(c.call(&["SET", "big", &value]).expect("SET"), b"+OK\r\n");
+    let (before, _) = resh.memory();
+    let request: Vec<u8> = b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n".repeat(400);
+    let hogs: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut s = TcpStream::connect(resh.clients).expect("connect");
+            s.set_write_timeout(Some(Duration::from_secs(5))).expect("timeout");
+            let _ = s.write_all(&request);
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(4));
+    let (now, peak) = resh.memory();
+    println!("resh RSS before {} MiB, with the three clients {} MiB, peak {} MiB", before >> 20, now >> 20, peak >> 20);
+    assert!(peak < 300 << 20, "resh's memory was not bounded: peak {} MiB", peak >> 20);
+    assert_eq!(c.call(&["GET", "missing"]).expect("GET"), b"$-1\r\n", "the service goes on");
+    drop(hogs);
+    assert_eq!(total_faults(&resh), 0, "{}", resh.status());
+}
+
+/// Out of file descriptors is resh's own limit: clients wait or are refused, and no replica
+/// is blamed or restarted (it used to restart healthy replicas and reset every session).
+#[test]
+fn running_out_of_file_descriptors_blames_no_replica() {
+    let echo = resh_e2e::binary("resh-echo");
+    let mut config =
+        "listen = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[session]\nconnect_timeout_ms = 3000\n"
+            .to_string();
+    for name in ["a", "b", "c"] {
+        config.push_str(&format!(
+            "[[replica]]\nname = \"{name}\"\ncommand = [{:?}, \"--port\", \"{{port}}\"]\n",
+            echo.display().to_string()
+        ));
+    }
+    // Each stream session costs resh four descriptors (the client, three replicas).
+    let resh = Resh::start_with_limit(&config, Some("-n 80"));
+    let clients: Vec<TcpStream> = (0..60).filter_map(|_| TcpStream::connect(resh.clients).ok()).collect();
+    for mut c in clients.iter() {
+        let _ = c.write_all(b"hello\n");
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let status = resh.status();
+    assert_eq!(total_faults(&resh), 0, "{status}");
+    for name in ["a", "b", "c"] {
+        assert_eq!(resh.replica(name)["incarnation"], 1, "{name} was restarted: {status}");
+    }
+    assert!(
+        resh.log().contains("out of file descriptors"),
+        "resh says why: {}",
+        resh.log().lines().filter(|l| l.contains("WARN")).take(5).collect::<Vec<_>>().join("\n")
+    );
+    drop(clients);
+    std::thread::sleep(Duration::from_millis(500));
+    let got = resh_e2e::exchange(resh.clients, b"after the storm\n");
+    assert_eq!(got.received, b"after the storm\n", "{:?}", got.error);
+}
+
+/// resh raises its soft limit on open files to the hard limit at start.
+#[test]
+fn the_soft_limit_on_open_files_is_raised_to_the_hard_limit() {
+    let echo = resh_e2e::binary("resh-echo");
+    let config = format!(
+        "listen = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[[replica]]\nname = \"a\"\ncommand = [{:?}, \"--port\", \"{{port}}\"]\n",
+        echo.display().to_string()
+    );
+    let resh = Resh::start_with_limit(&config, Some("-Sn 256"));
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", resh.pid())).expect("limits");
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).expect("a line for open files");
+    let numbers: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(numbers[0], numbers[1], "soft limit not raised: {line}");
+}
