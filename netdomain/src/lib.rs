@@ -3,9 +3,12 @@
 //!
 //! Layout:
 //! - [`config`]: the TOML configuration, its defaults and validation (`resh check`).
-//! - [`codec`]: framing codecs of ordered mode (RESP).
-//! - [`ordered`]: ordered mode: the sequencer that puts every session's requests in one
-//!   global order for all replicas, the frame vote, replay to rejoining replicas.
+//! - [`codec`]: framing codecs of ordered mode (RESP, with Redis's own request rules; the
+//!   logical checkpoint that copies a keyspace).
+//! - [`ordered`]: ordered mode: the sans-I/O ordered core ([`ordered::core`]) that puts every
+//!   session's requests in one global order for all replicas, votes the answers, and rebuilds
+//!   replicas (replay log, checkpoints); its tokio shell (the sequencer and the replica
+//!   connections); the client sessions; a deterministic simulation for its tests.
 //! - [`stream`]: stream mode: one client session, fan-out of client bytes to every replica,
 //!   the stream vote on their output (the pure [`voter`] crate), release of agreed bytes; a
 //!   sans-I/O session core ([`stream::session`]) and the tokio shell that drives it.

@@ -11,7 +11,7 @@
 //! 2. **connect** to every admitted replica at once, each bounded by the connect timeout;
 //!    a replica that cannot be reached is a `crashed` fault.
 //! 3. **relay**: one task owns the client's and every replica's socket and polls them all
-//!    ([`Relay::poll`]), in rounds that follow the core's order (see [`session`]): deadlines;
+//!    (`Relay::poll`), in rounds that follow the core's order (see [`session`]): deadlines;
 //!    input (what a replica has not taken of the last chunk, then the client, whose chunk is
 //!    written to every replica straight from the read buffer); output (each replica as far as
 //!    the core's read room allows, through the fault-injection taps, into the core); the
