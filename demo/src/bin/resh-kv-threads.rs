@@ -2,7 +2,9 @@
 //! purpose (N-version programming): one OS thread per connection, a buffered line reader for
 //! parsing, a `BTreeMap` behind a `RwLock`, and its own command table. It shares no code with
 //! `resh-kv` (async, HashMap) or `kv.py` (Python asyncio), so a bug in one is unlikely to be
-//! repeated in the others. It serves the same RESP subset.
+//! repeated in the others. It serves the same RESP subset, with the same Redis 7 replies byte
+//! for byte, and the commands resh's checkpoint needs (KEYS, TYPE, PTTL, RPUSH, FLUSHALL,
+//! DBSIZE). KEYS lists keys in the map's order, which is sorted, as the other versions do.
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::net::{TcpListener, TcpStream};
@@ -87,30 +89,141 @@ fn read_line(reader: &mut impl BufRead) -> io::Result<Option<Vec<u8>>> {
     Ok(Some(line))
 }
 
+/// Redis's limits on a request: elements of an array, bytes of one bulk string.
+const MAX_ELEMENTS: i64 = i32::MAX as i64;
+const MAX_BULK_BYTES: i64 = 512 << 20;
+
 fn read_request(reader: &mut impl BufRead) -> io::Result<Option<Vec<Vec<u8>>>> {
-    let Some(first) = read_line(reader)? else { return Ok(None) };
-    let Some(count) = first.strip_prefix(b"*") else {
-        // Inline command.
-        return Ok(Some(first.split(u8::is_ascii_whitespace).filter(|w| !w.is_empty()).map(<[u8]>::to_vec).collect()));
-    };
-    let count: usize = std::str::from_utf8(count)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| invalid("invalid multibulk length"))?;
-    let mut words = Vec::with_capacity(count);
+    let mut first = Vec::new();
+    if reader.read_until(b'\n', &mut first)? == 0 {
+        return Ok(None);
+    }
+    if first[0] != b'*' {
+        // Inline command: the line without its "\n" and one "\r" before it.
+        for end in [b'\n', b'\r'] {
+            if first.last() == Some(&end) {
+                first.pop();
+            }
+        }
+        return inline_words(&first).map(Some).ok_or_else(|| invalid("unbalanced quotes in request"));
+    }
+    while matches!(first.last(), Some(b'\n' | b'\r')) {
+        first.pop();
+    }
+    let count =
+        number(&first[1..]).filter(|n| *n <= MAX_ELEMENTS).ok_or_else(|| invalid("invalid multibulk length"))?;
+    // A count of zero or less is an empty request, which Redis ignores.
+    let count = usize::try_from(count).unwrap_or(0);
+    let mut words = Vec::with_capacity(count.min(1024));
     for _ in 0..count {
         let header = read_line(reader)?.ok_or_else(|| invalid("unexpected end"))?;
-        let len: usize = header
-            .strip_prefix(b"$")
-            .and_then(|l| std::str::from_utf8(l).ok())
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| invalid("invalid bulk length"))?;
+        match header.first() {
+            Some(b'$') => {}
+            Some(b'\r' | b'\n') | None => return Err(invalid("expected '$', got ' '")),
+            Some(&other) => return Err(invalid(&format!("expected '$', got '{}'", char::from(other)))),
+        }
+        let len = number(&header[1..])
+            .filter(|n| (0..=MAX_BULK_BYTES).contains(n))
+            .ok_or_else(|| invalid("invalid bulk length"))? as usize;
         let mut word = vec![0u8; len + 2];
         reader.read_exact(&mut word)?;
         word.truncate(len);
         words.push(word);
     }
     Ok(Some(words))
+}
+
+/// The words of an inline request, split as Redis's `sdssplitargs` splits them; `None` when
+/// a quote is unbalanced (or a closing quote is glued to the next word).
+fn inline_words(line: &[u8]) -> Option<Vec<Vec<u8>>> {
+    #[derive(PartialEq)]
+    enum State {
+        Between,
+        Bare,
+        Double,
+        Single,
+    }
+    let is_space = |b: u8| b == b' ' || (b'\t'..=b'\r').contains(&b);
+    // The line ends at a NUL byte, as a C string does.
+    let line = &line[..line.iter().position(|&b| b == 0).unwrap_or(line.len())];
+    let mut words = Vec::new();
+    let mut word = Vec::new();
+    let mut state = State::Between;
+    let mut i = 0;
+    while i < line.len() {
+        let b = line[i];
+        let next = line.get(i + 1).copied();
+        match state {
+            State::Between if is_space(b) => {}
+            State::Between | State::Bare => match b {
+                b' ' | b'\n' | b'\r' | b'\t' => {
+                    words.push(std::mem::take(&mut word));
+                    state = State::Between;
+                }
+                b'"' => state = State::Double,
+                b'\'' => state = State::Single,
+                _ => {
+                    word.push(b);
+                    state = State::Bare;
+                }
+            },
+            State::Double => match (b, next) {
+                (b'\\', Some(b'x'))
+                    if line.get(i + 2).is_some_and(u8::is_ascii_hexdigit)
+                        && line.get(i + 3).is_some_and(u8::is_ascii_hexdigit) =>
+                {
+                    let hex =
+                        std::str::from_utf8(&line[i + 2..i + 4]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                    word.push(hex.unwrap_or(0));
+                    i += 3;
+                }
+                (b'\\', Some(escaped)) => {
+                    word.push(match escaped {
+                        b'n' => b'\n',
+                        b'r' => b'\r',
+                        b't' => b'\t',
+                        b'b' => 8,
+                        b'a' => 7,
+                        other => other,
+                    });
+                    i += 1;
+                }
+                (b'"', after) => {
+                    if after.is_some_and(|a| !is_space(a)) {
+                        return None;
+                    }
+                    words.push(std::mem::take(&mut word));
+                    state = State::Between;
+                    i += 1;
+                }
+                _ => word.push(b),
+            },
+            State::Single => match (b, next) {
+                (b'\\', Some(b'\'')) => {
+                    word.push(b'\'');
+                    i += 1;
+                }
+                (b'\'', after) => {
+                    if after.is_some_and(|a| !is_space(a)) {
+                        return None;
+                    }
+                    words.push(std::mem::take(&mut word));
+                    state = State::Between;
+                    i += 1;
+                }
+                _ => word.push(b),
+            },
+        }
+        i += 1;
+    }
+    match state {
+        State::Double | State::Single => None,
+        State::Bare => {
+            words.push(word);
+            Some(words)
+        }
+        State::Between => Some(words),
+    }
 }
 
 fn reply_bulk(w: &mut impl Write, v: Option<&[u8]>) -> io::Result<()> {
@@ -124,24 +237,38 @@ fn reply_bulk(w: &mut impl Write, v: Option<&[u8]>) -> io::Result<()> {
     }
 }
 
+/// An integer as Redis reads one (`string2ll`): digits, an optional leading `-`, no leading
+/// zero, no `+`, no spaces, no `-0`; within 64 bits.
 fn number(v: &[u8]) -> Option<i64> {
-    std::str::from_utf8(v).ok()?.parse().ok()
+    let (sign, digits): (i128, &[u8]) = match v {
+        [b'0'] => return Some(0),
+        [b'-', rest @ ..] => (-1, rest),
+        _ => (1, v),
+    };
+    if digits.is_empty() || digits.len() > 19 || digits[0] == b'0' || digits.iter().any(|d| !d.is_ascii_digit()) {
+        return None;
+    }
+    let magnitude = digits.iter().fold(0i128, |n, d| n * 10 + i128::from(d - b'0'));
+    i64::try_from(sign * magnitude).ok()
 }
 
 fn run(words: &[Vec<u8>], store: &Store, w: &mut impl Write) -> io::Result<()> {
-    let name = String::from_utf8_lossy(&words[0]).to_uppercase();
+    // ASCII case only: Unicode's would turn "ſet" into SET.
+    let name = String::from_utf8_lossy(&words[0].to_ascii_uppercase()).into_owned();
     let argc = words.len() - 1;
-    // (minimum arguments, maximum arguments, multiple of)
+    // (minimum arguments, maximum arguments)
     let (min, max) = match name.as_str() {
         "PING" => (0, 1),
-        "ECHO" | "GET" | "INCR" | "DECR" | "LLEN" => (1, 1),
+        "ECHO" | "GET" | "INCR" | "DECR" | "LLEN" | "KEYS" | "TYPE" | "PTTL" => (1, 1),
         "SET" => (2, 2),
         "DEL" | "EXISTS" | "MGET" => (1, usize::MAX),
-        "MSET" | "LPUSH" => (2, usize::MAX),
+        "MSET" | "LPUSH" | "RPUSH" => (2, usize::MAX),
         "LPOP" => (1, 2),
         "LRANGE" => (3, 3),
         "CONFIG" => (1, usize::MAX),
-        _ => return write!(w, "-ERR unknown command '{}'\r\n", name.to_lowercase()),
+        "FLUSHALL" => (0, usize::MAX),
+        "DBSIZE" => (0, 0),
+        _ => return unknown_command(words, w),
     };
     if argc < min || argc > max || (name == "MSET" && argc % 2 != 0) {
         return write!(w, "-ERR wrong number of arguments for '{}' command\r\n", name.to_lowercase());
@@ -199,16 +326,26 @@ fn run(words: &[Vec<u8>], store: &Store, w: &mut impl Write) -> io::Result<()> {
                 None => w.write_all(b"*0\r\n"),
             }
         }
-        "CONFIG" => {
-            if argc != 2 || !words[1].eq_ignore_ascii_case(b"GET") {
-                return w.write_all(b"-ERR unknown subcommand or wrong number of arguments for 'config' command\r\n");
-            }
-            match String::from_utf8_lossy(&words[2]).to_lowercase().as_str() {
-                "save" => w.write_all(b"*2\r\n$4\r\nsave\r\n$0\r\n\r\n"),
-                "appendonly" => w.write_all(b"*2\r\n$10\r\nappendonly\r\n$2\r\nno\r\n"),
-                _ => w.write_all(b"*0\r\n"),
-            }
+        "CONFIG" => config(words, w),
+        "KEYS" => {
+            let map = store.read().unwrap_or_else(|p| p.into_inner());
+            // The BTreeMap iterates in byte order: the sorted list the other versions give.
+            let everything = words[1] == b"*";
+            let keys: Vec<&Vec<u8>> = map.keys().filter(|k| everything || redis_glob(&words[1], k, false)).collect();
+            write!(w, "*{}\r\n", keys.len())?;
+            keys.into_iter().try_for_each(|k| reply_bulk(w, Some(k)))
         }
+        "TYPE" => w.write_all(match store.read().unwrap_or_else(|p| p.into_inner()).get(&words[1]) {
+            Some(Entry::Bytes(_)) => b"+string\r\n",
+            Some(Entry::Deque(_)) => b"+list\r\n",
+            None => b"+none\r\n",
+        }),
+        // No key expires in this service.
+        "PTTL" => match store.read().unwrap_or_else(|p| p.into_inner()).contains_key(&words[1]) {
+            true => w.write_all(b":-1\r\n"),
+            false => w.write_all(b":-2\r\n"),
+        },
+        "DBSIZE" => write!(w, ":{}\r\n", store.read().unwrap_or_else(|p| p.into_inner()).len()),
         _ => write_command(&name, words, store, w, wrongtype),
     }
 }
@@ -245,14 +382,29 @@ fn write_command(name: &str, words: &[Vec<u8>], store: &Store, w: &mut impl Writ
             map.insert(words[1].clone(), Entry::Bytes(new.to_string().into_bytes()));
             write!(w, ":{new}\r\n")
         }
-        "LPUSH" => {
+        "LPUSH" | "RPUSH" => {
             let entry = map.entry(words[1].clone()).or_insert_with(|| Entry::Deque(VecDeque::new()));
             match entry {
-                Entry::Deque(d) => {
+                Entry::Deque(d) if name == "LPUSH" => {
                     words[2..].iter().for_each(|v| d.push_front(v.clone()));
                     write!(w, ":{}\r\n", d.len())
                 }
+                Entry::Deque(d) => {
+                    d.extend(words[2..].iter().cloned());
+                    write!(w, ":{}\r\n", d.len())
+                }
                 Entry::Bytes(_) => w.write_all(wrongtype),
+            }
+        }
+        "FLUSHALL" => {
+            // Redis reads the option as a C string: up to a NUL byte, any case.
+            let option = words.get(1).map(|o| o.split(|&b| b == 0).next().unwrap_or_default().to_ascii_uppercase());
+            match (words.len() - 1, option.as_deref()) {
+                (0, _) | (1, Some(b"SYNC" | b"ASYNC")) => {
+                    map.clear();
+                    w.write_all(b"+OK\r\n")
+                }
+                _ => w.write_all(b"-ERR syntax error\r\n"),
             }
         }
         "LPOP" => {
@@ -282,6 +434,262 @@ fn write_command(name: &str, words: &[Vec<u8>], store: &Store, w: &mut impl Writ
                 }
             }
         }
-        _ => write!(w, "-ERR unknown command '{}'\r\n", name.to_lowercase()),
+        _ => unknown_command(words, w),
+    }
+}
+
+/// `-ERR` and a text that may hold client bytes; Redis blanks CR and LF out of such texts.
+fn error_with(w: &mut impl Write, parts: &[&[u8]]) -> io::Result<()> {
+    let mut line: Vec<u8> = b"-ERR ".to_vec();
+    for part in parts {
+        line.extend(part.iter().map(|&b| match b {
+            b'\r' | b'\n' => b' ',
+            b => b,
+        }));
+    }
+    line.extend_from_slice(b"\r\n");
+    w.write_all(&line)
+}
+
+/// What C's `printf("%.*s", limit, word)` prints: up to `limit` bytes, stopping at a NUL.
+fn printed(word: &[u8], limit: usize) -> &[u8] {
+    let word = word.split(|&b| b == 0).next().unwrap_or_default();
+    &word[..word.len().min(limit)]
+}
+
+/// Redis 7's unknown-command error: the name as sent, then the arguments quoted, until 128
+/// bytes of them are listed.
+fn unknown_command(words: &[Vec<u8>], w: &mut impl Write) -> io::Result<()> {
+    let mut listed: Vec<u8> = Vec::new();
+    for word in words[1..].iter() {
+        if listed.len() >= 128 {
+            break;
+        }
+        let shown = printed(word, 128 - listed.len());
+        listed.push(b'\'');
+        listed.extend_from_slice(shown);
+        listed.extend_from_slice(b"' ");
+    }
+    error_with(w, &[b"unknown command '", printed(&words[0], 128), b"', with args beginning with: ", &listed])
+}
+
+/// CONFIG, answered like `redis-server --save "" --appendonly no` without a config file.
+/// Only `save` and `appendonly` are known; CONFIG SET is refused (in the words every version
+/// uses, so that they agree).
+fn config(words: &[Vec<u8>], w: &mut impl Write) -> io::Result<()> {
+    let parameters: [(&[u8], &[u8]); 2] = [(b"save", b""), (b"appendonly", b"no")];
+    let sub = String::from_utf8_lossy(&words[1].to_ascii_uppercase()).into_owned();
+    let argc = words.len();
+    let enough = match sub.as_str() {
+        "GET" => argc >= 3,
+        "SET" => argc >= 4,
+        "RESETSTAT" | "REWRITE" | "HELP" => argc == 2,
+        _ => return error_with(w, &[b"unknown subcommand '", printed(&words[1], 128), b"'. Try CONFIG HELP."]),
+    };
+    if !enough {
+        return write!(w, "-ERR wrong number of arguments for 'config|{}' command\r\n", sub.to_lowercase());
+    }
+    match sub.as_str() {
+        "GET" => {
+            let mut pairs: Vec<(&[u8], &[u8])> = Vec::new();
+            for asked in &words[2..] {
+                let pattern = printed(asked, usize::MAX).iter().any(|b| matches!(b, b'[' | b'*' | b'?'));
+                for (param, value) in parameters {
+                    let hit = match pattern {
+                        true => redis_glob(asked, param, true),
+                        false => asked.eq_ignore_ascii_case(param),
+                    };
+                    if hit && pairs.iter().all(|(seen, _)| !seen.eq_ignore_ascii_case(param)) {
+                        pairs.push((if pattern { param } else { asked.as_slice() }, value));
+                    }
+                }
+            }
+            write!(w, "*{}\r\n", 2 * pairs.len())?;
+            pairs.into_iter().try_for_each(|(k, v)| {
+                reply_bulk(w, Some(k))?;
+                reply_bulk(w, Some(v))
+            })
+        }
+        "SET" => w.write_all(b"-ERR resh-kv: CONFIG SET is not supported\r\n"),
+        "RESETSTAT" => w.write_all(b"+OK\r\n"),
+        "REWRITE" => w.write_all(b"-ERR The server is running without a config file\r\n"),
+        _ => w.write_all(
+            b"*11\r\n\
+              +CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:\r\n\
+              +GET <pattern>\r\n\
+              +    Return parameters matching the glob-like <pattern> and their values.\r\n\
+              +SET <directive> <value>\r\n\
+              +    Set the configuration <directive> to <value>.\r\n\
+              +RESETSTAT\r\n\
+              +    Reset statistics reported by the INFO command.\r\n\
+              +REWRITE\r\n\
+              +    Rewrite the configuration file.\r\n\
+              +HELP\r\n\
+              +    Prints this help.\r\n",
+        ),
+    }
+}
+
+/// Glob matching exactly as Redis 7's `stringmatchlen` does it, written from its rules:
+/// `*` any run, `?` one byte, `[...]` a class (`^` negates; `a-z` ranges, either way round,
+/// with bytes read as C's signed chars; `\\` escapes; a class missing its `]` runs to the
+/// pattern's end), `\\` escapes a byte. An empty string matches nothing; more than 1000
+/// nested `*` match nothing.
+fn redis_glob(pattern: &[u8], string: &[u8], ignore_case: bool) -> bool {
+    struct Matcher<'a> {
+        pattern: &'a [u8],
+        ignore_case: bool,
+        hopeless: bool,
+    }
+    impl Matcher<'_> {
+        /// The pattern byte at `i`; 0 past its end, like the NUL after a C string.
+        fn p(&self, i: usize) -> u8 {
+            self.pattern.get(i).copied().unwrap_or(0)
+        }
+        fn same(&self, a: u8, b: u8) -> bool {
+            a == b || (self.ignore_case && a.eq_ignore_ascii_case(&b))
+        }
+        fn run(&mut self, mut pi: usize, string: &[u8], nesting: u32) -> bool {
+            if nesting > 1000 {
+                return false;
+            }
+            let end = self.pattern.len();
+            let mut rest = string;
+            while pi < end {
+                let Some((&c, after)) = rest.split_first() else { break };
+                match self.p(pi) {
+                    b'*' => {
+                        while self.p(pi + 1) == b'*' {
+                            pi += 1;
+                        }
+                        if pi + 1 == end {
+                            return true;
+                        }
+                        for start in 0..rest.len() {
+                            if self.run(pi + 1, &rest[start..], nesting + 1) {
+                                return true;
+                            }
+                            if self.hopeless {
+                                return false;
+                            }
+                        }
+                        self.hopeless = true;
+                        return false;
+                    }
+                    b'?' => {}
+                    b'[' => {
+                        pi += 1;
+                        let negated = self.p(pi) == b'^';
+                        if negated {
+                            pi += 1;
+                        }
+                        let mut hit = false;
+                        loop {
+                            let left = end.saturating_sub(pi);
+                            if self.p(pi) == b'\\' && left >= 2 {
+                                pi += 1;
+                                hit |= self.p(pi) == c;
+                            } else if self.p(pi) == b']' {
+                                break;
+                            } else if left == 0 {
+                                pi -= 1;
+                                break;
+                            } else if left >= 3 && self.p(pi + 1) == b'-' {
+                                let (a, b) = (self.p(pi) as i8, self.p(pi + 2) as i8);
+                                let (low, high) = (a.min(b), a.max(b));
+                                let lower =
+                                    |x: i8| if self.ignore_case { (x as u8).to_ascii_lowercase() as i8 } else { x };
+                                hit |= lower(low) <= lower(c as i8) && lower(c as i8) <= lower(high);
+                                pi += 2;
+                            } else {
+                                hit |= self.same(self.p(pi), c);
+                            }
+                            pi += 1;
+                        }
+                        if hit == negated {
+                            return false;
+                        }
+                    }
+                    literal => {
+                        let literal = match literal == b'\\' && end - pi >= 2 {
+                            true => {
+                                pi += 1;
+                                self.p(pi)
+                            }
+                            false => literal,
+                        };
+                        if !self.same(literal, c) {
+                            return false;
+                        }
+                    }
+                }
+                rest = after;
+                pi += 1;
+                if rest.is_empty() {
+                    while self.p(pi) == b'*' {
+                        pi += 1;
+                    }
+                    break;
+                }
+            }
+            pi == end && rest.is_empty()
+        }
+    }
+    Matcher { pattern, ignore_case, hopeless: false }.run(0, string, 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_read_as_redis_reads_them() {
+        for (text, n) in
+            [(&b"0"[..], 0), (b"-7", -7), (b"9223372036854775807", i64::MAX), (b"-9223372036854775808", i64::MIN)]
+        {
+            assert_eq!(number(text), Some(n));
+        }
+        for bad in [&b""[..], b"-", b"+1", b"01", b"-0", b" 1", b"1.0", b"9223372036854775808", b"-9223372036854775809"]
+        {
+            assert_eq!(number(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn inline_words_follow_sdssplitargs() {
+        let words = |l: &[u8]| {
+            inline_words(l)
+                .map(|ws| ws.into_iter().map(|w| String::from_utf8_lossy(&w).into_owned()).collect::<Vec<_>>())
+        };
+        assert_eq!(words(b"\x0b PING  "), Some(vec!["PING".to_string()]));
+        assert_eq!(
+            words(br#"SET "a\x41\n" 'it\'s' x"#),
+            Some(vec!["SET".into(), "aA\n".into(), "it's".into(), "x".into()])
+        );
+        assert_eq!(words(br#"a"b c"d"#), None);
+        assert_eq!(words(br#"a"b c" d"#), Some(vec!["ab c".into(), "d".into()]));
+        assert_eq!(words(b"'open"), None);
+        assert_eq!(words(b"a\x00b c"), Some(vec!["a".into()]));
+    }
+
+    #[test]
+    fn globs_match_as_in_redis() {
+        let glob = |p: &[u8], s: &[u8]| redis_glob(p, s, false);
+        assert!(!glob(b"*", b""));
+        assert!(glob(b"*", b"anything"));
+        assert!(glob(b"a*b*c", b"aXbYc"));
+        assert!(!glob(b"a*b*c", b"aXbY"));
+        assert!(glob(b"[^x]?", b"ab"));
+        assert!(glob(b"[!x]", b"!"));
+        assert!(glob(b"[z-a]", b"q"));
+        assert!(glob(b"[\\]]", b"]"));
+        assert!(glob(b"[\xff-a]", b"["));
+        assert!(!glob(b"[\xff-a]", b"\xc3"));
+        assert!(glob(b"a\\?", b"a?"));
+        assert!(!glob(b"a\\?", b"ab"));
+        assert!(glob(b"[ab", b"b"));
+        assert!(redis_glob(b"APPEND*", b"appendonly", true));
+        assert!(redis_glob(&b"*x".repeat(1000), &[b'x'; 1200], false));
+        assert!(!redis_glob(&b"*x".repeat(1001), &[b'x'; 1200], false));
     }
 }
