@@ -58,7 +58,9 @@ fn connection(stream: TcpStream, store: &Store) -> io::Result<()> {
             Ok(Some(words)) => words,
             Ok(None) => return writer.flush(),
             Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                write!(writer, "-ERR Protocol error: {e}\r\n")?;
+                if let Some(Refused(why)) = e.get_ref().and_then(|r| r.downcast_ref::<Refused>()) {
+                    error_with(&mut writer, &[b"Protocol error: ", why])?;
+                }
                 return writer.flush();
             }
             Err(e) => return Err(e),
@@ -73,8 +75,20 @@ fn connection(stream: TcpStream, store: &Store) -> io::Result<()> {
     }
 }
 
-fn invalid(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, what.to_string())
+/// A request Redis would refuse, and the reason it would give (bytes of the request included).
+#[derive(Debug)]
+struct Refused(Vec<u8>);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.0))
+    }
+}
+
+impl std::error::Error for Refused {}
+
+fn invalid(what: &[u8]) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, Refused(what.to_vec()))
 }
 
 /// Reads one line without its line ending; `None` at end of input.
@@ -105,26 +119,27 @@ fn read_request(reader: &mut impl BufRead) -> io::Result<Option<Vec<Vec<u8>>>> {
                 first.pop();
             }
         }
-        return inline_words(&first).map(Some).ok_or_else(|| invalid("unbalanced quotes in request"));
+        return inline_words(&first).map(Some).ok_or_else(|| invalid(b"unbalanced quotes in request"));
     }
     while matches!(first.last(), Some(b'\n' | b'\r')) {
         first.pop();
     }
     let count =
-        number(&first[1..]).filter(|n| *n <= MAX_ELEMENTS).ok_or_else(|| invalid("invalid multibulk length"))?;
+        number(&first[1..]).filter(|n| *n <= MAX_ELEMENTS).ok_or_else(|| invalid(b"invalid multibulk length"))?;
     // A count of zero or less is an empty request, which Redis ignores.
     let count = usize::try_from(count).unwrap_or(0);
     let mut words = Vec::with_capacity(count.min(1024));
     for _ in 0..count {
-        let header = read_line(reader)?.ok_or_else(|| invalid("unexpected end"))?;
+        let header = read_line(reader)?.ok_or(io::ErrorKind::UnexpectedEof)?;
         match header.first() {
             Some(b'$') => {}
-            Some(b'\r' | b'\n') | None => return Err(invalid("expected '$', got ' '")),
-            Some(&other) => return Err(invalid(&format!("expected '$', got '{}'", char::from(other)))),
+            // read_line took the line's end off: a CR or LF here (shown as a space).
+            None => return Err(invalid(b"expected '$', got ' '")),
+            Some(&other) => return Err(invalid(&[&b"expected '$', got '"[..], &[other], b"'"].concat())),
         }
         let len = number(&header[1..])
             .filter(|n| (0..=MAX_BULK_BYTES).contains(n))
-            .ok_or_else(|| invalid("invalid bulk length"))? as usize;
+            .ok_or_else(|| invalid(b"invalid bulk length"))? as usize;
         let mut word = vec![0u8; len + 2];
         reader.read_exact(&mut word)?;
         word.truncate(len);

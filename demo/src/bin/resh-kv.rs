@@ -125,7 +125,7 @@ async fn serve(mut stream: TcpStream, db: Db, faults: Arc<Faults>) {
             match parse(&input) {
                 Parse::Incomplete => break,
                 Parse::Invalid(why) => {
-                    output.extend_from_slice(format!("-ERR Protocol error: {why}\r\n").as_bytes());
+                    error_reply(&mut output, &[&b"ERR Protocol error: "[..], &why].concat());
                     let _ = stream.write_all(&output).await;
                     return;
                 }
@@ -150,7 +150,8 @@ async fn serve(mut stream: TcpStream, db: Db, faults: Arc<Faults>) {
 
 enum Parse {
     Incomplete,
-    Invalid(String),
+    /// What Redis would answer (it may hold a byte of the request).
+    Invalid(Vec<u8>),
     Command(Vec<Vec<u8>>, usize),
 }
 
@@ -171,12 +172,12 @@ fn parse(buf: &[u8]) -> Parse {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         return match split_inline(line) {
             Some(words) => Parse::Command(words, end + 1),
-            None => Parse::Invalid("unbalanced quotes in request".into()),
+            None => Parse::Invalid(b"unbalanced quotes in request".to_vec()),
         };
     }
     let Some((head, mut at)) = line(buf, 1) else { return Parse::Incomplete };
     let Some(count) = string2ll(head).filter(|&n| n <= i64::from(i32::MAX)) else {
-        return Parse::Invalid("invalid multibulk length".into());
+        return Parse::Invalid(b"invalid multibulk length".to_vec());
     };
     let mut args = Vec::with_capacity(count.clamp(0, 1024) as usize);
     for _ in 0..count {
@@ -184,15 +185,11 @@ fn parse(buf: &[u8]) -> Parse {
             return Parse::Incomplete;
         }
         if buf[at] != b'$' {
-            let got = match buf[at] {
-                b'\r' | b'\n' => ' ',
-                other => char::from(other),
-            };
-            return Parse::Invalid(format!("expected '$', got '{got}'"));
+            return Parse::Invalid([&b"expected '$', got '"[..], &[buf[at]], b"'"].concat());
         }
         let Some((len, body)) = line(buf, at + 1) else { return Parse::Incomplete };
         let Some(len) = string2ll(len).filter(|n| (0..=MAX_BULK).contains(n)) else {
-            return Parse::Invalid("invalid bulk length".into());
+            return Parse::Invalid(b"invalid bulk length".to_vec());
         };
         let len = len as usize;
         if buf.len() < body + len + 2 {
