@@ -25,6 +25,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+mod chunks;
 pub mod codec;
 pub mod config;
 pub mod fault;

@@ -74,15 +74,8 @@ fn a_request_every_replica_is_slow_on_makes_nobody_late() {
 /// so a replica rebuilt later does not close on it again.
 #[test]
 fn a_request_every_replica_closes_on_is_refused_not_blamed_and_not_replayed() {
-    let codec: Arc<dyn Codec> = Arc::new(Resp::new(1 << 20, None));
-    let mut core = OrderedCore::new(config(&[false; 3], 1 << 20), Arc::clone(&codec), 0).expect("config");
+    let (mut core, codec) = connected_core();
     let mut log = Vec::new();
-    for r in 0..3 {
-        core.admitted(r, 1, ms(0));
-        drain(&mut core, &mut log);
-        core.connected(r, 1, ms(0));
-    }
-    drain(&mut core, &mut log);
     let request = |n: u64, args: &[&str]| Request {
         origin: Origin { host: 0, session: 7, request: n },
         bytes: encode_array(args),
@@ -272,15 +265,22 @@ fn drain(core: &mut OrderedCore, log: &mut Vec<String>) -> Vec<Action> {
 }
 
 /// Three connected replicas and one ordered request; returns the core.
-fn one_request(args: &[&str]) -> (OrderedCore, Arc<dyn Codec>) {
+/// A core with three command replicas, admitted and connected.
+fn connected_core() -> (OrderedCore, Arc<dyn Codec>) {
     let codec: Arc<dyn Codec> = Arc::new(Resp::new(1 << 20, None));
     let mut core = OrderedCore::new(config(&[false; 3], 1 << 20), Arc::clone(&codec), 0).expect("config");
-    let mut log = Vec::new();
     for r in 0..3 {
         core.admitted(r, 1, ms(0));
-        drain(&mut core, &mut log);
+        drain(&mut core, &mut Vec::new());
         core.connected(r, 1, ms(0));
     }
+    drain(&mut core, &mut Vec::new());
+    (core, codec)
+}
+
+fn one_request(args: &[&str]) -> (OrderedCore, Arc<dyn Codec>) {
+    let (mut core, codec) = connected_core();
+    let mut log = Vec::new();
     core.order(
         0,
         vec![Request { origin: Origin { host: 0, session: 1, request: 0 }, bytes: encode_array(args), logged: false }],

@@ -182,17 +182,7 @@ async fn write_all_vectored(write: &mut (impl AsyncWrite + Unpin), chunks: &mut 
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
-        let mut n = n;
-        let mut done = 0;
-        for chunk in chunks.iter_mut() {
-            if n < chunk.len() {
-                chunk.advance(n);
-                break;
-            }
-            n -= chunk.len();
-            done += 1;
-        }
-        chunks.drain(..done);
+        crate::chunks::advance(chunks, n);
     }
     Ok(())
 }

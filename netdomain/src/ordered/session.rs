@@ -251,10 +251,12 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
             _ = tokio::time::sleep_until(deadline), if idle_applies => {
                 if !out.is_empty() {
                     info!(idle_ms = idle.as_millis() as u64, "client took no answers for the idle timeout: disconnecting");
+                    end = Some(End::Dropped);
                 } else {
+                    // Nothing owed either way: a plain close.
                     info!(idle_ms = idle.as_millis() as u64, "closing idle session");
+                    end = Some(End::Done);
                 }
-                end = Some(End::Dropped);
                 break;
             }
         }

@@ -511,7 +511,7 @@ impl Session {
     /// for the client, and while it waits, replicas are not read, the vote clock stands still,
     /// and the client is timed instead.
     pub fn client_took(&mut self, n: usize, now: Duration) {
-        advance(&mut self.out, n);
+        crate::chunks::advance(&mut self.out, n);
         if n > 0 {
             // The client took something: what is timed is how long it takes nothing.
             if let Some(since) = self.out_blocked_since.take() {
@@ -630,20 +630,6 @@ impl Session {
             self.actions.push_back(Action::CloseOutput);
         }
     }
-}
-
-/// Drops the first `n` bytes of the chunks in `out`.
-fn advance(out: &mut Vec<Bytes>, mut n: usize) {
-    let mut done = 0;
-    for chunk in out.iter_mut() {
-        if n < chunk.len() {
-            chunk.advance(n);
-            break;
-        }
-        n -= chunk.len();
-        done += 1;
-    }
-    out.drain(..done);
 }
 
 #[cfg(test)]
