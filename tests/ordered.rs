@@ -143,6 +143,13 @@ fn a_planted_bug_is_outvoted_and_the_version_repaired_and_resynchronised() {
     keys.extend(["answer".to_string(), "after".to_string()]);
     assert_identical_state(&resh, &keys, &["history"]);
     assert_eq!(resh.faults("python", "diverged") + resh.faults("rust", "late"), 0);
+    // The outvoted answer counts as masked, for the request and for its session.
+    let metrics = resh.metrics();
+    assert!(metrics.contains("resh_requests_total{outcome=\"masked\"} 1"), "{metrics}");
+    drop(c);
+    resh.wait_until("the session with the masked answer is counted", WAIT, |r| {
+        r.metrics().contains("resh_verdicts_total{verdict=\"masked\"} 1")
+    });
 }
 
 #[test]

@@ -180,6 +180,7 @@ impl Sequencer {
         if !self.core.can_serve() {
             let sessions = self.sessions.lock();
             for s in batch.drain(..) {
+                self.metrics.request_refused();
                 if let Some(tx) = sessions.get(&s.session) {
                     let _ = tx.send(SessionAnswer {
                         request: s.request,
@@ -188,7 +189,6 @@ impl Sequencer {
                     });
                 }
             }
-            self.metrics.request_refused();
             return;
         }
         let requests = batch
