@@ -485,3 +485,80 @@ fn requests_are_framed_as_redis_server_frames_them() {
         }
     }
 }
+
+/// resh in ordered mode in front of the three versions (no redis-server), with a replay log
+/// too small to replay from: each version in turn is killed and rebuilt by a checkpoint copied
+/// from the other two (KEYS, TYPE, PTTL, GET, LRANGE on them; FLUSHALL, SET, RPUSH on it),
+/// and all three end with the same keys and values.
+#[test]
+fn each_version_is_rebuilt_from_the_others_by_a_checkpoint() {
+    if !have("python3") {
+        eprintln!("python3 is not installed: no checkpoint across the three versions");
+        return;
+    }
+    let config = format!(
+        "listen = \"127.0.0.1:0\"\n[vote]\nmode = \"ordered\"\nprotocol = \"resp\"\n[ordered]\nlog_max_bytes = 4096\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n\
+         [[replica]]\nname = \"rust\"\ncommand = [{:?}, \"--port\", \"{{port}}\"]\n\
+         [[replica]]\nname = \"threads\"\ncommand = [{:?}, \"--port\", \"{{port}}\"]\n\
+         [[replica]]\nname = \"python\"\ncommand = [\"python3\", {:?}, \"--port\", \"{{port}}\"]\n",
+        binary("resh-kv").display().to_string(),
+        binary("resh-kv-threads").display().to_string(),
+        workspace().join("demo/kv.py").display().to_string(),
+    );
+    let resh = resh_e2e::Resh::start(&config);
+    let mut client = Conn::connect(resh.clients).expect("connect to resh");
+    for i in 0..200 {
+        assert_eq!(client.call(&[b"SET", format!("k:{i}").as_bytes(), format!("value {i}").as_bytes()]), b"+OK\r\n");
+    }
+    for i in 0..60 {
+        let reply = client.call(&[b"RPUSH", format!("list:{}", i % 4).as_bytes(), format!("item {i}").as_bytes()]);
+        assert!(reply.starts_with(b":"), "{}", show(&reply));
+    }
+    assert_eq!(client.call(&[b"SET", b"\xc3\x00binary key", b"\r\n\xff"]), b"+OK\r\n");
+    for (round, victim) in ["threads", "python", "rust"].into_iter().enumerate() {
+        let pid = resh.replica(victim)["pid"].as_u64().expect("pid");
+        assert!(Command::new("kill").args(["-KILL", &pid.to_string()]).status().expect("kill").success());
+        for i in 0..20 {
+            let key = format!("during:{round}:{}", i % 3);
+            assert!(client.call(&[b"INCR", key.as_bytes()]).starts_with(b":"));
+            assert!(client.call(&[b"LPUSH", b"list:0", key.as_bytes()]).starts_with(b":"));
+        }
+        resh.wait_until(&format!("{victim} is rebuilt and votes"), Duration::from_secs(60), |r| {
+            r.replica(victim)["vote"]["state"] == "voting" && r.replica(victim)["vote"]["incarnation"] == 2
+        });
+    }
+    let log = resh.log();
+    for victim in ["threads", "python", "rust"] {
+        let copied = log.lines().any(|l| l.contains("copying the state of") && l.contains(&format!(" to {victim} ")));
+        assert!(copied, "{victim} was not rebuilt by a checkpoint:\n{log}");
+    }
+    // The same keys, types and values in all three, read from each directly.
+    let state = |name: &str| -> Vec<Vec<u8>> {
+        let addr: SocketAddr = resh.replica(name)["addr"].as_str().and_then(|a| a.parse().ok()).expect("addr");
+        let mut direct = Conn::connect(addr).expect("connect to a replica");
+        let keys = direct.call(&[b"KEYS", b"*"]);
+        let mut state = vec![keys.clone(), direct.call(&[b"DBSIZE"])];
+        for key in sorted_keys(&keys).iter().skip(1) {
+            // The element is "$len\r\nkey\r\n".
+            let start = key.windows(2).position(|w| w == b"\r\n").expect("bulk") + 2;
+            let key = &key[start..key.len() - 2];
+            let kind = direct.call(&[b"TYPE", key]);
+            let value = match &kind[..] {
+                b"+list\r\n" => direct.call(&[b"LRANGE", key, b"0", b"-1"]),
+                _ => direct.call(&[b"GET", key]),
+            };
+            state.extend([kind, direct.call(&[b"PTTL", key]), value]);
+        }
+        state
+    };
+    let rust = state("rust");
+    assert_eq!(show(&rust[1]), show(b":214\r\n"), "200 strings, 4 lists, 1 binary key, 3 rounds of 3 counters");
+    for other in ["threads", "python"] {
+        assert_eq!(
+            state(other).iter().map(|r| show(r)).collect::<Vec<_>>(),
+            rust.iter().map(|r| show(r)).collect::<Vec<_>>(),
+            "{other} differs from rust"
+        );
+    }
+}
