@@ -293,7 +293,7 @@ mod defaults {
         1024
     }
     pub fn max_outstanding() -> usize {
-        65_536
+        4096
     }
     pub fn request_timeout_ms() -> u64 {
         60_000

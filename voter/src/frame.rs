@@ -15,10 +15,11 @@
 //! and its client session must be aborted (fail-stop).
 //!
 //! **Lateness is judged against the quorum's progress, not the clock alone.** A replica is
-//! *late* once a quorum of replicas answered a request `lag_timeout` ago and it still has not.
-//! A request that every replica is slow on (a slow command) makes nobody late: the service is
-//! slow, no replica differs. The voter never gives up on a request by itself; a caller that
-//! wants a per-request limit answers its client with an error and keeps voting.
+//! *late* once a quorum of replicas answered the last request it was sent `lag_timeout` ago and
+//! it still owes an answer. A request that every replica is slow on (a slow command) makes
+//! nobody late: the service is slow, no replica differs. The voter never gives up on a request
+//! by itself; a caller that wants a per-request limit answers its client with an error and
+//! keeps voting.
 //!
 //! A replica can be *paused* (it is the source of a state transfer and answers later): it is
 //! not late while paused, and gets a fresh `lag_timeout` from when it resumes. A replica
@@ -101,6 +102,9 @@ struct Lane {
     paused: bool,
     /// The sequence number this replica's next answer answers.
     next: u64,
+    /// The requests below this one were sent to it (`u64::MAX`: every request submitted, for
+    /// a caller that does not say, see [`FrameVoter::sent_to`]).
+    sent: u64,
     /// Lateness is counted from no earlier than this (its join, or the end of a pause).
     grace_from: Duration,
 }
@@ -147,7 +151,10 @@ impl FrameVoter {
     pub fn starting_at(config: FrameConfig, seq: u64) -> Result<Self, ConfigError> {
         config.validate()?;
         Ok(FrameVoter {
-            lanes: vec![Lane { live: false, paused: false, next: seq, grace_from: Duration::ZERO }; config.replicas],
+            lanes: vec![
+                Lane { live: false, paused: false, next: seq, sent: u64::MAX, grace_from: Duration::ZERO };
+                config.replicas
+            ],
             slots: VecDeque::new(),
             votes: VecDeque::new(),
             base: seq,
@@ -238,8 +245,17 @@ impl FrameVoter {
                 slot.expected &= !bit;
             }
         }
-        self.lanes[replica] = Lane { live: true, paused: false, next: seq, grace_from: now };
+        self.lanes[replica] = Lane { live: true, paused: false, next: seq, sent: u64::MAX, grace_from: now };
         self.drop_settled();
+    }
+
+    /// The requests below `upto` were sent to `replica` (its lateness is judged against the
+    /// quorum's answer to the last of them). A caller that never says so has every submitted
+    /// request count as sent.
+    pub fn sent_to(&mut self, replica: usize, upto: u64) {
+        if let Some(lane) = self.lanes.get_mut(replica) {
+            lane.sent = upto;
+        }
     }
 
     /// `replica` answers later than its requests are sent (it is the source of a state
@@ -347,19 +363,27 @@ impl FrameVoter {
         self.drop_settled();
     }
 
-    /// Since when replica `r` trails a quorum: the time a quorum had answered the request it
-    /// owes next (or its grace, if later); `None` if it owes nothing a quorum answered.
+    /// Since when replica `r` trails a quorum: the time a quorum had answered the *last*
+    /// request `r` was sent (or its grace, if later), if `r` still owes an answer; `None`
+    /// otherwise. Not the request it owes first: a server that batches its replies (Redis
+    /// writes the answers to pipelined requests after running them all) may hold an early
+    /// answer back behind a slow command it runs in step with the others; it is late only once
+    /// the quorum has answered everything it was sent, `lag_timeout` ago.
     fn late_from(&self, r: usize) -> Option<Duration> {
         let lane = &self.lanes[r];
         if !lane.live || lane.paused {
             return None;
         }
-        let index = lane.next.checked_sub(self.base)? as usize;
-        let slot = self.slots.get(index)?;
-        if slot.expected & (1 << r) == 0 {
+        let sent = lane.sent.min(self.next_seq);
+        if lane.next >= sent {
             return None;
         }
-        slot.quorum_at.map(|t| t.max(lane.grace_from))
+        let owed = lane.next.checked_sub(self.base).map(|i| i as usize).and_then(|i| self.slots.get(i))?;
+        if owed.expected & (1 << r) == 0 {
+            return None;
+        }
+        let last = (sent - 1).checked_sub(self.base).map(|i| i as usize).and_then(|i| self.slots.get(i))?;
+        last.quorum_at.map(|t| t.max(lane.grace_from))
     }
 
     fn live_mask(&self) -> u32 {
@@ -561,6 +585,39 @@ mod tests {
         let faults = v.take_faults();
         assert_eq!((faults.len(), faults[0].replica, faults[0].kind.clone()), (1, 2, FaultKind::Late { behind: 1 }));
         assert_eq!(v.next_deadline(), None);
+    }
+
+    #[test]
+    fn an_answer_held_back_behind_a_slow_command_is_not_late() {
+        let mut v = voter(3, 2);
+        let s = v.submit(ms(0));
+        let slow = v.submit(ms(0));
+        for r in 0..3 {
+            v.sent_to(r, slow + 1);
+        }
+        // Replicas 0 and 1 answer `s` at once; replica 2 had both in one read and, like Redis,
+        // writes its answer to `s` only after running the slow command.
+        v.response(0, frame(b"s"), ms(1));
+        v.response(1, frame(b"s"), ms(1));
+        assert_eq!(v.next_deadline(), None, "the quorum has not answered all replica 2 was sent");
+        v.tick(ms(4000));
+        assert!(v.take_faults().is_empty());
+        v.response(0, frame(b"slow"), ms(5000));
+        v.response(1, frame(b"slow"), ms(5000));
+        assert_eq!(v.next_deadline(), Some(ms(7000)));
+        v.response(2, frame(b"s"), ms(5001));
+        v.response(2, frame(b"slow"), ms(5001));
+        assert!(v.take_faults().is_empty());
+        assert_eq!(decisions(&mut v).iter().map(|d| d.0).collect::<Vec<_>>(), vec![s, slow]);
+        // A replica that truly hangs is late a lag after the quorum answered all it was sent.
+        let t = v.submit(ms(6000));
+        for r in 0..3 {
+            v.sent_to(r, t + 1);
+        }
+        v.response(0, frame(b"t"), ms(6001));
+        v.response(1, frame(b"t"), ms(6001));
+        v.tick(ms(8001));
+        assert_eq!(kinds(&mut v), vec![(2, "late")]);
     }
 
     #[test]

@@ -641,6 +641,7 @@ impl OrderedCore {
                 let seq = self.voter.next_answer(r).unwrap_or(replica.sent);
                 replica.sent = seq;
                 replica.expect.clear();
+                self.voter.sent_to(r, seq);
                 self.voter.resume(r, now);
                 self.actions.push_back(Action::Note(Note::Resumed { replica: r, seq }));
             }
@@ -1193,6 +1194,7 @@ impl OrderedCore {
             replica.sent += count;
             replica.queued += end - start;
             push_expect(&mut replica.expect, Expect::Votes(count));
+            self.voter.sent_to(r, replica.sent);
             self.actions.push_back(Action::Write { replica: r, incarnation, bytes: batch.slice(start..end) });
         }
     }
@@ -1455,6 +1457,7 @@ impl OrderedCore {
         replica.sent = seq;
         replica.closed_at = None;
         self.voter.join_at(r, seq, now);
+        self.voter.sent_to(r, seq);
         self.actions.push_back(Action::Note(Note::Joined { replica: r, seq, rebuilt }));
         // Others may have waited for it: a source, say.
         for t in 0..self.replicas.len() {
