@@ -131,7 +131,7 @@ pub struct ReplicaStatus {
 }
 
 #[derive(Debug)]
-struct SlotState {
+struct ManagedState {
     phase: Phase,
     addr: Option<SocketAddr>,
     pid: Option<u32>,
@@ -142,14 +142,14 @@ struct SlotState {
 
 /// One replica's state, shared by its monitor task, the sessions and the admin server.
 #[derive(Debug)]
-struct Slot {
+struct ManagedReplica {
     index: usize,
     spec: ReplicaSpec,
     name: Arc<str>,
-    state: Mutex<SlotState>,
+    state: Mutex<ManagedState>,
     /// Wakes the monitor when the replica is quarantined. A wake-up is only a hint: the monitor
     /// acts on it only if the incarnation it watches is the one quarantined (see
-    /// [`Slot::quarantine_of`]), since a permit left over from an earlier incarnation (a fault
+    /// [`ManagedReplica::quarantine_of`]), since a permit left over from an earlier incarnation (a fault
     /// reported while the monitor was busy with that incarnation's exit) must not kill the next.
     quarantined: Notify,
     sessions: AtomicU64,
@@ -157,10 +157,10 @@ struct Slot {
     restarts: AtomicU64,
 }
 
-impl Slot {
+impl ManagedReplica {
     /// The state lock; a panic elsewhere while it was held leaves the state usable, so a
     /// poisoned lock is taken over rather than propagated.
-    fn state(&self) -> MutexGuard<'_, SlotState> {
+    fn state(&self) -> MutexGuard<'_, ManagedState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -185,7 +185,7 @@ impl Slot {
 /// Keeps the replicas running and admitted. Created with [`Supervisor::start`].
 #[derive(Debug)]
 pub struct Supervisor {
-    slots: Vec<Arc<Slot>>,
+    slots: Vec<Arc<ManagedReplica>>,
     shutdown: watch::Sender<bool>,
     monitors: Mutex<Vec<JoinHandle<()>>>,
     /// Armed data-path injections and the injection log (see [`crate::inject`]).
@@ -196,15 +196,15 @@ impl Supervisor {
     /// Starts one monitor task per replica on the current tokio runtime.
     pub fn start(specs: Vec<ReplicaSpec>, config: SupervisorConfig) -> Arc<Supervisor> {
         let (shutdown, _) = watch::channel(false);
-        let slots: Vec<Arc<Slot>> = specs
+        let slots: Vec<Arc<ManagedReplica>> = specs
             .into_iter()
             .enumerate()
             .map(|(index, spec)| {
-                Arc::new(Slot {
+                Arc::new(ManagedReplica {
                     index,
                     name: spec.name.as_str().into(),
                     spec,
-                    state: Mutex::new(SlotState {
+                    state: Mutex::new(ManagedState {
                         phase: Phase::Starting,
                         addr: None,
                         pid: None,
@@ -393,7 +393,7 @@ impl Supervisor {
 
 /// Keeps a command replica running: start, wait until ready, watch for exit or quarantine,
 /// restart.
-async fn monitor_command(slot: &Slot, config: &SupervisorConfig, mut stop: watch::Receiver<bool>) {
+async fn monitor_command(slot: &ManagedReplica, config: &SupervisorConfig, mut stop: watch::Receiver<bool>) {
     let mut backoff = config.restart_backoff;
     loop {
         if *stop.borrow() {
@@ -443,7 +443,7 @@ enum Outcome {
     Failed,
 }
 
-fn start_command(slot: &Slot) -> std::io::Result<Child> {
+fn start_command(slot: &ManagedReplica) -> std::io::Result<Child> {
     let Launch::Command { argv, env, cwd } = &slot.spec.launch else {
         return Err(std::io::Error::other("not a command replica"));
     };
@@ -497,7 +497,7 @@ async fn forward_output(name: Arc<str>, stream: &'static str, out: impl AsyncRea
 /// Probes the replica until it accepts a connection; admits it then. Gives up when the
 /// ready timeout passes, the child exits or resh stops.
 async fn wait_until_ready(
-    slot: &Slot,
+    slot: &ManagedReplica,
     config: &SupervisorConfig,
     mut child: Option<&mut Child>,
     stop: &mut watch::Receiver<bool>,
@@ -535,7 +535,7 @@ async fn wait_until_ready(
 }
 
 /// Watches a ready replica until it exits, is quarantined, or resh stops.
-async fn run_until_repair(slot: &Slot, child: &mut Child, stop: &mut watch::Receiver<bool>) -> Outcome {
+async fn run_until_repair(slot: &ManagedReplica, child: &mut Child, stop: &mut watch::Receiver<bool>) -> Outcome {
     let incarnation = slot.state().incarnation;
     tokio::select! {
         status = child.wait() => {
@@ -558,7 +558,7 @@ async fn run_until_repair(slot: &Slot, child: &mut Child, stop: &mut watch::Rece
     }
 }
 
-fn note_exit(slot: &Slot, status: ExitStatus) {
+fn note_exit(slot: &ManagedReplica, status: ExitStatus) {
     warn!(replica = %slot.name, %status, "replica exited");
     let mut state = slot.state();
     state.last_exit = Some(status.to_string());
@@ -569,7 +569,7 @@ fn note_exit(slot: &Slot, status: ExitStatus) {
 }
 
 /// Kills the replica's whole process group and reaps it.
-async fn stop_child(slot: &Slot, child: &mut Child) {
+async fn stop_child(slot: &ManagedReplica, child: &mut Child) {
     if let Some(pid) = child.id() {
         if let Err(e) = sys::signal_group(pid, libc::SIGKILL) {
             debug!(replica = %slot.name, pid, error = %e, "cannot signal replica group");
@@ -580,7 +580,12 @@ async fn stop_child(slot: &Slot, child: &mut Child) {
 }
 
 /// Keeps an address replica admitted while it answers; after a quarantine, waits and probes.
-async fn monitor_address(slot: &Slot, config: &SupervisorConfig, addr: &str, mut stop: watch::Receiver<bool>) {
+async fn monitor_address(
+    slot: &ManagedReplica,
+    config: &SupervisorConfig,
+    addr: &str,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let resolved = match tokio::net::lookup_host(addr).await.map(|mut a| a.next()) {
             Ok(Some(a)) => Some(a),

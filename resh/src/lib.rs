@@ -8,7 +8,7 @@
 //! - [`inject`]: `resh inject`, a small client of the admin API's `POST /inject`.
 //! - [`campaign`]: `resh campaign`: fault-injection experiments on fresh in-process resh
 //!   instances ([`netdomain::run_until`]), classified against a golden run, with reports.
-//! - [`bench`]: `resh bench`: throughput, latency, CPU and memory of resh against the service
+//! - [`bench`](mod@bench): `resh bench`: throughput, latency, CPU and memory of resh against the service
 //!   alone and HAProxy, with real processes.
 //! - [`error`]: errors the tools share ([`error::FileError`]).
 //!

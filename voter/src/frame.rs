@@ -97,7 +97,7 @@ pub struct Decision {
 }
 
 #[derive(Clone, Debug)]
-struct Lane {
+struct ReplicaLane {
     live: bool,
     paused: bool,
     /// The sequence number this replica's next answer answers.
@@ -110,7 +110,7 @@ struct Lane {
 }
 
 #[derive(Clone, Debug)]
-struct Slot {
+struct RequestVote {
     /// Replicas expected to answer (bit r).
     expected: u32,
     /// Replicas that answered (bit r); their votes are in [`FrameVoter::votes`].
@@ -127,8 +127,8 @@ struct Slot {
 #[derive(Debug)]
 pub struct FrameVoter {
     config: FrameConfig,
-    lanes: Vec<Lane>,
-    slots: VecDeque<Slot>,
+    lanes: Vec<ReplicaLane>,
+    slots: VecDeque<RequestVote>,
     /// The replicas' votes: `config.replicas` entries per slot, in slot order. One flat queue
     /// rather than a vector per slot, so a request costs no allocation.
     votes: VecDeque<Option<Vote>>,
@@ -152,7 +152,13 @@ impl FrameVoter {
         config.validate()?;
         Ok(FrameVoter {
             lanes: vec![
-                Lane { live: false, paused: false, next: seq, sent: u64::MAX, grace_from: Duration::ZERO };
+                ReplicaLane {
+                    live: false,
+                    paused: false,
+                    next: seq,
+                    sent: u64::MAX,
+                    grace_from: Duration::ZERO
+                };
                 config.replicas
             ],
             slots: VecDeque::new(),
@@ -215,7 +221,7 @@ impl FrameVoter {
         let seq = self.next_seq;
         self.next_seq += 1;
         let expected = self.live_mask();
-        self.slots.push_back(Slot { expected, answered: 0, quorum_at: None, decided: None, masked: false });
+        self.slots.push_back(RequestVote { expected, answered: 0, quorum_at: None, decided: None, masked: false });
         self.votes.extend(std::iter::repeat_n(None, self.config.replicas));
         if (expected.count_ones() as usize) < self.config.quorum {
             let index = self.slots.len() - 1;
@@ -245,7 +251,7 @@ impl FrameVoter {
                 slot.expected &= !bit;
             }
         }
-        self.lanes[replica] = Lane { live: true, paused: false, next: seq, sent: u64::MAX, grace_from: now };
+        self.lanes[replica] = ReplicaLane { live: true, paused: false, next: seq, sent: u64::MAX, grace_from: now };
         self.drop_settled();
     }
 

@@ -154,7 +154,7 @@ pub enum Status {
 
 /// One replica's output, as far as the voter has seen it.
 #[derive(Debug, Default)]
-struct Lane {
+struct ReplicaOutput {
     /// Excluded lanes take no further part in the vote.
     live: bool,
     /// The replica closed its output after `produced` bytes.
@@ -172,7 +172,7 @@ struct Lane {
 #[derive(Debug)]
 pub struct StreamVoter {
     config: StreamConfig,
-    lanes: Vec<Lane>,
+    lanes: Vec<ReplicaOutput>,
     /// Bytes released so far (the output offset `R`).
     released: u64,
     /// Released bytes still needed by lanes that are behind: `[tail_start, released)`, each
@@ -197,7 +197,7 @@ impl StreamVoter {
     /// A voter for the given parameters, all lanes live and empty.
     pub fn new(config: StreamConfig) -> Result<Self, ConfigError> {
         config.validate()?;
-        let lanes = (0..config.replicas).map(|_| Lane { live: true, ..Lane::default() }).collect();
+        let lanes = (0..config.replicas).map(|_| ReplicaOutput { live: true, ..ReplicaOutput::default() }).collect();
         Ok(StreamVoter {
             lanes,
             released: 0,

@@ -292,7 +292,7 @@ enum Expect {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Link {
+enum LinkState {
     Down,
     Connecting,
     Up,
@@ -347,7 +347,7 @@ struct Replica {
     address: bool,
     /// The incarnation the core works with; 0: none yet.
     incarnation: u64,
-    link: Link,
+    link: LinkState,
     /// Bytes handed to the shell and not yet written.
     queued: usize,
     role: Role,
@@ -377,7 +377,7 @@ impl Replica {
 /// A request the core holds: until it is answered to its origin and every voting replica
 /// answered it.
 #[derive(Debug)]
-struct Held {
+struct HeldRequest {
     origin: Origin,
     /// The batch buffer it is part of, and where: runs of one batch are written as one slice.
     batch: Bytes,
@@ -396,7 +396,7 @@ pub struct OrderedCore {
     voter: FrameVoter,
     replicas: Vec<Replica>,
     /// Requests from `held_base` on.
-    held: VecDeque<Held>,
+    held: VecDeque<HeldRequest>,
     /// Frames of the held requests: `replicas.len()` per request.
     frames: VecDeque<Option<Frame>>,
     held_base: u64,
@@ -432,7 +432,7 @@ impl OrderedCore {
                 name: Arc::clone(&r.name),
                 address: r.address,
                 incarnation: 0,
-                link: Link::Down,
+                link: LinkState::Down,
                 queued: 0,
                 role: Role::Out { why: "not started yet".into(), retry_at: None },
                 expect: VecDeque::new(),
@@ -559,7 +559,7 @@ impl OrderedCore {
             if request.logged {
                 self.log.push(seq, request.bytes);
             }
-            self.held.push_back(Held {
+            self.held.push_back(HeldRequest {
                 origin: request.origin,
                 batch: joined.clone(),
                 start: at,
@@ -608,7 +608,7 @@ impl OrderedCore {
         }
         self.abandon(r, now);
         let replica = &mut self.replicas[r];
-        if replica.link != Link::Down {
+        if replica.link != LinkState::Down {
             self.actions.push_back(Action::Disconnect { replica: r });
         }
         replica.incarnation = incarnation;
@@ -620,17 +620,17 @@ impl OrderedCore {
         replica.source_for = None;
         replica.role =
             Role::Syncing(Box::new(Sync { phase: SyncPhase::Connecting, cursor: 0, last_progress: now, answered: 0 }));
-        replica.link = Link::Connecting;
+        replica.link = LinkState::Connecting;
         self.actions.push_back(Action::Connect { replica: r, incarnation });
     }
 
     /// The shell connected to `replica`'s incarnation `incarnation`.
     pub fn connected(&mut self, r: usize, incarnation: u64, now: Duration) {
         let Some(replica) = self.replicas.get_mut(r).filter(|x| x.incarnation == incarnation) else { return };
-        if replica.link != Link::Connecting {
+        if replica.link != LinkState::Connecting {
             return;
         }
-        replica.link = Link::Up;
+        replica.link = LinkState::Up;
         replica.queued = 0;
         replica.last_answer = now;
         let mut rebuild = false;
@@ -662,11 +662,11 @@ impl OrderedCore {
     pub fn connect_failed(&mut self, r: usize, incarnation: u64, resh_exhausted: bool, why: &str, now: Duration) {
         let Some(replica) = self.replicas.get_mut(r).filter(|x| x.incarnation == incarnation) else { return };
         if resh_exhausted {
-            replica.link = Link::RetryAt(now + self.config.retry_delay);
+            replica.link = LinkState::RetryAt(now + self.config.retry_delay);
             self.actions.push_back(Action::Note(Note::ConnectDelayed { replica: r, why: why.to_string() }));
             return;
         }
-        replica.link = Link::Down;
+        replica.link = LinkState::Down;
         self.replica_failed(r, FaultKind::Crashed, now);
         self.settle(now);
     }
@@ -675,10 +675,10 @@ impl OrderedCore {
     /// its output could not be framed (`malformed`, with the digest of what was there).
     pub fn closed(&mut self, r: usize, incarnation: u64, process_gone: bool, malformed: Option<Digest>, now: Duration) {
         let Some(replica) = self.replicas.get_mut(r).filter(|x| x.incarnation == incarnation) else { return };
-        if matches!(replica.link, Link::Down) {
+        if matches!(replica.link, LinkState::Down) {
             return;
         }
-        replica.link = Link::Down;
+        replica.link = LinkState::Down;
         replica.queued = 0;
         // A checkpoint it was the source or the target of is lost with the connection.
         self.abandon(r, now);
@@ -725,7 +725,7 @@ impl OrderedCore {
             None if !process_gone && !replica.address => {
                 // An idle connection closed by a process that still runs (a server-side idle
                 // timeout): its state is intact, it simply reconnects.
-                replica.link = Link::Connecting;
+                replica.link = LinkState::Connecting;
                 self.actions.push_back(Action::Connect { replica: r, incarnation });
             }
             // Mid-checkpoint, mid-replay, or an address replica (or a dead process) with
@@ -761,7 +761,7 @@ impl OrderedCore {
                 replica.expect.clear();
                 replica.replay_seqs.clear();
                 replica.closed_at = None;
-                replica.link = Link::Connecting;
+                replica.link = LinkState::Connecting;
                 replica.role = Role::Syncing(Box::new(Sync {
                     phase: SyncPhase::Replay,
                     cursor: seq + 1,
@@ -777,7 +777,7 @@ impl OrderedCore {
     /// `replica` answered: its next response frame.
     pub fn response(&mut self, r: usize, incarnation: u64, frame: Frame, now: Duration) {
         let Some(replica) = self.replicas.get_mut(r).filter(|x| x.incarnation == incarnation) else { return };
-        if replica.link != Link::Up {
+        if replica.link != LinkState::Up {
             return;
         }
         replica.last_answer = now;
@@ -867,10 +867,10 @@ impl OrderedCore {
                 let behind = self.voter.next_seq().saturating_sub(self.voter.next_answer(r).unwrap_or(0));
                 self.replica_failed(r, FaultKind::Late { behind }, now);
             }
-            if let Link::RetryAt(at) = self.replicas[r].link {
+            if let LinkState::RetryAt(at) = self.replicas[r].link {
                 if now >= at {
                     let replica = &mut self.replicas[r];
-                    replica.link = Link::Connecting;
+                    replica.link = LinkState::Connecting;
                     self.actions.push_back(Action::Connect { replica: r, incarnation: replica.incarnation });
                 }
             }
@@ -903,7 +903,7 @@ impl OrderedCore {
             if replica.source_for.is_some() && replica.expect.iter().any(|e| matches!(e, Expect::Reads(_))) {
                 consider(replica.last_answer + self.config.lag_timeout);
             }
-            if let Link::RetryAt(at) = replica.link {
+            if let LinkState::RetryAt(at) = replica.link {
                 consider(at);
             }
         }
@@ -1019,7 +1019,7 @@ impl OrderedCore {
         } else {
             self.voter.pause(r);
             let replica = &mut self.replicas[r];
-            replica.link = Link::Connecting;
+            replica.link = LinkState::Connecting;
             self.actions.push_back(Action::Connect { replica: r, incarnation: replica.incarnation });
         }
     }
@@ -1131,7 +1131,7 @@ impl OrderedCore {
 
     /// Hands the shell what replica `r` may be sent now.
     fn pump(&mut self, r: usize, now: Duration) {
-        if self.replicas[r].link != Link::Up || self.fenced {
+        if self.replicas[r].link != LinkState::Up || self.fenced {
             return;
         }
         if let Some((target, false)) = self.replicas[r].source_for {
@@ -1217,7 +1217,7 @@ impl OrderedCore {
         let busy = |x: &Replica| x.queued >= self.config.max_queued_bytes;
         let ready = sources.iter().all(|&s| {
             let x = &self.replicas[s];
-            x.sent >= at && x.link == Link::Up && !busy(x) && x.source_for == Some((r, false))
+            x.sent >= at && x.link == LinkState::Up && !busy(x) && x.source_for == Some((r, false))
         });
         if !ready || busy(&self.replicas[r]) {
             return;
@@ -1414,13 +1414,17 @@ impl OrderedCore {
     fn find_source(&mut self, target: usize, now: Duration) {
         let waiting =
             matches!(&self.replicas[target].role, Role::Syncing(s) if matches!(s.phase, SyncPhase::AwaitSource));
-        if !waiting || self.replicas[target].link != Link::Up {
+        if !waiting || self.replicas[target].link != LinkState::Up {
             return;
         }
         let mut eligible: Vec<usize> = (0..self.replicas.len())
             .filter(|&s| {
                 let x = &self.replicas[s];
-                s != target && x.is_voting() && x.link == Link::Up && x.source_for.is_none() && x.closed_at.is_none()
+                s != target
+                    && x.is_voting()
+                    && x.link == LinkState::Up
+                    && x.source_for.is_none()
+                    && x.closed_at.is_none()
             })
             .collect();
         if eligible.len() < self.config.quorum {
@@ -1511,8 +1515,8 @@ impl OrderedCore {
         replica.expect.clear();
         replica.replay_seqs.clear();
         replica.closed_at = None;
-        if replica.link != Link::Down {
-            replica.link = Link::Down;
+        if replica.link != LinkState::Down {
+            replica.link = LinkState::Down;
             replica.queued = 0;
             self.actions.push_back(Action::Disconnect { replica: r });
         }
@@ -1571,7 +1575,7 @@ impl OrderedCore {
         replica.replay_seqs.clear();
         replica.role =
             Role::Syncing(Box::new(Sync { phase: SyncPhase::Connecting, cursor: 0, last_progress: now, answered: 0 }));
-        replica.link = Link::Connecting;
+        replica.link = LinkState::Connecting;
         replica.queued = 0;
         self.actions.push_back(Action::Connect { replica: r, incarnation: replica.incarnation });
     }

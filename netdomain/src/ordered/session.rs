@@ -39,7 +39,7 @@ const READ_CHUNK: usize = 64 * 1024;
 
 /// An answer slot, in request order.
 #[derive(Debug)]
-enum Slot {
+enum AnswerSlot {
     /// Ready to go out.
     Ready(Bytes),
     /// Waiting for the answer to request `n`.
@@ -66,12 +66,12 @@ pub async fn serve(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, pee
 }
 
 /// This session's share of the answer bytes all sessions hold.
-struct Held<'a> {
+struct HeldAnswers<'a> {
     ordered: &'a Ordered,
     mine: usize,
 }
 
-impl Held<'_> {
+impl HeldAnswers<'_> {
     fn add(&mut self, n: usize) {
         self.mine += n;
         self.ordered.buffered().fetch_add(n, Ordering::Relaxed);
@@ -84,7 +84,7 @@ impl Held<'_> {
     }
 }
 
-impl Drop for Held<'_> {
+impl Drop for HeldAnswers<'_> {
     fn drop(&mut self) {
         let mine = self.mine;
         self.sub(mine);
@@ -101,9 +101,9 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
     let mut parser = codec.request_parser();
     let (mut read, mut write) = client.into_split();
     let mut input = BytesMut::with_capacity(16 * 1024);
-    let mut slots: VecDeque<Slot> = VecDeque::new();
+    let mut slots: VecDeque<AnswerSlot> = VecDeque::new();
     let mut out = BytesMut::new();
-    let mut held = Held { ordered: &ordered, mine: 0 };
+    let mut held = HeldAnswers { ordered: &ordered, mine: 0 };
     let mut next_request = 0u64;
     let mut in_flight = 0usize;
     // The client sent its last request (closed its side, QUIT, a malformed request).
@@ -122,7 +122,7 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
                 Ok(None) => break,
                 Err(e) => {
                     info!(error = %e, "malformed request: closing after the protocol error");
-                    slots.push_back(Slot::Last(codec.protocol_error(&e)));
+                    slots.push_back(AnswerSlot::Last(codec.protocol_error(&e)));
                     input_done = true;
                     break;
                 }
@@ -137,29 +137,29 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
                         break 'session;
                     }
                     in_flight += 1;
-                    slots.push_back(Slot::Pending(n));
+                    slots.push_back(AnswerSlot::Pending(n));
                 }
-                Ok(Dispatch::Reply(answer)) => slots.push_back(Slot::Ready(answer)),
+                Ok(Dispatch::Reply(answer)) => slots.push_back(AnswerSlot::Ready(answer)),
                 Ok(Dispatch::Close(answer)) => {
-                    slots.push_back(Slot::Last(answer));
+                    slots.push_back(AnswerSlot::Last(answer));
                     input_done = true;
                 }
                 Ok(Dispatch::Ignore) => {}
                 Err(e) => {
                     info!(error = %e, "malformed request: closing after the protocol error");
-                    slots.push_back(Slot::Last(codec.protocol_error(&e)));
+                    slots.push_back(AnswerSlot::Last(codec.protocol_error(&e)));
                     input_done = true;
                 }
             }
         }
         // Answers that are ready go out in order; a last answer ends the session.
-        while matches!(slots.front(), Some(Slot::Ready(_) | Slot::Last(_))) {
+        while matches!(slots.front(), Some(AnswerSlot::Ready(_) | AnswerSlot::Last(_))) {
             match slots.pop_front() {
-                Some(Slot::Ready(answer)) => {
+                Some(AnswerSlot::Ready(answer)) => {
                     held.add(answer.len());
                     out.extend_from_slice(&answer);
                 }
-                Some(Slot::Last(answer)) => {
+                Some(AnswerSlot::Last(answer)) => {
                     held.add(answer.len());
                     out.extend_from_slice(&answer);
                     input_done = true;
@@ -203,8 +203,8 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
             biased;
             answer = registration.answers.recv() => {
                 let Some(answer) = answer else { end = Some(End::Dropped); break };
-                let Some(slot) = slots.iter_mut().find(|s| matches!(s, Slot::Pending(_))) else { continue };
-                if *slot != Slot::Pending(answer.request) {
+                let Some(slot) = slots.iter_mut().find(|s| matches!(s, AnswerSlot::Pending(_))) else { continue };
+                if *slot != AnswerSlot::Pending(answer.request) {
                     error!(expected = ?slot, got = answer.request, "internal: answers out of order; closing the session");
                     end = Some(End::Dropped);
                     break;
@@ -212,14 +212,14 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
                 in_flight -= 1;
                 masked |= answer.masked;
                 *slot = match answer.answer {
-                    Answer::Frame(bytes) => Slot::Ready(bytes),
+                    Answer::Frame(bytes) => AnswerSlot::Ready(bytes),
                     Answer::Error(e @ (AnswerError::Undecidable | AnswerError::Fenced)) => {
                         if e == AnswerError::Undecidable {
                             end = Some(End::Undecidable);
                         }
-                        Slot::Last(codec.answer_error(&e).unwrap_or_default())
+                        AnswerSlot::Last(codec.answer_error(&e).unwrap_or_default())
                     }
-                    Answer::Error(e) => Slot::Ready(codec.answer_error(&e).unwrap_or_default()),
+                    Answer::Error(e) => AnswerSlot::Ready(codec.answer_error(&e).unwrap_or_default()),
                 };
             }
             written = write.write(&out), if !out.is_empty() => match written {
@@ -291,8 +291,8 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
     shared.metrics.session_ended(verdict);
 }
 
-impl PartialEq for Slot {
-    fn eq(&self, other: &Slot) -> bool {
-        matches!((self, other), (Slot::Pending(a), Slot::Pending(b)) if a == b)
+impl PartialEq for AnswerSlot {
+    fn eq(&self, other: &AnswerSlot) -> bool {
+        matches!((self, other), (AnswerSlot::Pending(a), AnswerSlot::Pending(b)) if a == b)
     }
 }

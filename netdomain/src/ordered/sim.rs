@@ -173,7 +173,7 @@ pub enum Behaviour {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Link {
+enum SimLink {
     Down,
     Up,
 }
@@ -185,7 +185,7 @@ pub struct SimReplica {
     incarnation: u64,
     /// Its process runs.
     alive: bool,
-    link: Link,
+    link: SimLink,
     inbox: BytesMut,
     parser: Box<dyn RequestParser>,
     outbox: VecDeque<Bytes>,
@@ -327,7 +327,7 @@ impl Sim {
                 kv: Kv::default(),
                 incarnation: 0,
                 alive: true,
-                link: Link::Down,
+                link: SimLink::Down,
                 inbox: BytesMut::new(),
                 parser: codec.request_parser(),
                 outbox: VecDeque::new(),
@@ -381,8 +381,8 @@ impl Sim {
                     x.misbehaved.push(x.incarnation);
                     x.outbox.clear();
                     x.inbox.clear();
-                    if x.link == Link::Up {
-                        x.link = Link::Down;
+                    if x.link == SimLink::Up {
+                        x.link = SimLink::Down;
                         let inc = x.incarnation;
                         self.core.closed(r, inc, true, None, self.now);
                     }
@@ -550,7 +550,7 @@ impl Sim {
         if x.blameable {
             x.misbehaved.push(x.incarnation);
         }
-        x.link = Link::Down;
+        x.link = SimLink::Down;
         x.inbox.clear();
         x.outbox.clear();
         x.closing = false;
@@ -614,7 +614,7 @@ impl Sim {
         for _ in 0..count {
             let x = &mut self.replicas[r];
 
-            if x.link != Link::Up || x.behaviour == Behaviour::Hung {
+            if x.link != SimLink::Up || x.behaviour == Behaviour::Hung {
                 return;
             }
             let inc = x.incarnation;
@@ -627,7 +627,7 @@ impl Sim {
                 }
                 None if x.closing => {
                     // It answered everything before CLOSE (or DIE): now it closes (or dies).
-                    x.link = Link::Down;
+                    x.link = SimLink::Down;
                     x.closing = false;
                     x.inbox.clear();
                     let gone = std::mem::take(&mut x.dying);
@@ -652,7 +652,7 @@ impl Sim {
             let mut any = false;
             for r in 0..self.replicas.len() {
                 let x = &self.replicas[r];
-                if x.link == Link::Up && x.behaviour != Behaviour::Hung && (!x.outbox.is_empty() || x.closing) {
+                if x.link == SimLink::Up && x.behaviour != Behaviour::Hung && (!x.outbox.is_empty() || x.closing) {
                     any = true;
                     self.deliver(r, usize::MAX);
                 }
@@ -673,7 +673,7 @@ impl Sim {
                 Action::Connect { replica, incarnation } => {
                     let x = &mut self.replicas[replica];
                     if x.incarnation == incarnation && x.alive {
-                        x.link = Link::Up;
+                        x.link = SimLink::Up;
                         x.inbox.clear();
                         x.outbox.clear();
                         x.closing = false;
@@ -686,7 +686,7 @@ impl Sim {
                 }
                 Action::Disconnect { replica } => {
                     let x = &mut self.replicas[replica];
-                    x.link = Link::Down;
+                    x.link = SimLink::Down;
                     x.inbox.clear();
                     x.outbox.clear();
                     x.closing = false;
@@ -697,7 +697,7 @@ impl Sim {
                 }
                 Action::Write { replica, incarnation, bytes } => {
                     let x = &mut self.replicas[replica];
-                    if x.incarnation != incarnation || x.link != Link::Up {
+                    if x.incarnation != incarnation || x.link != SimLink::Up {
                         continue;
                     }
                     x.inbox.extend_from_slice(&bytes);

@@ -68,7 +68,7 @@ thread_local! {
 }
 
 /// One replica connection of a session: the sockets and hooks the core does not see.
-struct Link {
+struct ReplicaConn {
     admitted: Admitted,
     /// The connection; `None` if it could not be made or once the replica was cut off.
     stream: Option<TcpStream>,
@@ -125,10 +125,10 @@ async fn serve_client<C: ClientIo>(shared: Arc<Shared>, client: C, id: u64) {
     }
     shared.metrics.session_started();
     let start = Instant::now();
-    let mut links: Vec<Link> = Vec::with_capacity(admitted.len());
+    let mut links: Vec<ReplicaConn> = Vec::with_capacity(admitted.len());
     for (i, (replica, connect)) in admitted.into_iter().zip(connected).enumerate() {
         let (out_tap, in_tap) = (shared.supervisor.tap(replica.index), shared.supervisor.tap(replica.index));
-        let mut link = Link { admitted: replica, stream: None, out_tap, in_tap };
+        let mut link = ReplicaConn { admitted: replica, stream: None, out_tap, in_tap };
         match connect {
             Ok(Ok(stream)) => {
                 shared.supervisor.count_session(link.admitted.index);
@@ -220,7 +220,7 @@ struct Relay<'a, C> {
     shared: &'a Shared,
     id: u64,
     core: Session,
-    links: Vec<Link>,
+    links: Vec<ReplicaConn>,
     client: C,
     /// Session time zero: the core's clock is the time since.
     start: Instant,

@@ -136,7 +136,7 @@ pub struct Released {
 
 /// One replica, as far as the session (not the vote) is concerned.
 #[derive(Debug, Default)]
-struct Lane {
+struct ReplicaFlow {
     /// Cut off for a fault: no input, no reads, no timers.
     cut: bool,
     /// Its output ended (closed or failed): it is not read any more.
@@ -154,7 +154,7 @@ struct Lane {
     delayed: Option<(Duration, Bytes)>,
 }
 
-impl Lane {
+impl ReplicaFlow {
     fn cut(&mut self) {
         self.cut = true;
         self.pending_in = None;
@@ -172,7 +172,7 @@ impl Lane {
 #[derive(Debug)]
 pub struct Session {
     voter: StreamVoter,
-    lanes: Vec<Lane>,
+    lanes: Vec<ReplicaFlow>,
     idle: Duration,
     /// The client's input ended (or the client was given up on): it is not read any more.
     client_ended: bool,
@@ -202,7 +202,7 @@ impl Session {
     /// A replica whose connection could not be made is reported with
     /// [`replica_failed`](Self::replica_failed) at time zero.
     pub fn new(vote: StreamConfig, idle_timeout: Duration) -> Result<Session, ConfigError> {
-        let lanes = (0..vote.replicas).map(|_| Lane::default()).collect();
+        let lanes = (0..vote.replicas).map(|_| ReplicaFlow::default()).collect();
         Ok(Session {
             voter: StreamVoter::new(vote)?,
             lanes,
@@ -364,7 +364,7 @@ impl Session {
 
     /// Whether replica `i` gets the client's next chunk.
     pub fn takes_input(&self, i: usize) -> bool {
-        self.lanes.get(i).is_some_and(Lane::takes_input)
+        self.lanes.get(i).is_some_and(ReplicaFlow::takes_input)
     }
 
     /// Replica `i` was offered `data` (the client's chunk, as it goes to this replica) and took
