@@ -33,9 +33,10 @@
 //!   most `max_held_bytes` of requests and answers held ([`room`](OrderedCore::room) tells the
 //!   order source when to wait).
 //! - **Rebuilding always converges**: a new incarnation of a replica is rebuilt outside the
-//!   service's flow control, with its own pace and a progress timeout: by replaying the log
+//!   service's flow control, with its own pace and a progress timeout (`request_timeout`: a
+//!   replayed request may be as slow as the first time it ran): by replaying the log
 //!   from the start (a fresh process while the log reaches back to the start), or by a
-//!   *checkpoint*: its state emptied, a voting replica's state copied at one point of the
+//!   *checkpoint*: its state emptied, the state of a quorum of voting replicas copied (and voted) at one point of the
 //!   order (that replica's stream held still meanwhile), then the log from that point. It joins
 //!   the vote once it has caught up with the requests the core still holds.
 use std::collections::VecDeque;
@@ -111,9 +112,11 @@ pub struct CoreConfig {
     pub replicas: Vec<ReplicaConfig>,
     /// Identical answers needed.
     pub quorum: usize,
-    /// How long a replica may trail the quorum (voting) or make no progress (being rebuilt).
+    /// How long a voting replica may trail the quorum.
     pub lag_timeout: Duration,
-    /// How long a client waits for its request's agreed answer before it gets an error.
+    /// How long a client waits for its request's agreed answer before it gets an error; also
+    /// how long a replica being rebuilt (or a checkpoint source) may answer nothing: a replayed
+    /// request may be as slow as it was the first time, when every replica ran it alike.
     pub request_timeout: Duration,
     /// The flow-control window in requests.
     pub max_outstanding: usize,
@@ -850,7 +853,7 @@ impl OrderedCore {
             // A rebuild that makes no progress: the replica takes requests and answers none.
             let stalled = match &self.replicas[r].role {
                 Role::Syncing(sync) => {
-                    !self.replicas[r].expect.is_empty() && now >= sync.last_progress + self.config.lag_timeout
+                    !self.replicas[r].expect.is_empty() && now >= sync.last_progress + self.config.request_timeout
                 }
                 _ => false,
             };
@@ -862,7 +865,7 @@ impl OrderedCore {
             let replica = &self.replicas[r];
             if replica.source_for.is_some()
                 && replica.expect.iter().any(|e| matches!(e, Expect::Reads(_)))
-                && now >= replica.last_answer + self.config.lag_timeout
+                && now >= replica.last_answer + self.config.request_timeout
             {
                 let behind = self.voter.next_seq().saturating_sub(self.voter.next_answer(r).unwrap_or(0));
                 self.replica_failed(r, FaultKind::Late { behind }, now);
@@ -895,13 +898,13 @@ impl OrderedCore {
         for replica in &self.replicas {
             match &replica.role {
                 Role::Syncing(sync) if !replica.expect.is_empty() => {
-                    consider(sync.last_progress + self.config.lag_timeout)
+                    consider(sync.last_progress + self.config.request_timeout)
                 }
                 Role::Out { retry_at: Some(at), .. } => consider(*at),
                 _ => {}
             }
             if replica.source_for.is_some() && replica.expect.iter().any(|e| matches!(e, Expect::Reads(_))) {
-                consider(replica.last_answer + self.config.lag_timeout);
+                consider(replica.last_answer + self.config.request_timeout);
             }
             if let LinkState::RetryAt(at) = replica.link {
                 consider(at);
@@ -1300,9 +1303,14 @@ impl OrderedCore {
         let mut join_at = join_at;
         if let SyncPhase::Replay = sync.phase {
             loop {
-                // Caught up with what the core still holds: it joins the vote there.
+                // Caught up with what the core still holds, and done with what it replayed
+                // (a slow replayed request would otherwise hold back its first votes): it joins
+                // the vote there. While it works through its replay the core may let go of
+                // requests; then it replays on from the log.
                 if sync.cursor >= *held_base {
-                    join_at = Some(sync.cursor);
+                    if !replica.expect.iter().any(|e| matches!(e, Expect::Replay(_) | Expect::Discard { .. })) {
+                        join_at = Some(sync.cursor);
+                    }
                     break;
                 }
                 if replica.queued >= config.max_queued_bytes || sync.cursor >= decided {
