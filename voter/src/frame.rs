@@ -252,6 +252,9 @@ impl FrameVoter {
             }
         }
         self.lanes[replica] = ReplicaLane { live: true, paused: false, next: seq, sent: u64::MAX, grace_from: now };
+        // Requests it no longer answers (it was live and joined past them) may have become
+        // undecidable: nobody may be left to make their quorum.
+        self.reevaluate(now);
         self.drop_settled();
     }
 
@@ -717,6 +720,22 @@ mod tests {
         assert_eq!(v.response(2, frame(b"A"), ms(10_001)), Some(a));
         assert_eq!(decisions(&mut v), vec![(a, FrameOutcome::Release { replica: 0, vote: frame(b"A") })]);
         assert_eq!(kinds(&mut v), vec![(1, "diverged")]);
+    }
+
+    #[test]
+    fn a_live_replica_joining_past_an_undecided_request_leaves_it_decidable_or_undecidable() {
+        // Found by the frame_vote fuzz target: two different answers, and the third replica,
+        // which could have sided with either, joins again past the request.
+        let mut v = voter(3, 2);
+        let a = v.submit(ms(0));
+        v.response(0, frame(b"x"), ms(1));
+        v.response(1, frame(b"y"), ms(1));
+        assert!(decisions(&mut v).is_empty());
+        v.join_at(2, a + 1, ms(2));
+        assert_eq!(decisions(&mut v), vec![(a, FrameOutcome::Undecidable)]);
+        let b = v.submit(ms(3));
+        (0..3).for_each(|r| assert_eq!(v.response(r, frame(b"z"), ms(4)), Some(b)));
+        assert_eq!(v.outstanding(), 0, "later requests are not kept behind the undecided one");
     }
 
     #[test]
