@@ -226,6 +226,8 @@ impl FrameVoter {
         if (expected.count_ones() as usize) < self.config.quorum {
             let index = self.slots.len() - 1;
             self.decide_undecidable(index, seq);
+            // With nobody to answer it, it is settled at once.
+            self.drop_settled();
         }
         seq
     }
