@@ -409,6 +409,8 @@ pub struct OrderedCore {
     log: ReplayLog,
     actions: VecDeque<Action>,
     fenced: bool,
+    /// Inputs came in since the last settling (at this time).
+    unsettled: Option<Duration>,
 }
 
 impl fmt::Debug for OrderedCore {
@@ -461,12 +463,23 @@ impl OrderedCore {
             release: first_seq,
             actions: VecDeque::new(),
             fenced: false,
+            unsettled: None,
         })
     }
 
     /// The next action for the shell.
     pub fn poll_action(&mut self) -> Option<Action> {
+        if let Some(now) = self.unsettled.take() {
+            self.settle(now);
+        }
         self.actions.pop_front()
+    }
+
+    /// Notes that inputs changed the state: [`settle`](Self::settle) runs once before the next
+    /// action is taken, however many inputs came in between (a shell that feeds a batch of
+    /// frames pays for one settling, not one per frame).
+    fn touch(&mut self, now: Duration) {
+        self.unsettled = Some(self.unsettled.map_or(now, |t| t.max(now)));
     }
 
     /// The sequence number the next ordered request must have.
@@ -579,7 +592,7 @@ impl OrderedCore {
                 self.reply_error(seq, AnswerError::Fenced, now);
             }
         }
-        self.settle(now);
+        self.touch(now);
         Ok(())
     }
 
@@ -597,7 +610,7 @@ impl OrderedCore {
             return;
         }
         self.admit(r, incarnation, now);
-        self.settle(now);
+        self.touch(now);
     }
 
     /// Takes incarnation `incarnation` of replica `r` into use.
@@ -657,7 +670,7 @@ impl OrderedCore {
         if rebuild {
             self.start_rebuild(r, now);
         }
-        self.settle(now);
+        self.touch(now);
     }
 
     /// The shell could not connect to `replica`'s incarnation `incarnation`. `resh_exhausted`:
@@ -671,7 +684,7 @@ impl OrderedCore {
         }
         replica.link = LinkState::Down;
         self.replica_failed(r, FaultKind::Crashed, now);
-        self.settle(now);
+        self.touch(now);
     }
 
     /// `replica`'s connection ended: it closed it (`process_gone`: its process ended too), or
@@ -688,14 +701,14 @@ impl OrderedCore {
         let replica = &mut self.replicas[r];
         if let Some(observed) = malformed {
             self.replica_failed(r, FaultKind::Diverged { expected: voter::fault::digest(b""), observed }, now);
-            self.settle(now);
+            self.touch(now);
             return;
         }
         if !replica.is_voting() {
             if matches!(replica.role, Role::Syncing(_)) {
                 self.rebuild_closed(r, process_gone, now);
             }
-            self.settle(now);
+            self.touch(now);
             return;
         }
         match replica.expect.front().copied() {
@@ -735,7 +748,7 @@ impl OrderedCore {
             // nothing outstanding: its state cannot be trusted to go on from here.
             _ => self.replica_failed(r, FaultKind::Crashed, now),
         }
-        self.settle(now);
+        self.touch(now);
     }
 
     /// Replica `r`, being rebuilt, closed its connection (or died). On a replayed request no
@@ -827,14 +840,14 @@ impl OrderedCore {
             Some(Expect::Reads(_)) => self.checkpoint_answer(r, frame, now),
             Some(Expect::Replay(_)) => {}
         }
-        self.settle(now);
+        self.touch(now);
     }
 
     /// The shell wrote `bytes` of what it was given for `replica`.
     pub fn written(&mut self, r: usize, incarnation: u64, bytes: usize, now: Duration) {
         let Some(replica) = self.replicas.get_mut(r).filter(|x| x.incarnation == incarnation) else { return };
         replica.queued = replica.queued.saturating_sub(bytes);
-        self.settle(now);
+        self.touch(now);
     }
 
     /// Applies the timeouts and retries due by `now`.
@@ -883,7 +896,7 @@ impl OrderedCore {
                 }
             }
         }
-        self.settle(now);
+        self.touch(now);
     }
 
     /// The earliest time at which [`tick`](Self::tick) may change something.
@@ -920,7 +933,7 @@ impl OrderedCore {
         for seq in self.release..self.voter.next_seq() {
             self.reply_error(seq, AnswerError::Fenced, now);
         }
-        self.settle(now);
+        self.touch(now);
     }
 
     // ----- internals -----
