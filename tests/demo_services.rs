@@ -392,7 +392,8 @@ fn the_versions_answer_as_redis_server_does() {
         &[&[b'Q'; 200]],
         &[b"FOO", b"a", b"", b"b"],
         &[b"CONFIG", b"G\nET"],
-        &[b"CONFIG", b"GET", b"save\x00"],
+        // Not `CONFIG GET save\0`: redis-server hashes the whole name but compares up to the
+        // NUL, so whether it finds `save` depends on its per-process hash seed (CI saw both).
         &[b"FLUSHALL", b"sync\x00x"],
         &[b"SET", b"\xc3x", b"1"],
         &[b"SET", b"", b"empty"],
