@@ -107,6 +107,9 @@ struct ReplicaLane {
     sent: u64,
     /// Lateness is counted from no earlier than this (its join, or the end of a pause).
     grace_from: Duration,
+    /// It closed its connection, with requests up to this one sent: its `Closed` vote slides
+    /// forward to here while the quorum answers (see [`FrameVoter::closed`]).
+    closed_through: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -137,6 +140,8 @@ pub struct FrameVoter {
     next_seq: u64,
     decisions: VecDeque<Decision>,
     faults: Vec<Fault>,
+    /// Replicas whose `Closed` vote slid past a request and is to be cast on the next.
+    slides: Vec<usize>,
 }
 
 impl FrameVoter {
@@ -157,7 +162,8 @@ impl FrameVoter {
                     paused: false,
                     next: seq,
                     sent: u64::MAX,
-                    grace_from: Duration::ZERO
+                    grace_from: Duration::ZERO,
+                    closed_through: None,
                 };
                 config.replicas
             ],
@@ -166,6 +172,7 @@ impl FrameVoter {
             base: seq,
             next_seq: seq,
             decisions: VecDeque::new(),
+            slides: Vec::new(),
             faults: Vec::new(),
             config,
         })
@@ -253,11 +260,12 @@ impl FrameVoter {
                 slot.expected &= !bit;
             }
         }
-        self.lanes[replica] = ReplicaLane { live: true, paused: false, next: seq, sent: u64::MAX, grace_from: now };
+        self.lanes[replica] =
+            ReplicaLane { live: true, paused: false, next: seq, sent: u64::MAX, grace_from: now, closed_through: None };
         // Requests it no longer answers (it was live and joined past them) may have become
         // undecidable: nobody may be left to make their quorum.
         self.reevaluate(now);
-        self.drop_settled();
+        self.settle_slides(now);
     }
 
     /// The requests below `upto` were sent to `replica` (its lateness is judged against the
@@ -283,12 +291,19 @@ impl FrameVoter {
         if let Some(lane) = self.lanes.get_mut(replica) {
             lane.paused = false;
             lane.grace_from = now;
+            lane.closed_through = None;
         }
     }
 
     /// `replica` answered its next request with `vote`. Returns the sequence number it
     /// answered, or `None` if the replica is not live (or answered more than it was asked).
     pub fn response(&mut self, replica: usize, vote: Vote, now: Duration) -> Option<u64> {
+        let seq = self.respond(replica, vote, now);
+        self.settle_slides(now);
+        seq
+    }
+
+    fn respond(&mut self, replica: usize, vote: Vote, now: Duration) -> Option<u64> {
         let lane = self.lanes.get_mut(replica)?;
         if !lane.live {
             return None;
@@ -320,12 +335,66 @@ impl FrameVoter {
             slot.quorum_at = Some(now);
         }
         match slot.decided {
-            Some(Some(agreed)) if agreed != vote => self.exclude(replica, seq, disagreement(agreed, vote), now),
+            Some(Some(agreed)) if agreed != vote => self.differs(replica, seq, agreed, vote, now),
             Some(_) => {}
             None => self.evaluate(index, seq, now),
         }
         self.drop_settled();
         Some(seq)
+    }
+
+    /// `replica` closed its connection (or its process ended) owing answers. Which request
+    /// it closed on cannot be known: a server that refuses a request answers those before it
+    /// and closes there (Redis on a protocol error), but one that dies may lose the answers it
+    /// had not written yet (Redis runs pipelined requests, then writes their answers, so a
+    /// crash on the last loses them all). So its `Closed` vote goes to the first request it
+    /// owes and, each time the quorum answered that one, slides on to the next, up to the last
+    /// request it was sent (it abstains on those it slid past: neither late nor wrong there).
+    /// If a quorum closes on one of them alike, the service refused that request; if the quorum
+    /// answered them all, this replica closed early. Returns where its vote rests now (it may
+    /// slide further as the others answer; see [`closed_vote`](Self::closed_vote)).
+    pub fn closed(&mut self, replica: usize, now: Duration) -> Option<u64> {
+        let lane = self.lanes.get_mut(replica)?;
+        if !lane.live {
+            return None;
+        }
+        lane.closed_through = Some(lane.sent.min(self.next_seq).saturating_sub(1));
+        self.respond(replica, Vote::Closed, now)?;
+        self.settle_slides(now);
+        Some(self.lanes[replica].next.saturating_sub(1))
+    }
+
+    /// Where the `Closed` vote of a replica that closed rests now (see [`closed`](Self::closed)).
+    pub fn closed_vote(&self, replica: usize) -> Option<u64> {
+        let lane = self.lanes.get(replica)?;
+        lane.closed_through.map(|_| lane.next.saturating_sub(1))
+    }
+
+    /// Casts again the `Closed` votes that slid past a request the quorum answered.
+    fn settle_slides(&mut self, now: Duration) {
+        while let Some(replica) = self.slides.pop() {
+            self.respond(replica, Vote::Closed, now);
+        }
+        self.drop_settled();
+    }
+
+    /// `replica` voted `observed` on `seq`, where the quorum agreed on `agreed`: excluded,
+    /// unless it is a `Closed` vote that may still slide on.
+    fn differs(&mut self, replica: usize, seq: u64, agreed: Vote, observed: Vote, now: Duration) {
+        let lane = &mut self.lanes[replica];
+        if observed == Vote::Closed && lane.live && lane.closed_through.is_some_and(|last| seq < last) {
+            lane.next = seq + 1;
+            if let Some(index) = seq.checked_sub(self.base).map(|i| i as usize).filter(|i| *i < self.slots.len()) {
+                let bit = 1u32 << replica;
+                let slot = &mut self.slots[index];
+                slot.expected &= !bit;
+                slot.answered &= !bit;
+                self.votes[index * self.config.replicas + replica] = None;
+            }
+            self.slides.push(replica);
+            return;
+        }
+        self.exclude(replica, seq, disagreement(agreed, observed), now);
     }
 
     /// `replica`'s connection or process failed.
@@ -338,7 +407,7 @@ impl FrameVoter {
         if self.is_live(replica) {
             let seq = self.lanes[replica].next;
             self.exclude(replica, seq, kind, now);
-            self.drop_settled();
+            self.settle_slides(now);
         }
     }
 
@@ -351,7 +420,7 @@ impl FrameVoter {
         }
         lane.live = false;
         self.reevaluate(now);
-        self.drop_settled();
+        self.settle_slides(now);
     }
 
     /// The earliest time at which [`tick`](Self::tick) may change something.
@@ -371,7 +440,7 @@ impl FrameVoter {
                 self.exclude(r, seq, FaultKind::Late { behind }, now);
             }
         }
-        self.drop_settled();
+        self.settle_slides(now);
     }
 
     /// Since when replica `r` trails a quorum: the time a quorum had answered the *last*
@@ -382,7 +451,8 @@ impl FrameVoter {
     /// the quorum has answered everything it was sent, `lag_timeout` ago.
     fn late_from(&self, r: usize) -> Option<Duration> {
         let lane = &self.lanes[r];
-        if !lane.live || lane.paused {
+        // One that closed owes nothing more: its vote is judged as the others answer.
+        if !lane.live || lane.paused || lane.closed_through.is_some() {
             return None;
         }
         let sent = lane.sent.min(self.next_seq);
@@ -440,7 +510,7 @@ impl FrameVoter {
                 masked,
             });
             for (r, observed) in differing {
-                self.exclude(r, seq, disagreement(agreed, observed), now);
+                self.differs(r, seq, agreed, observed, now);
             }
             return;
         }
@@ -668,6 +738,56 @@ mod tests {
             assert_eq!(v.response(r, frame(b"+PONG"), ms(4)), Some(t));
         }
         assert_eq!(decisions(&mut v).len(), 1);
+    }
+
+    #[test]
+    fn a_closed_vote_slides_over_the_requests_the_quorum_answered() {
+        // Replica 2 was sent `a` and `b` together, ran both, and died on `b` before it wrote
+        // the answer to `a`; the others answered `a` and died on `b` too.
+        let mut v = voter(3, 2);
+        let a = v.submit(ms(0));
+        let b = v.submit(ms(0));
+        assert_eq!(v.closed(2, ms(1)), Some(a));
+        v.response(0, frame(b"+OK"), ms(2));
+        v.response(1, frame(b"+OK"), ms(2));
+        assert_eq!(v.closed_vote(2), Some(b), "the quorum answered `a`: its vote slid on");
+        assert_eq!(v.closed(0, ms(3)), Some(b));
+        assert_eq!(v.closed(1, ms(3)), Some(b));
+        assert!(v.take_faults().is_empty());
+        assert_eq!(
+            decisions(&mut v),
+            vec![
+                (a, FrameOutcome::Release { replica: 0, vote: frame(b"+OK") }),
+                (b, FrameOutcome::Release { replica: 0, vote: Vote::Closed })
+            ]
+        );
+        // A server that answers what came before and closes on the request it refuses: the
+        // vote rests there.
+        let mut v = voter(3, 2);
+        let a = v.submit(ms(0));
+        v.submit(ms(0));
+        v.response(2, frame(b"+OK"), ms(1));
+        assert_eq!(v.closed(2, ms(1)), Some(a + 1));
+        assert_eq!(v.closed(0, ms(1)), Some(a));
+        assert_eq!(v.closed(1, ms(1)), Some(a));
+        // 0 and 1 closed on `a`, where 2 answered: 2 is outvoted; nobody else is blamed.
+        assert_eq!(kinds(&mut v), vec![(2, "diverged")]);
+        // Had the others answered everything it was sent, it closed early (and only then: it
+        // is not late meanwhile).
+        let mut v = voter(3, 2);
+        v.submit(ms(0));
+        let b = v.submit(ms(0));
+        v.closed(2, ms(1));
+        v.tick(ms(10_000));
+        assert!(v.take_faults().is_empty());
+        for r in 0..2 {
+            v.response(r, frame(b"+OK"), ms(10_001));
+        }
+        assert!(v.take_faults().is_empty());
+        for r in 0..2 {
+            v.response(r, frame(b"+OK"), ms(10_001));
+        }
+        assert_eq!(v.take_faults().iter().map(|f| (f.replica, f.offset)).collect::<Vec<_>>(), vec![(2, b)]);
     }
 
     #[test]

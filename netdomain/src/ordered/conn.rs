@@ -1,14 +1,18 @@
 //! One replica connection of the sequencer: a writer task and a reader task.
 //!
 //! The writer writes what the core hands it, in order, gathering what is queued into one
-//! vectored write, and reports how much it wrote (the core's flow control counts it). The
+//! vectored write, and counts how much it wrote in a [`WriteProgress`] the sequencer reads
+//! (the core's flow control counts it). It sends an event for it only when the sequencer asked
+//! (the core waits for room): an event per write doubled the events the sequencer woke for. The
 //! reader frames the replica's responses with the codec's resumable parser and digests them
 //! off the sequencer. A frame larger than `max_frame` is not kept: it is digested as it
 //! arrives and passed on as a digest and a length, so that every replica answering the same
 //! huge answer is the service's answer (its client gets an error), and a replica that floods
-//! costs no memory. Both tasks end when the connection is dropped.
+//! costs no memory. The reader stops reading while the core holds the replica's share of
+//! answers (a replica that runs ahead of its peers). Both tasks end when the connection is dropped.
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +22,7 @@ use replicas::Supervisor;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use voter::Digest;
 
@@ -49,14 +53,12 @@ pub enum ConnEvent {
         /// The frames.
         frames: Vec<Frame>,
     },
-    /// Bytes written to the replica.
-    Written {
+    /// The writer wrote bytes while the sequencer waited for it to (see [`Conn::want_progress`]).
+    Progress {
         /// The replica.
         replica: usize,
         /// Its incarnation.
         incarnation: u64,
-        /// How many.
-        bytes: usize,
     },
     /// The connection ended.
     Closed {
@@ -73,12 +75,41 @@ pub enum ConnEvent {
     },
 }
 
+/// What the writer wrote and the sequencer has not counted yet.
+#[derive(Debug, Default)]
+struct WriteProgress {
+    /// Bytes written (counted as handed over, before any fault-injection tap).
+    written: AtomicUsize,
+    /// The sequencer waits for room: the next write sends [`ConnEvent::Progress`].
+    wanted: AtomicBool,
+}
+
+/// Whether the reader may read: the core holds this replica's share of answers (see
+/// `OrderedCore::read_paused`). Unread answers wait in the socket, and the replica's own
+/// output buffer, rather than in resh's memory.
+#[derive(Debug, Default)]
+struct ReadGate {
+    paused: AtomicBool,
+    /// Woken when `paused` clears; a permit is kept if the reader is not waiting yet.
+    resume: Notify,
+}
+
+impl ReadGate {
+    async fn wait_open(&self) {
+        while self.paused.load(Ordering::SeqCst) {
+            self.resume.notified().await;
+        }
+    }
+}
+
 /// A live replica connection; dropping it closes the connection and ends its tasks.
 #[derive(Debug)]
 pub struct Conn {
     /// The incarnation it belongs to.
     pub incarnation: u64,
     writer: mpsc::UnboundedSender<Bytes>,
+    progress: Arc<WriteProgress>,
+    gate: Arc<ReadGate>,
     tasks: [JoinHandle<()>; 2],
 }
 
@@ -94,6 +125,25 @@ impl Conn {
     /// Queues bytes for the writer (the core bounds what is queued). False if the writer ended.
     pub fn write(&self, bytes: Bytes) -> bool {
         self.writer.send(bytes).is_ok()
+    }
+
+    /// Bytes written since the last call.
+    pub fn take_written(&self) -> usize {
+        self.progress.written.swap(0, Ordering::SeqCst)
+    }
+
+    /// Asks the writer for a [`ConnEvent::Progress`] at its next write. Call
+    /// [`take_written`](Conn::take_written) after it: a write that finished just before the
+    /// request sends no event, but its bytes are counted there.
+    pub fn want_progress(&self) {
+        self.progress.wanted.store(true, Ordering::SeqCst);
+    }
+
+    /// Stops or resumes reading the replica's answers.
+    pub fn pause_reading(&self, paused: bool) {
+        if self.gate.paused.swap(paused, Ordering::SeqCst) && !paused {
+            self.gate.resume.notify_one();
+        }
     }
 }
 
@@ -130,22 +180,26 @@ pub fn start(
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
     let (writer, queue) = mpsc::unbounded_channel();
+    let progress = Arc::new(WriteProgress::default());
     let in_tap = setup.supervisor.tap(replica);
     let out_tap = setup.supervisor.tap(replica);
+    let writer_progress = Arc::clone(&progress);
+    let gate = Arc::new(ReadGate::default());
     let tasks = [
-        tokio::spawn(writer_task(replica, incarnation, write, queue, in_tap, events.clone())),
-        tokio::spawn(reader_task(replica, incarnation, read, setup, out_tap, events)),
+        tokio::spawn(writer_task(replica, incarnation, write, queue, in_tap, writer_progress, events.clone())),
+        tokio::spawn(reader_task(replica, incarnation, read, setup, out_tap, Arc::clone(&gate), events)),
     ];
-    Conn { incarnation, writer, tasks }
+    Conn { incarnation, writer, progress, gate, tasks }
 }
 
-/// Writes what is queued, gathering it into vectored writes; reports what was written.
+/// Writes what is queued, gathering it into vectored writes; counts what was written.
 async fn writer_task(
     replica: usize,
     incarnation: u64,
     mut write: OwnedWriteHalf,
     mut queue: mpsc::UnboundedReceiver<Bytes>,
     mut tap: Tap,
+    progress: Arc<WriteProgress>,
     events: mpsc::Sender<ConnEvent>,
 ) {
     let mut chunks: Vec<Bytes> = Vec::with_capacity(MAX_IOV);
@@ -163,7 +217,12 @@ async fn writer_task(
             tracing::debug!(replica, error = %e, "replica write failed");
             return;
         }
-        if events.send(ConnEvent::Written { replica, incarnation, bytes: counted }).await.is_err() {
+        // Counted first, then the flag: the sequencer sets the flag first, then reads the
+        // count, so one of the two sees this write.
+        progress.written.fetch_add(counted, Ordering::SeqCst);
+        if progress.wanted.swap(false, Ordering::SeqCst)
+            && events.send(ConnEvent::Progress { replica, incarnation }).await.is_err()
+        {
             return;
         }
     }
@@ -200,6 +259,7 @@ async fn reader_task(
     mut read: OwnedReadHalf,
     setup: ReaderSetup,
     mut tap: Tap,
+    gate: Arc<ReadGate>,
     events: mpsc::Sender<ConnEvent>,
 ) {
     let ReaderSetup { codec, max_frame, supervisor } = setup;
@@ -207,6 +267,7 @@ async fn reader_task(
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut oversized: Option<Oversized> = None;
     loop {
+        gate.wait_open().await;
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(64 * 1024);
         }

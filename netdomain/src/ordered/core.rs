@@ -390,6 +390,8 @@ struct HeldRequest {
     outcome: Option<FrameOutcome>,
     masked: bool,
     replied: bool,
+    /// The replay log knows some replica answered it (marked once, not once per answer).
+    marked_answered: bool,
 }
 
 /// The ordered core. See the module documentation.
@@ -404,11 +406,16 @@ pub struct OrderedCore {
     frames: VecDeque<Option<Frame>>,
     held_base: u64,
     held_bytes: usize,
+    /// Of `held_bytes`, the answer bytes each replica sent that are held (see
+    /// [`read_paused`](OrderedCore::read_paused)).
+    answer_bytes: Vec<usize>,
     /// The next request to answer to its origin.
     release: u64,
     log: ReplayLog,
     actions: VecDeque<Action>,
     fenced: bool,
+    /// Requests below this one are sent one at a time (see [`decided`](Self::decided)).
+    careful_until: u64,
     /// Inputs came in since the last settling (at this time).
     unsettled: Option<Duration>,
 }
@@ -430,6 +437,7 @@ impl OrderedCore {
         let frame =
             FrameConfig { replicas: config.replicas.len(), quorum: config.quorum, lag_timeout: config.lag_timeout };
         let voter = FrameVoter::starting_at(frame, first_seq).map_err(CoreConfigError)?;
+        let config_replicas = config.replicas.len();
         let replicas = config
             .replicas
             .iter()
@@ -460,9 +468,11 @@ impl OrderedCore {
             frames: VecDeque::new(),
             held_base: first_seq,
             held_bytes: 0,
+            answer_bytes: vec![0; config_replicas],
             release: first_seq,
             actions: VecDeque::new(),
             fenced: false,
+            careful_until: first_seq,
             unsettled: None,
         })
     }
@@ -507,6 +517,18 @@ impl OrderedCore {
     /// Request and answer bytes held.
     pub fn held_bytes(&self) -> usize {
         self.held_bytes
+    }
+
+    /// Whether the shell should stop reading replica `r`'s answers for now: the answers it
+    /// sent that wait for the other replicas' (or for an earlier request's decision) hold its
+    /// share of `max_held_bytes`. Admission alone does not bound them: answers come after
+    /// their requests were let in, and a replica that runs ahead would have all of them held.
+    /// It cannot stall the vote: answers come in order, so a paused replica already answered
+    /// every request it holds answers for, and whatever decides the oldest request waits only
+    /// on replicas that are still read. Resumes as the held answers are released.
+    pub fn read_paused(&self, r: usize) -> bool {
+        let share = self.config.max_held_bytes / self.replicas.len().max(1);
+        self.answer_bytes.get(r).is_some_and(|&b| b >= share)
     }
 
     /// Requests ordered and not yet written to the slowest voting replica that is not paused.
@@ -584,6 +606,7 @@ impl OrderedCore {
                 outcome: None,
                 masked: false,
                 replied: false,
+                marked_answered: false,
             });
             self.held_bytes += len;
             self.frames.extend(std::iter::repeat_n(None, n));
@@ -715,12 +738,12 @@ impl OrderedCore {
             // It joined the vote with part of its replay still to be answered.
             Some(Expect::Replay(_)) => self.rebuild_closed(r, process_gone, now),
             Some(Expect::Votes(_)) => {
-                // Closing is this replica's answer to the request it owes: if a quorum closes
-                // alike, the service refused the request; if the quorum answered, this replica
-                // closed early.
+                // Closing is this replica's answer to the last request it was sent (see
+                // `FrameVoter::closed`): if a quorum closes alike, the service refused the
+                // request; if the quorum answered, this replica closed early.
                 replica.closed_gone = process_gone;
                 replica.expect.clear();
-                if let Some(seq) = self.voter.response(r, Vote::Closed, now) {
+                if let Some(seq) = self.voter.closed(r, now) {
                     self.replicas[r].closed_at = Some(seq);
                     // The request may be decided already (refused by the quorum, or undecidable).
                     // One no longer held was decided without this replica's vote (it joined
@@ -821,7 +844,7 @@ impl OrderedCore {
         match expect {
             Some(Expect::Votes(_)) | None => {
                 if let Some(seq) = self.voter.response(r, Vote::Frame(frame.digest.vote), now) {
-                    self.log.mark_answered(seq);
+                    self.mark_answered(seq);
                     self.store_frame(seq, r, frame);
                 } else if expect.is_none() && !self.voter.is_live(r) {
                     // More answers than it was sent, from a replica not in the vote.
@@ -848,6 +871,12 @@ impl OrderedCore {
         let Some(replica) = self.replicas.get_mut(r).filter(|x| x.incarnation == incarnation) else { return };
         replica.queued = replica.queued.saturating_sub(bytes);
         self.touch(now);
+    }
+
+    /// Whether bytes for `replica` wait until the shell reports writes ([`written`](Self::written)):
+    /// it holds `max_queued_bytes` not yet written.
+    pub fn write_blocked(&self, r: usize, incarnation: u64) -> bool {
+        self.replicas.get(r).is_some_and(|x| x.incarnation == incarnation && x.queued >= self.config.max_queued_bytes)
     }
 
     /// Applies the timeouts and retries due by `now`.
@@ -1005,6 +1034,12 @@ impl OrderedCore {
             // The service refused the request: it is not replayed.
             self.log.remove(seq);
             self.actions.push_back(Action::Note(Note::Refused { seq }));
+            // A server that dies on a request may have run others sent with it and lost their
+            // answers: the quorum then closed on the first of those, and the one it died on
+            // is still to come. Everything ordered so far goes out one request at a time, so
+            // that the next close points at one request: a query of death costs at most the
+            // answers lost with it once, not one request per restart.
+            self.careful_until = self.careful_until.max(self.voter.next_seq());
         }
         if let Some(held) = seq.checked_sub(self.held_base).and_then(|i| self.held.get_mut(i as usize)) {
             held.outcome = Some(outcome);
@@ -1012,6 +1047,10 @@ impl OrderedCore {
         }
         if closes_settled(outcome) {
             for r in 0..self.replicas.len() {
+                // Its vote may have slid on from where it closed (see `FrameVoter::closed`).
+                if let Some(at) = self.replicas[r].closed_at {
+                    self.replicas[r].closed_at = Some(self.voter.closed_vote(r).unwrap_or(at));
+                }
                 if self.replicas[r].closed_at == Some(seq) && self.replicas[r].is_voting() {
                     self.close_settled(r, outcome, now);
                 }
@@ -1059,9 +1098,11 @@ impl OrderedCore {
             held.replied = true;
             let (origin, masked, waited) = (held.origin, held.masked, now.saturating_sub(held.ordered_at));
             // The answer is out: the frames are no longer needed.
-            for frame in self.frames.range_mut(index * n..(index + 1) * n) {
+            for (r, frame) in self.frames.range_mut(index * n..(index + 1) * n).enumerate() {
                 if let Some(f) = frame.take() {
-                    self.held_bytes -= f.bytes.map_or(0, |b| b.len());
+                    let len = f.bytes.map_or(0, |b| b.len());
+                    self.held_bytes -= len;
+                    self.answer_bytes[r] -= len;
                 }
             }
             self.actions.push_back(Action::Reply { origin, seq: self.release, answer, masked, waited });
@@ -1108,6 +1149,19 @@ impl OrderedCore {
         self.actions.push_back(Action::Reply { origin, seq, answer: Answer::Error(error), masked, waited });
     }
 
+    /// Tells the replay log some replica answered `seq`, once per held request.
+    fn mark_answered(&mut self, seq: u64) {
+        let held = seq.checked_sub(self.held_base).and_then(|i| self.held.get_mut(i as usize));
+        match held {
+            Some(held) if held.marked_answered => {}
+            Some(held) => {
+                held.marked_answered = true;
+                self.log.mark_answered(seq);
+            }
+            None => self.log.mark_answered(seq),
+        }
+    }
+
     fn store_frame(&mut self, seq: u64, r: usize, frame: Frame) {
         let n = self.replicas.len();
         let Some(index) = seq.checked_sub(self.held_base).map(|i| i as usize) else { return };
@@ -1115,9 +1169,13 @@ impl OrderedCore {
             return;
         }
         if let Some(slot) = self.frames.get_mut(index * n + r) {
-            self.held_bytes += frame.bytes.as_ref().map_or(0, |b| b.len());
+            let len = frame.bytes.as_ref().map_or(0, |b| b.len());
+            self.held_bytes += len;
+            self.answer_bytes[r] += len;
             if let Some(old) = slot.replace(frame) {
-                self.held_bytes -= old.bytes.map_or(0, |b| b.len());
+                let len = old.bytes.map_or(0, |b| b.len());
+                self.held_bytes -= len;
+                self.answer_bytes[r] -= len;
             }
         }
     }
@@ -1138,8 +1196,12 @@ impl OrderedCore {
         while self.held_base < keep_from {
             let Some(held) = self.held.pop_front() else { break };
             self.held_bytes -= held.len;
-            for frame in self.frames.drain(..n.min(self.frames.len())).flatten() {
-                self.held_bytes -= frame.bytes.map_or(0, |b| b.len());
+            for (r, frame) in self.frames.drain(..n.min(self.frames.len())).enumerate() {
+                if let Some(frame) = frame {
+                    let len = frame.bytes.map_or(0, |b| b.len());
+                    self.held_bytes -= len;
+                    self.answer_bytes[r] -= len;
+                }
             }
             self.held_base += 1;
         }
@@ -1192,12 +1254,17 @@ impl OrderedCore {
         let incarnation = self.replicas[r].incarnation;
         while self.replicas[r].sent < limit && self.replicas[r].queued < self.config.max_queued_bytes {
             let from = self.replicas[r].sent;
+            // One at a time, and only once it answered the one before.
+            let careful = from < self.careful_until;
+            if careful && self.voter.next_answer(r).is_some_and(|next| next < from) {
+                break;
+            }
             let Some(first) = from.checked_sub(self.held_base).and_then(|i| self.held.get(i as usize)) else { break };
             // A run of requests of one batch is one slice of the batch's buffer: no copy.
             let (batch, start) = (first.batch.clone(), first.start);
             let mut end = first.start + first.len;
             let mut count = 1;
-            while from + count < limit && end - start < MAX_WRITE {
+            while !careful && from + count < limit && end - start < MAX_WRITE {
                 match self.held.get((from + count - self.held_base) as usize) {
                     Some(next) if next.batch.as_ptr() == batch.as_ptr() && next.start == end => {
                         end += next.len;
@@ -1334,6 +1401,11 @@ impl OrderedCore {
                     self.rebuild_failed(r, &why, now);
                     return;
                 };
+                // A request no replica ever answered goes out once the replica answered all
+                // it was replayed before: if it dies on it, its death points at that one.
+                if chunk.alone && !replica.replay_seqs.is_empty() {
+                    break;
+                }
                 sync.cursor = chunk.next;
                 if !chunk.seqs.is_empty() {
                     replica.queued += chunk.bytes.len();

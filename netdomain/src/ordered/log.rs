@@ -97,7 +97,9 @@ impl ReplayLog {
     /// The logged requests with sequence numbers in `from..to`, concatenated, up to about
     /// `max_bytes` (at least one request), with their sequence numbers and the sequence number
     /// after the last one taken (`to` once none is left below it). `None` if the log no longer
-    /// covers `from`.
+    /// covers `from`. A request no replica ever answered comes in a chunk of its own (`alone`):
+    /// it may be one the service dies on, and a replica that dies on it must not lose the
+    /// answers to others with it (that would make its death point at them).
     pub fn chunk(&self, from: u64, to: u64, max_bytes: usize) -> Option<Chunk> {
         if from < self.covered_from {
             return None;
@@ -106,20 +108,25 @@ impl ReplayLog {
         let mut bytes = BytesMut::new();
         let mut seqs = Vec::new();
         let mut next = to;
+        let mut alone = false;
         for entry in self.entries.range(start..) {
             if entry.seq >= to {
                 break;
             }
-            if !seqs.is_empty() && bytes.len() >= max_bytes {
+            let Some(request) = &entry.request else { continue };
+            if !seqs.is_empty() && (bytes.len() >= max_bytes || !entry.answered) {
                 next = entry.seq;
                 break;
             }
-            if let Some(request) = &entry.request {
-                bytes.extend_from_slice(request);
-                seqs.push(entry.seq);
+            bytes.extend_from_slice(request);
+            seqs.push(entry.seq);
+            if !entry.answered {
+                alone = true;
+                next = entry.seq + 1;
+                break;
             }
         }
-        Some(Chunk { bytes: bytes.freeze(), seqs, next })
+        Some(Chunk { bytes: bytes.freeze(), seqs, next, alone })
     }
 }
 
@@ -132,6 +139,8 @@ pub struct Chunk {
     pub seqs: Vec<u64>,
     /// Where the next chunk starts.
     pub next: u64,
+    /// It holds one request no replica ever answered, and nothing else.
+    pub alone: bool,
 }
 
 #[cfg(test)]
@@ -147,6 +156,7 @@ mod tests {
         let mut log = ReplayLog::new(1000);
         for seq in [0, 2, 5, 9] {
             log.push(seq, req(seq as u8));
+            log.mark_answered(seq);
         }
         let c = log.chunk(0, 10, 15).expect("covered");
         assert_eq!((c.seqs, c.next, c.bytes.len()), (vec![0, 2], 5, 20));
@@ -162,6 +172,7 @@ mod tests {
         assert!(!log.logged_anything());
         for seq in 0..4 {
             log.push(seq, req(seq as u8));
+            log.mark_answered(seq);
         }
         assert!(log.logged_anything());
         assert_eq!(log.covers_from(), 2);
@@ -176,11 +187,29 @@ mod tests {
             log.push(seq, req(seq as u8));
         }
         log.mark_answered(0);
+        log.mark_answered(2);
         log.remove(1);
         let c = log.chunk(0, 3, 1000).expect("covered");
         assert_eq!((c.seqs, c.bytes.len()), (vec![0, 2], 20));
         assert_eq!(log.bytes(), 20);
         assert!(log.was_answered(0));
-        assert!(!log.was_answered(1) && !log.was_answered(2) && !log.was_answered(7));
+        assert!(!log.was_answered(1) && !log.was_answered(7));
+    }
+
+    #[test]
+    fn a_request_no_replica_answered_is_replayed_alone() {
+        let mut log = ReplayLog::new(1000);
+        for seq in 0..5 {
+            log.push(seq, req(seq as u8));
+        }
+        for seq in [0, 1, 3, 4] {
+            log.mark_answered(seq);
+        }
+        let c = log.chunk(0, 5, 1000).expect("covered");
+        assert_eq!((c.seqs, c.next, c.alone), (vec![0, 1], 2, false));
+        let c = log.chunk(2, 5, 1000).expect("covered");
+        assert_eq!((c.seqs, c.next, c.alone), (vec![2], 3, true));
+        let c = log.chunk(3, 5, 1000).expect("covered");
+        assert_eq!((c.seqs, c.next, c.alone), (vec![3, 4], 5, false));
     }
 }

@@ -8,7 +8,8 @@
 //! routes answers to the sessions that asked, and reports faults. It decides nothing itself.
 //!
 //! Backpressure: it takes no requests while the core has no room (its window or byte budget is
-//! full); sessions then wait on the submission queue and stop reading their clients. While
+//! full); sessions then wait on the submission queue and stop reading their clients. It stops
+//! reading a replica whose answers, held for the vote, fill its share of the byte budget. While
 //! fewer replicas vote than the quorum, it answers requests itself, without ordering them
 //! ([`AnswerError::NoQuorum`]): nothing is executed that could not be voted.
 use std::net::SocketAddr;
@@ -125,8 +126,14 @@ impl Sequencer {
         let mut admissions = tokio::time::interval(ADMISSION_POLL);
         admissions.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut batch = Vec::with_capacity(BATCH);
+        // One timer, moved when the core's next deadline moves (not a new one per event).
+        let timer = tokio::time::sleep_until(self.start);
+        tokio::pin!(timer);
         loop {
             let deadline = self.core.next_deadline().map(|d| self.start + d);
+            if let Some(deadline) = deadline.filter(|&d| d != timer.deadline()) {
+                timer.as_mut().reset(deadline);
+            }
             let room = self.core.room();
             tokio::select! {
                 biased;
@@ -156,7 +163,7 @@ impl Sequencer {
                     }
                     self.order(&mut batch);
                 }
-                _ = sleep_until_opt(deadline) => {
+                _ = &mut timer, if deadline.is_some() => {
                     let now = self.now();
                     self.core.tick(now);
                 }
@@ -230,7 +237,8 @@ impl Sequencer {
                     }
                 }
             }
-            ConnEvent::Written { replica, incarnation, bytes } => self.core.written(replica, incarnation, bytes, now),
+            // The bytes are counted by `count_written`, before the core is asked what to do.
+            ConnEvent::Progress { .. } => {}
             ConnEvent::Closed { replica, incarnation, process_gone, malformed, why } => {
                 if self.conns[replica].as_ref().is_some_and(|c| c.incarnation == incarnation) {
                     debug!(replica = %self.names[replica], reason = %why, process_gone, "replica connection ended");
@@ -263,8 +271,46 @@ impl Sequencer {
         *self.views.lock().unwrap_or_else(|p| p.into_inner()) = views;
     }
 
-    /// Carries out the core's actions.
+    /// Tells the core what the writers wrote since the last call; true if they wrote anything.
+    fn count_written(&mut self) -> bool {
+        let now = self.now();
+        let mut any = false;
+        for (r, conn) in self.conns.iter().enumerate() {
+            let Some(conn) = conn else { continue };
+            let bytes = conn.take_written();
+            if bytes > 0 {
+                self.core.written(r, conn.incarnation, bytes, now);
+                any = true;
+            }
+        }
+        any
+    }
+
+    /// Carries out the core's actions; then, for every replica whose writes wait for room,
+    /// asks its writer to report its next write.
     fn carry_out(&mut self) {
+        self.count_written();
+        loop {
+            self.carry_out_actions();
+            for (r, conn) in self.conns.iter().enumerate() {
+                if let Some(conn) = conn.as_ref().filter(|c| self.core.write_blocked(r, c.incarnation)) {
+                    conn.want_progress();
+                }
+            }
+            // A write that finished before the flag was set sent no event: it is counted here,
+            // and may have made room. (Ends: a writer writes only what it was handed.)
+            if !self.count_written() {
+                break;
+            }
+        }
+        for (r, conn) in self.conns.iter().enumerate() {
+            if let Some(conn) = conn {
+                conn.pause_reading(self.core.read_paused(r));
+            }
+        }
+    }
+
+    fn carry_out_actions(&mut self) {
         let mut replies: Vec<(u64, SessionAnswer)> = Vec::new();
         // A replica's place in the vote changes only with these: `/status` then shows it at once
         // rather than at the next poll.
@@ -369,12 +415,5 @@ impl Sequencer {
                 "cannot connect to replica for resh's own reasons ({why}): retrying; the replica is not blamed"
             ),
         }
-    }
-}
-
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }

@@ -113,6 +113,10 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
     let mut last_activity = Instant::now();
     let mut blocked_since: Option<Instant> = None;
     let hard_limit = limits.max_session_bytes.saturating_add(limits.max_frame_bytes);
+    // One timer for the session, moved when the deadline moves: a new `sleep_until` per
+    // loop turn cost a timer registration per answer.
+    let idle_timer = tokio::time::sleep_until(last_activity + idle);
+    tokio::pin!(idle_timer);
 
     'session: loop {
         // 1. Submit what was read, within the bounds.
@@ -199,6 +203,9 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
         if input.capacity() - input.len() < 4096 {
             input.reserve(READ_CHUNK);
         }
+        if idle_applies && idle_timer.deadline() != deadline {
+            idle_timer.as_mut().reset(deadline);
+        }
         tokio::select! {
             biased;
             answer = registration.answers.recv() => {
@@ -248,7 +255,7 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
                     break;
                 }
             },
-            _ = tokio::time::sleep_until(deadline), if idle_applies => {
+            _ = &mut idle_timer, if idle_applies => {
                 if !out.is_empty() {
                     info!(idle_ms = idle.as_millis() as u64, "client took no answers for the idle timeout: disconnecting");
                     end = Some(End::Dropped);

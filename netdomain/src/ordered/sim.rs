@@ -265,6 +265,8 @@ pub struct Sim {
     /// The answers replicas produced, per request: the answer and whether an honest replica
     /// produced it.
     produced: BTreeMap<u64, Vec<(Bytes, bool)>>,
+    /// How many replicas died with their answer to a request run but not yet written.
+    lost: BTreeMap<u64, usize>,
     answered: BTreeMap<u64, Answer>,
     next_request: u64,
     /// Faults reported, as `(replica, kind)`.
@@ -308,7 +310,8 @@ pub fn config(address: &[bool], log_max_bytes: usize) -> CoreConfig {
         request_timeout: Duration::from_millis(5_000),
         max_outstanding: 16,
         max_queued_bytes: 4096,
-        max_held_bytes: 1 << 20,
+        // Small, so that replicas that run ahead are paused (see `OrderedCore::read_paused`).
+        max_held_bytes: 512,
         log_max_bytes,
         max_frame_bytes: 1 << 20,
         retry_delay: Duration::from_millis(100),
@@ -350,6 +353,7 @@ impl Sim {
             codec,
             requests: BTreeMap::new(),
             produced: BTreeMap::new(),
+            lost: BTreeMap::new(),
             answered: BTreeMap::new(),
             next_request: 0,
             faults: Vec::new(),
@@ -589,17 +593,7 @@ impl Sim {
                 _ => vec![b"PING".to_vec()],
             };
             let seq = self.core.next_seq() + batch.len() as u64;
-            let logged = !matches!(args[0].as_slice(), b"GET" | b"LRANGE" | b"PING");
-            let mut tagged = args.clone();
-            tagged.push(format!("#{seq}").into_bytes());
-            self.requests.insert(seq, args);
-            let request = self.next_request;
-            self.next_request += 1;
-            batch.push(Request {
-                origin: Origin { host: 0, session: 1, request },
-                bytes: encode_array(&tagged),
-                logged,
-            });
+            batch.push(self.request(seq, args));
         }
         if batch.is_empty() {
             return;
@@ -610,11 +604,37 @@ impl Sim {
         }
     }
 
+    /// Request `seq` (tagged with its number, which the replicas record with the writes).
+    fn request(&mut self, seq: u64, args: Vec<Vec<u8>>) -> Request {
+        let logged = !matches!(args[0].as_slice(), b"GET" | b"LRANGE" | b"PING");
+        let mut tagged = args.clone();
+        tagged.push(format!("#{seq}").into_bytes());
+        self.requests.insert(seq, args);
+        let request = self.next_request;
+        self.next_request += 1;
+        Request { origin: Origin { host: 0, session: 1, request }, bytes: encode_array(&tagged), logged }
+    }
+
+    /// A session orders these requests, in one batch.
+    pub fn order_requests(&mut self, requests: &[&[&str]]) {
+        let mut batch = Vec::new();
+        for args in requests {
+            let seq = self.core.next_seq() + batch.len() as u64;
+            batch.push(self.request(seq, args.iter().map(|a| a.as_bytes().to_vec()).collect()));
+        }
+        let first = self.core.next_seq();
+        if let Err(e) = self.core.order(first, batch, self.now) {
+            self.violations.push(format!("order refused: {e}"));
+        }
+        self.pump();
+    }
+
     fn deliver(&mut self, r: usize, count: usize) {
         for _ in 0..count {
             let x = &mut self.replicas[r];
 
-            if x.link != SimLink::Up || x.behaviour == Behaviour::Hung {
+            // The shell stops reading a replica that holds its share of answers.
+            if x.link != SimLink::Up || x.behaviour == Behaviour::Hung || self.core.read_paused(r) {
                 return;
             }
             let inc = x.incarnation;
@@ -701,6 +721,10 @@ impl Sim {
                         continue;
                     }
                     x.inbox.extend_from_slice(&bytes);
+                    // Answers to this write are written after it is all run (as Redis does
+                    // with pipelined requests): a replica that dies on one loses them.
+                    let unwritten_from = x.outbox.len();
+                    let mut unwritten = Vec::new();
                     while !x.closing {
                         let len = match x.parser.parse(&x.inbox) {
                             Ok(Some(len)) => len,
@@ -731,10 +755,17 @@ impl Sim {
                                         .push((answer.clone(), x.behaviour == Behaviour::Honest));
                                 }
                                 x.outbox.push_back(answer);
+                                unwritten.extend(tag);
                             }
                             None => {
                                 x.closing = true;
                                 x.dying = args.first().is_some_and(|a| a.eq_ignore_ascii_case(b"DIE"));
+                                if x.dying {
+                                    x.outbox.truncate(unwritten_from);
+                                    for seq in &unwritten {
+                                        *self.lost.entry(*seq).or_default() += 1;
+                                    }
+                                }
                             }
                         }
                     }
@@ -785,9 +816,14 @@ impl Sim {
                     ));
                 }
             }
-            Answer::Error(AnswerError::ClosedByService) if !refused => self
-                .violations
-                .push(format!("request {seq} was called refused by the service, but the service answers it")),
+            // Unless a quorum died with its answer unwritten: then nothing tells it from the
+            // request they died on, and it is lost as with one server that crashed.
+            Answer::Error(AnswerError::ClosedByService)
+                if !refused && self.lost.get(&seq).copied().unwrap_or(0) < self.quorum =>
+            {
+                self.violations
+                    .push(format!("request {seq} was called refused by the service, but the service answers it"))
+            }
             _ => {}
         }
         self.answered.insert(seq, answer);
