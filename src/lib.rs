@@ -322,12 +322,24 @@ impl RespClient {
 
     /// Sends one command and returns its raw reply.
     pub fn call(&mut self, args: &[&str]) -> io::Result<Vec<u8>> {
+        self.stream.write_all(&Self::encode(args))?;
+        self.reply()
+    }
+
+    /// Sends the commands in one write (pipelined) and returns their raw replies.
+    pub fn pipeline(&mut self, commands: &[&[&str]]) -> io::Result<Vec<Vec<u8>>> {
+        let request: Vec<u8> = commands.iter().flat_map(|args| Self::encode(args)).collect();
+        self.stream.write_all(&request)?;
+        commands.iter().map(|_| self.reply()).collect()
+    }
+
+    /// One command in RESP.
+    pub fn encode(args: &[&str]) -> Vec<u8> {
         let mut request = format!("*{}\r\n", args.len()).into_bytes();
         for a in args {
             request.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
         }
-        self.stream.write_all(&request)?;
-        self.reply()
+        request
     }
 
     /// Reads one complete reply.

@@ -130,6 +130,46 @@ fn a_request_that_kills_every_replica_is_refused_and_the_service_recovers() {
     assert_identical(&resh);
 }
 
+/// A query of death in the middle of a pipelined batch: redis-server runs the batch before it
+/// writes the answers, so every replica dies having lost the answers to the requests before it.
+/// Nothing tells those from the one that killed them: the batch is lost as with one crashed
+/// redis-server (the client gets errors, in order, and its connection ends), nobody is blamed, the replicas are
+/// rebuilt once (the rebuild replays what nobody answered one request at a time, so the query
+/// of death is found and refused instead of killing every rebuild), and the service goes on
+/// with the state from before the batch.
+#[test]
+fn a_query_of_death_in_a_pipelined_batch_costs_the_batch_and_the_service_recovers() {
+    let resh = Resh::start(&redis_config("", ""));
+    let mut c = RespClient::connect(resh.clients).expect("connect");
+    assert_eq!(c.call(&["SET", "before", "1"]).expect("SET"), b"+OK\r\n");
+    let batch: &[&[&str]] =
+        &[&["SET", "a", "1"], &["INCR", "n"], &["DEBUG", "SEGFAULT"], &["SET", "c", "3"], &["GET", "before"]];
+    let request: Vec<u8> = batch.iter().flat_map(|args| RespClient::encode(args)).collect();
+    // The first request is refused; the next one no quorum answers, which ends the session (as
+    // redis-server's crash would have ended the connection): errors only, then the close.
+    let answers = raw_exchange(resh.clients, &request);
+    let text = String::from_utf8_lossy(&answers);
+    let lines: Vec<&str> = text.split_terminator("\r\n").collect();
+    assert!(lines.first().is_some_and(|l| l.starts_with("-ERR resh: every replica closed")), "{text}");
+    assert!(lines.iter().all(|l| l.starts_with("-ERR resh: ")), "{text}");
+    assert!(lines.last().is_some_and(|l| l.contains("the session is aborted")), "{text}");
+    resh.wait_until("every replica is back and votes", WAIT, |r| {
+        all_vote(r) && names(r).iter().all(|n| r.replica(n)["vote"]["incarnation"].as_u64() >= Some(2))
+    });
+    let mut c = RespClient::connect(resh.clients).expect("connect again");
+    assert_eq!(c.call(&["GET", "before"]).expect("GET"), b"$1\r\n1\r\n");
+    assert_eq!(c.call(&["SET", "after", "2"]).expect("SET"), b"+OK\r\n");
+    // The rebuilt replicas do not die again (the query of death left the log).
+    std::thread::sleep(Duration::from_millis(1500));
+    for name in names(&resh) {
+        let incarnation = resh.replica(&name)["incarnation"].as_u64().unwrap_or(0);
+        assert!(incarnation <= 3, "{name} keeps being restarted: incarnation {incarnation}");
+    }
+    assert!(all_vote(&resh), "{}", resh.status());
+    assert_eq!(total_faults(&resh), 0, "{}", resh.status());
+    assert_identical(&resh);
+}
+
 /// A command every replica is slow on (longer than the vote and lag timeouts) is the
 /// service's behaviour: its client gets the agreed answer, nobody is blamed; past the
 /// per-request limit, the client gets a clear error and still nobody is blamed.
