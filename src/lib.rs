@@ -322,7 +322,7 @@ impl RespClient {
 
     /// Sends one command and returns its raw reply.
     pub fn call(&mut self, args: &[&str]) -> io::Result<Vec<u8>> {
-        self.stream.write_all(&Self::encode(args))?;
+        self.send(&Self::encode(args))?;
         self.reply()
     }
 
@@ -335,11 +335,41 @@ impl RespClient {
 
     /// One command in RESP.
     pub fn encode(args: &[&str]) -> Vec<u8> {
-        let mut request = format!("*{}\r\n", args.len()).into_bytes();
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        Self::encode_bytes(&args)
+    }
+
+    /// One command of binary-safe arguments in RESP.
+    pub fn encode_bytes(args: &[&[u8]]) -> Vec<u8> {
+        let mut out = format!("*{}\r\n", args.len()).into_bytes();
         for a in args {
-            request.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            out.extend_from_slice(a);
+            out.extend_from_slice(b"\r\n");
         }
-        request
+        out
+    }
+
+    /// Sends one command of binary-safe arguments and returns its raw reply.
+    pub fn call_bytes(&mut self, args: &[&[u8]]) -> io::Result<Vec<u8>> {
+        self.send(&Self::encode_bytes(args))?;
+        self.reply()
+    }
+
+    /// Sends raw bytes.
+    pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// Everything the server sends until it closes the connection or is quiet for `quiet`.
+    pub fn drain(&mut self, quiet: Duration) -> Vec<u8> {
+        let _ = self.stream.set_read_timeout(Some(quiet));
+        let mut all = std::mem::take(&mut self.buf);
+        let mut chunk = [0u8; 16 * 1024];
+        while let Ok(n @ 1..) = self.stream.read(&mut chunk) {
+            all.extend_from_slice(&chunk[..n]);
+        }
+        all
     }
 
     /// Reads one complete reply.

@@ -3,12 +3,12 @@
 //! TYPE, PTTL, RPUSH, FLUSHALL, DBSIZE), and, when `redis-server` is installed, the same
 //! command sequences answered by redis-server byte for byte (KEYS's order aside: Redis's is
 //! unspecified, the versions sort, so KEYS replies are compared sorted).
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use resh_e2e::{binary, have, payload, workspace};
+use resh_e2e::{binary, have, payload, workspace, RespClient};
 
 /// One service process, stopped when dropped.
 struct Service {
@@ -85,68 +85,30 @@ fn redis() -> Option<Service> {
     }
 }
 
-/// A RESP connection that sends raw bytes and reads whole replies.
-struct Conn {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
+/// A RESP connection that sends raw bytes and reads whole replies; panics on I/O errors.
+struct Conn(RespClient);
 
 impl Conn {
     fn connect(addr: SocketAddr) -> io::Result<Conn> {
-        let stream = TcpStream::connect(addr)?;
-        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
-        stream.set_nodelay(true)?;
-        Ok(Conn { stream, buf: Vec::new() })
+        RespClient::connect(addr).map(Conn)
     }
 
     /// One command of binary-safe arguments; its raw reply.
     fn call(&mut self, args: &[&[u8]]) -> Vec<u8> {
-        self.send(&encode(args));
-        self.reply().expect("a reply")
+        self.0.call_bytes(args).expect("a reply")
     }
 
     fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).expect("send");
+        self.0.send(bytes).expect("send");
     }
 
-    fn reply(&mut self) -> io::Result<Vec<u8>> {
-        use netdomain::codec::Codec;
-        let codec = netdomain::codec::resp::Resp::new(1 << 26, None);
-        loop {
-            match codec.response_len(&self.buf) {
-                Ok(Some(len)) => return Ok(self.buf.drain(..len).collect()),
-                Ok(None) => {}
-                Err(e) => return Err(io::Error::other(e.to_string())),
-            }
-            let mut chunk = [0u8; 16 * 1024];
-            let n = self.stream.read(&mut chunk)?;
-            if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed"));
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-
-    /// Everything the server sends until it closes the connection or is quiet for `quiet`.
     fn drain(&mut self, quiet: Duration) -> Vec<u8> {
-        self.stream.set_read_timeout(Some(quiet)).expect("timeout");
-        let mut all = std::mem::take(&mut self.buf);
-        let mut chunk = [0u8; 16 * 1024];
-        while let Ok(n @ 1..) = self.stream.read(&mut chunk) {
-            all.extend_from_slice(&chunk[..n]);
-        }
-        all
+        self.0.drain(quiet)
     }
 }
 
 fn encode(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
+    RespClient::encode_bytes(args)
 }
 
 /// A command written the way `redis-cli` takes it: words separated by spaces.
