@@ -8,11 +8,20 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v redis-cli >/dev/null || need_apt+=(redis-tools)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
+# The group crate's Corosync engine (the CPG client libraries, linked at build time) and the
+# daemons of the multi-host tests, which run in network namespaces (iproute2, util-linux).
+command -v corosync >/dev/null || need_apt+=(corosync)
+for lib in cpg corosync_common quorum votequorum cfg cmap; do
+  [ -e "/usr/lib/$(uname -m)-linux-gnu/lib$lib.so" ] || need_apt+=("lib${lib//_/-}-dev")
+done
+command -v ip >/dev/null || need_apt+=(iproute2)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
-    # The package may start a system-wide redis; the tests start their own.
-    systemctl stop redis-server 2>/dev/null || service redis-server stop 2>/dev/null || true
+    # The packages may start a system-wide redis or corosync; the tests start their own.
+    for service in redis-server corosync; do
+      systemctl stop "$service" 2>/dev/null || service "$service" stop 2>/dev/null || true
+    done
   else
     echo "test.sh: please install: ${need_apt[*]}" >&2
     exit 1
@@ -24,5 +33,6 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo clippy -p group --features corosync --all-targets --quiet -- -D warnings
 echo "== cargo test"
 cargo test --workspace --quiet

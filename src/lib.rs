@@ -4,6 +4,8 @@
 //!
 //! Nothing here is mocked; the tests only choose how the replicas misbehave (`resh-echo`'s
 //! switches) and check what the client got and what resh reported.
+pub mod netns;
+
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
