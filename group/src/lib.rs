@@ -21,6 +21,10 @@
 //!   component, crashes that lose what was not spread yet, partitions, views), driven step by
 //!   step by a test; it checks the guarantees above and lets what is built on top be tested
 //!   against every interleaving a seed can produce;
+//! - [`dresh`]: the D-RESH state machine of one host, pure and driven by deliveries: which
+//!   requests the ordered core gets in which order, when an answer may be released, when a
+//!   host stops serving (no quorum) or leaves (its answers differ from the group's), how a
+//!   host gets in sync;
 //! - [`local`]: the [`Group`] trait over one [`sim::SimGroup`] shared by the members of an
 //!   in-process group, for async tests;
 //! - `corosync` (feature `corosync`): the engine for real deployments, Corosync's CPG (the
@@ -36,6 +40,7 @@ use tokio::sync::mpsc;
 
 #[cfg(feature = "corosync")]
 pub mod corosync;
+pub mod dresh;
 pub mod local;
 pub mod sim;
 

@@ -4,9 +4,10 @@
 //!
 //! It gives what Corosync's CPG gives (extended virtual synchrony, see the crate docs) and
 //! no more, so that what is built on top is tested against the weak points too:
-//! - **agreed, not safe**: [`order_partially`](SimGroup::order_partially) delivers a message
-//!   to its sender only; the others get it at the next ordering or view change, unless the
-//!   sender crashes first — then it is lost for them, though its sender delivered it;
+//! - **agreed, not safe**: [`order_within`](SimGroup::order_within) delivers a message to its
+//!   sender and part of its component only (`order_partially`: the sender alone); the others
+//!   get it at the next ordering or view change, unless a crash or a partition comes first —
+//!   then each side delivers what any of its members had, and the rest is lost for it;
 //! - **partitions**: each side forms a view of its own and goes on ordering on its own;
 //! - **views at the same point**: a view is installed after everything ordered before it, at
 //!   every member alike.
@@ -37,11 +38,12 @@ struct SimHost {
 pub struct SimGroup {
     hosts: Vec<SimHost>,
     next_view: u64,
-    /// Messages ordered and delivered to their sender only (one sender at a time, so that the
-    /// others, delivering them later, see the same order).
-    unspread: VecDeque<(HostId, Bytes)>,
-    /// The component the unspread messages were ordered in.
-    unspread_component: usize,
+    /// Messages ordered in `pending_component` and delivered so far to some of its members
+    /// only: each member got a prefix of them (`got`, per host), so that every host that
+    /// delivers them delivers them in the one order.
+    pending: Vec<(HostId, Bytes)>,
+    got: Vec<usize>,
+    pending_component: usize,
 }
 
 impl SimGroup {
@@ -50,8 +52,9 @@ impl SimGroup {
         SimGroup {
             hosts: (0..hosts).map(|_| SimHost::default()).collect(),
             next_view: 1,
-            unspread: VecDeque::new(),
-            unspread_component: 0,
+            pending: Vec::new(),
+            got: vec![0; hosts],
+            pending_component: 0,
         }
     }
 
@@ -81,6 +84,8 @@ impl SimGroup {
         }
         let component = host.component;
         *host = SimHost { up: true, component, ..SimHost::default() };
+        // It was not a member when those were ordered.
+        self.got[h as usize - 1] = self.pending.len();
         self.install(component, &[]);
     }
 
@@ -99,7 +104,7 @@ impl SimGroup {
     /// component. False if there was none.
     pub fn order(&mut self, h: HostId) -> bool {
         let Some(component) = self.host(h).filter(|x| x.up).map(|x| x.component) else { return false };
-        self.spread();
+        self.complete();
         let Some(payload) = self.host_mut(h).and_then(|x| x.outbox.pop_front()) else { return false };
         self.deliver_to_component(component, None, &Delivery::Message { from: h, payload });
         true
@@ -107,29 +112,83 @@ impl SimGroup {
 
     /// Orders the next message `h` multicast and delivers it to `h` alone, for now: the others
     /// get it with the next ordering or view change in the component, unless `h` crashes first.
-    /// False if there was none (or another host's message is unspread: then it orders fully).
     pub fn order_partially(&mut self, h: HostId) -> bool {
+        self.order_within(h, &[])
+    }
+
+    /// Orders the next message `h` multicast and delivers it, for now, to `h` and to those of
+    /// `to` in its component that have every message ordered before it: the rest of the
+    /// component gets it with the next ordering or view change, unless a crash or a partition
+    /// comes first (then only the members that stay with one that has it get it).
+    pub fn order_within(&mut self, h: HostId, to: &[HostId]) -> bool {
         let Some(component) = self.host(h).filter(|x| x.up).map(|x| x.component) else { return false };
-        if self.unspread.front().is_some_and(|(from, _)| *from != h) {
-            return self.order(h);
+        if !self.pending.is_empty() && self.pending_component != component {
+            self.complete();
         }
         let Some(payload) = self.host_mut(h).and_then(|x| x.outbox.pop_front()) else { return false };
-        let message = Delivery::Message { from: h, payload: payload.clone() };
-        if let Some(host) = self.host_mut(h) {
-            host.inbox.push_back(message.clone());
-            host.history.push(message);
+        let len = self.pending.len();
+        // The sender delivered everything before its own message.
+        self.deliver_prefix(h as usize - 1, len);
+        self.pending.push((h, payload));
+        self.pending_component = component;
+        let receivers: Vec<usize> = (0..self.hosts.len())
+            .filter(|&i| {
+                let x = i as HostId + 1;
+                x == h
+                    || (to.contains(&x)
+                        && self.hosts[i].up
+                        && self.hosts[i].component == component
+                        && self.got[i] == len)
+            })
+            .collect();
+        for i in receivers {
+            self.deliver_prefix(i, len + 1);
         }
-        self.unspread.push_back((h, payload));
-        self.unspread_component = component;
         true
     }
 
-    /// Delivers the unspread messages to the rest of their component.
-    fn spread(&mut self) {
-        let component = self.unspread_component;
-        while let Some((from, payload)) = self.unspread.pop_front() {
-            self.deliver_to_component(component, Some(from), &Delivery::Message { from, payload });
+    /// Delivers to host index `i` the pending messages it lacks, up to `upto`.
+    fn deliver_prefix(&mut self, i: usize, upto: usize) {
+        while self.got[i] < upto.min(self.pending.len()) {
+            let (from, payload) = self.pending[self.got[i]].clone();
+            let delivery = Delivery::Message { from, payload };
+            let host = &mut self.hosts[i];
+            host.inbox.push_back(delivery.clone());
+            host.history.push(delivery);
+            self.got[i] += 1;
         }
+    }
+
+    /// Delivers the pending messages to every member of their component that lacks them.
+    fn complete(&mut self) {
+        let len = self.pending.len();
+        for i in 0..self.hosts.len() {
+            if self.hosts[i].up && self.hosts[i].component == self.pending_component {
+                self.deliver_prefix(i, len);
+            }
+        }
+        self.pending.clear();
+        self.got.iter_mut().for_each(|g| *g = 0);
+    }
+
+    /// The old component's members are split into `sides` (a new component each): every side
+    /// delivers what any of its members had (virtual synchrony within a side); the rest is
+    /// lost for it.
+    fn complete_by_side(&mut self, side_of: &[Option<usize>]) {
+        let mut best: std::collections::BTreeMap<usize, usize> = std::collections::BTreeMap::new();
+        for (i, side) in side_of.iter().enumerate() {
+            if let Some(side) = side {
+                let e = best.entry(*side).or_insert(0);
+                *e = (*e).max(self.got[i]);
+            }
+        }
+        for (i, side) in side_of.iter().enumerate() {
+            if let Some(upto) = side.and_then(|s| best.get(&s).copied()) {
+                self.deliver_prefix(i, upto);
+            }
+        }
+        self.pending.clear();
+        self.got.iter_mut().for_each(|g| *g = 0);
     }
 
     fn deliver_to_component(&mut self, component: usize, except: Option<HostId>, delivery: &Delivery) {
@@ -155,10 +214,15 @@ impl SimGroup {
 
     fn remove(&mut self, h: HostId, reason: LeaveReason) {
         let Some(component) = self.host(h).filter(|x| x.up).map(|x| x.component) else { return };
-        if self.unspread.front().is_some_and(|(from, _)| *from == h) {
-            self.unspread.clear();
-        } else {
-            self.spread();
+        if self.pending_component == component && !self.pending.is_empty() {
+            // The survivors deliver what any of them had; what only `h` had is lost.
+            let side_of: Vec<Option<usize>> = (0..self.hosts.len())
+                .map(|i| {
+                    let x = &self.hosts[i];
+                    (x.up && x.component == component && i as HostId + 1 != h).then_some(0)
+                })
+                .collect();
+            self.complete_by_side(&side_of);
         }
         if let Some(host) = self.host_mut(h) {
             host.up = false;
@@ -170,12 +234,23 @@ impl SimGroup {
 
     /// Splits the hosts into components (a host in none of `parts` is alone); each installs a
     /// view of its own.
+    ///
+    /// What some members of the old component had delivered reaches the rest of their side
+    /// only (the others install their next view without it, as extended virtual synchrony
+    /// allows).
     pub fn partition(&mut self, parts: &[&[HostId]]) {
-        self.spread();
+        let before: Vec<usize> = self.hosts.iter().map(|x| x.component).collect();
         let lone = parts.len();
         for (i, host) in self.hosts.iter_mut().enumerate() {
             let h = i as HostId + 1;
             host.component = parts.iter().position(|p| p.contains(&h)).unwrap_or(lone + i);
+        }
+        if !self.pending.is_empty() {
+            let from = self.pending_component;
+            let side_of: Vec<Option<usize>> = (0..self.hosts.len())
+                .map(|i| (self.hosts[i].up && before[i] == from).then_some(self.hosts[i].component))
+                .collect();
+            self.complete_by_side(&side_of);
         }
         let mut components: Vec<usize> = self.hosts.iter().filter(|x| x.up).map(|x| x.component).collect();
         components.sort_unstable();
@@ -187,7 +262,7 @@ impl SimGroup {
 
     /// Joins every host into one component again.
     pub fn heal(&mut self) {
-        self.spread();
+        self.complete();
         for host in &mut self.hosts {
             host.component = 0;
         }
@@ -196,8 +271,8 @@ impl SimGroup {
 
     /// Installs a new view at every member of `component`, after what was ordered before it.
     fn install(&mut self, component: usize, reasons: &[(HostId, LeaveReason)]) {
-        if self.unspread_component == component {
-            self.spread();
+        if self.pending_component == component && !self.pending.is_empty() {
+            self.complete();
         }
         let members: Vec<HostId> = self
             .hosts

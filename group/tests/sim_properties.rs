@@ -12,6 +12,8 @@ enum Step {
     Multicast(HostId),
     Order(HostId),
     OrderPartially(HostId),
+    /// Ordered and delivered to the sender and some members of its component for now (mask).
+    OrderWithin(HostId, u8),
     Crash(HostId),
     Start(HostId),
     Leave(HostId),
@@ -25,6 +27,7 @@ fn step() -> impl Strategy<Value = Step> {
         6 => host.clone().prop_map(Step::Multicast),
         5 => host.clone().prop_map(Step::Order),
         3 => host.clone().prop_map(Step::OrderPartially),
+        3 => (host.clone(), any::<u8>()).prop_map(|(h, m)| Step::OrderWithin(h, m)),
         1 => host.clone().prop_map(Step::Crash),
         2 => host.clone().prop_map(Step::Start),
         1 => host.prop_map(Step::Leave),
@@ -50,6 +53,10 @@ proptest! {
                 }
                 Step::Order(h) => { g.order(h); }
                 Step::OrderPartially(h) => { g.order_partially(h); }
+                Step::OrderWithin(h, mask) => {
+                    let to: Vec<HostId> = (1..=4).filter(|x| mask & (1 << (x - 1)) != 0).collect();
+                    g.order_within(h, &to);
+                }
                 Step::Crash(h) => g.crash(h),
                 Step::Start(h) => g.start(h),
                 Step::Leave(h) => g.leave(h),
