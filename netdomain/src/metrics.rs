@@ -125,6 +125,12 @@ impl Metrics {
         }
     }
 
+    /// Ordered mode: a released request turned out to be masked (the differing answer came
+    /// after the release); it was counted as released then.
+    pub fn request_masked_late(&self) {
+        self.requests_masked.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Ordered mode: a request was not decided within `ordered.request_timeout_ms`.
     pub fn request_timed_out(&self) {
         self.requests_timed_out.fetch_add(1, Ordering::Relaxed);

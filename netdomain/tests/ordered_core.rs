@@ -432,3 +432,21 @@ proptest! {
         prop_assert!(violations.is_empty(), "after healing: {:#?}", violations);
     }
 }
+
+/// A replica whose differing answer comes after the quorum's was released is blamed, and the
+/// request counts as masked after all (it was released as agreed).
+#[test]
+fn a_differing_answer_after_the_release_makes_the_request_masked() {
+    let (mut core, codec) = one_request(&["GET", "answer"]);
+    core.response(0, 1, frame(&*codec, b"$2\r\n42\r\n"), ms(1));
+    core.response(1, 1, frame(&*codec, b"$2\r\n42\r\n"), ms(1));
+    let actions = drain(&mut core, &mut Vec::new());
+    assert!(
+        actions.iter().any(|a| matches!(a, Action::Reply { masked: false, answer: Answer::Frame(_), .. })),
+        "{actions:?}"
+    );
+    core.response(2, 1, frame(&*codec, b"$3\r\n42?\r\n"), ms(2));
+    let actions = drain(&mut core, &mut Vec::new());
+    assert!(actions.iter().any(|a| matches!(a, Action::Fault { replica: 2, .. })), "{actions:?}");
+    assert!(actions.iter().any(|a| matches!(a, Action::Masked { seq: 0, .. })), "{actions:?}");
+}

@@ -217,6 +217,14 @@ pub enum Action {
         /// What.
         kind: FaultKind,
     },
+    /// Request `seq`, answered already, turns out to have been masked: a replica's differing
+    /// answer (or its failure) came after the quorum's answer was released.
+    Masked {
+        /// Who asked.
+        origin: Origin,
+        /// The request's sequence number.
+        seq: u64,
+    },
     /// Something worth a line in the log.
     Note(Note),
 }
@@ -1024,6 +1032,9 @@ impl OrderedCore {
 
     fn mark_masked(&mut self, seq: u64) {
         if let Some(held) = seq.checked_sub(self.held_base).and_then(|i| self.held.get_mut(i as usize)) {
+            if held.replied && !held.masked {
+                self.actions.push_back(Action::Masked { origin: held.origin, seq });
+            }
             held.masked = true;
         }
     }

@@ -83,6 +83,16 @@ pub struct SessionAnswer {
     pub masked: bool,
 }
 
+/// What a session is told by the sequencer.
+#[derive(Debug)]
+pub enum SessionNotice {
+    /// The answer to its next request.
+    Answer(SessionAnswer),
+    /// One of its requests, answered already, was masked after all (a replica's differing
+    /// answer came after the quorum's).
+    Masked,
+}
+
 /// Why a request could not be handed to the order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SequencerGone;
@@ -97,10 +107,10 @@ impl std::error::Error for SequencerGone {}
 
 /// The sessions the sequencer answers, by session id.
 #[derive(Debug, Default)]
-struct SessionTable(Mutex<HashMap<u64, mpsc::UnboundedSender<SessionAnswer>>>);
+struct SessionTable(Mutex<HashMap<u64, mpsc::UnboundedSender<SessionNotice>>>);
 
 impl SessionTable {
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, mpsc::UnboundedSender<SessionAnswer>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, mpsc::UnboundedSender<SessionNotice>>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -124,7 +134,7 @@ pub struct Registration {
     id: u64,
     sessions: Arc<SessionTable>,
     /// The session's answers, in request order.
-    pub answers: mpsc::UnboundedReceiver<SessionAnswer>,
+    pub answers: mpsc::UnboundedReceiver<SessionNotice>,
 }
 
 impl Drop for Registration {

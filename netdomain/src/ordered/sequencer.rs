@@ -24,7 +24,7 @@ use tracing::{debug, error, info, warn};
 
 use super::conn::{self, Conn, ConnEvent, ReaderSetup};
 use super::core::{Action, Answer, Note, OrderedCore, Origin, Request};
-use super::{Ordered, SessionAnswer, SessionTable, Submission, SUBMIT_QUEUE};
+use super::{Ordered, SessionAnswer, SessionNotice, SessionTable, Submission, SUBMIT_QUEUE};
 use crate::codec::{AnswerError, Codec};
 use crate::config::Config;
 use crate::fault::{FaultEvent, FaultSink, Position};
@@ -189,11 +189,11 @@ impl Sequencer {
             for s in batch.drain(..) {
                 self.metrics.request_refused();
                 if let Some(tx) = sessions.get(&s.session) {
-                    let _ = tx.send(SessionAnswer {
+                    let _ = tx.send(SessionNotice::Answer(SessionAnswer {
                         request: s.request,
                         answer: Answer::Error(AnswerError::NoQuorum),
                         masked: false,
-                    });
+                    }));
                 }
             }
             return;
@@ -311,7 +311,7 @@ impl Sequencer {
     }
 
     fn carry_out_actions(&mut self) {
-        let mut replies: Vec<(u64, SessionAnswer)> = Vec::new();
+        let mut replies: Vec<(u64, SessionNotice)> = Vec::new();
         // A replica's place in the vote changes only with these: `/status` then shows it at once
         // rather than at the next poll.
         let mut changed = false;
@@ -364,7 +364,14 @@ impl Sequencer {
                         Answer::Error(_) => self.metrics.request_refused(),
                     }
                     if origin.host == 0 {
-                        replies.push((origin.session, SessionAnswer { request: origin.request, answer, masked }));
+                        let answer = SessionAnswer { request: origin.request, answer, masked };
+                        replies.push((origin.session, SessionNotice::Answer(answer)));
+                    }
+                }
+                Action::Masked { origin, seq: _ } => {
+                    self.metrics.request_masked_late();
+                    if origin.host == 0 {
+                        replies.push((origin.session, SessionNotice::Masked));
                     }
                 }
                 Action::Fault { replica, incarnation, seq, kind } => self.faults.report(&FaultEvent {

@@ -29,7 +29,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn, Instrument};
 
-use super::{Answer, Ordered, Submission};
+use super::{Answer, Ordered, SessionNotice, Submission};
 use crate::codec::{AnswerError, Dispatch};
 use crate::metrics::Verdict;
 use crate::server::Shared;
@@ -208,8 +208,18 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
         }
         tokio::select! {
             biased;
-            answer = registration.answers.recv() => {
-                let Some(answer) = answer else { end = Some(End::Dropped); break };
+            notice = registration.answers.recv() => {
+                let answer = match notice {
+                    Some(SessionNotice::Answer(answer)) => answer,
+                    Some(SessionNotice::Masked) => {
+                        masked = true;
+                        continue;
+                    }
+                    None => {
+                        end = Some(End::Dropped);
+                        break;
+                    }
+                };
                 let Some(slot) = slots.iter_mut().find(|s| matches!(s, AnswerSlot::Pending(_))) else { continue };
                 if *slot != AnswerSlot::Pending(answer.request) {
                     error!(expected = ?slot, got = answer.request, "internal: answers out of order; closing the session");

@@ -783,6 +783,11 @@ impl Sim {
                     }
                     self.faults.push((replica, kind));
                 }
+                Action::Masked { seq, .. } => {
+                    if !self.answered.contains_key(&seq) {
+                        self.violations.push(format!("request {seq} called masked before it was answered"));
+                    }
+                }
                 Action::Note(_) => {}
             }
         }
