@@ -188,12 +188,26 @@ impl Wire {
                 Ok(())
             }
         }
+        fn get_digest(b: &mut Bytes) -> Result<Digest, WireError> {
+            need(b, 32)?;
+            let mut digest = [0u8; 32];
+            b.copy_to_slice(&mut digest);
+            Ok(digest)
+        }
+        /// A count of entries of at least `each` bytes: one the message cannot hold is a lie
+        /// (refused before anything is allocated for it).
+        fn get_count(b: &mut Bytes, each: usize) -> Result<usize, WireError> {
+            need(b, 4)?;
+            let count = b.get_u32() as usize;
+            if count > b.remaining() / each {
+                return Err(WireError("count larger than the message"));
+            }
+            Ok(count)
+        }
         fn get_point(b: &mut Bytes) -> Result<Point, WireError> {
-            need(b, 48)?;
+            need(b, 16)?;
             let (epoch, seq) = (b.get_u64(), b.get_u64());
-            let mut chain = [0u8; 32];
-            b.copy_to_slice(&mut chain);
-            Ok(Point { epoch, seq, chain })
+            Ok(Point { epoch, seq, chain: get_digest(b)? })
         }
         fn get_have(b: &mut Bytes) -> Result<Option<Point>, WireError> {
             need(b, 1)?;
@@ -206,12 +220,7 @@ impl Wire {
         need(&bytes, 1)?;
         let wire = match bytes.get_u8() {
             TAG_REQUESTS => {
-                need(&bytes, 4)?;
-                let count = bytes.get_u32() as usize;
-                // Each request takes at least 20 bytes: a count beyond that is a lie.
-                if count > bytes.remaining() / 20 {
-                    return Err(WireError("request count larger than the message"));
-                }
+                let count = get_count(&mut bytes, 20)?;
                 let mut requests = Vec::with_capacity(count);
                 for _ in 0..count {
                     need(&bytes, 20)?;
@@ -222,19 +231,12 @@ impl Wire {
                 Wire::Requests(requests)
             }
             TAG_ANSWERS => {
-                need(&bytes, 4)?;
-                let count = bytes.get_u32() as usize;
-                if count > bytes.remaining() / 72 {
-                    return Err(WireError("answer count larger than the message"));
-                }
+                let count = get_count(&mut bytes, 72)?;
                 let mut answers = Vec::with_capacity(count);
                 for _ in 0..count {
-                    need(&bytes, 72)?;
+                    need(&bytes, 8)?;
                     let seq = bytes.get_u64();
-                    let (mut chain, mut digest) = ([0u8; 32], [0u8; 32]);
-                    bytes.copy_to_slice(&mut chain);
-                    bytes.copy_to_slice(&mut digest);
-                    answers.push((seq, chain, digest));
+                    answers.push((seq, get_digest(&mut bytes)?, get_digest(&mut bytes)?));
                 }
                 Wire::Answers(answers)
             }
