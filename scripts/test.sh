@@ -33,6 +33,9 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
-cargo clippy -p group --features corosync --all-targets --quiet -- -D warnings
+# D-RESH over Corosync is a feature (it links the Corosync libraries): linted and unit-tested
+# with it too; the end-to-end tests build the resh binary with it.
+cargo clippy -p group -p netdomain -p resh --features group/corosync,netdomain/corosync,resh/corosync --all-targets --quiet -- -D warnings
 echo "== cargo test"
 cargo test --workspace --quiet
+cargo test -p netdomain --features corosync --lib --quiet

@@ -30,7 +30,18 @@ pub fn binary(name: &str) -> PathBuf {
             .unwrap_or_else(|| workspace().join("target/debug"));
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
         let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cargo.current_dir(workspace()).args(["build", "--quiet", "-p", "resh", "-p", "demo", "--bins"]);
+        // With D-RESH over Corosync (scripts/test.sh installs its client libraries).
+        cargo.current_dir(workspace()).args([
+            "build",
+            "--quiet",
+            "-p",
+            "resh",
+            "-p",
+            "demo",
+            "--bins",
+            "--features",
+            "resh/corosync",
+        ]);
         if release {
             cargo.arg("--release");
         }
@@ -75,6 +86,8 @@ pub struct Resh {
     /// The admin API.
     pub admin: SocketAddr,
     dir: TempDir,
+    /// The network namespace it runs in, if not this process's.
+    ns: Option<String>,
 }
 
 impl Resh {
@@ -88,13 +101,29 @@ impl Resh {
     /// operator's limits would be: `ulimit` is given `limit`, e.g. `-n 80` (soft and hard) or
     /// `-Sn 256` (soft only).
     pub fn start_with_limit(config: &str, limit: Option<&str>) -> Resh {
+        Resh::launch(config, limit, None)
+    }
+
+    /// Like [`start`](Self::start), in network namespace `ns` (a D-RESH host of
+    /// [`netns::Hosts`]); its addresses are those of that namespace.
+    pub fn start_in(ns: &str, config: &str) -> Resh {
+        Resh::launch(config, None, Some(ns))
+    }
+
+    fn launch(config: &str, limit: Option<&str>, ns: Option<&str>) -> Resh {
         let dir = TempDir::new("resh");
         let config_path = dir.path().join("resh.toml");
         std::fs::write(&config_path, config).expect("write config");
         let log = std::fs::File::create(dir.path().join("resh.log")).expect("create log");
-        let mut command = match limit {
-            None => Command::new(binary("resh")),
-            Some(limit) => {
+        let mut command = match (limit, ns) {
+            // `ip netns exec` execs resh: the child is resh itself.
+            (_, Some(ns)) => {
+                let mut ip = Command::new("ip");
+                ip.args(["netns", "exec", ns]).arg(binary("resh"));
+                ip
+            }
+            (None, None) => Command::new(binary("resh")),
+            (Some(limit), None) => {
                 let mut sh = Command::new("sh");
                 sh.args(["-c", &format!("ulimit {limit} && exec \"$0\" \"$@\"")]).arg(binary("resh"));
                 sh
@@ -136,7 +165,7 @@ impl Resh {
                 }
             }
         }
-        Resh { child, clients: clients.expect("clients"), admin: admin.expect("admin"), dir }
+        Resh { child, clients: clients.expect("clients"), admin: admin.expect("admin"), dir, ns: ns.map(String::from) }
     }
 
     /// The process id of `resh run`.
@@ -169,13 +198,36 @@ impl Resh {
 
     /// `GET /status`, parsed.
     pub fn status(&self) -> serde_json::Value {
-        let body = http_get(self.admin, "/status").expect("GET /status");
+        let body = self.get("/status").expect("GET /status");
         serde_json::from_str(&body).expect("/status is JSON")
     }
 
     /// `GET /metrics`.
     pub fn metrics(&self) -> String {
-        http_get(self.admin, "/metrics").expect("GET /metrics")
+        self.get("/metrics").expect("GET /metrics")
+    }
+
+    /// `GET path` of the admin API, from resh's network namespace.
+    pub fn get(&self, path: &str) -> io::Result<String> {
+        let admin = self.admin;
+        match &self.ns {
+            Some(ns) => {
+                let path = path.to_string();
+                netns::in_ns(ns, move || http_get(admin, &path))
+            }
+            None => http_get(admin, path),
+        }
+    }
+
+    /// Whether the process ended (it is reaped if it did).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Kills it with SIGKILL (its replicas are left running: see [`netns::Hosts::kill_host`]).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// The `/status` entry of one replica.

@@ -27,6 +27,25 @@ fn shm_files() -> HashSet<String> {
         .unwrap_or_default()
 }
 
+/// Runs `f` on a thread of its own that entered network namespace `ns` (`/run/netns/ns`):
+/// sockets it opens live in that namespace, as a client on that host would. The namespace of
+/// a thread is its own (`setns` moves only the calling thread), so the test's other threads
+/// are untouched.
+pub fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{ns}");
+    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+    std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        // SAFETY: setns on a descriptor we own; it changes only this thread's namespace.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns into {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
 /// Hosts in network namespaces, each with its Corosync.
 pub struct Hosts {
     tag: String,
@@ -42,7 +61,9 @@ impl Hosts {
     /// `count` hosts on one bridge; no Corosync runs yet.
     pub fn new(count: usize) -> Hosts {
         assert!(is_root(), "the multi-host tests create network namespaces and need root (CI runs them as root)");
-        let tag = format!("{}", std::process::id() % 100_000);
+        static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tag = format!("{}{n}", std::process::id() % 100_000);
         let hosts = Hosts {
             dir: TempDir::new("hosts"),
             corosync: (0..count).map(|_| None).collect(),
@@ -66,8 +87,35 @@ impl Hosts {
             ip(&["-n", &ns, "addr", "add", &format!("{}/24", Hosts::addr(i)), "dev", "eth0"]);
             ip(&["-n", &ns, "link", "set", "eth0", "up"]);
         }
+        // The clients' namespace: on the bridge, without Corosync.
+        let ns = hosts.client_ns();
+        let veth = format!("rv{}c", hosts.tag);
+        ip(&["netns", "add", &ns]);
+        ip(&["link", "add", &veth, "netns", &bridge, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
+        ip(&["-n", &bridge, "link", "set", &veth, "master", "br0"]);
+        ip(&["-n", &bridge, "link", "set", &veth, "up"]);
+        ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        ip(&["-n", &ns, "addr", "add", &format!("{}/24", Hosts::client_addr()), "dev", "eth0"]);
+        ip(&["-n", &ns, "link", "set", "eth0", "up"]);
         hosts.write_corosync_configs();
         hosts
+    }
+
+    /// The clients' network namespace.
+    pub fn client_ns(&self) -> String {
+        format!("resh{}-c", self.tag)
+    }
+
+    /// The clients' address.
+    pub fn client_addr() -> Ipv4Addr {
+        Ipv4Addr::new(10, 79, 0, 100)
+    }
+
+    /// Kills every process in host `i`'s namespace with SIGKILL (resh, its replicas, Corosync):
+    /// the host's crash.
+    pub fn kill_host(&mut self, i: usize) {
+        self.kill_corosync(i);
+        kill_all_in(&self.ns(i));
     }
 
     fn bridge_ns(&self) -> String {
@@ -171,6 +219,15 @@ impl Hosts {
     }
 }
 
+/// Kills every process in network namespace `ns` (as `ip netns pids` lists them).
+fn kill_all_in(ns: &str) {
+    if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = Command::new("kill").args(["-9", pid]).status();
+        }
+    }
+}
+
 impl Drop for Hosts {
     fn drop(&mut self) {
         for mut child in self.others.drain(..).chain(self.corosync.iter_mut().filter_map(Option::take)) {
@@ -178,8 +235,11 @@ impl Drop for Hosts {
             let _ = child.wait();
         }
         for i in 1..=self.count {
+            // What the test started there and did not stop: resh's replicas after a SIGKILL.
+            kill_all_in(&self.ns(i));
             let _ = Command::new("ip").args(["netns", "del", &self.ns(i)]).status();
         }
+        let _ = Command::new("ip").args(["netns", "del", &self.client_ns()]).status();
         let _ = Command::new("ip").args(["netns", "del", &self.bridge_ns()]).status();
         // A killed Corosync leaves its libqb ring buffers behind.
         for name in shm_files().difference(&self.shm_before) {

@@ -209,4 +209,8 @@ impl Group for CorosyncGroup {
     fn deliveries(&mut self) -> &mut mpsc::Receiver<Delivery> {
         &mut self.deliveries
     }
+
+    fn max_message(&self) -> usize {
+        self.max_message
+    }
 }

@@ -275,6 +275,12 @@ impl Wire {
     }
 }
 
+/// Whether a message's bytes are a batch of requests ([`Wire::Requests`]), without decoding it
+/// (the shell times its own batches from multicast to delivery).
+pub fn is_requests(payload: &[u8]) -> bool {
+    payload.first() == Some(&TAG_REQUESTS)
+}
+
 fn put_have(out: &mut BytesMut, have: &Option<Point>) {
     match have {
         Some(point) => {
@@ -962,7 +968,9 @@ impl Dresh {
         }
     }
 
-    fn leave(&mut self, why: String) {
+    /// This host stops for good (the shell found it can no longer serve: its local replicas
+    /// lost their quorum): it tells the shell to leave the group ([`Action::Leave`]).
+    pub fn leave(&mut self, why: String) {
         if self.role != Role::Left {
             self.role = Role::Left;
             self.held.clear();

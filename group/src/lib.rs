@@ -146,4 +146,8 @@ pub trait Group: Send {
     fn multicast(&self, payload: Bytes) -> Result<(), GroupError>;
     /// The deliveries, in the agreed order. The first is the view this host joined.
     fn deliveries(&mut self) -> &mut mpsc::Receiver<Delivery>;
+    /// The largest message the engine carries.
+    fn max_message(&self) -> usize {
+        usize::MAX
+    }
 }

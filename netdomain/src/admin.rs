@@ -220,7 +220,10 @@ fn route(req: &Request<Incoming>, shared: &Shared, started: Instant) -> Response
         (&Method::GET, "/metrics") => {
             let views = shared.ordered.as_ref().map(|o| o.views());
             let states: Option<Vec<&str>> = views.as_ref().map(|v| v.iter().map(|v| v.state).collect());
-            let body = shared.metrics.prometheus(&shared.supervisor.status(), states.as_deref());
+            let mut body = shared.metrics.prometheus(&shared.supervisor.status(), states.as_deref());
+            if let Some(group) = shared.ordered.as_ref().and_then(|o| o.group.as_ref()) {
+                group.prometheus(&mut body);
+            }
             respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", body)
         }
         (_, "/status" | "/metrics") => {
@@ -265,6 +268,9 @@ pub fn status_json(shared: &Shared, started: Instant) -> String {
             }
         }
         map.insert("replicas".into(), replicas);
+        if let Some(group) = shared.ordered.as_ref().and_then(|o| o.group.as_ref()) {
+            map.insert("group".into(), group.status());
+        }
     }
     let mut text = serde_json::to_string_pretty(&doc).unwrap_or_else(|_| "{}".into());
     text.push('\n');

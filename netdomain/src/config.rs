@@ -43,6 +43,44 @@ pub struct Config {
     /// The replicas, in order; at least one.
     #[serde(default, rename = "replica")]
     pub replicas: Vec<Replica>,
+    /// D-RESH: several hosts as one service (ordered mode only); absent: a single host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<Group>,
+}
+
+/// `[group]`: this host is one of several resh hosts that serve as one (D-RESH).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Group {
+    /// The group communication engine.
+    pub engine: Engine,
+    /// The group's name (Corosync: the CPG group name); the same on every host.
+    pub name: String,
+    /// The group's expected size: a host serves only in a view of more than half of them.
+    pub hosts: usize,
+    /// Requests (and answer digests) are multicast in messages of about this size.
+    #[serde(default = "defaults::group_message_bytes")]
+    pub max_message_bytes: usize,
+    /// Each host's state-transfer address (`ip:port`), by its node id (Corosync's `nodeid`):
+    /// a host listens on its own and gives its state there to a host that joins; a joining
+    /// host asks the others there. One table, the same on every host.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub transfer: BTreeMap<String, String>,
+}
+
+impl Group {
+    /// Host `host`'s state-transfer address, if the table names one (validated).
+    pub fn transfer_addr(&self, host: u32) -> Option<SocketAddr> {
+        self.transfer.get(&host.to_string()).and_then(|a| a.parse().ok())
+    }
+}
+
+/// `group.engine`
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// Corosync's CPG, through the Corosync daemon running on this host.
+    Corosync,
 }
 
 /// `[vote]`
@@ -331,6 +369,9 @@ mod defaults {
     pub fn quarantine_ms() -> u64 {
         1000
     }
+    pub fn group_message_bytes() -> usize {
+        64 * 1024
+    }
 }
 
 impl Default for Vote {
@@ -369,6 +410,11 @@ impl Default for Supervisor {
         }
     }
 }
+
+/// The most hosts of a group (Corosync's own limit is in the same range).
+pub const MAX_GROUP_HOSTS: usize = 32;
+/// The largest `group.max_message_bytes`: Corosync carries about 1 MiB in one message.
+pub const MAX_GROUP_MESSAGE_BYTES: usize = 512 * 1024;
 
 /// The smallest `max_unreleased_bytes`: one read from a replica must fit.
 pub const MIN_UNRELEASED_BYTES: usize = 4096;
@@ -510,6 +556,41 @@ impl Config {
         }
         if let Err(Problem { key, reason }) = self.admin.resolve_token() {
             bad(key, reason);
+        }
+        if let Some(group) = &self.group {
+            if self.vote.mode != Mode::Ordered {
+                bad("group", "several hosts share one global order of requests: needs vote.mode = \"ordered\"".into());
+            }
+            if group.engine == Engine::Corosync && !cfg!(feature = "corosync") {
+                bad(
+                    "group.engine",
+                    "this resh was built without Corosync support: build it with `--features corosync` (needs Debian's libcpg-dev and libquorum-dev)".into(),
+                );
+            }
+            // CPG_MAX_NAME_LENGTH is 128, with the terminating NUL.
+            if group.name.is_empty() || group.name.len() > 127 {
+                bad("group.name", format!("must be 1 to 127 bytes, not {}", group.name.len()));
+            }
+            if group.hosts == 0 || group.hosts > MAX_GROUP_HOSTS {
+                bad("group.hosts", format!("must be between 1 and {MAX_GROUP_HOSTS}, not {}", group.hosts));
+            }
+            for (node, addr) in &group.transfer {
+                if !node.parse::<u32>().is_ok_and(|n| n >= 1) || node.starts_with('0') {
+                    bad(
+                        &format!("group.transfer.{node}"),
+                        "keys are node ids (1, 2, ...), as Corosync's nodeid".into(),
+                    );
+                }
+                if let Err(e) = addr.parse::<SocketAddr>() {
+                    bad(&format!("group.transfer.{node}"), format!("`{addr}` is not an ip:port address ({e})"));
+                }
+            }
+            if !(1024..=MAX_GROUP_MESSAGE_BYTES).contains(&group.max_message_bytes) {
+                bad(
+                    "group.max_message_bytes",
+                    format!("must be between 1024 and {MAX_GROUP_MESSAGE_BYTES}, not {}", group.max_message_bytes),
+                );
+            }
         }
         let mut names = HashSet::new();
         for (i, r) in self.replicas.iter().enumerate() {
@@ -730,6 +811,33 @@ address = "localhost:7003"
         // The effective configuration prints and parses back to itself.
         let again = Config::parse(&c.to_toml(), "printed").expect("printed config parses");
         assert_eq!(again, c);
+    }
+
+    #[test]
+    fn a_group_is_checked_key_by_key() {
+        let ordered = GOOD.replace("[vote]\n", "[vote]\nmode = \"ordered\"\nprotocol = \"resp\"\n");
+        let good = format!(
+            "{ordered}[group]\nengine = \"corosync\"\nname = \"kv\"\nhosts = 3\n[group.transfer]\n1 = \"10.0.0.1:6390\"\n2 = \"10.0.0.2:6390\"\n"
+        );
+        if cfg!(feature = "corosync") {
+            let c = Config::parse(&good, "t").expect("valid");
+            let group = c.group.as_ref().expect("group");
+            assert_eq!(group.transfer_addr(2), Some("10.0.0.2:6390".parse().expect("addr")));
+            assert_eq!(group.transfer_addr(3), None);
+            assert_eq!(Config::parse(&c.to_toml(), "printed").expect("printed config parses"), c);
+        } else {
+            assert_eq!(problems(&good).iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["group.engine"]);
+        }
+        let bad = format!(
+            "{GOOD}[group]\nengine = \"corosync\"\nname = \"\"\nhosts = 0\nmax_message_bytes = 10\n[group.transfer]\nx = \"10.0.0.1\"\n"
+        );
+        let keys: Vec<String> = problems(&bad).into_iter().map(|(k, _)| k).filter(|k| k != "group.engine").collect();
+        assert_eq!(
+            keys,
+            ["group", "group.name", "group.hosts", "group.transfer.x", "group.transfer.x", "group.max_message_bytes"]
+        );
+        let unknown = format!("{ordered}[group]\nengine = \"zookeeper\"\nname = \"kv\"\nhosts = 3\n");
+        assert!(problems(&unknown)[0].1.contains("expected `corosync`"), "{:?}", problems(&unknown));
     }
 
     #[test]

@@ -122,15 +122,23 @@ pub enum RunError {
         /// The OS error.
         error: std::io::Error,
     },
-    /// The ordered core refused its parameters (a bug: the configuration was validated).
+    /// The ordered core refused its parameters (a bug: the configuration was validated), or
+    /// (D-RESH) too few local replicas vote to join the group.
     Ordered(crate::ordered::sequencer::StartError),
+    /// D-RESH: the group could not be joined.
+    Group(group::GroupError),
+    /// D-RESH: this host left its group (fail-stop), and stopped.
+    Left(String),
 }
 
 impl fmt::Display for RunError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RunError::Bind { key, addr, error } => write!(f, "{key}: cannot listen on {addr}: {error}"),
+            RunError::Ordered(e @ crate::ordered::sequencer::StartError::NoQuorum { .. }) => write!(f, "{e}"),
             RunError::Ordered(e) => write!(f, "internal: {e}"),
+            RunError::Group(e) => write!(f, "group: {e}"),
+            RunError::Left(why) => write!(f, "this host left its group and stopped (fail-stop): {why}"),
         }
     }
 }
@@ -279,8 +287,46 @@ pub async fn run_until(
             let codec: Arc<dyn codec::Codec> =
                 Arc::new(codec::resp::Resp::new(config.ordered.max_frame_bytes, config.ordered.allow.as_deref()));
             let faults = FaultSink::new(Arc::clone(&metrics), Arc::clone(&supervisor));
-            match ordered::sequencer::start(&config, codec, Arc::clone(&supervisor), Arc::clone(&metrics), faults).await
-            {
+            let wait = config.supervisor().ready_timeout;
+            let group = match config.group.as_ref().map(|g| join_group(g, wait)) {
+                Some(joining) => joining.await.map(Some),
+                None => Ok(None),
+            };
+            let group = match group {
+                Ok(group) => group,
+                Err(e) => {
+                    supervisor.shutdown().await;
+                    return Err(RunError::Group(e));
+                }
+            };
+            let mut transfer = None;
+            if let (Some(g), Some(settings)) = (&group, &config.group) {
+                info!(host = g.local(), "joined the group");
+                match settings.transfer_addr(g.local()) {
+                    Some(addr) => match TcpListener::bind(addr).await {
+                        Ok(listener) => transfer = Some(listener),
+                        Err(error) => {
+                            supervisor.shutdown().await;
+                            return Err(RunError::Bind { key: "group.transfer", addr, error });
+                        }
+                    },
+                    None => warn!(
+                        host = g.local(),
+                        "group.transfer names no address for this host: it cannot give its state to a joining host"
+                    ),
+                }
+            }
+            let started = ordered::sequencer::start(
+                &config,
+                codec,
+                Arc::clone(&supervisor),
+                Arc::clone(&metrics),
+                faults,
+                group,
+                transfer,
+            )
+            .await;
+            match started {
                 Ok(ordered) => Some(ordered),
                 Err(e) => {
                     supervisor.shutdown().await;
@@ -306,6 +352,12 @@ pub async fn run_until(
             let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { return };
             while sessions.try_join_next().is_some() {}
             match client_listener.accept().await {
+                Ok((stream, _)) if !shared.ordered.as_ref().is_none_or(|o| o.serving()) => {
+                    // D-RESH: a host that does not serve (joining, or cut off from the group)
+                    // takes no clients; a reset tells them to try another host at once.
+                    shared.metrics.refused(metrics::Refusal::NoQuorum);
+                    let _ = stream.set_zero_linger();
+                }
                 Ok((stream, peer)) => {
                     let shared = Arc::clone(&shared);
                     sessions.spawn(async move {
@@ -326,15 +378,58 @@ pub async fn run_until(
             }
         }
     };
-    tokio::select! {
-        _ = accept => {}
-        _ = shutdown => {}
-    }
+    let left = async {
+        match &shared.ordered {
+            Some(ordered) => ordered.left().await,
+            None => std::future::pending().await,
+        }
+    };
+    let outcome = tokio::select! {
+        _ = accept => Ok(()),
+        _ = shutdown => Ok(()),
+        why = left => Err(RunError::Left(why)),
+    };
     if let Some(task) = admin_task {
         task.abort();
     }
     supervisor.shutdown().await;
-    Ok(())
+    outcome
+}
+
+/// Joins the group `[group]` names, through its engine; while the engine is not there yet
+/// (resh started before the local Corosync), tries again for up to `wait`.
+async fn join_group(
+    settings: &config::Group,
+    wait: std::time::Duration,
+) -> Result<Box<dyn group::Group>, group::GroupError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut said = false;
+    loop {
+        match join_group_once(settings) {
+            Ok(group) => return Ok(group),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                if !said {
+                    warn!(error = %e, "cannot join the group yet; retrying until supervisor.ready_timeout_ms");
+                    said = true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn join_group_once(settings: &config::Group) -> Result<Box<dyn group::Group>, group::GroupError> {
+    match settings.engine {
+        #[cfg(feature = "corosync")]
+        config::Engine::Corosync => {
+            Ok(Box::new(group::corosync::CorosyncGroup::join(&settings.name)?) as Box<dyn group::Group>)
+        }
+        #[cfg(not(feature = "corosync"))]
+        config::Engine::Corosync => {
+            Err(group::GroupError::Join("this resh was built without Corosync support (--features corosync)".into()))
+        }
+    }
 }
 
 async fn shutdown_signal() -> &'static str {

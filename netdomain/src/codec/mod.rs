@@ -76,8 +76,19 @@ pub enum AnswerError {
     },
     /// Every replica closed its connection on this request alike: the service refuses it.
     ClosedByService,
-    /// This host stopped serving (fenced).
+    /// This host stopped serving (fenced) after the request was handed to the order: it may
+    /// still take effect (D-RESH: the other hosts may have executed it).
     Fenced,
+    /// D-RESH: this host does not serve now (it is joining, or in a view without quorum); the
+    /// request was not executed.
+    NotServing,
+    /// D-RESH: the request is larger than one group message carries; it was not executed.
+    RequestTooLarge {
+        /// The request's size.
+        len: u64,
+        /// The limit.
+        limit: u64,
+    },
 }
 
 /// A frame the vote compares: the digest voted on and the digest of the exact bytes.

@@ -377,6 +377,9 @@ struct Replica {
     next_incarnation: Option<u64>,
     /// The sequence numbers of the log entries replayed to it and not answered yet.
     replay_seqs: VecDeque<u64>,
+    /// This incarnation holds the state at the core's first request already (the shell
+    /// copied it there): it joins the vote there once connected.
+    preloaded: Option<u64>,
 }
 
 impl Replica {
@@ -464,6 +467,7 @@ impl OrderedCore {
                 last_answer: Duration::ZERO,
                 next_incarnation: None,
                 replay_seqs: VecDeque::new(),
+                preloaded: None,
             })
             .collect();
         Ok(OrderedCore {
@@ -483,6 +487,45 @@ impl OrderedCore {
             careful_until: first_seq,
             unsettled: None,
         })
+    }
+
+    /// A core whose first request will be `first_seq`, for replicas that hold a state from
+    /// before it that the shell put there (D-RESH: copied from another host): the incarnations
+    /// in `preloaded` (replica, incarnation) hold the state at `first_seq` and join the vote
+    /// there once admitted and connected; any other replica is rebuilt from them (checkpoint),
+    /// as after a replay log that no longer reaches back to the start.
+    pub fn with_state(
+        config: CoreConfig,
+        codec: Arc<dyn Codec>,
+        first_seq: u64,
+        preloaded: &[(usize, u64)],
+    ) -> Result<OrderedCore, CoreConfigError> {
+        let mut core = OrderedCore::new(config, codec, first_seq)?;
+        core.log = ReplayLog::starting_at(core.config.log_max_bytes, first_seq);
+        for &(r, incarnation) in preloaded {
+            if let Some(replica) = core.replicas.get_mut(r) {
+                replica.preloaded = Some(incarnation);
+            }
+        }
+        Ok(core)
+    }
+
+    /// Whether the core is at rest: every request ordered was answered to its origin and by
+    /// every voting replica (their states stand at [`next_seq`](Self::next_seq)).
+    pub fn quiescent(&self) -> bool {
+        self.held.is_empty()
+    }
+
+    /// The replicas in the vote now, connected, and not busy as a checkpoint source.
+    pub fn voting_replicas(&self) -> Vec<(usize, u64)> {
+        self.replicas
+            .iter()
+            .enumerate()
+            .filter(|(_, x)| {
+                x.is_voting() && x.link == LinkState::Up && x.source_for.is_none() && x.closed_at.is_none()
+            })
+            .map(|(r, x)| (r, x.incarnation))
+            .collect()
     }
 
     /// The next action for the shell.
@@ -1482,8 +1525,15 @@ impl OrderedCore {
     /// Begins rebuilding replica `r` (connected, new incarnation).
     fn start_rebuild(&mut self, r: usize, now: Duration) {
         let next = self.voter.next_seq();
+        let Role::Syncing(_) = &self.replicas[r].role else { return };
+        let preloaded = self.replicas[r].preloaded.take() == Some(self.replicas[r].incarnation);
         let replica = &self.replicas[r];
-        let Role::Syncing(_) = &replica.role else { return };
+        if preloaded && self.held_base == self.log.covers_from() {
+            // It holds the state at the first request (nothing was let go of since).
+            let first = self.held_base;
+            self.join(r, first, now);
+            return;
+        }
         if !self.log.logged_anything() {
             // Nothing has changed any replica's state yet: it is as the others are.
             self.join(r, next, now);

@@ -41,6 +41,13 @@ impl ReplayLog {
         ReplayLog { entries: VecDeque::new(), bytes: 0, max_bytes, covered_from: 0, logged_ever: 0 }
     }
 
+    /// A log that starts at request `seq`, with the replicas holding a state from before it (a
+    /// state copied from another host): it covers nothing before `seq`, and counts as having
+    /// logged something (the replicas' state is not the initial one).
+    pub fn starting_at(max_bytes: usize, seq: u64) -> ReplayLog {
+        ReplayLog { entries: VecDeque::new(), bytes: 0, max_bytes, covered_from: seq, logged_ever: 1 }
+    }
+
     /// Records request `seq`; drops the oldest entries while the log is over its bound.
     pub fn push(&mut self, seq: u64, request: Bytes) {
         self.logged_ever += 1;

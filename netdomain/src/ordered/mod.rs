@@ -40,14 +40,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::codec::Codec;
+use crate::codec::{AnswerError, Codec};
 
 pub mod conn;
 pub mod core;
 pub mod log;
+pub mod multihost;
 pub mod sequencer;
 pub mod session;
 pub mod sim;
+pub mod transfer;
 
 pub use self::core::{Answer, OrderedCore, ReplicaView};
 
@@ -91,6 +93,9 @@ pub enum SessionNotice {
     /// One of its requests, answered already, was masked after all (a replica's differing
     /// answer came after the quorum's).
     Masked,
+    /// The session ends: its next unanswered request gets this error, and the connection
+    /// closes (D-RESH: this host stopped serving).
+    Ended(AnswerError),
 }
 
 /// Why a request could not be handed to the order.
@@ -126,6 +131,10 @@ pub struct Ordered {
     views: Arc<Mutex<Vec<ReplicaView>>>,
     /// Answer bytes all sessions hold for their clients.
     buffered: Arc<AtomicUsize>,
+    /// D-RESH: where this host stands in the group.
+    pub group: Option<Arc<multihost::GroupStatus>>,
+    /// D-RESH: why this host left the group, once it did (resh then stops).
+    left: tokio::sync::watch::Receiver<Option<String>>,
 }
 
 /// A session's registration: answers arrive here; dropping it unregisters the session.
@@ -169,5 +178,25 @@ impl Ordered {
     /// Answer bytes all sessions hold now.
     pub fn buffered_bytes(&self) -> usize {
         self.buffered.load(Ordering::Relaxed)
+    }
+
+    /// Whether this host takes clients now: always on a single host; in D-RESH, while it serves
+    /// (in a view with quorum and in sync).
+    pub fn serving(&self) -> bool {
+        self.group.as_ref().is_none_or(|g| g.role() == "serving")
+    }
+
+    /// Waits until this host left its group (never on a single host); returns why.
+    pub async fn left(&self) -> String {
+        let mut left = self.left.clone();
+        loop {
+            if let Some(why) = left.borrow_and_update().clone() {
+                return why;
+            }
+            if left.changed().await.is_err() {
+                // The sequencer is gone without leaving: wait for the shutdown instead.
+                std::future::pending::<()>().await;
+            }
+        }
     }
 }

@@ -17,15 +17,20 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
+use group::dresh::{self, Dresh};
+use group::{Delivery, Group};
 use replicas::Supervisor;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use super::conn::{self, Conn, ConnEvent, ReaderSetup};
-use super::core::{Action, Answer, Note, OrderedCore, Origin, Request};
+use super::core::{Action, Answer, CoreConfig, Note, OrderedCore, Origin, Request};
+use super::multihost::{Export, GroupSource, GroupStatus, WaitingState};
+use super::transfer::{self, ExportRequest};
 use super::{Ordered, SessionAnswer, SessionNotice, SessionTable, Submission, SUBMIT_QUEUE};
-use crate::codec::{AnswerError, Codec};
+use crate::codec::{AnswerError, Codec, Dispatch};
 use crate::config::Config;
 use crate::fault::{FaultEvent, FaultSink, Position};
 use crate::metrics::Metrics;
@@ -34,18 +39,31 @@ use crate::metrics::Metrics;
 const BATCH: usize = 512;
 /// How often the supervisor is asked for newly admitted replicas, and `/status` refreshed.
 const ADMISSION_POLL: Duration = Duration::from_millis(50);
+/// How soon messages the group's send queue had no room for are offered again.
+const OUTBOX_RETRY: Duration = Duration::from_millis(2);
 
 /// Why the sequencer could not start.
 #[derive(Debug)]
 pub enum StartError {
     /// The core refused the configuration (a bug: it was validated).
     Config(super::core::CoreConfigError),
+    /// D-RESH: fewer local replicas vote than the quorum; a host joins its group only with them.
+    NoQuorum {
+        /// Replicas in the vote.
+        voting: usize,
+        /// The quorum.
+        quorum: usize,
+    },
 }
 
 impl std::fmt::Display for StartError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StartError::Config(e) => write!(f, "ordered core: {e}"),
+            StartError::NoQuorum { voting, quorum } => write!(
+                f,
+                "only {voting} local replicas vote, fewer than the quorum ({quorum}): a host joins its group only with a quorum of its replicas"
+            ),
         }
     }
 }
@@ -60,8 +78,37 @@ pub async fn start(
     supervisor: Arc<Supervisor>,
     metrics: Arc<Metrics>,
     faults: FaultSink,
+    group: Option<Box<dyn Group>>,
+    transfer_listener: Option<tokio::net::TcpListener>,
 ) -> Result<Ordered, StartError> {
     let core = OrderedCore::new(config.ordered_core(), Arc::clone(&codec), 0).map_err(StartError::Config)?;
+    let (left_tx, left_rx) = watch::channel(None);
+    let source = match (group.as_deref(), &config.group) {
+        (Some(engine), Some(settings)) => {
+            let local = engine.local();
+            let max_message = engine.max_message();
+            // Room in one message for a batch's framing and one request of up to this size.
+            let batch_bytes = settings.max_message_bytes.min(max_message / 2);
+            let incarnation = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| (d.as_secs() as u32) ^ d.subsec_nanos());
+            let dresh = Dresh::new(
+                dresh::Config { local, hosts: settings.hosts, max_message_bytes: batch_bytes, incarnation },
+                // The replicas resh starts are empty; address replicas are taken to be (see
+                // the README's D-RESH section).
+                Some(dresh::Point::START),
+            );
+            let status = Arc::new(GroupStatus::new("corosync", settings.name.clone(), settings.hosts, local));
+            let mut source = Box::new(GroupSource::new(dresh, local, max_message.saturating_sub(64)));
+            for node in settings.transfer.keys().filter_map(|k| k.parse::<u32>().ok()) {
+                if let Some(addr) = settings.transfer_addr(node) {
+                    source.transfer_addrs.insert(node, addr);
+                }
+            }
+            Some((source, status))
+        }
+        _ => None,
+    };
     let (submit_tx, submit_rx) = mpsc::channel(SUBMIT_QUEUE);
     let (events_tx, events_rx) = mpsc::channel(1024);
     let n = config.replicas.len();
@@ -73,7 +120,15 @@ pub async fn start(
         codec: Arc::clone(&codec),
         views: Arc::clone(&views),
         buffered: Arc::new(AtomicUsize::new(0)),
+        group: source.as_ref().map(|(_, status)| Arc::clone(status)),
+        left: left_rx,
     };
+    let (source, group_status) = source.map_or((None, None), |(s, st)| (Some(s), Some(st)));
+    let (transfer_tx, transfer_rx) = mpsc::channel(16);
+    let (export_tx, export_rx) = mpsc::channel(1);
+    if let Some(listener) = transfer_listener {
+        tokio::spawn(transfer::serve(listener, export_tx));
+    }
     let mut sequencer = Sequencer {
         core,
         start: Instant::now(),
@@ -88,6 +143,16 @@ pub async fn start(
         views,
         events_tx,
         connect_timeout: config.connect_timeout(),
+        codec_for_log: Arc::clone(&ordered.codec),
+        core_config: config.ordered_core(),
+        quorum: config.quorum(),
+        max_frame: config.ordered.max_frame_bytes,
+        request_timeout: Duration::from_millis(config.ordered.request_timeout_ms),
+        transfer_tx,
+        source,
+        group_status,
+        left: left_tx,
+        could_serve: false,
     };
     sequencer.admit();
     let mut events_rx = events_rx;
@@ -100,7 +165,12 @@ pub async fn start(
         }
     }
     sequencer.publish();
-    tokio::spawn(sequencer.run(submit_rx, events_rx));
+    if sequencer.source.is_some() && !sequencer.core.can_serve() {
+        let voting =
+            sequencer.views.lock().unwrap_or_else(|p| p.into_inner()).iter().filter(|v| v.state == "voting").count();
+        return Err(StartError::NoQuorum { voting, quorum: config.quorum() });
+    }
+    tokio::spawn(sequencer.run(submit_rx, events_rx, group, transfer_rx, export_rx));
     Ok(ordered)
 }
 
@@ -119,10 +189,52 @@ struct Sequencer {
     views: Arc<Mutex<Vec<super::ReplicaView>>>,
     events_tx: mpsc::Sender<ConnEvent>,
     connect_timeout: Duration,
+    /// The codec, to tell which delivered requests go to the replay log.
+    codec_for_log: Arc<dyn Codec>,
+    /// To build a new core after a state transfer.
+    core_config: CoreConfig,
+    quorum: usize,
+    max_frame: usize,
+    request_timeout: Duration,
+    /// Where the state transfer tasks report.
+    transfer_tx: mpsc::Sender<TransferEvent>,
+    /// D-RESH: the group as the order source (`None`: the local order).
+    source: Option<Box<GroupSource>>,
+    group_status: Option<Arc<GroupStatus>>,
+    /// D-RESH: set once this host left its group.
+    left: watch::Sender<Option<String>>,
+    /// D-RESH: the core could serve at the last look (losing that leaves the group).
+    could_serve: bool,
+}
+
+/// What a state transfer task reports to the sequencer.
+#[derive(Debug)]
+enum TransferEvent {
+    /// An export read all it needs from the replicas: the core may go on.
+    ExportRead,
+    /// An export ended (the number of restores sent, or why not).
+    Exported(Result<u64, String>),
+    /// An import ended: the state stands at this request, or why not.
+    Imported(Result<u64, String>),
+}
+
+/// The next delivery of the group, if there is one (never, on a single host).
+async fn next_delivery(group: &mut Option<Box<dyn Group>>) -> Option<Delivery> {
+    match group {
+        Some(group) => group.deliveries().recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Sequencer {
-    async fn run(mut self, mut submits: mpsc::Receiver<Submission>, mut events: mpsc::Receiver<ConnEvent>) {
+    async fn run(
+        mut self,
+        mut submits: mpsc::Receiver<Submission>,
+        mut events: mpsc::Receiver<ConnEvent>,
+        mut group: Option<Box<dyn Group>>,
+        mut transfers: mpsc::Receiver<TransferEvent>,
+        mut exports: mpsc::Receiver<ExportRequest>,
+    ) {
         let mut admissions = tokio::time::interval(ADMISSION_POLL);
         admissions.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut batch = Vec::with_capacity(BATCH);
@@ -134,7 +246,8 @@ impl Sequencer {
             if let Some(deadline) = deadline.filter(|&d| d != timer.deadline()) {
                 timer.as_mut().reset(deadline);
             }
-            let room = self.core.room();
+            let room = self.core.room() && !self.source.as_ref().is_some_and(|g| g.backlogged());
+            let outbox_waits = self.source.as_ref().is_some_and(|g| !g.outbox.is_empty());
             tokio::select! {
                 biased;
                 event = events.recv() => {
@@ -171,10 +284,83 @@ impl Sequencer {
                     self.admit();
                     self.publish();
                 }
+                delivery = next_delivery(&mut group) => {
+                    let Some(delivery) = delivery else {
+                        self.delivered(Delivery::Lost("the group engine stopped".into()));
+                        group = None;
+                        continue;
+                    };
+                    self.delivered(delivery);
+                    // Whatever else was delivered meanwhile, before anything else.
+                    if let Some(g) = group.as_mut() {
+                        for _ in 0..BATCH {
+                            let Ok(delivery) = g.deliveries().try_recv() else { break };
+                            self.delivered(delivery);
+                        }
+                    }
+                }
+                _ = tokio::time::sleep(OUTBOX_RETRY), if outbox_waits => {}
+                Some(event) = transfers.recv() => self.transfer_event(event),
+                Some(request) = exports.recv() => self.export_requested(request),
+            }
+            self.transfer_step();
+            self.carry_out();
+            if let Some(g) = self.source.as_mut() {
+                // One message of requests and one of answer digests per turn of the loop.
+                g.dresh.flush();
             }
             self.carry_out();
+            self.send_outbox(group.as_deref());
+            if self.left.borrow().is_some() {
+                // It left: the group is dropped (left), and resh stops (run_until waits on it).
+                group = None;
+            }
         }
         info!("sequencer stopped");
+    }
+
+    /// Offers the waiting messages to the group, oldest first, while it takes them.
+    fn send_outbox(&mut self, group: Option<&dyn Group>) {
+        let (Some(g), Some(engine)) = (self.source.as_mut(), group) else { return };
+        while let Some(message) = g.outbox.front() {
+            match engine.multicast(message.clone()) {
+                Ok(()) => {
+                    if dresh::is_requests(message) {
+                        g.sent_at.push_back(Instant::now().into_std());
+                    }
+                    g.outbox.pop_front();
+                }
+                Err(group::GroupError::Full) => break,
+                Err(e) => {
+                    // Gone, or a message larger than the engine carries (the batches are cut
+                    // below its limit: a bug). Either way this host cannot go on in the group.
+                    g.dresh.leave(format!("cannot multicast: {e}"));
+                    g.outbox.clear();
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Hands a delivery to the D-RESH state machine.
+    fn delivered(&mut self, delivery: Delivery) {
+        let (Some(g), Some(status)) = (self.source.as_mut(), self.group_status.as_ref()) else { return };
+        match &delivery {
+            Delivery::View(view) => {
+                status.view_installed();
+                info!(view = ?view.members, joined = ?view.joined, left = ?view.left, "group view");
+                // Batches sent before a view change may be lost: the latency is timed anew.
+                g.sent_at.clear();
+            }
+            Delivery::Message { from, payload } if *from == g.local && dresh::is_requests(payload) => {
+                if let Some(sent) = g.sent_at.pop_front() {
+                    status.delivered_after(sent.elapsed());
+                }
+            }
+            Delivery::Message { .. } => {}
+            Delivery::Lost(why) => warn!(reason = %why, "the group is lost"),
+        }
+        g.dresh.delivered(delivery);
     }
 
     fn now(&self) -> Duration {
@@ -184,6 +370,27 @@ impl Sequencer {
     /// Numbers the batch in the local order and hands it to the core, or, while the core
     /// cannot serve, answers it here.
     fn order(&mut self, batch: &mut Vec<Submission>) {
+        if let Some(g) = self.source.as_mut() {
+            // D-RESH: the group orders them; the core gets them when they are delivered.
+            let sessions = self.sessions.lock();
+            for s in batch.drain(..) {
+                let refused = if s.bytes.len() > g.max_message {
+                    Some(AnswerError::RequestTooLarge { len: s.bytes.len() as u64, limit: g.max_message as u64 })
+                } else if !g.dresh.submit(s.session, s.request, s.bytes) {
+                    Some(AnswerError::NotServing)
+                } else {
+                    None
+                };
+                if let Some(error) = refused {
+                    self.metrics.request_refused();
+                    if let Some(tx) = sessions.get(&s.session) {
+                        let answer = SessionAnswer { request: s.request, answer: Answer::Error(error), masked: false };
+                        let _ = tx.send(SessionNotice::Answer(answer));
+                    }
+                }
+            }
+            return;
+        }
         if !self.core.can_serve() {
             let sessions = self.sessions.lock();
             for s in batch.drain(..) {
@@ -310,7 +517,340 @@ impl Sequencer {
         }
     }
 
+    /// Carries out the core's and the group's actions until neither has any left (a delivered
+    /// batch makes the core act; the core's answers make the group act).
     fn carry_out_actions(&mut self) {
+        loop {
+            self.carry_out_core();
+            if let Some(g) = self.source.as_ref() {
+                // Only while it serves: a host being given a state has no core that serves yet.
+                let serving = *g.dresh.role() == group::dresh::Role::Serving;
+                let can_serve = self.core.can_serve() && serving;
+                if self.could_serve && !can_serve && serving {
+                    // Fail-stop: without a quorum of its replicas this host can no longer
+                    // execute the group's stream.
+                    let why = "fewer local replicas vote than the quorum".to_string();
+                    if let Some(g) = self.source.as_mut() {
+                        g.dresh.leave(why);
+                    }
+                }
+                self.could_serve = can_serve;
+            }
+            if !self.carry_out_group() {
+                break;
+            }
+        }
+    }
+
+    /// Carries out the D-RESH state machine's actions; true if there were any.
+    fn carry_out_group(&mut self) -> bool {
+        let Some(mut g) = self.source.take() else { return false };
+        let mut any = false;
+        let mut detail = None;
+        while let Some(action) = g.dresh.poll_action() {
+            any = true;
+            match action {
+                dresh::Action::Multicast(message) => g.outbox.push_back(message),
+                dresh::Action::Order { first_seq, requests } => {
+                    if let Some(status) = &self.group_status {
+                        status.batch_delivered(requests.len());
+                    }
+                    if let Some(waiting) = g.waiting.as_mut() {
+                        waiting.batches.push((first_seq, requests));
+                    } else if g.export.is_some() || g.ready_pending {
+                        // The core's input is held still while a joiner's state is read, or
+                        // until a new core's replicas vote (requests ordered before would be
+                        // refused for want of a quorum).
+                        g.paused.push((first_seq, requests));
+                    } else {
+                        self.order_delivered(&mut g, first_seq, requests);
+                    }
+                }
+                dresh::Action::Release { seq, origin } => {
+                    if let Some((session, answer)) = g.held.remove(&seq) {
+                        debug_assert_eq!(session, origin.session);
+                        if let Some(tx) = self.sessions.lock().get(&session) {
+                            let _ = tx.send(SessionNotice::Answer(answer));
+                        }
+                    }
+                }
+                dresh::Action::Fence(why) => {
+                    warn!(reason = %why, "this host stops serving (fenced); its clients are disconnected");
+                    self.end_sessions(&mut g, AnswerError::Fenced);
+                    // A state it waited for is not wanted any more (it joins again).
+                    g.waiting = None;
+                    g.ready_pending = false;
+                    detail = Some(why);
+                }
+                dresh::Action::Serve { seq } => {
+                    info!(request = seq, "this host serves: in a view with quorum and in sync");
+                    detail = None;
+                }
+                dresh::Action::NeedState { seq, from } => {
+                    let why = format!("getting the service's state at request {seq} from another host");
+                    info!(request = seq, sources = ?from, "this host needs the service's state before it serves");
+                    // The same point again with more sources keeps what was delivered since.
+                    let batches = match g.waiting.take() {
+                        Some(w) if w.seq == seq => w.batches,
+                        _ => Vec::new(),
+                    };
+                    g.waiting = Some(WaitingState { seq, from, batches });
+                    g.ready_pending = false;
+                    detail = Some(why);
+                }
+                dresh::Action::Leave(why) => {
+                    error!(reason = %why, "this host leaves the group and stops (fail-stop)");
+                    self.end_sessions(&mut g, AnswerError::Fenced);
+                    self.left.send_replace(Some(why.clone()));
+                    detail = Some(why);
+                }
+            }
+        }
+        if let Some(status) = &self.group_status {
+            status.publish(&g, detail);
+        }
+        self.source = Some(g);
+        any
+    }
+
+    /// Gives a delivered batch to the core (without the requests the state it was given holds).
+    fn order_delivered(&mut self, g: &mut GroupSource, first_seq: u64, requests: Vec<(dresh::Origin, Bytes)>) {
+        let skip = g.skip_below.saturating_sub(first_seq).min(requests.len() as u64);
+        let first_seq = first_seq + skip;
+        let requests: Vec<Request> = requests
+            .into_iter()
+            .skip(skip as usize)
+            .map(|(origin, bytes)| {
+                // Every host logs what its codec says changes state (the same codec
+                // everywhere); a request it would not forward is logged, to be safe.
+                let logged =
+                    !matches!(self.codec_for_log.dispatch(&bytes), Ok(Dispatch::Forward { logged: false, .. }));
+                Request {
+                    origin: Origin { host: origin.host, session: origin.session, request: origin.request },
+                    bytes,
+                    logged,
+                }
+            })
+            .collect();
+        let now = self.now();
+        if requests.is_empty() {
+            return;
+        }
+        if let Err(e) = self.core.order(first_seq, requests, now) {
+            // The group's stream and the core disagree on numbering: this host cannot tell
+            // what it executes any more.
+            error!(error = %e, "internal: the group's order is out of step with the core");
+            g.dresh.leave(format!("internal: {e}"));
+        }
+    }
+
+    /// Ends every local session: answers waiting for the group and requests not answered yet
+    /// get `error`.
+    fn end_sessions(&mut self, g: &mut GroupSource, error: AnswerError) {
+        let held = std::mem::take(&mut g.held);
+        let sessions = self.sessions.lock();
+        for (_, (session, mut answer)) in held {
+            if let Some(tx) = sessions.get(&session) {
+                answer.answer = Answer::Error(error.clone());
+                let _ = tx.send(SessionNotice::Answer(answer));
+            }
+        }
+        for tx in sessions.values() {
+            let _ = tx.send(SessionNotice::Ended(error.clone()));
+        }
+    }
+
+    /// A joiner asks this host for the state.
+    fn export_requested(&mut self, request: ExportRequest) {
+        let refusal = match self.source.as_ref() {
+            None => Some("not a member of a group".to_string()),
+            Some(g) if *g.dresh.role() != group::dresh::Role::Serving => Some("this host does not serve now".into()),
+            Some(g) if g.export.is_some() => Some("busy with another transfer".into()),
+            Some(_) if self.core.next_seq() < request.seq => Some(format!(
+                "this host executed the stream up to request {} only, before the {} asked for",
+                self.core.next_seq(),
+                request.seq
+            )),
+            Some(_) => None,
+        };
+        if let Some(why) = refusal {
+            info!(peer = %request.peer, reason = %why, "state transfer refused");
+            tokio::spawn(async move { transfer::refuse(request.stream, &why).await });
+            return;
+        }
+        if let Some(g) = self.source.as_mut() {
+            info!(peer = %request.peer, request = request.seq, "a joining host asks for the state: holding the core's input until it is at rest");
+            g.export = Some(Export::Pending { request, since: std::time::Instant::now() });
+        }
+    }
+
+    /// Moves state transfers on: an export once the core is at rest, an import once it may
+    /// start, the group told once a new core can serve.
+    fn transfer_step(&mut self) {
+        let Some(mut g) = self.source.take() else { return };
+        self.export_step(&mut g);
+        self.import_step(&mut g);
+        // The state is in and the new core's replicas vote: the group may count on this host.
+        if g.ready_pending && self.core.can_serve() {
+            g.ready_pending = false;
+            self.resume_paused(&mut g);
+            g.dresh.state_ready();
+        }
+        self.source = Some(g);
+    }
+
+    /// Starts a pending export once the core is at rest: its voting replicas then stand at one
+    /// point. Refuses it if that does not happen within the request timeout.
+    fn export_step(&mut self, g: &mut GroupSource) {
+        let Some(Export::Pending { since, .. }) = &g.export else { return };
+        let sources: Vec<SocketAddr> = self
+            .core
+            .voting_replicas()
+            .iter()
+            .filter_map(|&(r, inc)| self.addrs[r].filter(|(i, _)| *i == inc).map(|(_, a)| a))
+            .take(self.quorum)
+            .collect();
+        let ready = self.core.quiescent() && sources.len() >= self.quorum;
+        if !ready && since.elapsed() <= self.request_timeout {
+            return;
+        }
+        let Some(Export::Pending { request, .. }) = g.export.take() else { return };
+        let checkpoint = self.codec_for_log.checkpoint();
+        let (Some(checkpoint), true) = (checkpoint, ready) else {
+            warn!(peer = %request.peer, "state transfer refused: no quorum of voting replicas at rest in time, or a protocol that cannot copy state");
+            tokio::spawn(transfer::refuse(request.stream, "the source cannot copy its state now; try again"));
+            self.resume_paused(g);
+            return;
+        };
+        let at = self.core.next_seq();
+        info!(peer = %request.peer, at, "copying this host's state to a joining host");
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let (codec, max_frame, events) = (Arc::clone(&self.codec_for_log), self.max_frame, self.transfer_tx.clone());
+        let read_events = events.clone();
+        tokio::spawn(async move {
+            if done_rx.await.is_ok() {
+                let _ = read_events.send(TransferEvent::ExportRead).await;
+            }
+        });
+        tokio::spawn(async move {
+            let result = transfer::export(request.stream, at, sources, checkpoint, codec, max_frame, done_tx).await;
+            let _ = events.send(TransferEvent::Exported(result)).await;
+        });
+        g.export = Some(Export::Reading { at });
+    }
+
+    /// Starts getting the state this host waits for, from a host that holds it.
+    fn import_step(&mut self, g: &mut GroupSource) {
+        let may_start = g.importing.is_none()
+            && g.import_after.is_none_or(|t| std::time::Instant::now() >= t)
+            && g.waiting.as_ref().is_some_and(|w| !w.from.is_empty());
+        let Some(w) = g.waiting.as_ref().filter(|_| may_start) else { return };
+        let sources: Vec<SocketAddr> = w.from.iter().filter_map(|h| g.transfer_addrs.get(h).copied()).collect();
+        if sources.is_empty() {
+            let why = format!("no group.transfer address for the hosts that hold the state ({:?})", w.from);
+            warn!("{why}: this host cannot be given the state");
+            g.import_after = Some(std::time::Instant::now() + self.request_timeout);
+            if let Some(status) = &self.group_status {
+                status.publish(g, Some(why));
+            }
+            return;
+        }
+        let seq = w.seq;
+        let replicas: Vec<(usize, u64, SocketAddr)> =
+            self.addrs.iter().enumerate().filter_map(|(r, a)| a.map(|(inc, addr)| (r, inc, addr))).collect();
+        info!(request = seq, ?sources, replicas = replicas.len(), "getting the state from another host");
+        // The old core lets go of its replicas: they get the copy, then a new core.
+        self.conns.iter_mut().for_each(|c| *c = None);
+        match OrderedCore::new(self.core_config.clone(), Arc::clone(&self.codec_for_log), 0) {
+            Ok(idle) => self.core = idle,
+            Err(e) => error!(error = %e, "internal: cannot build an idle core"),
+        }
+        g.importing = Some(replicas.iter().map(|&(r, inc, _)| (r, inc)).collect());
+        let (codec, max_frame, timeout, events) =
+            (Arc::clone(&self.codec_for_log), self.max_frame, self.request_timeout, self.transfer_tx.clone());
+        let addrs = replicas.iter().map(|&(_, _, a)| a).collect();
+        tokio::spawn(async move {
+            let result = transfer::import(sources, seq, addrs, codec, max_frame, timeout).await;
+            let _ = events.send(TransferEvent::Imported(result)).await;
+        });
+    }
+
+    fn transfer_event(&mut self, event: TransferEvent) {
+        let Some(mut g) = self.source.take() else { return };
+        match event {
+            TransferEvent::ExportRead => {
+                if matches!(g.export, Some(Export::Reading { .. })) {
+                    g.export = None;
+                    self.resume_paused(&mut g);
+                }
+            }
+            TransferEvent::Exported(result) => {
+                match result {
+                    Ok(restores) => info!(restores, "state copied to a joining host"),
+                    Err(e) => warn!(error = %e, "copying the state to a joining host failed"),
+                }
+                if matches!(g.export, Some(Export::Reading { .. })) {
+                    g.export = None;
+                    self.resume_paused(&mut g);
+                }
+            }
+            TransferEvent::Imported(result) => {
+                let preloaded = g.importing.take().unwrap_or_default();
+                let wanted = g.waiting.as_ref().map(|w| w.seq);
+                match (result, wanted) {
+                    (Ok(at), Some(seq)) if at >= seq => self.state_imported(&mut g, at, &preloaded),
+                    (Ok(at), _) => info!(at, "a copied state is not wanted any more (the host joins anew)"),
+                    (Err(e), _) => {
+                        warn!(error = %e, "getting the state from another host failed; retrying");
+                        g.import_after = Some(std::time::Instant::now() + super::RETRY_DELAY);
+                        if let Some(w) = g.waiting.as_mut() {
+                            w.from.rotate_left(1);
+                        }
+                    }
+                }
+            }
+        }
+        self.source = Some(g);
+        self.carry_out();
+    }
+
+    /// The replicas hold the state at request `at`: a new core starts there, and gets what the
+    /// group delivered from there on.
+    fn state_imported(&mut self, g: &mut GroupSource, at: u64, preloaded: &[(usize, u64)]) {
+        let codec = Arc::clone(&self.codec_for_log);
+        let core = match OrderedCore::with_state(self.core_config.clone(), codec, at, preloaded) {
+            Ok(core) => core,
+            Err(e) => {
+                error!(error = %e, "internal: cannot build the core");
+                return;
+            }
+        };
+        info!(at, "the state is in: the replicas go on from here");
+        self.core = core;
+        self.conns.iter_mut().for_each(|c| *c = None);
+        let now = self.now();
+        for (r, addr) in self.addrs.iter().enumerate() {
+            if let Some((incarnation, _)) = addr {
+                self.core.admitted(r, *incarnation, now);
+            }
+        }
+        g.skip_below = at;
+        g.import_after = None;
+        // What was delivered meanwhile goes to the core once its replicas vote.
+        if let Some(waiting) = g.waiting.take() {
+            g.paused.extend(waiting.batches);
+        }
+        g.ready_pending = true;
+    }
+
+    /// The core's input goes on: the batches delivered while it was held still.
+    fn resume_paused(&mut self, g: &mut GroupSource) {
+        for (first_seq, requests) in std::mem::take(&mut g.paused) {
+            self.order_delivered(g, first_seq, requests);
+        }
+    }
+
+    fn carry_out_core(&mut self) {
         let mut replies: Vec<(u64, SessionNotice)> = Vec::new();
         // A replica's place in the vote changes only with these: `/status` then shows it at once
         // rather than at the next poll.
@@ -343,9 +883,15 @@ impl Sequencer {
                         debug!(replica = %self.names[replica], "replica writer gone");
                     }
                 }
-                Action::Reply { origin, seq: _, answer, masked, waited } => {
-                    self.metrics.vote_latency(waited);
+                Action::Reply { origin, seq, answer, masked, waited } => {
+                    // D-RESH: other hosts' requests are executed and voted here too; the
+                    // metrics count this host's clients' requests.
+                    let local = origin.host == self.source.as_ref().map_or(0, |g| g.local);
+                    if local {
+                        self.metrics.vote_latency(waited);
+                    }
                     match &answer {
+                        _ if !local => {}
                         Answer::Frame(_) => self.metrics.request_released(masked),
                         Answer::Error(AnswerError::Undecidable) => {
                             self.metrics.request_undecidable();
@@ -363,14 +909,27 @@ impl Sequencer {
                         }
                         Answer::Error(_) => self.metrics.request_refused(),
                     }
-                    if origin.host == 0 {
+                    if let Some(g) = self.source.as_mut() {
+                        // D-RESH: every host votes every request; the answer to a local one
+                        // waits for the other hosts' digests.
+                        let digest = match &answer {
+                            Answer::Frame(bytes) => *blake3::hash(bytes).as_bytes(),
+                            Answer::Error(e) => *blake3::hash(format!("resh error: {e:?}").as_bytes()).as_bytes(),
+                        };
+                        if origin.host == g.local {
+                            let answer = SessionAnswer { request: origin.request, answer, masked };
+                            g.held.insert(seq, (origin.session, answer));
+                        }
+                        g.dresh.voted(seq, digest);
+                    } else if origin.host == 0 {
                         let answer = SessionAnswer { request: origin.request, answer, masked };
                         replies.push((origin.session, SessionNotice::Answer(answer)));
                     }
                 }
                 Action::Masked { origin, seq: _ } => {
                     self.metrics.request_masked_late();
-                    if origin.host == 0 {
+                    let local = self.source.as_ref().map_or(0, |g| g.local);
+                    if origin.host == local {
                         replies.push((origin.session, SessionNotice::Masked));
                     }
                 }

@@ -215,6 +215,16 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
                         masked = true;
                         continue;
                     }
+                    Some(SessionNotice::Ended(e)) => {
+                        info!(reason = ?e, "session ended by the group: this host stopped serving");
+                        let text = codec.answer_error(&e).unwrap_or_default();
+                        match slots.iter_mut().find(|s| matches!(s, AnswerSlot::Pending(_))) {
+                            Some(slot) => *slot = AnswerSlot::Last(text),
+                            None => slots.push_back(AnswerSlot::Last(text)),
+                        }
+                        input_done = true;
+                        continue;
+                    }
                     None => {
                         end = Some(End::Dropped);
                         break;

@@ -291,7 +291,16 @@ impl Codec for Resp {
             AnswerError::ClosedByService => {
                 "ERR resh: every replica closed its connection on this request; it is refused".to_string()
             }
-            AnswerError::Fenced => "ERR resh: this host stopped serving".to_string(),
+            AnswerError::Fenced => {
+                "ERR resh: this host stopped serving; the request's outcome is unknown (other hosts may have executed it)"
+                    .to_string()
+            }
+            AnswerError::NotServing => {
+                "TRYAGAIN resh: this host is not serving now (joining, or cut off from the group); the request was not executed: try another host".to_string()
+            }
+            AnswerError::RequestTooLarge { len, limit } => format!(
+                "ERR resh: the request is {len} bytes, more than the group carries in one message ({limit}); it was not executed"
+            ),
         };
         Some(Resp::error(&text))
     }
