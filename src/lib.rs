@@ -24,9 +24,12 @@ pub fn workspace() -> PathBuf {
 pub fn binary(name: &str) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     let dir = BUILT.get_or_init(|| {
+        // A test runs from target/<profile>/deps, a binary of this package (dresh-bench) from
+        // target/<profile>.
         let profile_dir = std::env::current_exe()
             .ok()
-            .and_then(|p| p.parent().and_then(Path::parent).map(Path::to_path_buf))
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .map(|dir| if dir.ends_with("deps") { dir.parent().map_or(dir.clone(), Path::to_path_buf) } else { dir })
             .unwrap_or_else(|| workspace().join("target/debug"));
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
         let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));

@@ -80,6 +80,12 @@ pub enum Export {
     Reading {
         /// Where the state stands.
         at: u64,
+        /// Since when: the core's input is held still for at most the request timeout.
+        since: Instant,
+        /// The export's task (aborted if it holds the core too long).
+        task: tokio::task::JoinHandle<()>,
+        /// Tells this export's events from an earlier one's.
+        id: u64,
     },
 }
 

@@ -149,6 +149,7 @@ pub async fn start(
         max_frame: config.ordered.max_frame_bytes,
         request_timeout: Duration::from_millis(config.ordered.request_timeout_ms),
         transfer_tx,
+        exports: 0,
         source,
         group_status,
         left: left_tx,
@@ -198,6 +199,8 @@ struct Sequencer {
     request_timeout: Duration,
     /// Where the state transfer tasks report.
     transfer_tx: mpsc::Sender<TransferEvent>,
+    /// Exports started so far (their ids).
+    exports: u64,
     /// D-RESH: the group as the order source (`None`: the local order).
     source: Option<Box<GroupSource>>,
     group_status: Option<Arc<GroupStatus>>,
@@ -210,10 +213,10 @@ struct Sequencer {
 /// What a state transfer task reports to the sequencer.
 #[derive(Debug)]
 enum TransferEvent {
-    /// An export read all it needs from the replicas: the core may go on.
-    ExportRead,
-    /// An export ended (the number of restores sent, or why not).
-    Exported(Result<u64, String>),
+    /// Export `id` read all it needs from the replicas: the core may go on.
+    ExportRead(u64),
+    /// Export `id` ended (the number of restores sent, or why not).
+    Exported(u64, Result<u64, String>),
     /// An import ended: the state stands at this request, or why not.
     Imported(Result<u64, String>),
 }
@@ -702,6 +705,16 @@ impl Sequencer {
     /// Starts a pending export once the core is at rest: its voting replicas then stand at one
     /// point. Refuses it if that does not happen within the request timeout.
     fn export_step(&mut self, g: &mut GroupSource) {
+        if let Some(Export::Reading { since, task, .. }) = &g.export {
+            // A joiner that reads slowly (or not at all) must not hold this host still.
+            if since.elapsed() > self.request_timeout {
+                warn!("copying the state to a joining host took longer than ordered.request_timeout_ms: abandoned");
+                task.abort();
+                g.export = None;
+                self.resume_paused(g);
+            }
+            return;
+        }
         let Some(Export::Pending { since, .. }) = &g.export else { return };
         let sources: Vec<SocketAddr> = self
             .core
@@ -727,16 +740,24 @@ impl Sequencer {
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let (codec, max_frame, events) = (Arc::clone(&self.codec_for_log), self.max_frame, self.transfer_tx.clone());
         let read_events = events.clone();
+        self.exports += 1;
+        let id = self.exports;
         tokio::spawn(async move {
             if done_rx.await.is_ok() {
-                let _ = read_events.send(TransferEvent::ExportRead).await;
+                let _ = read_events.send(TransferEvent::ExportRead(id)).await;
             }
         });
-        tokio::spawn(async move {
-            let result = transfer::export(request.stream, at, sources, checkpoint, codec, max_frame, done_tx).await;
-            let _ = events.send(TransferEvent::Exported(result)).await;
+        let limit = self.request_timeout;
+        let task = tokio::spawn(async move {
+            // After the reads, the rest of the copy goes out from memory: bounded in time too.
+            let export = transfer::export(request.stream, at, sources, checkpoint, codec, max_frame, done_tx);
+            let result = match tokio::time::timeout(limit * 2, export).await {
+                Ok(result) => result,
+                Err(_) => Err("the joining host did not take the copy in time".into()),
+            };
+            let _ = events.send(TransferEvent::Exported(id, result)).await;
         });
-        g.export = Some(Export::Reading { at });
+        g.export = Some(Export::Reading { at, since: std::time::Instant::now(), task, id });
     }
 
     /// Starts getting the state this host waits for, from a host that holds it.
@@ -778,18 +799,18 @@ impl Sequencer {
     fn transfer_event(&mut self, event: TransferEvent) {
         let Some(mut g) = self.source.take() else { return };
         match event {
-            TransferEvent::ExportRead => {
-                if matches!(g.export, Some(Export::Reading { .. })) {
+            TransferEvent::ExportRead(id) => {
+                if matches!(g.export, Some(Export::Reading { id: current, .. }) if current == id) {
                     g.export = None;
                     self.resume_paused(&mut g);
                 }
             }
-            TransferEvent::Exported(result) => {
+            TransferEvent::Exported(id, result) => {
                 match result {
                     Ok(restores) => info!(restores, "state copied to a joining host"),
                     Err(e) => warn!(error = %e, "copying the state to a joining host failed"),
                 }
-                if matches!(g.export, Some(Export::Reading { .. })) {
+                if matches!(g.export, Some(Export::Reading { id: current, .. }) if current == id) {
                     g.export = None;
                     self.resume_paused(&mut g);
                 }

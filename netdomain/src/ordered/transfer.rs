@@ -54,9 +54,15 @@ pub struct ExportRequest {
     pub peer: SocketAddr,
 }
 
+/// Connections to the transfer address handled at once (each sends one short line, or is
+/// dropped after [`LINE_TIMEOUT`]); more wait in the accept queue.
+const MAX_CONNECTIONS: usize = 16;
+
 /// Accepts joiners' connections on `listener` and hands their requests to the sequencer.
 pub async fn serve(listener: TcpListener, requests: mpsc::Sender<ExportRequest>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { return };
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
@@ -67,6 +73,7 @@ pub async fn serve(listener: TcpListener, requests: mpsc::Sender<ExportRequest>)
         };
         let requests = requests.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let mut stream = stream;
             match tokio::time::timeout(LINE_TIMEOUT, read_line(&mut stream)).await {
                 Ok(Ok(line)) => match line.strip_prefix("RESH-STATE ").and_then(|n| n.trim().parse::<u64>().ok()) {
@@ -324,4 +331,85 @@ async fn apply(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::resp::Resp;
+
+    /// A source that answers every connection with `reply` (after reading the request line).
+    async fn fake_source(reply: Vec<u8>) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let _ = read_line(&mut stream).await;
+                let _ = stream.write_all(&reply).await;
+                let _ = stream.shutdown().await;
+            }
+        });
+        addr
+    }
+
+    fn codec() -> Arc<dyn Codec> {
+        Arc::new(Resp::new(1 << 20, None))
+    }
+
+    async fn import_one(reply: Vec<u8>, seq: u64) -> Result<u64, String> {
+        let source = fake_source(reply).await;
+        import(vec![source], seq, vec![], codec(), 1 << 20, Duration::from_secs(5)).await
+    }
+
+    fn frame(bytes: &[u8]) -> Vec<u8> {
+        let mut out = (bytes.len() as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(bytes);
+        out
+    }
+
+    #[tokio::test]
+    async fn a_copy_is_taken_only_whole_and_from_the_point_asked_for() {
+        let set = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n";
+        let mut whole = b"OK 7\n".to_vec();
+        whole.extend(frame(set));
+        whole.extend(0u32.to_be_bytes());
+        assert_eq!(import_one(whole.clone(), 5).await, Ok(7));
+        // Each of these is refused with a reason, never taken for a state.
+        let refused = import_one(b"ERR busy with another transfer\n".to_vec(), 5).await;
+        assert!(refused.as_ref().is_err_and(|e| e.contains("refused: busy")), "{refused:?}");
+        let early = import_one(b"OK 3\n".to_vec(), 5).await;
+        assert!(early.as_ref().is_err_and(|e| e.contains("before the 5")), "{early:?}");
+        let cut = import_one(whole[..whole.len() - 2].to_vec(), 5).await;
+        assert!(cut.as_ref().is_err_and(|e| e.contains("cut short")), "{cut:?}");
+        let mut huge = b"OK 7\n".to_vec();
+        huge.extend(u32::MAX.to_be_bytes());
+        let huge = import_one(huge, 5).await;
+        assert!(huge.as_ref().is_err_and(|e| e.contains("larger than")), "{huge:?}");
+        let mut half = b"OK 7\n".to_vec();
+        half.extend(frame(&set[..10]));
+        half.extend(0u32.to_be_bytes());
+        let half = import_one(half, 5).await;
+        assert!(half.as_ref().is_err_and(|e| e.contains("not one complete request")), "{half:?}");
+        let garbage = import_one(b"HELLO\n".to_vec(), 5).await;
+        assert!(garbage.as_ref().is_err_and(|e| e.contains("a bad answer")), "{garbage:?}");
+    }
+
+    #[tokio::test]
+    async fn a_bad_request_line_is_answered_with_an_error() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, mut rx) = mpsc::channel(1);
+        tokio::spawn(serve(listener, tx));
+        for line in [&b"GET / HTTP/1.0\n"[..], b"RESH-STATE x\n"] {
+            let mut c = TcpStream::connect(addr).await.expect("connect");
+            c.write_all(line).await.expect("write");
+            let mut answer = String::new();
+            c.read_to_string(&mut answer).await.expect("read");
+            assert!(answer.starts_with("ERR expected `RESH-STATE <seq>`"), "{answer}");
+        }
+        let mut c = TcpStream::connect(addr).await.expect("connect");
+        c.write_all(b"RESH-STATE 42\n").await.expect("write");
+        let request = rx.recv().await.expect("a request");
+        assert_eq!(request.seq, 42);
+    }
 }
