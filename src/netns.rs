@@ -55,11 +55,21 @@ pub struct Hosts {
     /// Processes a test started in the namespaces, killed at the end.
     others: Vec<Child>,
     shm_before: HashSet<String>,
+    /// Corosync at its default realtime priority.
+    realtime: bool,
 }
 
 impl Hosts {
     /// `count` hosts on one bridge; no Corosync runs yet.
     pub fn new(count: usize) -> Hosts {
+        Hosts::with_priority(count, true)
+    }
+
+    /// Like [`new`](Self::new); `realtime: false` runs Corosync at a normal priority
+    /// (`system { sched_rr: no }`): for measurements, where three Corosyncs at a realtime
+    /// priority on one machine would take the CPUs from the hosts' replicas and resh, which on
+    /// real hosts have CPUs of their own.
+    pub fn with_priority(count: usize, realtime: bool) -> Hosts {
         assert!(is_root(), "the multi-host tests create network namespaces and need root (CI runs them as root)");
         static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -71,6 +81,7 @@ impl Hosts {
             shm_before: shm_files(),
             tag,
             count,
+            realtime,
         };
         let bridge = hosts.bridge_ns();
         ip(&["netns", "add", &bridge]);
@@ -156,9 +167,12 @@ impl Hosts {
                 std::fs::create_dir_all(dir.join(sub)).expect("create host dir");
             }
             let conf = format!(
-                "totem {{\n  version: 2\n  cluster_name: resh-test\n  transport: knet\n  crypto_cipher: aes256\n  crypto_hash: sha256\n  keyfile: {key}\n  token: 300\n  token_coefficient: 0\n  interface {{\n    linknumber: 0\n    knet_ping_timeout: 1000\n  }}\n}}\nlogging {{\n  to_stderr: yes\n  to_logfile: no\n  to_syslog: no\n  timestamp: hires\n}}\nquorum {{\n  provider: corosync_votequorum\n}}\nsystem {{\n  state_dir: {state}\n}}\nnodelist {{\n{nodes}}}\n",
+                "totem {{\n  version: 2\n  cluster_name: resh-test\n  transport: knet\n  crypto_cipher: aes256\n  crypto_hash: sha256\n  keyfile: {key}\n  token: 300\n  token_coefficient: 0\n  interface {{\n    linknumber: 0\n    knet_ping_timeout: 1000\n  }}\n}}\nlogging {{\n  to_stderr: yes\n  to_logfile: no\n  to_syslog: no\n  timestamp: hires\n}}\nquorum {{\n  provider: corosync_votequorum\n}}\nsystem {{\n  state_dir: {state}\n{sched}}}\nnodelist {{\n{nodes}}}\n",
                 key = keyfile.display(),
                 state = dir.join("state").display(),
+                // Corosync runs at a realtime priority by default, as it should on a host of
+                // its own; three of them on one small machine starve everything else.
+                sched = if self.realtime { "" } else { "  sched_rr: no\n" },
             );
             std::fs::write(dir.join("corosync.conf"), conf).expect("write corosync.conf");
         }

@@ -21,13 +21,14 @@ use resh_e2e::Resh;
 const PORT: u16 = 6380;
 
 struct Args {
+    realtime: bool,
     seconds: u64,
     rounds: usize,
     connections: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { seconds: 5, rounds: 3, connections: 48 };
+    let mut args = Args { realtime: false, seconds: 5, rounds: 3, connections: 48 };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = |name: &str| -> Result<u64, String> {
@@ -37,8 +38,12 @@ fn parse_args() -> Result<Args, String> {
             "--seconds" => args.seconds = value("--seconds")?.max(1),
             "--rounds" => args.rounds = value("--rounds")?.max(1) as usize,
             "--connections" => args.connections = (value("--connections")?.max(3) as usize / 3) * 3,
+            "--realtime" => args.realtime = true,
             "--help" | "-h" => {
-                println!("dresh-bench [--seconds N (5)] [--rounds N (3)] [--connections N (48, a multiple of 3)]");
+                println!("dresh-bench [--seconds N (5)] [--rounds N (3)] [--connections N (48, a multiple of 3)] [--realtime]");
+                println!("  --realtime: Corosync at its default realtime priority (three of them then take the");
+                println!("              CPUs of one machine from the replicas and resh; the default runs them at");
+                println!("              a normal priority, closer to three hosts with CPUs of their own)");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument `{other}` (try --help)")),
@@ -138,7 +143,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let mut hosts = Hosts::new(3);
+    let mut hosts = Hosts::with_priority(3, args.realtime);
     for i in 1..=3 {
         hosts.start_corosync(i);
     }
