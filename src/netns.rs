@@ -222,8 +222,13 @@ impl Hosts {
 
     /// A command that runs `program` in host `i`'s namespace.
     pub fn command(&self, i: usize, program: &str) -> Command {
+        self.command_in(&self.ns(i), program)
+    }
+
+    /// A command that runs `program` in network namespace `ns` (a host's, or the clients').
+    pub fn command_in(&self, ns: &str, program: &str) -> Command {
         let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.ns(i), program]);
+        c.args(["netns", "exec", ns, program]);
         c
     }
 

@@ -379,3 +379,65 @@ fn a_host_whose_replicas_agree_on_a_wrong_answer_leaves_and_stops() {
         assert_eq!(role(&resh[i]), "serving");
     }
 }
+
+/// Clients nobody here wrote, through the hosts: `redis-cli` writes through one host and reads
+/// through the others; `redis-benchmark` runs against all three hosts at once (pipelined too),
+/// without an error, and every replica of every host ends in one state.
+#[test]
+fn redis_cli_and_redis_benchmark_work_through_every_host() {
+    let _one = one_at_a_time();
+    assert!(have("redis-cli") && have("redis-benchmark"), "redis-tools is not installed: run ./scripts/test.sh");
+    let (hosts, resh) = three_hosts();
+    let cli = |host: usize, args: &[&str]| {
+        let out = hosts
+            .command_in(&hosts.client_ns(), "redis-cli")
+            .args(["-h", &Hosts::addr(host).to_string(), "-p", &PORT.to_string()])
+            .args(args)
+            .output()
+            .expect("run redis-cli");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(cli(1, &["SET", "greeting", "hello"]), "OK");
+    assert_eq!(cli(2, &["GET", "greeting"]), "hello");
+    assert_eq!(cli(3, &["INCR", "n"]), "1");
+    assert_eq!(cli(1, &["INCR", "n"]), "2");
+    assert_eq!(cli(2, &["LPUSH", "l", "a", "b"]), "2");
+    assert_eq!(cli(3, &["LRANGE", "l", "0", "-1"]), "b\na");
+    let benchmarks: Vec<_> = (1..=3)
+        .map(|host| {
+            hosts
+                .command_in(&hosts.client_ns(), "redis-benchmark")
+                .args(["-h", &Hosts::addr(host).to_string(), "-p", &PORT.to_string()])
+                .args([
+                    "-t",
+                    "set,get,incr,lpush",
+                    "-n",
+                    "1000",
+                    "-c",
+                    "10",
+                    "-P",
+                    if host == 2 { "8" } else { "1" },
+                    "-q",
+                ])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("run redis-benchmark")
+        })
+        .collect();
+    for (k, child) in benchmarks.into_iter().enumerate() {
+        let out = child.wait_with_output().expect("redis-benchmark");
+        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "host {}: {text}", k + 1);
+        for test in ["SET", "GET", "INCR", "LPUSH"] {
+            assert!(text.contains(&format!("{test}: ")), "host {}: {test}: {text}", k + 1);
+        }
+        assert!(!text.to_lowercase().contains("error"), "host {}: {text}", k + 1);
+    }
+    for r in resh.iter().flatten() {
+        let status = r.status();
+        assert_eq!(status["requests"]["undecidable"], 0, "{status}");
+        assert_eq!(status["group"]["role"], "serving", "{status}");
+    }
+    assert_one_state(&hosts, &resh);
+}
