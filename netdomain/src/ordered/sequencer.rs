@@ -39,6 +39,9 @@ use crate::metrics::Metrics;
 const BATCH: usize = 512;
 /// How often the supervisor is asked for newly admitted replicas, and `/status` refreshed.
 const ADMISSION_POLL: Duration = Duration::from_millis(50);
+/// D-RESH: how many times `ordered.max_held_bytes` the group's requests may pile up in a host
+/// that falls behind before it leaves.
+const LAG_FACTOR: usize = 4;
 /// How soon messages the group's send queue had no room for are offered again.
 const OUTBOX_RETRY: Duration = Duration::from_millis(2);
 
@@ -644,6 +647,16 @@ impl Sequencer {
             // what it executes any more.
             error!(error = %e, "internal: the group's order is out of step with the core");
             g.dresh.leave(format!("internal: {e}"));
+        }
+        // The group's requests come whether this host keeps up or not (its own clients wait on
+        // its core's room, the other hosts' do not): a host whose replicas fall this far behind
+        // leaves rather than hold without bound, and comes back through a state transfer.
+        let limit = self.core_config.max_held_bytes.saturating_mul(LAG_FACTOR);
+        if self.core.held_bytes() > limit {
+            g.dresh.leave(format!(
+                "this host's replicas fell behind the group: {} bytes of requests and answers held, more than {LAG_FACTOR} x ordered.max_held_bytes",
+                self.core.held_bytes()
+            ));
         }
     }
 
