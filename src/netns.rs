@@ -242,7 +242,8 @@ impl Hosts {
 fn kill_all_in(ns: &str) {
     if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
         for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-            let _ = Command::new("kill").args(["-9", pid]).status();
+            // A process may have ended meanwhile: nothing to say about it.
+            let _ = Command::new("kill").args(["-9", pid]).stderr(Stdio::null()).status();
         }
     }
 }

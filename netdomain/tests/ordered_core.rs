@@ -450,3 +450,46 @@ fn a_differing_answer_after_the_release_makes_the_request_masked() {
     assert!(actions.iter().any(|a| matches!(a, Action::Fault { replica: 2, .. })), "{actions:?}");
     assert!(actions.iter().any(|a| matches!(a, Action::Masked { seq: 0, .. })), "{actions:?}");
 }
+
+/// Found by the property test: replicas 0 and 2 run a pipelined batch whose second request
+/// kills them, losing the answer to the first; their `Closed` votes decide the first request as
+/// refused, though it may have run. Replica 1, behind, is then sent that request alone and
+/// answers it, as a healthy server does: that is no fault (the decision was ambiguous), but its
+/// state now holds a request the others' rebuilt states do not, so it is emptied and rebuilt,
+/// unblamed. The second schedule (found after that fix) has an address replica waiting for a
+/// checkpoint at the same time, with one voting replica: no quorum of sources for either. The
+/// replica to rebuild replays the log from the start after its reset instead, needing no
+/// sources; then the address replica gets its checkpoint from the two.
+#[test]
+fn a_lagging_replica_that_answers_a_request_refused_on_an_ambiguous_close_is_rebuilt_not_blamed() {
+    let schedules: [(&[bool], [Op; 6]); 2] = [
+        (
+            &[false; 3],
+            [
+                Op::Order { count: 2, seed: 3483632627 },
+                Op::Order { count: 1, seed: 0 },
+                Op::Deliver { replica: 2, count: 1 },
+                Op::Deliver { replica: 0, count: 1 },
+                Op::Order { count: 2, seed: 2369496583 },
+                Op::Order { count: 1, seed: 0 },
+            ],
+        ),
+        (
+            &[false, true, false],
+            [
+                Op::Restart { replica: 0 },
+                Op::Order { count: 4, seed: 3592674991 },
+                Op::Deliver { replica: 1, count: 2 },
+                Op::Deliver { replica: 0, count: 2 },
+                Op::Order { count: 2, seed: 2845589843 },
+                Op::Order { count: 1, seed: 0 },
+            ],
+        ),
+    ];
+    for (address, ops) in schedules {
+        let mut sim = Sim::new(config(address, 1 << 20));
+        run(&mut sim, &ops);
+        clean(sim.heal());
+        assert!(sim.faults.is_empty(), "{:?}", sim.faults);
+    }
+}

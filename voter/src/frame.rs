@@ -110,6 +110,9 @@ struct ReplicaLane {
     /// It closed its connection, with requests up to this one sent: its `Closed` vote slides
     /// forward to here while the quorum answers (see [`FrameVoter::closed`]).
     closed_through: Option<u64>,
+    /// ...and its process ended with it ([`FrameVoter::closed_gone`]): it may have died on any
+    /// request it was sent, having lost the answers to those before.
+    gone: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -124,6 +127,10 @@ struct RequestVote {
     decided: Option<Option<Vote>>,
     /// Some expected replica failed or voted otherwise before the decision.
     masked: bool,
+    /// Decided `Closed` by replicas that may each have closed on a later request (they were
+    /// sent more, and a crash loses the answers to a whole pipelined batch): whether this
+    /// request ran is not known, so a replica that answers it is not wrong.
+    ambiguous: bool,
 }
 
 /// The frame voter of one ordered service. See the module documentation.
@@ -140,6 +147,9 @@ pub struct FrameVoter {
     next_seq: u64,
     decisions: VecDeque<Decision>,
     faults: Vec<Fault>,
+    /// Replicas that answered a request decided `Closed` ambiguously: no fault, but their state
+    /// may now hold a request the others' do not (see [`take_resyncs`](FrameVoter::take_resyncs)).
+    resyncs: Vec<(usize, u64)>,
     /// Replicas whose `Closed` vote slid past a request and is to be cast on the next.
     slides: Vec<usize>,
 }
@@ -164,6 +174,7 @@ impl FrameVoter {
                     sent: u64::MAX,
                     grace_from: Duration::ZERO,
                     closed_through: None,
+                    gone: false,
                 };
                 config.replicas
             ],
@@ -174,6 +185,7 @@ impl FrameVoter {
             decisions: VecDeque::new(),
             slides: Vec::new(),
             faults: Vec::new(),
+            resyncs: Vec::new(),
             config,
         })
     }
@@ -223,12 +235,27 @@ impl FrameVoter {
         std::mem::take(&mut self.faults)
     }
 
+    /// Takes the replicas (with the request) that answered a request a quorum decided `Closed`
+    /// ambiguously, since the last call. They are out of the vote, without a fault: they did
+    /// what a healthy server does with a request it was sent, but whether the others ran it is
+    /// not known, so their states may differ. The caller rebuilds them from the others.
+    pub fn take_resyncs(&mut self) -> Vec<(usize, u64)> {
+        std::mem::take(&mut self.resyncs)
+    }
+
     /// A request was sent to every live replica at `now`; returns its sequence number.
     pub fn submit(&mut self, _now: Duration) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
         let expected = self.live_mask();
-        self.slots.push_back(RequestVote { expected, answered: 0, quorum_at: None, decided: None, masked: false });
+        self.slots.push_back(RequestVote {
+            expected,
+            answered: 0,
+            quorum_at: None,
+            decided: None,
+            masked: false,
+            ambiguous: false,
+        });
         self.votes.extend(std::iter::repeat_n(None, self.config.replicas));
         if (expected.count_ones() as usize) < self.config.quorum {
             let index = self.slots.len() - 1;
@@ -260,8 +287,15 @@ impl FrameVoter {
                 slot.expected &= !bit;
             }
         }
-        self.lanes[replica] =
-            ReplicaLane { live: true, paused: false, next: seq, sent: u64::MAX, grace_from: now, closed_through: None };
+        self.lanes[replica] = ReplicaLane {
+            live: true,
+            paused: false,
+            next: seq,
+            sent: u64::MAX,
+            grace_from: now,
+            closed_through: None,
+            gone: false,
+        };
         // Requests it no longer answers (it was live and joined past them) may have become
         // undecidable: nobody may be left to make their quorum.
         self.reevaluate(now);
@@ -292,6 +326,7 @@ impl FrameVoter {
             lane.paused = false;
             lane.grace_from = now;
             lane.closed_through = None;
+            lane.gone = false;
         }
     }
 
@@ -364,6 +399,17 @@ impl FrameVoter {
         Some(self.lanes[replica].next.saturating_sub(1))
     }
 
+    /// Like [`closed`](Self::closed), for a replica whose process ended too: it may have died on
+    /// any of the requests it was sent. A quorum of such replicas closing on one request leaves
+    /// open whether that request ran: a replica that then answers it is not wrong (see
+    /// [`take_resyncs`](Self::take_resyncs)).
+    pub fn closed_gone(&mut self, replica: usize, now: Duration) -> Option<u64> {
+        if let Some(lane) = self.lanes.get_mut(replica).filter(|l| l.live) {
+            lane.gone = true;
+        }
+        self.closed(replica, now)
+    }
+
     /// Where the `Closed` vote of a replica that closed rests now (see [`closed`](Self::closed)).
     pub fn closed_vote(&self, replica: usize) -> Option<u64> {
         let lane = self.lanes.get(replica)?;
@@ -381,6 +427,18 @@ impl FrameVoter {
     /// `replica` voted `observed` on `seq`, where the quorum agreed on `agreed`: excluded,
     /// unless it is a `Closed` vote that may still slide on.
     fn differs(&mut self, replica: usize, seq: u64, agreed: Vote, observed: Vote, now: Duration) {
+        let index = seq.checked_sub(self.base).map(|i| i as usize).filter(|i| *i < self.slots.len());
+        if agreed == Vote::Closed
+            && matches!(observed, Vote::Frame(_))
+            && index.is_some_and(|i| self.slots[i].ambiguous)
+            && self.lanes[replica].live
+        {
+            // It ran a request the others may not have: out of the vote, to be rebuilt; no fault.
+            self.lanes[replica].live = false;
+            self.resyncs.push((replica, seq));
+            self.reevaluate(now);
+            return;
+        }
         let lane = &mut self.lanes[replica];
         if observed == Vote::Closed && lane.live && lane.closed_through.is_some_and(|last| seq < last) {
             lane.next = seq + 1;
@@ -499,8 +557,15 @@ impl FrameVoter {
                     self.votes[index * n + r].filter(|v| *v != agreed && live & (1 << r) != 0).map(|v| (r, v))
                 })
                 .collect();
+            // Every replica that closed here died, and may have died on a later request it was
+            // sent (a live server that refuses a request closes on that one).
+            let ambiguous = agreed == Vote::Closed
+                && (0..n)
+                    .filter(|r| counted & (1 << r) != 0 && self.votes[index * n + r] == Some(agreed))
+                    .all(|r| self.lanes[r].gone && self.lanes[r].closed_through.is_some_and(|last| last > seq));
             let slot = &mut self.slots[index];
             slot.decided = Some(Some(agreed));
+            slot.ambiguous = ambiguous;
             // Masked: a replica that was expected is gone or differs.
             slot.masked |= slot.expected & !live != 0 || !differing.is_empty();
             let masked = slot.masked;
@@ -738,6 +803,33 @@ mod tests {
             assert_eq!(v.response(r, frame(b"+PONG"), ms(4)), Some(t));
         }
         assert_eq!(decisions(&mut v).len(), 1);
+    }
+
+    #[test]
+    fn a_replica_that_answers_a_request_crashed_replicas_closed_on_is_resynced_not_blamed() {
+        // 0 and 1 were sent `a` and `b` together and died (on `b`, having run `a`, or on
+        // `a`: nothing tells); 2, behind, answers `a` as a healthy server does.
+        let mut v = voter(3, 2);
+        let a = v.submit(ms(0));
+        v.submit(ms(0));
+        v.closed_gone(0, ms(1));
+        v.closed_gone(1, ms(1));
+        assert_eq!(decisions(&mut v), vec![(a, FrameOutcome::Release { replica: 0, vote: Vote::Closed })]);
+        v.response(2, frame(b"+OK"), ms(2));
+        assert!(v.take_faults().is_empty(), "a replica that ran what it was sent is not faulty");
+        assert_eq!(v.take_resyncs(), vec![(2, a)]);
+        assert!(!v.is_live(2), "its state may differ from theirs: it leaves the vote to be rebuilt");
+        // Closed connections of live processes are the service refusing `a`: answering it is
+        // diverging from the service.
+        let mut v = voter(3, 2);
+        v.submit(ms(0));
+        v.submit(ms(0));
+        v.closed(0, ms(1));
+        v.closed_gone(1, ms(1));
+        decisions(&mut v);
+        v.response(2, frame(b"+OK"), ms(2));
+        assert_eq!(kinds(&mut v), vec![(2, "diverged")]);
+        assert!(v.take_resyncs().is_empty());
     }
 
     #[test]

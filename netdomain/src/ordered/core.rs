@@ -380,6 +380,10 @@ struct Replica {
     /// This incarnation holds the state at the core's first request already (the shell
     /// copied it there): it joins the vote there once connected.
     preloaded: Option<u64>,
+    /// Its state may hold a request the others' do not (it answered one decided `Closed`
+    /// ambiguously): it is emptied before a replay from the start, or rebuilt by a checkpoint;
+    /// never replayed onto what it holds.
+    force_checkpoint: bool,
 }
 
 impl Replica {
@@ -468,6 +472,7 @@ impl OrderedCore {
                 next_incarnation: None,
                 replay_seqs: VecDeque::new(),
                 preloaded: None,
+                force_checkpoint: false,
             })
             .collect();
         Ok(OrderedCore {
@@ -702,6 +707,8 @@ impl OrderedCore {
             self.actions.push_back(Action::Disconnect { replica: r });
         }
         replica.incarnation = incarnation;
+        // A new process: empty, whatever the old one held.
+        replica.force_checkpoint = false;
         replica.expect.clear();
         replica.replay_seqs.clear();
         replica.queued = 0;
@@ -794,7 +801,8 @@ impl OrderedCore {
                 // request; if the quorum answered, this replica closed early.
                 replica.closed_gone = process_gone;
                 replica.expect.clear();
-                if let Some(seq) = self.voter.closed(r, now) {
+                let vote = if process_gone { self.voter.closed_gone(r, now) } else { self.voter.closed(r, now) };
+                if let Some(seq) = vote {
                     self.replicas[r].closed_at = Some(seq);
                     // The request may be decided already (refused by the quorum, or undecidable).
                     // One no longer held was decided without this replica's vote (it joined
@@ -1062,6 +1070,10 @@ impl OrderedCore {
                 }
                 self.mark_masked(fault.offset);
                 self.take_out(r, format!("faulty: {}", fault.kind.name()), now);
+            }
+            for (r, seq) in self.voter.take_resyncs() {
+                changed = true;
+                self.resync(r, seq, now);
             }
             while let Some(decision) = self.voter.take_decision() {
                 changed = true;
@@ -1534,17 +1546,30 @@ impl OrderedCore {
             self.join(r, first, now);
             return;
         }
-        if !self.log.logged_anything() {
+        let force = replica.force_checkpoint;
+        if !force && !self.log.logged_anything() {
             // Nothing has changed any replica's state yet: it is as the others are.
             self.join(r, next, now);
             return;
         }
-        let replay = !replica.address && self.log.covers_from() == 0;
+        // A replica whose state may hold a request the others' do not is emptied first; then
+        // the log from the start rebuilds it as it does a fresh process (no sources needed).
+        let reset = self.codec.reset_request().filter(|_| force && self.log.covers_from() == 0);
+        let replay = reset.is_some() || (!force && !replica.address && self.log.covers_from() == 0);
         let phase = if replay {
-            self.actions.push_back(Action::Note(Note::Rebuilding {
-                replica: r,
-                how: "replaying the log from the start".into(),
-            }));
+            let how = if reset.is_some() {
+                "emptying it, then replaying the log from the start"
+            } else {
+                "replaying the log from the start"
+            };
+            self.actions.push_back(Action::Note(Note::Rebuilding { replica: r, how: how.into() }));
+            if let Some(reset) = reset {
+                let replica = &mut self.replicas[r];
+                replica.queued += reset.len();
+                push_expect(&mut replica.expect, Expect::Discard { left: 1, check: true });
+                let incarnation = replica.incarnation;
+                self.actions.push_back(Action::Write { replica: r, incarnation, bytes: reset });
+            }
             SyncPhase::Replay
         } else if self.codec.checkpoint().is_some() {
             SyncPhase::AwaitSource
@@ -1614,6 +1639,7 @@ impl OrderedCore {
         replica.role = Role::Voting;
         replica.sent = seq;
         replica.closed_at = None;
+        replica.force_checkpoint = false;
         self.voter.join_at(r, seq, now);
         self.voter.sent_to(r, seq);
         self.actions.push_back(Action::Note(Note::Joined { replica: r, seq, rebuilt }));
@@ -1720,6 +1746,22 @@ impl OrderedCore {
                 }
             }
         }
+    }
+
+    /// Replica `r` answered request `seq`, which a quorum's closed connections decided as
+    /// refused though each of them may have closed on a later request (a crash loses the
+    /// answers to a whole pipelined batch): it did nothing wrong, but its state may hold `seq`
+    /// and the others' may not. It is emptied and rebuilt: by the log from the start while the
+    /// log reaches back there, else by a checkpoint of the others; a replay onto what it holds
+    /// would apply the log twice.
+    fn resync(&mut self, r: usize, seq: u64, now: Duration) {
+        let how = format!(
+            "it ran request {seq}, which the others died on without telling whether they ran it: rebuilding it from the same history as theirs (no fault)"
+        );
+        self.actions.push_back(Action::Note(Note::Rebuilding { replica: r, how }));
+        self.abandon(r, now);
+        self.replicas[r].force_checkpoint = true;
+        self.restart_rebuild(r, now);
     }
 
     /// Starts a failed rebuild of replica `r`'s current incarnation again.
