@@ -146,6 +146,20 @@ fn client(key: String, mut hosts: Vec<usize>, stop: Arc<AtomicBool>, limit: usiz
     run
 }
 
+/// Waits (at most 10 s) until `resh` stopped with an error, having logged `why`.
+fn stops_with(resh: &mut Resh, why: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(exit) = resh.exited() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "the host did not stop; log:\n{}", resh.log());
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!exit.success(), "the host stopped with {exit}");
+    assert!(resh.log().contains(why), "log:\n{}", resh.log());
+}
+
 fn parse_bulk_int(reply: &[u8]) -> Option<u64> {
     let text = std::str::from_utf8(reply).ok()?;
     let mut lines = text.split("\r\n");
@@ -359,16 +373,7 @@ fn a_host_whose_replicas_agree_on_a_wrong_answer_leaves_and_stops() {
     if let Ok(reply) = &answers.1 {
         assert!(reply.starts_with(b"-"), "host 2 answered {:?}", String::from_utf8_lossy(reply));
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = resh[1].exited() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "host 2 did not stop; log:\n{}", resh[1].log());
-        thread::sleep(Duration::from_millis(50));
-    };
-    assert!(!status.success(), "host 2 stopped with {status}");
-    assert!(resh[1].log().contains("leaves the group"), "log:\n{}", resh[1].log());
+    stops_with(&mut resh[1], "leaves the group");
     // The others go on.
     let after = in_ns(&ns, || {
         let mut c = RespClient::connect(client_addr(3)).expect("connect host 3");
@@ -440,4 +445,26 @@ fn redis_cli_and_redis_benchmark_work_through_every_host() {
         assert_eq!(status["group"]["role"], "serving", "{status}");
     }
     assert_one_state(&hosts, &resh);
+}
+
+/// Two of one host's three replicas crash at once: the host can no longer execute the group's
+/// stream (its replicas form no quorum), so it leaves the group and stops rather than wait or
+/// guess; the other hosts serve on.
+#[test]
+fn a_host_that_loses_the_quorum_of_its_replicas_leaves_and_stops() {
+    let _one = one_at_a_time();
+    let (hosts, mut resh) = three_hosts();
+    let status = resh[1].as_ref().expect("host 2").status();
+    let pids: Vec<String> = status["replicas"]
+        .as_array()
+        .map(|list| list.iter().take(2).filter_map(|r| r["pid"].as_u64().map(|p| p.to_string())).collect())
+        .unwrap_or_default();
+    assert_eq!(pids.len(), 2, "{status}");
+    let killed = std::process::Command::new("kill").arg("-9").args(&pids).status().expect("kill");
+    assert!(killed.success());
+    stops_with(resh[1].as_mut().expect("host 2"), "fewer local replicas vote than the quorum");
+    let answer = in_ns(&hosts.client_ns(), || {
+        RespClient::connect(client_addr(1)).and_then(|mut c| c.call(&["SET", "still", "here"])).expect("SET")
+    });
+    assert_eq!(answer, b"+OK\r\n");
 }
