@@ -564,7 +564,7 @@ impl Config {
             if group.engine == Engine::Corosync && !cfg!(feature = "corosync") {
                 bad(
                     "group.engine",
-                    "this resh was built without Corosync support: build it with `--features corosync` (needs Debian's libcpg-dev and libquorum-dev)".into(),
+                    "this resh was built without Corosync support: build it with `--features corosync` (it links Corosync's client libraries; the README's D-RESH section lists the packages)".into(),
                 );
             }
             // CPG_MAX_NAME_LENGTH is 128, with the terminating NUL.
