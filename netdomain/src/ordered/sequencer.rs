@@ -12,6 +12,14 @@
 //! reading a replica whose answers, held for the vote, fill its share of the byte budget. While
 //! fewer replicas vote than the quorum, it answers requests itself, without ordering them
 //! ([`AnswerError::NoQuorum`]): nothing is executed that could not be voted.
+//!
+//! D-RESH (`[group]`): the group is the order source instead ([`super::multihost`]). Local
+//! requests go to the D-RESH state machine, which multicasts them; the batches the group
+//! delivers go to the core, at every host alike; a local request's answer goes to its session
+//! when the state machine releases it. The sequencer also carries out the state machine's
+//! other actions (fence, serve, leave) and the state transfers ([`super::transfer`]): holding
+//! the core still while a joining host's copy is read, and starting a new core after a copy
+//! came in.
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
@@ -146,7 +154,7 @@ pub async fn start(
         views,
         events_tx,
         connect_timeout: config.connect_timeout(),
-        codec_for_log: Arc::clone(&ordered.codec),
+        codec: Arc::clone(&ordered.codec),
         core_config: config.ordered_core(),
         quorum: config.quorum(),
         max_frame: config.ordered.max_frame_bytes,
@@ -193,8 +201,8 @@ struct Sequencer {
     views: Arc<Mutex<Vec<super::ReplicaView>>>,
     events_tx: mpsc::Sender<ConnEvent>,
     connect_timeout: Duration,
-    /// The codec, to tell which delivered requests go to the replay log.
-    codec_for_log: Arc<dyn Codec>,
+    /// The codec: which delivered requests go to the replay log, and the state transfers.
+    codec: Arc<dyn Codec>,
     /// To build a new core after a state transfer.
     core_config: CoreConfig,
     quorum: usize,
@@ -629,8 +637,7 @@ impl Sequencer {
             .map(|(origin, bytes)| {
                 // Every host logs what its codec says changes state (the same codec
                 // everywhere); a request it would not forward is logged, to be safe.
-                let logged =
-                    !matches!(self.codec_for_log.dispatch(&bytes), Ok(Dispatch::Forward { logged: false, .. }));
+                let logged = !matches!(self.codec.dispatch(&bytes), Ok(Dispatch::Forward { logged: false, .. }));
                 Request {
                     origin: Origin { host: origin.host, session: origin.session, request: origin.request },
                     bytes,
@@ -741,7 +748,7 @@ impl Sequencer {
             return;
         }
         let Some(Export::Pending { request, .. }) = g.export.take() else { return };
-        let checkpoint = self.codec_for_log.checkpoint();
+        let checkpoint = self.codec.checkpoint();
         let (Some(checkpoint), true) = (checkpoint, ready) else {
             warn!(peer = %request.peer, "state transfer refused: no quorum of voting replicas at rest in time, or a protocol that cannot copy state");
             tokio::spawn(transfer::refuse(request.stream, "the source cannot copy its state now; try again"));
@@ -751,7 +758,7 @@ impl Sequencer {
         let at = self.core.next_seq();
         info!(peer = %request.peer, at, "copying this host's state to a joining host");
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        let (codec, max_frame, events) = (Arc::clone(&self.codec_for_log), self.max_frame, self.transfer_tx.clone());
+        let (codec, max_frame, events) = (Arc::clone(&self.codec), self.max_frame, self.transfer_tx.clone());
         let read_events = events.clone();
         self.exports += 1;
         let id = self.exports;
@@ -795,13 +802,13 @@ impl Sequencer {
         info!(request = seq, ?sources, replicas = replicas.len(), "getting the state from another host");
         // The old core lets go of its replicas: they get the copy, then a new core.
         self.conns.iter_mut().for_each(|c| *c = None);
-        match OrderedCore::new(self.core_config.clone(), Arc::clone(&self.codec_for_log), 0) {
+        match OrderedCore::new(self.core_config.clone(), Arc::clone(&self.codec), 0) {
             Ok(idle) => self.core = idle,
             Err(e) => error!(error = %e, "internal: cannot build an idle core"),
         }
         g.importing = Some(replicas.iter().map(|&(r, inc, _)| (r, inc)).collect());
         let (codec, max_frame, timeout, events) =
-            (Arc::clone(&self.codec_for_log), self.max_frame, self.request_timeout, self.transfer_tx.clone());
+            (Arc::clone(&self.codec), self.max_frame, self.request_timeout, self.transfer_tx.clone());
         let addrs = replicas.iter().map(|&(_, _, a)| a).collect();
         tokio::spawn(async move {
             let result = transfer::import(sources, seq, addrs, codec, max_frame, timeout).await;
@@ -851,7 +858,7 @@ impl Sequencer {
     /// The replicas hold the state at request `at`: a new core starts there, and gets what the
     /// group delivered from there on.
     fn state_imported(&mut self, g: &mut GroupSource, at: u64, preloaded: &[(usize, u64)]) {
-        let codec = Arc::clone(&self.codec_for_log);
+        let codec = Arc::clone(&self.codec);
         let core = match OrderedCore::with_state(self.core_config.clone(), codec, at, preloaded) {
             Ok(core) => core,
             Err(e) => {
