@@ -591,6 +591,20 @@ impl Sequencer {
                 dresh::Action::Fence(why) => {
                     warn!(reason = %why, "this host stops serving (fenced); its clients are disconnected");
                     self.end_sessions(&mut g, AnswerError::Fenced);
+                    // A copy for a joiner is abandoned (the joiner asks again elsewhere).
+                    if let Some(Export::Reading { task, .. }) = g.export.take() {
+                        task.abort();
+                    }
+                    if g.ready_pending {
+                        // A state it was given and had not yet served from: the state machine
+                        // takes it as unknown and has it given again, with what followed.
+                        g.paused.clear();
+                    } else {
+                        // Batches held back for a copy are part of the stream this host
+                        // numbered: its replicas must execute them, since it rejoins saying
+                        // they did.
+                        self.resume_paused(&mut g);
+                    }
                     // A state it waited for is not wanted any more (it joins again).
                     g.waiting = None;
                     g.ready_pending = false;
