@@ -256,6 +256,10 @@ fn three_hosts_serve_one_state_and_survive_a_host_crash() {
     let restarted = Instant::now();
     wait_role(&back, "serving", Duration::from_secs(30));
     eprintln!("the restarted host serves after {:?}", restarted.elapsed());
+    assert_eq!(back.status()["group"]["state_transfers"]["taken"], 1, "{}", back.status());
+    let given: u64 =
+        resh[..2].iter().flatten().filter_map(|r| r.status()["group"]["state_transfers"]["given"].as_u64()).sum();
+    assert_eq!(given, 1, "one of the others gave the state");
     resh[2] = Some(back);
     thread::sleep(Duration::from_secs(2));
     stop.store(true, Ordering::Relaxed);

@@ -231,6 +231,8 @@ pub struct GroupStatus {
     batches: AtomicU64,
     requests: AtomicU64,
     malformed: AtomicU64,
+    /// State transfers: [given ok, given failed, taken ok, taken failed].
+    transfers: [AtomicU64; 4],
     /// From multicasting a batch of requests to its delivery here.
     pub delivery: Buckets,
     /// Requests per delivered batch.
@@ -250,6 +252,7 @@ impl GroupStatus {
             batches: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             malformed: AtomicU64::new(0),
+            transfers: Default::default(),
             delivery: Buckets::new(&DELIVERY_BUCKETS),
             batch_sizes: Buckets::new(&BATCH_BUCKETS),
         }
@@ -265,6 +268,12 @@ impl GroupStatus {
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.requests.fetch_add(n as u64, Ordering::Relaxed);
         self.batch_sizes.observe(n as f64);
+    }
+
+    /// A state transfer ended: `given` to a joining host (else taken from another), `ok` or not.
+    pub fn transfer(&self, given: bool, ok: bool) {
+        let i = usize::from(!given) * 2 + usize::from(!ok);
+        self.transfers[i].fetch_add(1, Ordering::Relaxed);
     }
 
     /// One of this host's batches came back from the group after `waited`.
@@ -317,6 +326,12 @@ impl GroupStatus {
             "batches_delivered": self.batches.load(Ordering::Relaxed),
             "requests_delivered": self.requests.load(Ordering::Relaxed),
             "malformed_messages": self.malformed.load(Ordering::Relaxed),
+            "state_transfers": {
+                "given": self.transfers[0].load(Ordering::Relaxed),
+                "given_failed": self.transfers[1].load(Ordering::Relaxed),
+                "taken": self.transfers[2].load(Ordering::Relaxed),
+                "taken_failed": self.transfers[3].load(Ordering::Relaxed),
+            },
             "delivery_latency_ms": { "p50_at_most": ms(0.5), "p99_at_most": ms(0.99) },
         })
     }
@@ -359,6 +374,19 @@ impl GroupStatus {
             "Local answers waiting for other hosts' digests.",
             state.answers_waiting as u64,
         );
+        let _ = writeln!(
+            out,
+            "# HELP resh_group_state_transfers_total State transfers between hosts: given to a joining host, or taken from another.\n# TYPE resh_group_state_transfers_total counter"
+        );
+        for (i, (direction, outcome)) in
+            [("given", "ok"), ("given", "failed"), ("taken", "ok"), ("taken", "failed")].iter().enumerate()
+        {
+            let value = self.transfers[i].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "resh_group_state_transfers_total{{direction=\"{direction}\",outcome=\"{outcome}\"}} {value}"
+            );
+        }
         self.delivery.render(
             out,
             "resh_group_delivery_seconds",

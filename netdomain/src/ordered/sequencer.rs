@@ -840,6 +840,9 @@ impl Sequencer {
                 }
             }
             TransferEvent::Exported(id, result) => {
+                if let Some(status) = &self.group_status {
+                    status.transfer(true, result.is_ok());
+                }
                 match result {
                     Ok(restores) => info!(restores, "state copied to a joining host"),
                     Err(e) => warn!(error = %e, "copying the state to a joining host failed"),
@@ -850,6 +853,9 @@ impl Sequencer {
                 }
             }
             TransferEvent::Imported(result) => {
+                if let Some(status) = &self.group_status {
+                    status.transfer(false, result.is_ok());
+                }
                 let preloaded = g.importing.take().unwrap_or_default();
                 let wanted = g.waiting.as_ref().map(|w| w.seq);
                 match (result, wanted) {
