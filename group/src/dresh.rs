@@ -14,9 +14,9 @@
 //!   so that digests of two numberings are never compared), and the host holding the client
 //!   releases the answer ([`Action::Release`]) only once a majority of the *expected* hosts,
 //!   itself included, gave the same digest: they all hold the request, and every later view
-//!   with quorum holds one of them. The same digests check the hosts against each other: a host
-//!   whose answer differs from those of a majority of the other members leaves
-//!   ([`Action::Leave`]).
+//!   with quorum holds one of them. The same digests check the hosts against each other, on
+//!   every request, whichever host's client sent it: a host whose answer differs from those of
+//!   a majority of the other members leaves ([`Action::Leave`]).
 //! - **A failed host looks fail-stop.** Requests a host multicast before it left were delivered
 //!   to the survivors alike (or to none), so they execute them alike; its sessions are gone with
 //!   it, and its clients reconnect to another host.
@@ -405,14 +405,19 @@ impl Point {
     }
 }
 
-/// A local request's answer, waiting for the other hosts' digests.
+/// A request's answer digests, this host's and the others', compared until every other member
+/// gave its own (see [`Dresh::judge`]).
 #[derive(Debug)]
-struct Held {
-    origin: Origin,
+struct Check {
     /// The stream's chain after it.
     chain: Digest,
-    digest: Option<Digest>,
+    mine: Option<Digest>,
+    remote: Vec<(HostId, Digest)>,
 }
+
+/// Requests whose digests are kept for comparing, behind the newest one ordered: a member that
+/// never sends some (it joined with a copied state, or died) does not make them pile up.
+const CHECK_WINDOW: u64 = 16_384;
 
 /// This host's join in the current view.
 #[derive(Debug, Clone, Copy)]
@@ -479,10 +484,10 @@ pub struct Dresh {
     answers_out: Vec<(u64, Digest, Digest)>,
     /// The chain after each request ordered and not voted yet.
     chains: BTreeMap<u64, Digest>,
-    /// Local requests whose answer waits: by sequence number.
-    held: BTreeMap<u64, Held>,
-    /// Digests other hosts sent for held requests: sequence number -> (host, digest).
-    remote: BTreeMap<u64, Vec<(HostId, Digest)>>,
+    /// Local requests whose answer waits: sequence number -> origin.
+    held: BTreeMap<u64, Origin>,
+    /// Every request's digests, this host's and the others', by sequence number.
+    checks: BTreeMap<u64, Check>,
     /// Messages from peers that could not be decoded.
     malformed: u64,
     actions: VecDeque<Action>,
@@ -508,7 +513,7 @@ impl Dresh {
             answers_out: Vec::new(),
             chains: BTreeMap::new(),
             held: BTreeMap::new(),
-            remote: BTreeMap::new(),
+            checks: BTreeMap::new(),
             malformed: 0,
             actions: VecDeque::new(),
             config,
@@ -563,8 +568,8 @@ impl Dresh {
         if self.answers_out.len() * 72 >= self.config.max_message_bytes {
             self.flush_answers();
         }
-        if let Some(held) = self.held.get_mut(&seq) {
-            held.digest = Some(digest);
+        if let Some(check) = self.checks.get_mut(&seq) {
+            check.mine = Some(digest);
         }
         self.judge(seq);
     }
@@ -654,8 +659,8 @@ impl Dresh {
         }
         match self.role {
             Role::Serving => {
-                // Fewer members: held answers may have all the digests they can get.
-                let seqs: Vec<u64> = self.held.keys().copied().collect();
+                // Fewer members: answers may have all the digests they can get.
+                let seqs: Vec<u64> = self.checks.keys().copied().collect();
                 for seq in seqs {
                     self.judge(seq);
                 }
@@ -713,7 +718,7 @@ impl Dresh {
     /// requests).
     fn fence(&mut self, why: String) {
         self.held.clear();
-        self.remote.clear();
+        self.checks.clear();
         self.answers_out.clear();
         self.chains.clear();
         self.outgoing.clear();
@@ -727,6 +732,7 @@ impl Dresh {
         self.join = Some(Joining { nonce, delivered: false });
         self.unnumbered.clear();
         self.chains.clear();
+        self.checks.clear();
         self.point = None;
         self.actions.push_back(Action::Multicast(Wire::Join { nonce, have: self.have }.encode()));
     }
@@ -866,6 +872,7 @@ impl Dresh {
         let current = self.have.is_some_and(|h| h.same_state(&point));
         self.point = Some(point);
         self.chains.clear();
+        self.checks.clear();
         let nonce = self.next_nonce;
         self.next_nonce += 1;
         self.sync = Some(Syncing {
@@ -920,10 +927,15 @@ impl Dresh {
             let seq = point.seq;
             point = point.after(origin, bytes);
             self.chains.insert(seq, point.chain);
+            self.checks.insert(seq, Check { chain: point.chain, mine: None, remote: Vec::new() });
             if origin.host == self.config.local {
-                self.held.insert(seq, Held { origin: *origin, chain: point.chain, digest: None });
+                self.held.insert(seq, *origin);
             }
         }
+        // Digests some member never sent are not waited for without end.
+        let held = &self.held;
+        let oldest = point.seq.saturating_sub(CHECK_WINDOW);
+        self.checks.retain(|seq, _| *seq >= oldest || held.contains_key(seq));
         self.point = Some(point);
         self.actions.push_back(Action::Order { first_seq, requests: batch });
     }
@@ -936,24 +948,29 @@ impl Dresh {
             // A digest is delivered after the request it answers (its sender voted on it
             // first), so what this host does not hold by then, it never will. One of another
             // numbering of the stream says nothing about this host's request.
-            if self.held.get(&seq).is_some_and(|h| h.chain == chain) {
-                self.remote.entry(seq).or_default().push((from, digest));
+            if let Some(check) = self.checks.get_mut(&seq).filter(|c| c.chain == chain) {
+                if !check.remote.iter().any(|(h, _)| *h == from) {
+                    check.remote.push((from, digest));
+                }
                 self.judge(seq);
             }
         }
     }
 
-    /// Releases held request `seq` once a majority of the expected hosts, this one included,
-    /// gave the same answer: they all hold the request, so every later view with quorum holds
-    /// a host that executed it. Leaves if more other hosts agree on another answer than on
-    /// this host's and they are a majority of the other members.
+    /// Compares this host's answer to request `seq` (of any origin) with the others'. Leaves
+    /// if more other hosts agree on another answer than on this host's and they are a majority
+    /// of the other members: every request checks every host, not only its clients' requests.
+    /// Releases a held (local) request once a majority of the expected hosts, this one
+    /// included, gave the same answer: they all hold the request, so every later view with
+    /// quorum holds a host that executed it. Forgets the request once every other member's
+    /// digest is in.
     fn judge(&mut self, seq: u64) {
-        let Some(held) = self.held.get(&seq) else { return };
-        let Some(mine) = held.digest else { return };
+        let Some(check) = self.checks.get(&seq) else { return };
+        let Some(mine) = check.mine else { return };
         let others = self.view.as_ref().map_or(0, |v| v.members.iter().filter(|&&h| h != self.config.local).count());
-        let remote = self.remote.get(&seq).map(Vec::as_slice).unwrap_or_default();
-        let agreeing = remote.iter().filter(|(_, d)| *d == mine).count();
-        let differing = remote.len() - agreeing;
+        let agreeing = check.remote.iter().filter(|(_, d)| *d == mine).count();
+        let differing = check.remote.len() - agreeing;
+        let complete = check.remote.len() >= others;
         if differing > agreeing && differing * 2 > others {
             self.leave(format!(
                 "this host's answer to request {seq} differs from {differing} of the {others} other hosts'"
@@ -961,10 +978,12 @@ impl Dresh {
             return;
         }
         if (agreeing + 1) * 2 > self.config.hosts {
-            let origin = held.origin;
-            self.held.remove(&seq);
-            self.remote.remove(&seq);
-            self.actions.push_back(Action::Release { seq, origin });
+            if let Some(origin) = self.held.remove(&seq) {
+                self.actions.push_back(Action::Release { seq, origin });
+            }
+        }
+        if complete && !self.held.contains_key(&seq) {
+            self.checks.remove(&seq);
         }
     }
 
@@ -974,7 +993,7 @@ impl Dresh {
         if self.role != Role::Left {
             self.role = Role::Left;
             self.held.clear();
-            self.remote.clear();
+            self.checks.clear();
             self.actions.push_back(Action::Leave(why));
         }
     }

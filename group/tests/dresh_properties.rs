@@ -8,7 +8,9 @@
 //!   every sequence number as every other host that serves;
 //! - no acknowledged request is lost: a request released to its client is, at the end, at the
 //!   same sequence number at every host that serves;
-//! - after healing, every host serves again and a new request is released.
+//! - after healing, every host serves again and a new request is released;
+//! - no host leaves the group: every host answers rightly (a scenario makes one host's answers
+//!   wrong, and checks that it leaves though none of the requests is its clients').
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
@@ -28,6 +30,8 @@ struct Host {
     after_state: Vec<(Origin, Bytes)>,
     up: bool,
     next_session: u64,
+    /// Its answers are wrong (a scenario's faulty host): it must leave, and nobody else.
+    corrupt: bool,
 }
 
 impl Host {
@@ -41,6 +45,7 @@ impl Host {
             after_state: Vec::new(),
             up: true,
             next_session: session_base,
+            corrupt: false,
         }
     }
 }
@@ -146,7 +151,12 @@ impl World {
                     host.after_state.clear();
                 }
                 Action::Serve { .. } => {}
-                Action::Leave(_) => {
+                Action::Leave(why) => {
+                    // Every host here answers rightly unless a scenario corrupts it: a host that
+                    // leaves for anything else is a false alarm.
+                    if !self.host(h).corrupt {
+                        self.violations.push(format!("host {h} left: {why}"));
+                    }
                     self.group.crash(h);
                     self.host(h).up = false;
                 }
@@ -182,7 +192,10 @@ impl World {
         }
         while host.voted < host.log.len() {
             let seq = host.voted;
-            let d = digest(&host.log, seq + 1);
+            let mut d = digest(&host.log, seq + 1);
+            if host.corrupt {
+                d[0] ^= 1;
+            }
             host.dresh.voted(seq as u64, d);
             host.voted += 1;
         }
@@ -480,4 +493,21 @@ fn the_majority_state_wins_over_a_fenced_minority_at_the_same_number() {
             }
         }
     }
+}
+
+/// A host whose answers differ from the others' leaves the group, even when none of the
+/// requests is its own clients': every host compares every answer. The others go on.
+#[test]
+fn a_host_whose_answers_differ_leaves_though_none_of_the_requests_is_its_own() {
+    let mut w = World::new(3);
+    w.host(3).corrupt = true;
+    w.submit(1);
+    w.settle();
+    assert!(!w.host(3).up, "host 3 answered wrongly and stayed");
+    assert_eq!(*w.host(3).dresh.role(), Role::Left);
+    assert!(w.released.keys().any(|o| o.host == 1), "host 1's request was not released");
+    w.submit(2);
+    w.settle();
+    assert!(w.released.keys().any(|o| o.host == 2), "host 2's request was not released");
+    assert!(w.violations.is_empty(), "{:?}", w.violations);
 }
