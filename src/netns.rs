@@ -27,6 +27,31 @@ fn shm_files() -> HashSet<String> {
         .unwrap_or_default()
 }
 
+/// The CPG probe (`group/examples/cpg_probe.rs`), built (once per call, quickly when fresh)
+/// with the `corosync` feature in the profile the caller runs in.
+pub fn cpg_probe() -> PathBuf {
+    let exe = std::env::current_exe().expect("test path");
+    let dir = exe.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+    let profile =
+        if dir.ends_with("deps") { dir.parent().map(std::path::Path::to_path_buf).unwrap_or(dir) } else { dir };
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cargo.current_dir(crate::workspace()).args([
+        "build",
+        "--quiet",
+        "-p",
+        "group",
+        "--features",
+        "corosync",
+        "--example",
+        "cpg_probe",
+    ]);
+    if profile.file_name().is_some_and(|n| n == "release") {
+        cargo.arg("--release");
+    }
+    assert!(cargo.status().expect("cargo").success(), "cannot build cpg_probe");
+    profile.join("examples/cpg_probe")
+}
+
 /// Runs `f` on a thread of its own that entered network namespace `ns` (`/run/netns/ns`):
 /// sockets it opens live in that namespace, as a client on that host would. The namespace of
 /// a thread is its own (`setns` moves only the calling thread), so the test's other threads

@@ -3,34 +3,11 @@
 //! detection): every host delivers the same messages in the same order, and when one host's
 //! Corosync is killed the others install a view without it within the detection time and go
 //! on agreeing.
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use resh_e2e::netns::Hosts;
-use resh_e2e::workspace;
-
-/// The probe (`group/examples/cpg_probe.rs`), built with the `corosync` feature.
-fn probe() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("test path");
-    let profile = exe.parent().and_then(|p| p.parent()).expect("profile dir").to_path_buf();
-    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cargo.current_dir(workspace()).args([
-        "build",
-        "--quiet",
-        "-p",
-        "group",
-        "--features",
-        "corosync",
-        "--example",
-        "cpg_probe",
-    ]);
-    if profile.file_name().is_some_and(|n| n == "release") {
-        cargo.arg("--release");
-    }
-    assert!(cargo.status().expect("cargo").success(), "cannot build cpg_probe");
-    profile.join("examples/cpg_probe")
-}
+use resh_e2e::netns::{cpg_probe, Hosts};
 
 #[derive(Debug, Default)]
 struct Log {
@@ -90,7 +67,7 @@ fn run_probes(hosts: &Hosts, probe: &std::path::Path, group: &str, seconds: &str
 
 #[test]
 fn three_hosts_deliver_one_order_and_a_killed_host_leaves_the_view_fast() {
-    let probe = probe();
+    let probe = cpg_probe();
     let mut hosts = Hosts::new(3);
     start(&mut hosts);
 
