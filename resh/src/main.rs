@@ -30,6 +30,10 @@ enum Command {
     ///
     /// Prints `resh: clients on ADDR` and `resh: admin on http://ADDR` on standard output
     /// once the replicas are ready; logs go to standard error.
+    ///
+    /// With `[group]` (D-RESH; a build with `--features corosync`) the host joins its group
+    /// through the local Corosync, serves only while it is in a view with quorum and in sync,
+    /// and exits with an error if it leaves the group (see the README, "Several hosts").
     Run {
         /// The configuration file (TOML).
         #[arg(short, long, value_name = "FILE")]
