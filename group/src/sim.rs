@@ -393,6 +393,15 @@ mod tests {
             .collect()
     }
 
+    /// Three hosts, all started.
+    fn three_started() -> SimGroup {
+        let mut g = SimGroup::new(3);
+        for h in 1..=3 {
+            g.start(h);
+        }
+        g
+    }
+
     fn views(history: &[Delivery]) -> Vec<Vec<HostId>> {
         history
             .iter()
@@ -405,10 +414,7 @@ mod tests {
 
     #[test]
     fn members_deliver_one_order_and_the_same_views() {
-        let mut g = SimGroup::new(3);
-        for h in 1..=3 {
-            g.start(h);
-        }
+        let mut g = three_started();
         g.multicast(1, Bytes::from_static(b"a")).expect("up");
         g.multicast(2, Bytes::from_static(b"b")).expect("up");
         assert!(g.order(2));
@@ -423,10 +429,7 @@ mod tests {
 
     #[test]
     fn a_message_delivered_to_its_sender_alone_is_lost_with_it() {
-        let mut g = SimGroup::new(3);
-        for h in 1..=3 {
-            g.start(h);
-        }
+        let mut g = three_started();
         g.multicast(1, Bytes::from_static(b"lost")).expect("up");
         assert!(g.order_partially(1));
         assert_eq!(messages(g.history(1)), vec![(1, &b"lost"[..])]);
@@ -443,10 +446,7 @@ mod tests {
 
     #[test]
     fn a_partition_gives_each_side_its_own_views_and_order() {
-        let mut g = SimGroup::new(3);
-        for h in 1..=3 {
-            g.start(h);
-        }
+        let mut g = three_started();
         g.partition(&[&[1, 2], &[3]]);
         let View { members, .. } = match g.history(3).last() {
             Some(Delivery::View(v)) => v.clone(),

@@ -69,9 +69,9 @@ pub struct Group {
 }
 
 impl Group {
-    /// Host `host`'s state-transfer address, if the table names one (validated).
-    pub fn transfer_addr(&self, host: u32) -> Option<SocketAddr> {
-        self.transfer.get(&host.to_string()).and_then(|a| a.parse().ok())
+    /// The state-transfer addresses, by node id (validated: every entry parses).
+    pub fn transfer_addrs(&self) -> BTreeMap<u32, SocketAddr> {
+        self.transfer.iter().filter_map(|(node, addr)| Some((node.parse().ok()?, addr.parse().ok()?))).collect()
     }
 }
 
@@ -822,8 +822,9 @@ address = "localhost:7003"
         if cfg!(feature = "corosync") {
             let c = Config::parse(&good, "t").expect("valid");
             let group = c.group.as_ref().expect("group");
-            assert_eq!(group.transfer_addr(2), Some("10.0.0.2:6390".parse().expect("addr")));
-            assert_eq!(group.transfer_addr(3), None);
+            let addrs = group.transfer_addrs();
+            assert_eq!(addrs.get(&2), Some(&"10.0.0.2:6390".parse().expect("addr")));
+            assert_eq!(addrs.get(&3), None);
             assert_eq!(Config::parse(&c.to_toml(), "printed").expect("printed config parses"), c);
         } else {
             assert_eq!(problems(&good).iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["group.engine"]);

@@ -302,7 +302,7 @@ pub async fn run_until(
             let mut transfer = None;
             if let (Some(g), Some(settings)) = (&group, &config.group) {
                 info!(host = g.local(), "joined the group");
-                match settings.transfer_addr(g.local()) {
+                match settings.transfer_addrs().get(&g.local()).copied() {
                     Some(addr) => match TcpListener::bind(addr).await {
                         Ok(listener) => transfer = Some(listener),
                         Err(error) => {

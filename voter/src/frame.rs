@@ -354,7 +354,7 @@ impl FrameVoter {
             return None;
         }
         lane.next += 1;
-        let Some(index) = seq.checked_sub(self.base).map(|i| i as usize).filter(|i| *i < self.slots.len()) else {
+        let Some(index) = self.slot_index(seq) else {
             return Some(seq);
         };
         let bit = 1u32 << replica;
@@ -416,6 +416,11 @@ impl FrameVoter {
         lane.closed_through.map(|_| lane.next.saturating_sub(1))
     }
 
+    /// Where request `seq`'s vote is kept, if it still is.
+    fn slot_index(&self, seq: u64) -> Option<usize> {
+        seq.checked_sub(self.base).map(|i| i as usize).filter(|i| *i < self.slots.len())
+    }
+
     /// Casts again the `Closed` votes that slid past a request the quorum answered.
     fn settle_slides(&mut self, now: Duration) {
         while let Some(replica) = self.slides.pop() {
@@ -427,7 +432,7 @@ impl FrameVoter {
     /// `replica` voted `observed` on `seq`, where the quorum agreed on `agreed`: excluded,
     /// unless it is a `Closed` vote that may still slide on.
     fn differs(&mut self, replica: usize, seq: u64, agreed: Vote, observed: Vote, now: Duration) {
-        let index = seq.checked_sub(self.base).map(|i| i as usize).filter(|i| *i < self.slots.len());
+        let index = self.slot_index(seq);
         if agreed == Vote::Closed
             && matches!(observed, Vote::Frame(_))
             && index.is_some_and(|i| self.slots[i].ambiguous)
@@ -442,7 +447,7 @@ impl FrameVoter {
         let lane = &mut self.lanes[replica];
         if observed == Vote::Closed && lane.live && lane.closed_through.is_some_and(|last| seq < last) {
             lane.next = seq + 1;
-            if let Some(index) = seq.checked_sub(self.base).map(|i| i as usize).filter(|i| *i < self.slots.len()) {
+            if let Some(index) = index {
                 let bit = 1u32 << replica;
                 let slot = &mut self.slots[index];
                 slot.expected &= !bit;

@@ -383,7 +383,7 @@ struct Replica {
     /// Its state may hold a request the others' do not (it answered one decided `Closed`
     /// ambiguously): it is emptied before a replay from the start, or rebuilt by a checkpoint;
     /// never replayed onto what it holds.
-    force_checkpoint: bool,
+    must_reset: bool,
 }
 
 impl Replica {
@@ -472,7 +472,7 @@ impl OrderedCore {
                 next_incarnation: None,
                 replay_seqs: VecDeque::new(),
                 preloaded: None,
-                force_checkpoint: false,
+                must_reset: false,
             })
             .collect();
         Ok(OrderedCore {
@@ -521,16 +521,16 @@ impl OrderedCore {
         self.held.is_empty()
     }
 
-    /// The replicas in the vote now, connected, and not busy as a checkpoint source.
+    /// The replicas in the vote now, connected, and not busy as a checkpoint source: those a
+    /// copy of the state can be read from.
     pub fn voting_replicas(&self) -> Vec<(usize, u64)> {
-        self.replicas
-            .iter()
-            .enumerate()
-            .filter(|(_, x)| {
-                x.is_voting() && x.link == LinkState::Up && x.source_for.is_none() && x.closed_at.is_none()
-            })
-            .map(|(r, x)| (r, x.incarnation))
-            .collect()
+        (0..self.replicas.len()).filter(|&r| self.free_voter(r)).map(|r| (r, self.replicas[r].incarnation)).collect()
+    }
+
+    /// Whether replica `r` votes, is connected, and is free to be read a copy from.
+    fn free_voter(&self, r: usize) -> bool {
+        let x = &self.replicas[r];
+        x.is_voting() && x.link == LinkState::Up && x.source_for.is_none() && x.closed_at.is_none()
     }
 
     /// The next action for the shell.
@@ -708,7 +708,7 @@ impl OrderedCore {
         }
         replica.incarnation = incarnation;
         // A new process: empty, whatever the old one held.
-        replica.force_checkpoint = false;
+        replica.must_reset = false;
         replica.expect.clear();
         replica.replay_seqs.clear();
         replica.queued = 0;
@@ -1546,7 +1546,7 @@ impl OrderedCore {
             self.join(r, first, now);
             return;
         }
-        let force = replica.force_checkpoint;
+        let force = replica.must_reset;
         if !force && !self.log.logged_anything() {
             // Nothing has changed any replica's state yet: it is as the others are.
             self.join(r, next, now);
@@ -1596,16 +1596,8 @@ impl OrderedCore {
         if !waiting || self.replicas[target].link != LinkState::Up {
             return;
         }
-        let mut eligible: Vec<usize> = (0..self.replicas.len())
-            .filter(|&s| {
-                let x = &self.replicas[s];
-                s != target
-                    && x.is_voting()
-                    && x.link == LinkState::Up
-                    && x.source_for.is_none()
-                    && x.closed_at.is_none()
-            })
-            .collect();
+        let mut eligible: Vec<usize> =
+            (0..self.replicas.len()).filter(|&s| s != target && self.free_voter(s)).collect();
         if eligible.len() < self.config.quorum {
             // Too few voting replicas to vouch for a copy: wait. Copying one replica's state
             // unverified could make a faulty version's state the quorum's (fail-wrong); with
@@ -1639,7 +1631,7 @@ impl OrderedCore {
         replica.role = Role::Voting;
         replica.sent = seq;
         replica.closed_at = None;
-        replica.force_checkpoint = false;
+        replica.must_reset = false;
         self.voter.join_at(r, seq, now);
         self.voter.sent_to(r, seq);
         self.actions.push_back(Action::Note(Note::Joined { replica: r, seq, rebuilt }));
@@ -1760,7 +1752,7 @@ impl OrderedCore {
         );
         self.actions.push_back(Action::Note(Note::Rebuilding { replica: r, how }));
         self.abandon(r, now);
-        self.replicas[r].force_checkpoint = true;
+        self.replicas[r].must_reset = true;
         self.restart_rebuild(r, now);
     }
 

@@ -76,10 +76,8 @@ pub enum Export {
         /// Since when.
         since: Instant,
     },
-    /// The state at `at` is being read from the replicas.
+    /// The state is being read from the replicas.
     Reading {
-        /// Where the state stands.
-        at: u64,
         /// Since when: the core's input is held still for at most the request timeout.
         since: Instant,
         /// The export's task (aborted if it holds the core too long).

@@ -111,11 +111,7 @@ pub async fn start(
             );
             let status = Arc::new(GroupStatus::new("corosync", settings.name.clone(), settings.hosts, local));
             let mut source = Box::new(GroupSource::new(dresh, local, max_message.saturating_sub(64)));
-            for node in settings.transfer.keys().filter_map(|k| k.parse::<u32>().ok()) {
-                if let Some(addr) = settings.transfer_addr(node) {
-                    source.transfer_addrs.insert(node, addr);
-                }
-            }
+            source.transfer_addrs = settings.transfer_addrs();
             Some((source, status))
         }
         _ => None,
@@ -659,10 +655,10 @@ impl Sequencer {
                 }
             })
             .collect();
-        let now = self.now();
         if requests.is_empty() {
             return;
         }
+        let now = self.now();
         if let Err(e) = self.core.order(first_seq, requests, now) {
             // The group's stream and the core disagree on numbering: this host cannot tell
             // what it executes any more.
@@ -791,7 +787,7 @@ impl Sequencer {
             };
             let _ = events.send(TransferEvent::Exported(id, result)).await;
         });
-        g.export = Some(Export::Reading { at, since: std::time::Instant::now(), task, id });
+        g.export = Some(Export::Reading { since: std::time::Instant::now(), task, id });
     }
 
     /// Starts getting the state this host waits for, from a host that holds it.
@@ -833,12 +829,7 @@ impl Sequencer {
     fn transfer_event(&mut self, event: TransferEvent) {
         let Some(mut g) = self.source.take() else { return };
         match event {
-            TransferEvent::ExportRead(id) => {
-                if matches!(g.export, Some(Export::Reading { id: current, .. }) if current == id) {
-                    g.export = None;
-                    self.resume_paused(&mut g);
-                }
-            }
+            TransferEvent::ExportRead(id) => self.export_done(&mut g, id),
             TransferEvent::Exported(id, result) => {
                 if let Some(status) = &self.group_status {
                     status.transfer(true, result.is_ok());
@@ -847,10 +838,7 @@ impl Sequencer {
                     Ok(restores) => info!(restores, "state copied to a joining host"),
                     Err(e) => warn!(error = %e, "copying the state to a joining host failed"),
                 }
-                if matches!(g.export, Some(Export::Reading { id: current, .. }) if current == id) {
-                    g.export = None;
-                    self.resume_paused(&mut g);
-                }
+                self.export_done(&mut g, id);
             }
             TransferEvent::Imported(result) => {
                 if let Some(status) = &self.group_status {
@@ -902,6 +890,14 @@ impl Sequencer {
             g.paused.extend(waiting.batches);
         }
         g.ready_pending = true;
+    }
+
+    /// Export `id` no longer needs the core held still (its reads are done, or it ended).
+    fn export_done(&mut self, g: &mut GroupSource, id: u64) {
+        if matches!(g.export, Some(Export::Reading { id: current, .. }) if current == id) {
+            g.export = None;
+            self.resume_paused(g);
+        }
     }
 
     /// The core's input goes on: the batches delivered while it was held still.
