@@ -88,7 +88,7 @@ pub enum Export {
 }
 
 /// A state transfer this host waits for: at `seq`, then these batches.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WaitingState {
     /// The state's point.
     pub seq: u64,
@@ -96,6 +96,8 @@ pub struct WaitingState {
     pub from: Vec<HostId>,
     /// Batches delivered from `seq` on.
     pub batches: Vec<(u64, Vec<(Origin, Bytes)>)>,
+    /// Since when it waits for the state at `seq`.
+    pub since: Instant,
 }
 
 impl GroupSource {

@@ -160,7 +160,6 @@ pub async fn start(
         source,
         group_status,
         left: left_tx,
-        could_serve: false,
     };
     sequencer.admit();
     let mut events_rx = events_rx;
@@ -213,8 +212,6 @@ struct Sequencer {
     group_status: Option<Arc<GroupStatus>>,
     /// D-RESH: set once this host left its group.
     left: watch::Sender<Option<String>>,
-    /// D-RESH: the core could serve at the last look (losing that leaves the group).
-    could_serve: bool,
 }
 
 /// What a state transfer task reports to the sequencer.
@@ -532,19 +529,14 @@ impl Sequencer {
     fn carry_out_actions(&mut self) {
         loop {
             self.carry_out_core();
-            if let Some(g) = self.source.as_ref() {
-                // Only while it serves: a host being given a state has no core that serves yet.
-                let serving = *g.dresh.role() == group::dresh::Role::Serving;
-                let can_serve = self.core.can_serve() && serving;
-                if self.could_serve && !can_serve && serving {
-                    // Fail-stop: without a quorum of its replicas this host can no longer
-                    // execute the group's stream.
-                    let why = "fewer local replicas vote than the quorum".to_string();
-                    if let Some(g) = self.source.as_mut() {
-                        g.dresh.leave(why);
-                    }
+            // Fail-stop: a host that serves without a quorum of its replicas can no longer
+            // execute the group's stream. (A host being given a state does not serve yet: it
+            // tells the group it can only once its new core can serve.)
+            let serving = self.source.as_ref().is_some_and(|g| *g.dresh.role() == group::dresh::Role::Serving);
+            if serving && !self.core.can_serve() {
+                if let Some(g) = self.source.as_mut() {
+                    g.dresh.leave("fewer local replicas vote than the quorum".into());
                 }
-                self.could_serve = can_serve;
             }
             if !self.carry_out_group() {
                 break;
@@ -614,11 +606,11 @@ impl Sequencer {
                     let why = format!("getting the service's state at request {seq} from another host");
                     info!(request = seq, sources = ?from, "this host needs the service's state before it serves");
                     // The same point again with more sources keeps what was delivered since.
-                    let batches = match g.waiting.take() {
-                        Some(w) if w.seq == seq => w.batches,
-                        _ => Vec::new(),
+                    let (batches, since) = match g.waiting.take() {
+                        Some(w) if w.seq == seq => (w.batches, w.since),
+                        _ => (Vec::new(), std::time::Instant::now()),
                     };
-                    g.waiting = Some(WaitingState { seq, from, batches });
+                    g.waiting = Some(WaitingState { seq, from, batches, since });
                     g.ready_pending = false;
                     detail = Some(why);
                 }
@@ -790,11 +782,16 @@ impl Sequencer {
         g.export = Some(Export::Reading { since: std::time::Instant::now(), task, id });
     }
 
-    /// Starts getting the state this host waits for, from a host that holds it.
+    /// Starts getting the state this host waits for, from a host that holds it, once its core
+    /// is at rest: a request the old core wrote to a replica must not run after the reset that
+    /// begins the copy (a fenced host's core may still finish some; bounded by the request
+    /// timeout, after which its replicas are reset anyway).
     fn import_step(&mut self, g: &mut GroupSource) {
         let may_start = g.importing.is_none()
             && g.import_after.is_none_or(|t| std::time::Instant::now() >= t)
-            && g.waiting.as_ref().is_some_and(|w| !w.from.is_empty());
+            && g.waiting.as_ref().is_some_and(|w| {
+                !w.from.is_empty() && (self.core.quiescent() || w.since.elapsed() > self.request_timeout)
+            });
         let Some(w) = g.waiting.as_ref().filter(|_| may_start) else { return };
         let sources: Vec<SocketAddr> = w.from.iter().filter_map(|h| g.transfer_addrs.get(h).copied()).collect();
         if sources.is_empty() {
