@@ -417,6 +417,16 @@ fn redis_cli_and_redis_benchmark_work_through_every_host() {
     assert_eq!(cli(1, &["INCR", "n"]), "2");
     assert_eq!(cli(2, &["LPUSH", "l", "a", "b"]), "2");
     assert_eq!(cli(3, &["LRANGE", "l", "0", "-1"]), "b\na");
+    // A request larger than one group message is refused with the reason; the session goes on
+    // and the host keeps serving.
+    let (big, after) = in_ns(&hosts.client_ns(), || {
+        let mut c = RespClient::connect(client_addr(1)).expect("connect");
+        let value = "v".repeat(2 << 20);
+        (c.call(&["SET", "big", &value]).expect("SET big"), c.call(&["GET", "greeting"]).expect("GET"))
+    });
+    let big = String::from_utf8_lossy(&big);
+    assert!(big.starts_with("-ERR resh: the request is") && big.contains("than the group carries"), "{big}");
+    assert_eq!(after, b"$5\r\nhello\r\n");
     let benchmarks: Vec<_> = (1..=3)
         .map(|host| {
             hosts

@@ -550,7 +550,14 @@ impl Dresh {
         if self.role != Role::Serving {
             return false;
         }
-        self.outgoing_bytes += bytes.len() + 20;
+        let size = bytes.len() + 20;
+        // A request that would take the batch past its size goes in the next message: a
+        // message then holds one request (as large as the shell lets in) or at most a batch's
+        // size, never a full batch plus a large request (more than the group may carry).
+        if !self.outgoing.is_empty() && self.outgoing_bytes + size > self.config.max_message_bytes {
+            self.flush_requests();
+        }
+        self.outgoing_bytes += size;
         self.outgoing.push((session, request, bytes));
         if self.outgoing_bytes >= self.config.max_message_bytes {
             self.flush_requests();
@@ -1002,6 +1009,54 @@ impl Dresh {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A host that serves at once (it starts the stream alone, in a group of one).
+    fn serving(max_message_bytes: usize) -> Dresh {
+        let config = Config { local: 1, hosts: 1, max_message_bytes, incarnation: 1 };
+        let mut d = Dresh::new(config, Some(Point::START));
+        let view = View { id: 1, members: vec![1], joined: vec![1], left: vec![] };
+        d.delivered(Delivery::View(view));
+        let mut own = Vec::new();
+        while let Some(action) = d.poll_action() {
+            if let Action::Multicast(m) = action {
+                own.push(m);
+            }
+        }
+        // Its join, its answer to it, its Ready: delivered back in order.
+        for round in 0..3 {
+            for m in std::mem::take(&mut own) {
+                d.delivered(Delivery::Message { from: 1, payload: m });
+            }
+            while let Some(action) = d.poll_action() {
+                if let Action::Multicast(m) = action {
+                    own.push(m);
+                }
+            }
+            if *d.role() == Role::Serving {
+                return d;
+            }
+            assert!(round < 2, "not serving: {:?}", d.role());
+        }
+        d
+    }
+
+    #[test]
+    fn a_large_request_never_joins_a_batch_that_would_overflow() {
+        let mut d = serving(1000);
+        assert!(d.submit(1, 0, Bytes::from(vec![b'a'; 600])));
+        assert!(d.submit(1, 1, Bytes::from(vec![b'b'; 5000])));
+        d.flush();
+        let sizes: Vec<usize> = std::iter::from_fn(|| d.poll_action())
+            .filter_map(|a| match a {
+                Action::Multicast(m) => match Wire::decode(m) {
+                    Ok(Wire::Requests(r)) => Some(r.len()),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sizes, vec![1, 1], "the large request went with the batch before it");
+    }
 
     #[test]
     fn messages_round_trip_and_malformed_ones_are_refused() {
