@@ -15,6 +15,10 @@ for lib in cpg corosync_common quorum votequorum cfg cmap; do
   [ -e "/usr/lib/$(uname -m)-linux-gnu/lib$lib.so" ] || need_apt+=("lib${lib//_/-}-dev")
 done
 command -v ip >/dev/null || need_apt+=(iproute2)
+# Python for the demo's diverse version and for redis-py (a real client library, from PyPI) in
+# a virtual environment of its own.
+command -v python3 >/dev/null || need_apt+=(python3)
+python3 -c 'import ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
@@ -26,6 +30,12 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     echo "test.sh: please install: ${need_apt[*]}" >&2
     exit 1
   fi
+fi
+# redis-py, pinned, for the Redis-fidelity tests (tests/redis_fidelity.rs).
+if ! target/redis-py/bin/python -c 'import redis' 2>/dev/null; then
+  rm -rf target/redis-py
+  python3 -m venv target/redis-py
+  target/redis-py/bin/pip install -q --disable-pip-version-check redis==5.2.1
 fi
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy 2>/dev/null || true
 

@@ -4,10 +4,10 @@
 //! bound that must hold.
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use resh_e2e::{have, Resh, RespClient};
+use resh_e2e::{free_port, have, RedisServer, Resh, RespClient};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -16,7 +16,7 @@ const WAIT: Duration = Duration::from_secs(60);
 fn redis_config(vote: &str, ordered: &str) -> String {
     assert!(have("redis-server"), "redis-server is not installed: run ./scripts/test.sh, which installs it");
     let mut text = format!(
-        "listen = \"127.0.0.1:0\"\n[vote]\nmode = \"ordered\"\nprotocol = \"resp\"\n{vote}\n[ordered]\n{ordered}\n[admin]\nlisten = \"127.0.0.1:0\"\n"
+        "listen = \"127.0.0.1:0\"\n[vote]\nmode = \"ordered\"\nprotocol = \"resp\"\n{vote}\n[ordered]\nallow_unsafe = [\"DEBUG\"]\n{ordered}\n[admin]\nlisten = \"127.0.0.1:0\"\n"
     );
     for name in ["r1", "r2", "r3"] {
         text.push_str(&format!(
@@ -268,51 +268,12 @@ fn a_replica_rebuilt_from_a_large_log_catches_up_without_stalling_the_service() 
     assert_identical(&resh);
 }
 
-/// A redis-server the test starts itself, as an address replica.
-struct External {
-    child: Child,
-    port: u16,
-}
-
-impl External {
-    fn start(port: u16) -> External {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(["--enable-debug-command", "yes"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start on {port}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        External { child, port }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for External {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
-}
-
 /// An address replica (resh cannot restart it) that is killed and comes back empty used to
 /// stay out for good. It is now rebuilt by a checkpoint, voted among the other replicas, and
 /// votes again with the same dataset, every type and time to live included.
 #[test]
 fn a_killed_address_replica_is_rebuilt_by_a_checkpoint_and_votes_again() {
-    let mut servers: Vec<External> = (0..3).map(|_| External::start(free_port())).collect();
+    let mut servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start(free_port())).collect();
     let mut config = "listen = \"127.0.0.1:0\"\n[vote]\nmode = \"ordered\"\nprotocol = \"resp\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[supervisor]\nquarantine_ms = 200\n".to_string();
     for (i, s) in servers.iter().enumerate() {
         config.push_str(&format!("[[replica]]\nname = \"a{i}\"\naddress = \"127.0.0.1:{}\"\n", s.port));
@@ -330,7 +291,7 @@ fn a_killed_address_replica_is_rebuilt_by_a_checkpoint_and_votes_again() {
     // a1 dies and comes back empty on the same port.
     let port = servers[1].port;
     servers[1].kill();
-    servers[1] = External::start(port);
+    servers[1] = RedisServer::start(port);
     assert_eq!(
         digest(SocketAddr::from(([127, 0, 0, 1], port))),
         b"+0000000000000000000000000000000000000000\r\n",

@@ -161,6 +161,11 @@ pub struct Ordered {
     /// If set, only these commands are served (an N-version set's common subset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow: Option<Vec<String>>,
+    /// Commands refused by default because they act on every replica at once (`SHUTDOWN`,
+    /// `REPLICAOF`, `CONFIG SET`, `DEBUG` but for its read-only subcommands...) that are passed
+    /// nonetheless: names from the list in the README, like `"CONFIG SET"` or `"DEBUG"`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_unsafe: Vec<String>,
 }
 
 impl Default for Ordered {
@@ -174,6 +179,7 @@ impl Default for Ordered {
             max_frame_bytes: defaults::max_frame_bytes(),
             log_max_bytes: defaults::log_max_bytes(),
             allow: None,
+            allow_unsafe: Vec::new(),
         }
     }
 }
@@ -544,6 +550,18 @@ impl Config {
                 bad("ordered.allow", "must name at least one command (leave it out to allow all)".into());
             }
         }
+        for name in &self.ordered.allow_unsafe {
+            let known = crate::codec::resp::UNSAFE;
+            if !known.iter().any(|u| u.eq_ignore_ascii_case(name.trim())) {
+                bad(
+                    "ordered.allow_unsafe",
+                    format!(
+                        "`{name}` is not a command ordered mode refuses as unsafe (those are: {})",
+                        known.join(", ")
+                    ),
+                );
+            }
+        }
         if !self.admin.listen.is_empty() {
             match self.admin.listen.parse::<SocketAddr>() {
                 Err(e) => bad("admin.listen", format!("`{}` is not an ip:port address ({e})", self.admin.listen)),
@@ -887,6 +905,19 @@ address = "7002"
         let p = problems(&GOOD.replace("quorum = 2", "quorum = \"two\""));
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(p[0].1.contains("invalid type"), "{p:?}");
+    }
+
+    #[test]
+    fn allow_unsafe_names_only_what_is_refused_as_unsafe() {
+        let ordered = |list: &str| {
+            GOOD.replace("quorum = 2", "quorum = 2\nmode = \"ordered\"\nprotocol = \"resp\"")
+                + &format!("\n[ordered]\nallow_unsafe = {list}\n")
+        };
+        let c = Config::parse(&ordered("[\"CONFIG SET\", \"debug\"]"), "t").expect("valid");
+        assert_eq!(c.ordered.allow_unsafe, vec!["CONFIG SET".to_string(), "debug".to_string()]);
+        let p = problems(&ordered("[\"GET\"]"));
+        assert_eq!(p[0].0, "ordered.allow_unsafe", "{p:?}");
+        assert!(p[0].1.contains("`GET` is not a command ordered mode refuses as unsafe"), "{p:?}");
     }
 
     #[test]

@@ -284,8 +284,10 @@ pub async fn run_until(
     let ordered = match config.vote.mode {
         config::Mode::Stream => None,
         config::Mode::Ordered => {
-            let codec: Arc<dyn codec::Codec> =
-                Arc::new(codec::resp::Resp::new(config.ordered.max_frame_bytes, config.ordered.allow.as_deref()));
+            let codec: Arc<dyn codec::Codec> = Arc::new(
+                codec::resp::Resp::new(config.ordered.max_frame_bytes, config.ordered.allow.as_deref())
+                    .allowing_unsafe(&config.ordered.allow_unsafe),
+            );
             let faults = FaultSink::new(Arc::clone(&metrics), Arc::clone(&supervisor));
             let wait = config.supervisor().ready_timeout;
             let group = match config.group.as_ref().map(|g| join_group(g, wait)) {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use netdomain::codec::resp::{encode_array, Resp};
-use netdomain::codec::{AnswerError, Codec};
+use netdomain::codec::{AnswerError, Codec, ReplyShape};
 use netdomain::ordered::core::{Action, Answer, Frame, OrderedCore, Origin, Request};
 use netdomain::ordered::sim::{config, Op, Sim};
 use proptest::prelude::*;
@@ -80,6 +80,7 @@ fn a_request_every_replica_closes_on_is_refused_not_blamed_and_not_replayed() {
         origin: Origin { host: 0, session: 7, request: n },
         bytes: encode_array(args),
         logged: true,
+        shape: ReplyShape::Exact,
     };
     core.order(0, vec![request(0, &["SET", "a", "1"]), request(1, &["CLOSE"]), request(2, &["SET", "b", "2"])], ms(1))
         .expect("in order");
@@ -307,7 +308,12 @@ fn one_request(args: &[&str]) -> (OrderedCore, Arc<dyn Codec>) {
     let mut log = Vec::new();
     core.order(
         0,
-        vec![Request { origin: Origin { host: 0, session: 1, request: 0 }, bytes: encode_array(args), logged: false }],
+        vec![Request {
+            origin: Origin { host: 0, session: 1, request: 0 },
+            bytes: encode_array(args),
+            logged: false,
+            shape: ReplyShape::Exact,
+        }],
         ms(0),
     )
     .expect("in order");

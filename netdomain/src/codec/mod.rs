@@ -8,7 +8,9 @@
 //! - what to do with a request: send it through the global order to every replica, answer it
 //!   locally (a command ordered mode cannot serve), or close ([`Codec::dispatch`]);
 //! - which bytes of a response the vote compares ([`Codec::vote_digest`]): diverse versions
-//!   may legitimately word an error differently, so an error is voted by its class first;
+//!   may legitimately word an error differently, so an error is voted by its class first; and
+//!   what of a response correct replicas may legitimately differ in ([`ReplyShape`],
+//!   [`Codec::shaped_digest`]): the order of a set's members, say;
 //! - what to answer when resh itself cannot give the replicas' answer ([`Codec::answer_error`],
 //!   [`Codec::protocol_error`]);
 //! - how to rebuild a replica's state: the request that empties it ([`Codec::reset_request`])
@@ -46,6 +48,8 @@ pub enum Dispatch {
         request: Bytes,
         /// Whether it may change state (and so must be replayed to a rejoining replica).
         logged: bool,
+        /// How the vote compares the answers.
+        shape: ReplyShape,
     },
     /// Answer locally with these bytes; the replicas never see the request.
     Reply(Bytes),
@@ -53,6 +57,31 @@ pub enum Dispatch {
     Close(Bytes),
     /// Nothing to do (e.g. an empty request).
     Ignore,
+}
+
+/// How the vote compares the replicas' answers to one request: what correct replicas may
+/// legitimately differ in. The codec says it per request ([`Dispatch::Forward`]); the client
+/// always gets one agreeing replica's answer as that replica sent it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ReplyShape {
+    /// Byte for byte (an error by its class first, as [`Codec::vote_digest`] says).
+    #[default]
+    Exact,
+    /// An unordered collection: compared as a multiset of its elements (a Redis set's members
+    /// come in each server's own hash order).
+    Set,
+    /// An unordered map of alternating keys and values: compared as a multiset of pairs.
+    Map,
+    /// Unordered at every level of nesting (a server's command table).
+    NestedSet,
+    /// A scan reply, `[cursor, elements]`, its elements a set.
+    ScanSet,
+    /// A scan reply whose elements are pairs (field and value, member and score).
+    ScanMap,
+    /// Not voted: every replica's answer counts as the same, and one replica's is released.
+    /// Only for introspection that differs per replica by nature (`INFO`); documented as
+    /// unvoted.
+    Unvoted,
 }
 
 /// Why resh answers a request itself instead of with the replicas' voted answer.
@@ -174,6 +203,15 @@ impl fmt::Display for CheckpointError {
 
 impl std::error::Error for CheckpointError {}
 
+/// One client's protocol state: what its session remembers between requests (a client's name)
+/// and answers itself, so that what a server keeps per connection works although every
+/// session shares one connection per replica.
+pub trait ClientState: Send + fmt::Debug {
+    /// What to do with one complete request of this client; `wall` is the time of day now (for
+    /// the requests resh answers itself).
+    fn dispatch(&mut self, request: &[u8], wall: std::time::SystemTime) -> Result<Dispatch, ProtocolError>;
+}
+
 /// A framing codec. See the module documentation.
 pub trait Codec: Send + Sync + fmt::Debug {
     /// The protocol's name (`resp`).
@@ -182,10 +220,20 @@ pub trait Codec: Send + Sync + fmt::Debug {
     fn request_parser(&self) -> Box<dyn RequestParser>;
     /// A parser for one replica's responses.
     fn response_parser(&self) -> Box<dyn ResponseParser>;
-    /// What to do with one complete request (as delimited by a request parser).
+    /// What to do with one complete request (as delimited by a request parser), for a client
+    /// without state: how a request another host forwarded is logged and voted.
     fn dispatch(&self, request: &[u8]) -> Result<Dispatch, ProtocolError>;
+    /// The protocol state of a new client, session `id`.
+    fn client(&self, id: u64) -> Box<dyn ClientState>;
     /// The digests of a complete response frame.
     fn vote_digest(&self, response: &[u8]) -> FrameDigest;
+    /// What the vote compares of a complete response that is not an error, under `shape`;
+    /// `None` if the response does not have that shape (it is then voted as it is). Called
+    /// only for shapes other than [`ReplyShape::Exact`].
+    fn shaped_digest(&self, shape: ReplyShape, response: &[u8]) -> Option<Digest> {
+        let _ = (shape, response);
+        None
+    }
     /// The answer to a malformed request (the connection is closed after it).
     fn protocol_error(&self, error: &ProtocolError) -> Bytes;
     /// What resh answers instead of the replicas' answer; `None` to say nothing (the session

@@ -48,7 +48,7 @@ use bytes::{Bytes, BytesMut};
 use voter::{Digest, FaultKind, FrameConfig, FrameOutcome, FrameVoter, Vote};
 
 use super::log::ReplayLog;
-use crate::codec::{AnswerError, Checkpoint, Codec, FrameDigest, Reads};
+use crate::codec::{AnswerError, Checkpoint, Codec, FrameDigest, Reads, ReplyShape};
 
 /// The largest single write handed to the shell for one replica.
 const MAX_WRITE: usize = 256 * 1024;
@@ -74,6 +74,8 @@ pub struct Request {
     pub bytes: Bytes,
     /// Whether it may change state (kept in the replay log).
     pub logged: bool,
+    /// How the vote compares its answers.
+    pub shape: ReplyShape,
 }
 
 /// One response frame of one replica, as the shell framed it.
@@ -205,6 +207,10 @@ pub enum Action {
         masked: bool,
         /// How long the request waited from being ordered to its answer.
         waited: Duration,
+        /// For an answer whose shape lets correct replicas differ (a set's order): the digest
+        /// the vote compared, which is what other hosts compare too (D-RESH). `None`: the
+        /// answer's bytes are what counts.
+        shaped: Option<Digest>,
     },
     /// A replica is faulty.
     Fault {
@@ -402,6 +408,7 @@ struct HeldRequest {
     start: usize,
     len: usize,
     ordered_at: Duration,
+    shape: ReplyShape,
     outcome: Option<FrameOutcome>,
     masked: bool,
     replied: bool,
@@ -659,6 +666,7 @@ impl OrderedCore {
                 start: at,
                 len,
                 ordered_at: now,
+                shape: request.shape,
                 outcome: None,
                 masked: false,
                 replied: false,
@@ -902,6 +910,7 @@ impl OrderedCore {
         }
         match expect {
             Some(Expect::Votes(_)) | None => {
+                let frame = self.shaped(r, frame);
                 if let Some(seq) = self.voter.response(r, Vote::Frame(frame.digest.vote), now) {
                     self.mark_answered(seq);
                     self.store_frame(seq, r, frame);
@@ -1155,9 +1164,9 @@ impl OrderedCore {
                 continue;
             }
             let Some(outcome) = held.outcome else { break };
-            let answer = match outcome {
-                FrameOutcome::Undecidable => Answer::Error(AnswerError::Undecidable),
-                FrameOutcome::Release { vote: Vote::Closed, .. } => Answer::Error(AnswerError::ClosedByService),
+            let (answer, shaped) = match outcome {
+                FrameOutcome::Undecidable => (Answer::Error(AnswerError::Undecidable), None),
+                FrameOutcome::Release { vote: Vote::Closed, .. } => (Answer::Error(AnswerError::ClosedByService), None),
                 FrameOutcome::Release { replica, .. } => self.agreed_answer(index, replica),
             };
             let held = &mut self.held[index];
@@ -1171,24 +1180,49 @@ impl OrderedCore {
                     self.answer_bytes[r] -= len;
                 }
             }
-            self.actions.push_back(Action::Reply { origin, seq: self.release, answer, masked, waited });
+            self.actions.push_back(Action::Reply { origin, seq: self.release, answer, masked, waited, shaped });
             self.release += 1;
         }
     }
 
-    /// The answer to release for held request `index`, whose quorum includes `replica`.
-    fn agreed_answer(&self, index: usize, replica: usize) -> Answer {
+    /// A frame answering `r`'s next request, with the digest the vote compares under that
+    /// request's shape (the reader digested it without knowing the request).
+    fn shaped(&self, r: usize, mut frame: Frame) -> Frame {
+        if frame.digest.error {
+            return frame;
+        }
+        let held = self
+            .voter
+            .next_answer(r)
+            .and_then(|seq| seq.checked_sub(self.held_base))
+            .and_then(|i| self.held.get(i as usize));
+        if let (Some(held), Some(bytes)) = (held, frame.bytes.as_deref()) {
+            if held.shape != ReplyShape::Exact {
+                if let Some(vote) = self.codec.shaped_digest(held.shape, bytes) {
+                    frame.digest.vote = vote;
+                }
+            }
+        }
+        frame
+    }
+
+    /// The answer to release for held request `index`, whose quorum includes `replica`, and
+    /// the digest the vote compared if its shape lets correct replicas differ.
+    fn agreed_answer(&self, index: usize, replica: usize) -> (Answer, Option<Digest>) {
         let n = self.replicas.len();
         let frames: Vec<Option<&Frame>> = self.frames.range(index * n..(index + 1) * n).map(Option::as_ref).collect();
         let Some(chosen) = frames.get(replica).copied().flatten() else {
             // The voter released a frame the core does not have: never guess.
-            return Answer::Error(AnswerError::Undecidable);
+            return (Answer::Error(AnswerError::Undecidable), None);
         };
         let Some(bytes) = chosen.bytes.clone() else {
-            return Answer::Error(AnswerError::TooLarge { len: chosen.len, limit: self.config.max_frame_bytes as u64 });
+            let limit = self.config.max_frame_bytes as u64;
+            return (Answer::Error(AnswerError::TooLarge { len: chosen.len, limit }), None);
         };
         if !chosen.digest.error {
-            return Answer::Frame(bytes);
+            let shaped = (self.held[index].shape != ReplyShape::Exact && chosen.digest.vote != chosen.digest.exact)
+                .then_some(chosen.digest.vote);
+            return (Answer::Frame(bytes), shaped);
         }
         // An error: voted by class. Release a text a quorum produced byte for byte, or resh's
         // own text of that class.
@@ -1198,11 +1232,11 @@ impl OrderedCore {
             let same = agreeing.iter().filter(|f| f.digest.exact == candidate.digest.exact).count();
             if same >= self.config.quorum {
                 if let Some(bytes) = &candidate.bytes {
-                    return Answer::Frame(bytes.clone());
+                    return (Answer::Frame(bytes.clone()), None);
                 }
             }
         }
-        Answer::Frame(self.codec.canonical_error(&bytes))
+        (Answer::Frame(self.codec.canonical_error(&bytes)), None)
     }
 
     fn reply_error(&mut self, seq: u64, error: AnswerError, now: Duration) {
@@ -1212,7 +1246,14 @@ impl OrderedCore {
         }
         held.replied = true;
         let (origin, masked, waited) = (held.origin, held.masked, now.saturating_sub(held.ordered_at));
-        self.actions.push_back(Action::Reply { origin, seq, answer: Answer::Error(error), masked, waited });
+        self.actions.push_back(Action::Reply {
+            origin,
+            seq,
+            answer: Answer::Error(error),
+            masked,
+            waited,
+            shaped: None,
+        });
     }
 
     /// Tells the replay log some replica answered `seq`, once per held request.

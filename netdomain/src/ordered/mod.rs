@@ -40,7 +40,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::codec::{AnswerError, Codec};
+use crate::codec::{AnswerError, Codec, ReplyShape};
 
 pub mod conn;
 pub mod core;
@@ -72,6 +72,8 @@ pub struct Submission {
     pub bytes: Bytes,
     /// Whether it may change state (kept in the replay log).
     pub logged: bool,
+    /// How the vote compares its answers.
+    pub shape: ReplyShape,
 }
 
 /// The answer to one of a session's requests.

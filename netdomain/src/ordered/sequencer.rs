@@ -38,7 +38,7 @@ use super::core::{Action, Answer, CoreConfig, Note, OrderedCore, Origin, Request
 use super::multihost::{Export, GroupSource, GroupStatus, WaitingState};
 use super::transfer::{self, ExportRequest};
 use super::{Ordered, SessionAnswer, SessionNotice, SessionTable, Submission, SUBMIT_QUEUE};
-use crate::codec::{AnswerError, Codec, Dispatch};
+use crate::codec::{AnswerError, Codec, Dispatch, ReplyShape};
 use crate::config::Config;
 use crate::fault::{FaultEvent, FaultSink, Position};
 use crate::metrics::Metrics;
@@ -418,6 +418,7 @@ impl Sequencer {
                 origin: Origin { host: 0, session: s.session, request: s.request },
                 bytes: s.bytes,
                 logged: s.logged,
+                shape: s.shape,
             })
             .collect();
         let now = self.now();
@@ -637,13 +638,18 @@ impl Sequencer {
             .into_iter()
             .skip(skip as usize)
             .map(|(origin, bytes)| {
-                // Every host logs what its codec says changes state (the same codec
-                // everywhere); a request it would not forward is logged, to be safe.
-                let logged = !matches!(self.codec.dispatch(&bytes), Ok(Dispatch::Forward { logged: false, .. }));
+                // Every host logs what its codec says changes state, and votes it as the codec
+                // says (the same codec everywhere); a request it would not forward is logged,
+                // to be safe, and voted byte for byte.
+                let (logged, shape) = match self.codec.dispatch(&bytes) {
+                    Ok(Dispatch::Forward { logged, shape, .. }) => (logged, shape),
+                    _ => (true, ReplyShape::Exact),
+                };
                 Request {
                     origin: Origin { host: origin.host, session: origin.session, request: origin.request },
                     bytes,
                     logged,
+                    shape,
                 }
             })
             .collect();
@@ -937,7 +943,7 @@ impl Sequencer {
                         debug!(replica = %self.names[replica], "replica writer gone");
                     }
                 }
-                Action::Reply { origin, seq, answer, masked, waited } => {
+                Action::Reply { origin, seq, answer, masked, waited, shaped } => {
                     // D-RESH: other hosts' requests are executed and voted here too; the
                     // metrics count this host's clients' requests.
                     let local = origin.host == self.source.as_ref().map_or(0, |g| g.local);
@@ -967,7 +973,9 @@ impl Sequencer {
                         // D-RESH: every host votes every request; the answer to a local one
                         // waits for the other hosts' digests.
                         let digest = match &answer {
-                            Answer::Frame(bytes) => *blake3::hash(bytes).as_bytes(),
+                            // A set's members come in each replica's own order: the hosts
+                            // compare what the vote compared.
+                            Answer::Frame(bytes) => *shaped.unwrap_or_else(|| blake3::hash(bytes)).as_bytes(),
                             Answer::Error(e) => *blake3::hash(format!("resh error: {e:?}").as_bytes()).as_bytes(),
                         };
                         if origin.host == g.local {

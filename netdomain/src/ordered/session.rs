@@ -22,6 +22,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -97,6 +98,7 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
     let limits = &shared.config.ordered;
     let idle = shared.config.idle_timeout();
     let codec = Arc::clone(&ordered.codec);
+    let mut client_state = codec.client(id);
     let mut registration = ordered.register(id);
     let mut parser = codec.request_parser();
     let (mut read, mut write) = client.into_split();
@@ -132,11 +134,12 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
                 }
             };
             let request = input.split_to(len);
-            match codec.dispatch(&request) {
-                Ok(Dispatch::Forward { request, logged }) => {
+            match client_state.dispatch(&request, SystemTime::now()) {
+                Ok(Dispatch::Forward { request, logged, shape }) => {
                     let n = next_request;
                     next_request += 1;
-                    if ordered.submit(Submission { session: id, request: n, bytes: request, logged }).await.is_err() {
+                    let submission = Submission { session: id, request: n, bytes: request, logged, shape };
+                    if ordered.submit(submission).await.is_err() {
                         end = Some(End::Dropped);
                         break 'session;
                     }

@@ -30,7 +30,7 @@ use voter::FaultKind;
 
 use super::core::{Action, Answer, CoreConfig, OrderedCore, Origin, ReplicaConfig, Request};
 use crate::codec::resp::{encode_array, Resp};
-use crate::codec::{AnswerError, Codec, RequestParser};
+use crate::codec::{AnswerError, Codec, ReplyShape, RequestParser};
 
 /// A value of the simulated store.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,8 +65,9 @@ impl Kv {
 
     /// Executes one request; `None` for `CLOSE` (the connection is closed instead of an
     /// answer) and `DIE` (a query of death: the process ends). `wrong`: answer reads wrongly
-    /// (a faulty version).
-    fn execute(&mut self, args: &[Vec<u8>], wrong: bool) -> Option<Bytes> {
+    /// (a faulty version). `KEYS` lists the keys in an order of the store's own, rotated by
+    /// `hash_seed`, as each redis-server lists a set in its own hash order.
+    fn execute(&mut self, args: &[Vec<u8>], wrong: bool, hash_seed: usize) -> Option<Bytes> {
         // The sequence number tag: recorded for writes, invisible to the command.
         let (args, tag) = match args.split_last() {
             Some((last, rest)) if last.first() == Some(&b'#') => (rest, Some(last[1..].to_vec())),
@@ -140,8 +141,16 @@ impl Kv {
                 _ => out.extend_from_slice(b"*0\r\n"),
             },
             b"KEYS" => {
-                out.extend_from_slice(format!("*{}\r\n", self.keys.len()).as_bytes());
-                for k in self.keys.keys() {
+                let mut keys: Vec<&[u8]> = self.keys.keys().map(Vec::as_slice).collect();
+                if !keys.is_empty() {
+                    let n = keys.len();
+                    keys.rotate_left(hash_seed % n);
+                }
+                if wrong {
+                    keys.push(b"?");
+                }
+                out.extend_from_slice(format!("*{}\r\n", keys.len()).as_bytes());
+                for k in keys {
                     bulk(&mut out, k);
                 }
             }
@@ -514,7 +523,7 @@ impl Sim {
                 if let Some(args) = self.requests.get(seq) {
                     let mut tagged = args.clone();
                     tagged.push(format!("#{seq}").into_bytes());
-                    reference.execute(&tagged, false);
+                    reference.execute(&tagged, false, 0);
                 }
             }
             if reference != kv {
@@ -588,6 +597,7 @@ impl Sim {
                 6 | 7 => vec![b"INCR".to_vec(), format!("n{}", x % 2).into_bytes()],
                 8 => vec![b"RPUSH".to_vec(), b"list".to_vec(), format!("{}", x % 10).into_bytes()],
                 9 => vec![b"LRANGE".to_vec(), b"list".to_vec(), b"0".to_vec(), b"-1".to_vec()],
+                _ if x % 3 == 0 => vec![b"KEYS".to_vec()],
                 _ if x % 7 == 0 => vec![b"CLOSE".to_vec()],
                 _ if x % 13 == 0 => vec![b"DIE".to_vec()],
                 _ => vec![b"PING".to_vec()],
@@ -606,13 +616,14 @@ impl Sim {
 
     /// Request `seq` (tagged with its number, which the replicas record with the writes).
     fn request(&mut self, seq: u64, args: Vec<Vec<u8>>) -> Request {
-        let logged = !matches!(args[0].as_slice(), b"GET" | b"LRANGE" | b"PING");
+        let logged = !matches!(args[0].as_slice(), b"GET" | b"LRANGE" | b"PING" | b"KEYS");
+        let shape = if args[0] == b"KEYS" { ReplyShape::Set } else { ReplyShape::Exact };
         let mut tagged = args.clone();
         tagged.push(format!("#{seq}").into_bytes());
         self.requests.insert(seq, args);
         let request = self.next_request;
         self.next_request += 1;
-        Request { origin: Origin { host: 0, session: 1, request }, bytes: encode_array(&tagged), logged }
+        Request { origin: Origin { host: 0, session: 1, request }, bytes: encode_array(&tagged), logged, shape }
     }
 
     /// A session orders these requests, in one batch.
@@ -746,7 +757,8 @@ impl Sim {
                             .last()
                             .and_then(|t| t.strip_prefix(b"#"))
                             .and_then(|t| std::str::from_utf8(t).ok()?.parse::<u64>().ok());
-                        match x.kv.execute(&args, x.behaviour == Behaviour::Wrong) {
+                        let hash_seed = replica + x.incarnation as usize;
+                        match x.kv.execute(&args, x.behaviour == Behaviour::Wrong, hash_seed) {
                             Some(answer) => {
                                 if let Some(seq) = tag {
                                     self.produced
@@ -811,8 +823,17 @@ impl Sim {
             )),
             Answer::Frame(got) => {
                 let produced = self.produced.get(&seq).map(Vec::as_slice).unwrap_or_default();
-                let same = produced.iter().filter(|(a, _)| a == got).count();
-                let honest = produced.iter().any(|(a, honest)| a == got && *honest);
+                // A set's members may come in any order: the same set is the same answer.
+                let as_set = args[0] == b"KEYS";
+                let codec = &self.codec;
+                let alike = |a: &Bytes| {
+                    a == got
+                        || (as_set
+                            && codec.shaped_digest(ReplyShape::Set, a).is_some()
+                            && codec.shaped_digest(ReplyShape::Set, a) == codec.shaped_digest(ReplyShape::Set, got))
+                };
+                let same = produced.iter().filter(|(a, _)| alike(a)).count();
+                let honest = produced.iter().any(|(a, honest)| alike(a) && *honest);
                 if same < self.quorum || !honest {
                     self.violations.push(format!(
                         "request {seq}: released {:?}, which {same} replicas produced ({}), fewer than the quorum or none honest",

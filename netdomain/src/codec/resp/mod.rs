@@ -19,18 +19,27 @@
 //!
 //! A replica is rebuilt by `FLUSHALL` and a logical copy of a voting replica's keyspace
 //! ([`checkpoint`]).
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{AnswerError, Checkpoint, Codec, Dispatch, FrameDigest, ProtocolError, RequestParser, ResponseParser};
+use super::{
+    AnswerError, Checkpoint, ClientState, Codec, Dispatch, FrameDigest, ProtocolError, ReplyShape, RequestParser,
+    ResponseParser,
+};
 
 pub mod checkpoint;
 pub mod frame;
+pub mod shape;
 
 use frame::{split_args, string2ll, RespRequestParser, RespResponseParser};
 
-/// Commands refused in ordered mode because they keep state per connection.
+/// Commands refused in ordered mode because they keep state per connection and all sessions
+/// share one connection per replica (`SELECT 0`, `CLIENT SETNAME` and friends, `HELLO 2` and
+/// `RESET` are served: see [`RespClient`]).
 const PER_CONNECTION: &[&str] = &[
     "MULTI",
     "EXEC",
@@ -39,25 +48,49 @@ const PER_CONNECTION: &[&str] = &[
     "UNWATCH",
     "SELECT",
     "SWAPDB",
+    "MOVE",
     "SUBSCRIBE",
     "PSUBSCRIBE",
     "SSUBSCRIBE",
     "UNSUBSCRIBE",
     "PUNSUBSCRIBE",
     "SUNSUBSCRIBE",
-    "MONITOR",
     "AUTH",
     "HELLO",
     "CLIENT",
     "RESET",
-    "SYNC",
-    "PSYNC",
-    "REPLCONF",
+    "READONLY",
+    "READWRITE",
+    "ASKING",
+];
+
+/// Commands never passed: they turn the shared connection into something else (a replication
+/// stream, a feed of every command).
+const NEVER: &[&str] = &["MONITOR", "SYNC", "PSYNC", "REPLCONF"];
+
+/// Commands refused unless `ordered.allow_unsafe` names them: they stop, re-point or
+/// reconfigure every replica at once, or act on one host's files. Entries with a subcommand
+/// name only that subcommand.
+pub const UNSAFE: &[&str] = &[
+    "SHUTDOWN",
+    "REPLICAOF",
+    "SLAVEOF",
+    "FAILOVER",
+    "DEBUG",
+    "CONFIG SET",
+    "CONFIG REWRITE",
+    "MODULE",
+    "ACL",
+    "CLUSTER",
 ];
 
 /// Commands refused because they block the connection they run on.
 const BLOCKING: &[&str] =
     &["BLPOP", "BRPOP", "BRPOPLPUSH", "BLMOVE", "BLMPOP", "BZPOPMIN", "BZPOPMAX", "BZMPOP", "WAIT", "WAITAOF"];
+
+/// Commands whose answer is each replica's own random choice, or whose effect is: they cannot
+/// be voted, and a random write would leave the replicas different.
+const RANDOM: &[&str] = &["SPOP", "RANDOMKEY", "SRANDMEMBER", "HRANDFIELD", "ZRANDMEMBER"];
 
 /// Commands that do not change state; they need not be replayed to a rejoining replica.
 /// Anything not listed is logged: a read logged by mistake only costs replay time, a write not
@@ -83,7 +116,6 @@ const READ_ONLY: &[&str] = &[
     "DBSIZE",
     "KEYS",
     "SCAN",
-    "CONFIG",
     "COMMAND",
     "INFO",
     "HGET",
@@ -100,24 +132,67 @@ const READ_ONLY: &[&str] = &[
     "SISMEMBER",
     "SMISMEMBER",
     "SSCAN",
+    "SINTER",
+    "SUNION",
+    "SDIFF",
+    "SINTERCARD",
     "ZRANGE",
     "ZREVRANGE",
     "ZRANGEBYSCORE",
+    "ZREVRANGEBYSCORE",
+    "ZRANGEBYLEX",
+    "ZREVRANGEBYLEX",
     "ZSCORE",
     "ZMSCORE",
     "ZCARD",
     "ZCOUNT",
+    "ZLEXCOUNT",
     "ZRANK",
     "ZREVRANK",
     "ZSCAN",
+    "ZUNION",
+    "ZINTER",
+    "ZDIFF",
+    "ZINTERCARD",
     "BITCOUNT",
+    "BITPOS",
     "GETBIT",
+    "BITFIELD_RO",
     "XLEN",
     "XRANGE",
     "XREVRANGE",
-    "TIME",
+    "XINFO",
+    "XPENDING",
+    "GEOPOS",
+    "GEODIST",
+    "GEOHASH",
+    "GEOSEARCH",
+    "GEORADIUS_RO",
+    "GEORADIUSBYMEMBER_RO",
+    "PFCOUNT",
+    "OBJECT",
+    "MEMORY",
     "LASTSAVE",
+    "ROLE",
+    "LOLWUT",
+    "SLOWLOG",
+    "LATENCY",
+    "DUMP",
+    "SORT_RO",
+    "LCS",
+    "TOUCH",
 ];
+
+/// Replies that list a set's members or a hash's fields in each server's own hash order.
+const SET_REPLIES: &[&str] = &["SMEMBERS", "SINTER", "SUNION", "SDIFF", "KEYS", "HKEYS", "HVALS"];
+
+/// Introspection answered by one replica without a vote: what it reports differs per replica
+/// by nature (ports, memory, timings, connection ids). Documented as unvoted in the README.
+const UNVOTED: &[&str] = &["INFO", "LASTSAVE", "ROLE", "LOLWUT", "LATENCY", "MEMORY", "TIME"];
+
+/// Redis's `SCAN` count that makes one call iterate the whole collection: it stops early only
+/// after `count` elements or `count * 10` empty buckets.
+const FULL_SCAN_COUNT: &str = "4294967295";
 
 /// The most keys a checkpoint copies per batch of reads.
 const CHECKPOINT_BATCH: usize = 256;
@@ -127,14 +202,24 @@ const CHECKPOINT_BATCH: usize = 256;
 pub struct Resp {
     max_frame: usize,
     /// Commands allowed through (upper case); `None` allows all.
-    allow: Option<HashSet<String>>,
+    allow: Option<Arc<HashSet<String>>>,
+    /// Entries of [`UNSAFE`] passed nonetheless.
+    allow_unsafe: Arc<HashSet<String>>,
 }
 
 impl Resp {
     /// A RESP codec refusing requests over `max_frame` bytes and, if `allow` is given, commands
     /// not in it.
     pub fn new(max_frame: usize, allow: Option<&[String]>) -> Resp {
-        Resp { max_frame, allow: allow.map(|a| a.iter().map(|c| c.to_ascii_uppercase()).collect()) }
+        let allow = allow.map(|a| Arc::new(a.iter().map(|c| c.to_ascii_uppercase()).collect()));
+        Resp { max_frame, allow, allow_unsafe: Arc::default() }
+    }
+
+    /// Passes these entries of [`UNSAFE`] (`ordered.allow_unsafe`; the configuration checks
+    /// them).
+    pub fn allowing_unsafe(mut self, allow_unsafe: &[String]) -> Resp {
+        self.allow_unsafe = Arc::new(allow_unsafe.iter().map(|c| c.trim().to_ascii_uppercase()).collect());
+        self
     }
 
     /// An error reply with `message` (line breaks replaced: an error is one line).
@@ -200,6 +285,415 @@ fn error_class(response: &[u8]) -> &[u8] {
     &response[..end]
 }
 
+/// One client's state: its name (`CLIENT SETNAME`) and its id. The commands that would change
+/// or read the shared connection's own state are answered here:
+/// - `CLIENT SETNAME`/`GETNAME`/`ID`/`SETINFO`, `RESET`: from the session's own state;
+/// - `SELECT 0`: `+OK` (every session uses database 0; other databases are refused);
+/// - `HELLO` and `HELLO 2`: passed as `HELLO 2` (protocol 2 is what the shared connection
+///   speaks), unvoted since it reports the replica's own connection id; a `SETNAME` in it is
+///   the session's; RESP3 (`HELLO 3`) is refused as Redis refuses a version it lacks;
+/// - `TIME`: resh's clock (each replica's would differ by the microsecond).
+#[derive(Debug)]
+pub struct RespClient {
+    codec: Resp,
+    id: u64,
+    name: Option<Bytes>,
+}
+
+/// A bulk string reply.
+fn bulk(bytes: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(bytes.len() + 16);
+    b.put_slice(format!("${}\r\n", bytes.len()).as_bytes());
+    b.put_slice(bytes);
+    b.put_slice(b"\r\n");
+    b.freeze()
+}
+
+/// Redis's rule for a client name: no spaces, newlines or other special characters.
+fn valid_client_name(name: &[u8]) -> bool {
+    name.iter().all(|&c| (b'!'..=b'~').contains(&c))
+}
+
+impl RespClient {
+    fn arity(command: &str) -> Dispatch {
+        Dispatch::Reply(Resp::error(&format!("ERR wrong number of arguments for '{command}' command")))
+    }
+
+    fn set_name(&mut self, name: &[u8]) -> Result<(), Bytes> {
+        if !valid_client_name(name) {
+            return Err(Resp::error("ERR Client names cannot contain spaces, newlines or special characters."));
+        }
+        self.name = (!name.is_empty()).then(|| Bytes::copy_from_slice(name));
+        Ok(())
+    }
+
+    fn client_command(&mut self, args: &[&[u8]]) -> Dispatch {
+        let sub = args.get(1).map(|a| String::from_utf8_lossy(a).to_ascii_uppercase()).unwrap_or_default();
+        let ok = || Dispatch::Reply(Bytes::from_static(b"+OK\r\n"));
+        match (sub.as_str(), args.len()) {
+            (_, 1) => Self::arity("client"),
+            ("ID", 2) => Dispatch::Reply(Bytes::from(format!(":{}\r\n", self.id))),
+            ("GETNAME", 2) => match &self.name {
+                Some(name) => Dispatch::Reply(bulk(name)),
+                None => Dispatch::Reply(Bytes::from_static(b"$-1\r\n")),
+            },
+            ("SETNAME", 3) => match self.set_name(args[2]) {
+                Ok(()) => ok(),
+                Err(e) => Dispatch::Reply(e),
+            },
+            ("SETINFO", 4) => {
+                if !is(args.get(2), "LIB-NAME") && !is(args.get(2), "LIB-VER") {
+                    let option = String::from_utf8_lossy(args[2]);
+                    return Dispatch::Reply(Resp::error(&format!("ERR Unrecognized option '{option}'")));
+                }
+                if !valid_client_name(args[3]) {
+                    return Dispatch::Reply(Resp::error(&format!(
+                        "ERR {} cannot contain spaces, newlines or special characters.",
+                        String::from_utf8_lossy(args[2])
+                    )));
+                }
+                ok()
+            }
+            ("ID" | "GETNAME" | "SETNAME" | "SETINFO", _) => Self::arity(&format!("client|{}", sub.to_lowercase())),
+            _ => Dispatch::Reply(Resp::error(&format!(
+                "ERR resh: 'CLIENT {sub}' would act on resh's shared connection to each replica, not on yours; ordered mode serves CLIENT ID, GETNAME, SETNAME and SETINFO"
+            ))),
+        }
+    }
+
+    fn hello(&mut self, args: &[&[u8]]) -> Dispatch {
+        let Some(version) = args.get(1) else {
+            return Dispatch::Forward {
+                request: encode_array(&["HELLO", "2"]),
+                logged: false,
+                shape: ReplyShape::Unvoted,
+            };
+        };
+        match string2ll(version) {
+            Some(2) => {}
+            Some(_) => return Dispatch::Reply(Resp::error("NOPROTO unsupported protocol version")),
+            None => return Dispatch::Reply(Resp::error("ERR Protocol version is not an integer or out of range")),
+        }
+        let mut name = None;
+        let mut at = 2;
+        while at < args.len() {
+            if is(args.get(at), "SETNAME") && at + 1 < args.len() {
+                name = Some(args[at + 1]);
+                at += 2;
+            } else if is(args.get(at), "AUTH") {
+                return Dispatch::Reply(Resp::error(
+                    "ERR resh: AUTH keeps per-connection state, which ordered mode does not support (all sessions share one connection per replica)",
+                ));
+            } else {
+                let option = String::from_utf8_lossy(args[at]);
+                return Dispatch::Reply(Resp::error(&format!("ERR Syntax error in HELLO option '{option}'")));
+            }
+        }
+        if let Some(name) = name {
+            if let Err(e) = self.set_name(name) {
+                return Dispatch::Reply(e);
+            }
+        }
+        Dispatch::Forward { request: encode_array(&["HELLO", "2"]), logged: false, shape: ReplyShape::Unvoted }
+    }
+}
+
+impl ClientState for RespClient {
+    fn dispatch(&mut self, request: &[u8], wall: SystemTime) -> Result<Dispatch, ProtocolError> {
+        let inline = request.first() != Some(&b'*');
+        let owned;
+        let args: Vec<&[u8]> = if inline {
+            let line = request.strip_suffix(b"\n").unwrap_or(request);
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            owned = split_args(line).ok_or_else(|| ProtocolError("unbalanced quotes in request".into()))?;
+            owned.iter().map(Vec::as_slice).collect()
+        } else {
+            arguments(request)?
+        };
+        let Some(first) = args.first() else { return Ok(Dispatch::Ignore) };
+        let named = |name: &str| first.eq_ignore_ascii_case(name.as_bytes());
+        // Only the few commands answered here pay for comparisons: the common case is a length
+        // check and a byte or two.
+        if first.len() <= 6 {
+            match () {
+                _ if named("CLIENT") => return Ok(self.client_command(&args)),
+                _ if named("HELLO") => return Ok(self.hello(&args)),
+                _ if named("RESET") && args.len() == 1 => {
+                    self.name = None;
+                    return Ok(Dispatch::Reply(Bytes::from_static(b"+RESET\r\n")));
+                }
+                _ if named("SELECT") && args.len() == 2 => {
+                    return Ok(Dispatch::Reply(match string2ll(args[1]) {
+                        Some(0) => Bytes::from_static(b"+OK\r\n"),
+                        Some(_) => Resp::error(
+                            "ERR resh: ordered mode serves database 0 only (all sessions share one connection per replica)",
+                        ),
+                        None => Resp::error("ERR value is not an integer or out of range"),
+                    }));
+                }
+                _ if named("TIME") && args.len() == 1 => {
+                    let since = wall.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+                    let (secs, micros) = (since.as_secs().to_string(), since.subsec_micros().to_string());
+                    return Ok(Dispatch::Reply(encode_array(&[secs, micros])));
+                }
+                _ => {}
+            }
+        }
+        let pins_time = ["EXPIRE", "PEXPIRE", "SETEX", "PSETEX", "SET", "GETEX", "XADD"].iter().any(|n| named(n));
+        if pins_time {
+            let command = String::from_utf8_lossy(first).to_ascii_uppercase();
+            let now_ms = wall.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis();
+            if let Some(pinned) = pin_time(&command, &args, i64::try_from(now_ms).unwrap_or(i64::MAX)) {
+                let pinned: Vec<&[u8]> = pinned.iter().map(Vec::as_slice).collect();
+                let request = encode_array(&pinned);
+                return Ok(self.codec.dispatch_args(&request, false, &pinned));
+            }
+        }
+        Ok(self.codec.dispatch_args(request, inline, &args))
+    }
+}
+
+/// The newest millisecond resh gave an `XADD` id: ids stay monotonic if the clock steps back.
+static LAST_XADD_MS: AtomicU64 = AtomicU64::new(0);
+
+/// A positive count of seconds or milliseconds as Redis parses it, in milliseconds; `None` for
+/// anything Redis would refuse (its error is then the replicas').
+fn positive_ms(arg: &[u8], unit_ms: i64) -> Option<i64> {
+    string2ll(arg).filter(|&n| n > 0).and_then(|n| n.checked_mul(unit_ms))
+}
+
+/// Rewrites what would make replicas differ by when each executes a request into one value
+/// resh chose: a relative expiration becomes absolute (as Redis's own replication does), so
+/// replicas, and a replica rebuilt by replay later, expire the key at the same moment; `XADD *`
+/// gets its millisecond from resh (the sequence within it stays Redis's, deterministic).
+/// `None`: the request is sent as it is.
+fn pin_time(command: &str, args: &[&[u8]], now_ms: i64) -> Option<Vec<Vec<u8>>> {
+    let owned = |args: &[&[u8]]| args.iter().map(|a| a.to_vec()).collect::<Vec<_>>();
+    let at = |ms: i64| now_ms.checked_add(ms).map(|t| t.to_string().into_bytes());
+    match command {
+        "EXPIRE" | "PEXPIRE" if args.len() >= 3 => {
+            let unit = if command == "EXPIRE" { 1000 } else { 1 };
+            let mut out = owned(args);
+            out[0] = b"PEXPIREAT".to_vec();
+            out[2] = at(positive_ms(args[2], unit)?)?;
+            Some(out)
+        }
+        "SETEX" | "PSETEX" if args.len() == 4 => {
+            let unit = if command == "SETEX" { 1000 } else { 1 };
+            let when = at(positive_ms(args[2], unit)?)?;
+            Some(vec![b"SET".to_vec(), args[1].to_vec(), args[3].to_vec(), b"PXAT".to_vec(), when])
+        }
+        "SET" | "GETEX" => {
+            let first = if command == "SET" { 3 } else { 2 };
+            let i = (first..args.len()).find(|&i| is(args.get(i), "EX") || is(args.get(i), "PX"))?;
+            let unit = if is(args.get(i), "EX") { 1000 } else { 1 };
+            let mut out = owned(args);
+            out[i] = b"PXAT".to_vec();
+            *out.get_mut(i + 1)? = at(positive_ms(args.get(i + 1)?, unit)?)?;
+            Some(out)
+        }
+        "XADD" => {
+            // XADD key [NOMKSTREAM] [MAXLEN|MINID [=|~] threshold [LIMIT count]] id field value...
+            let mut i = 2;
+            loop {
+                if is(args.get(i), "NOMKSTREAM") {
+                    i += 1;
+                } else if is(args.get(i), "MAXLEN") || is(args.get(i), "MINID") {
+                    i += 1;
+                    if matches!(args.get(i).copied(), Some(b"=" | b"~")) {
+                        i += 1;
+                    }
+                    i += 1;
+                    if is(args.get(i), "LIMIT") {
+                        i += 2;
+                    }
+                } else {
+                    break;
+                }
+            }
+            if args.get(i).copied() != Some(b"*") {
+                return None;
+            }
+            let now = u64::try_from(now_ms).ok()?;
+            let ms = LAST_XADD_MS.fetch_max(now, Ordering::Relaxed).max(now);
+            let mut out = owned(args);
+            out[i] = format!("{ms}-*").into_bytes();
+            Some(out)
+        }
+        _ => None,
+    }
+}
+
+/// Whether `arg` is `name`, in any case.
+fn is(arg: Option<&&[u8]>, name: &str) -> bool {
+    arg.is_some_and(|a| a.eq_ignore_ascii_case(name.as_bytes()))
+}
+
+/// What the command tables say of one command, looked up once per request.
+#[derive(Clone, Copy, Debug, Default)]
+struct Class {
+    per_connection: bool,
+    never: bool,
+    blocking: bool,
+    random: bool,
+    read_only: bool,
+    set_reply: bool,
+    unvoted: bool,
+    /// Refused as unsafe (all its subcommands).
+    unsafe_command: bool,
+    /// Has subcommands the rules look at.
+    subcommands: bool,
+}
+
+/// The command tables as one map, built once.
+fn classes() -> &'static HashMap<&'static str, Class> {
+    static CLASSES: OnceLock<HashMap<&'static str, Class>> = OnceLock::new();
+    CLASSES.get_or_init(|| {
+        let mut map: HashMap<&'static str, Class> = HashMap::new();
+        fn mark(map: &mut HashMap<&'static str, Class>, names: &[&'static str], set: fn(&mut Class)) {
+            for name in names {
+                set(map.entry(name).or_default());
+            }
+        }
+        mark(&mut map, PER_CONNECTION, |c| c.per_connection = true);
+        mark(&mut map, NEVER, |c| c.never = true);
+        mark(&mut map, BLOCKING, |c| c.blocking = true);
+        mark(&mut map, RANDOM, |c| c.random = true);
+        mark(&mut map, READ_ONLY, |c| c.read_only = true);
+        mark(&mut map, SET_REPLIES, |c| c.set_reply = true);
+        mark(&mut map, UNVOTED, |c| c.unvoted = true);
+        for name in UNSAFE {
+            match name.split_once(' ') {
+                Some((command, _)) => map.entry(command).or_default().subcommands = true,
+                None => map.entry(name).or_default().unsafe_command = true,
+            }
+        }
+        mark(&mut map, &["CONFIG", "DEBUG", "COMMAND", "SLOWLOG", "OBJECT"], |c| c.subcommands = true);
+        map
+    })
+}
+
+impl Resp {
+    /// What to do with a request of these arguments (`request` as the client sent it).
+    fn dispatch_args(&self, request: &[u8], inline: bool, args: &[&[u8]]) -> Dispatch {
+        let Some(name) = args.first() else { return Dispatch::Ignore };
+        let command = String::from_utf8_lossy(name).to_ascii_uppercase();
+        let class = classes().get(command.as_str()).copied().unwrap_or_default();
+        // The subcommand, for the few commands whose rules depend on it.
+        let sub = match args.get(1) {
+            Some(sub) if class.subcommands => String::from_utf8_lossy(sub).to_ascii_uppercase(),
+            _ => String::new(),
+        };
+        let refuse = |why: String| Dispatch::Reply(Resp::error(&format!("ERR resh: {why}")));
+        if command == "QUIT" {
+            return Dispatch::Close(Bytes::from_static(b"+OK\r\n"));
+        }
+        if command == "HELLO" && args.len() == 2 && args[1] == b"2" {
+            // What a session's HELLO becomes (see [`RespClient`]).
+            return Dispatch::Forward { request: encode_array(args), logged: false, shape: ReplyShape::Unvoted };
+        }
+        if class.per_connection {
+            return refuse(format!(
+                "'{command}' keeps per-connection state, which ordered mode does not support (all sessions share one connection per replica)"
+            ));
+        }
+        if class.never {
+            return refuse(format!("'{command}' would take over the connection resh shares between all sessions"));
+        }
+        let blocking_read =
+            (command == "XREAD" || command == "XREADGROUP") && args.iter().any(|a| a.eq_ignore_ascii_case(b"BLOCK"));
+        if class.blocking || blocking_read {
+            return refuse(format!(
+                "'{command}' blocks its connection, which ordered mode shares between all sessions"
+            ));
+        }
+        if class.random {
+            return refuse(format!(
+                "'{command}' makes a random choice on each replica, which cannot be voted; ordered mode does not serve it yet"
+            ));
+        }
+        // DEBUG's read-only subcommands pass; the rest crash, reload or reconfigure a replica.
+        let debug_read =
+            command == "DEBUG" && matches!(sub.as_str(), "DIGEST" | "DIGEST-VALUE" | "SLEEP" | "OBJECT" | "HELP");
+        if (class.unsafe_command || class.subcommands) && !debug_read {
+            let unsafe_name = UNSAFE.iter().copied().find(|u| match u.split_once(' ') {
+                Some((c, s)) => c == command && s == sub,
+                None => *u == command,
+            });
+            if let Some(name) = unsafe_name.filter(|name| !self.allow_unsafe.contains(*name)) {
+                return refuse(format!(
+                    "'{name}' acts on every replica at once (stop, re-point, reconfigure or crash them) and is refused; name it in ordered.allow_unsafe to pass it"
+                ));
+            }
+        }
+        if let Some(allow) = &self.allow {
+            if !allow.contains(&command) {
+                return refuse(format!("command '{command}' is not in the allowed set of this service"));
+            }
+        }
+        if let Some(scan) = self.full_scan(&command, args) {
+            return scan;
+        }
+        let shape = if class.set_reply {
+            ReplyShape::Set
+        } else if command == "HGETALL" {
+            ReplyShape::Map
+        } else if command == "COMMAND" && !matches!(sub.as_str(), "COUNT" | "GETKEYS" | "GETKEYSANDFLAGS") {
+            ReplyShape::NestedSet
+        } else if class.unvoted
+            || (command == "CONFIG" && sub == "GET")
+            || (command == "SLOWLOG" && sub != "RESET")
+            || (command == "OBJECT" && matches!(sub.as_str(), "FREQ" | "IDLETIME"))
+            || (command == "DEBUG" && sub == "OBJECT")
+        {
+            ReplyShape::Unvoted
+        } else {
+            ReplyShape::Exact
+        };
+        let read_only = class.read_only
+            || debug_read
+            || (command == "CONFIG" && matches!(sub.as_str(), "GET" | "HELP" | "RESETSTAT"));
+        let request = if inline { encode_array(args) } else { Bytes::copy_from_slice(request) };
+        Dispatch::Forward { request, logged: !read_only, shape }
+    }
+
+    /// `SCAN` and its family, served by one call that iterates the whole collection: each
+    /// replica's cursors follow its own hash table, so no cursor could be voted. The client gets
+    /// every element once, with cursor 0 (the end), as Redis itself answers for a small
+    /// collection. A cursor other than 0 can only be a client's own invention: the iteration it
+    /// continues is over.
+    fn full_scan(&self, command: &str, args: &[&[u8]]) -> Option<Dispatch> {
+        let (cursor_at, pairs) = match command {
+            "SCAN" => (1, false),
+            "SSCAN" => (2, false),
+            "HSCAN" => (2, !args.iter().skip(3).any(|a| a.eq_ignore_ascii_case(b"NOVALUES"))),
+            "ZSCAN" => (2, true),
+            _ => return None,
+        };
+        let cursor = args.get(cursor_at)?;
+        // Anything malformed goes to the replicas as it is: their error is Redis's.
+        let options = args.get(cursor_at + 1..)?;
+        if options.len() % 2 != 0 {
+            return None;
+        }
+        let Some(cursor) = std::str::from_utf8(cursor).ok().and_then(|c| c.parse::<u64>().ok()) else {
+            return Some(Dispatch::Reply(Resp::error("ERR invalid cursor")));
+        };
+        if cursor != 0 {
+            return Some(Dispatch::Reply(Bytes::from_static(b"*2\r\n$1\r\n0\r\n*0\r\n")));
+        }
+        let mut rewritten: Vec<&[u8]> = args[..=cursor_at].to_vec();
+        for option in options.chunks(2) {
+            if !is(option.first(), "COUNT") {
+                rewritten.extend_from_slice(option);
+            }
+        }
+        rewritten.extend_from_slice(&[b"COUNT", FULL_SCAN_COUNT.as_bytes()]);
+        let shape = if pairs { ReplyShape::ScanMap } else { ReplyShape::ScanSet };
+        Some(Dispatch::Forward { request: encode_array(&rewritten), logged: false, shape })
+    }
+}
+
 impl Codec for Resp {
     fn name(&self) -> &'static str {
         "resp"
@@ -224,40 +718,11 @@ impl Codec for Resp {
         } else {
             arguments(request)?
         };
-        let Some(name) = args.first() else { return Ok(Dispatch::Ignore) };
-        let command = String::from_utf8_lossy(name).to_ascii_uppercase();
-        if command == "QUIT" {
-            return Ok(Dispatch::Close(Bytes::from_static(b"+OK\r\n")));
-        }
-        if PER_CONNECTION.contains(&command.as_str()) {
-            return Ok(Dispatch::Reply(Resp::error(&format!(
-                "ERR resh: '{command}' keeps per-connection state, which ordered mode does not support (all sessions share one connection per replica)"
-            ))));
-        }
-        let blocking_read =
-            (command == "XREAD" || command == "XREADGROUP") && args.iter().any(|a| a.eq_ignore_ascii_case(b"BLOCK"));
-        if BLOCKING.contains(&command.as_str()) || blocking_read {
-            return Ok(Dispatch::Reply(Resp::error(&format!(
-                "ERR resh: '{command}' blocks its connection, which ordered mode shares between all sessions"
-            ))));
-        }
-        if let Some(allow) = &self.allow {
-            if !allow.contains(&command) {
-                return Ok(Dispatch::Reply(Resp::error(&format!(
-                    "ERR resh: command '{command}' is not in the allowed set of this service"
-                ))));
-            }
-        }
-        // DEBUG SLEEP and DEBUG DIGEST change nothing: replaying them would only cost time.
-        let debug_read = command == "DEBUG"
-            && args.get(1).is_some_and(|a| {
-                a.eq_ignore_ascii_case(b"SLEEP")
-                    || a.eq_ignore_ascii_case(b"DIGEST")
-                    || a.eq_ignore_ascii_case(b"DIGEST-VALUE")
-            });
-        let logged = !READ_ONLY.contains(&command.as_str()) && !debug_read;
-        let request = if inline { encode_array(&args) } else { Bytes::copy_from_slice(request) };
-        Ok(Dispatch::Forward { request, logged })
+        Ok(self.dispatch_args(request, inline, &args))
+    }
+
+    fn client(&self, id: u64) -> Box<dyn ClientState> {
+        Box::new(RespClient { codec: self.clone(), id, name: None })
     }
 
     fn vote_digest(&self, response: &[u8]) -> FrameDigest {
@@ -310,6 +775,10 @@ impl Codec for Resp {
         Resp::error(&format!("{class} resh: the replicas agree on a {class} error but word it differently"))
     }
 
+    fn shaped_digest(&self, shape: ReplyShape, response: &[u8]) -> Option<voter::Digest> {
+        shape::shaped_digest(shape, response)
+    }
+
     fn is_error(&self, response: &[u8]) -> bool {
         matches!(response.first(), Some(b'-') | Some(b'!'))
     }
@@ -336,7 +805,7 @@ mod tests {
     fn dispatch_rules() {
         let r = Resp::new(1 << 20, Some(&["get".to_string(), "set".to_string(), "ping".to_string()]));
         match r.dispatch(b"PING\r\n") {
-            Ok(Dispatch::Forward { request, logged }) => {
+            Ok(Dispatch::Forward { request, logged, .. }) => {
                 assert_eq!(&request[..], b"*1\r\n$4\r\nPING\r\n");
                 assert!(!logged);
             }
@@ -373,10 +842,217 @@ mod tests {
     }
 
     #[test]
-    fn debug_sleep_is_not_logged() {
+    fn debug_sleep_is_not_logged_and_the_rest_of_debug_is_unsafe() {
         let r = resp();
         assert!(matches!(r.dispatch(b"DEBUG SLEEP 1\r\n"), Ok(Dispatch::Forward { logged: false, .. })));
+        assert!(matches!(r.dispatch(b"DEBUG DIGEST\r\n"), Ok(Dispatch::Forward { logged: false, .. })));
+        assert!(
+            matches!(r.dispatch(b"DEBUG RELOAD\r\n"), Ok(Dispatch::Reply(e)) if e.starts_with(b"-ERR resh: 'DEBUG'"))
+        );
+        let r = resp().allowing_unsafe(&["debug".to_string()]);
         assert!(matches!(r.dispatch(b"DEBUG RELOAD\r\n"), Ok(Dispatch::Forward { logged: true, .. })));
+    }
+
+    fn refused(r: &Resp, request: &str) -> String {
+        match r.dispatch(&encode_array(&request.split(' ').collect::<Vec<_>>())) {
+            Ok(Dispatch::Reply(e)) if e.starts_with(b"-") => String::from_utf8_lossy(&e).into_owned(),
+            other => panic!("{request}: {other:?}"),
+        }
+    }
+
+    fn forwarded(r: &Resp, request: &str) -> (Bytes, bool, ReplyShape) {
+        match r.dispatch(&encode_array(&request.split(' ').collect::<Vec<_>>())) {
+            Ok(Dispatch::Forward { request, logged, shape }) => (request, logged, shape),
+            other => panic!("{request}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn commands_that_act_on_every_replica_are_refused_unless_allowed() {
+        let r = resp();
+        for request in [
+            "SHUTDOWN",
+            "shutdown NOSAVE",
+            "REPLICAOF 10.0.0.1 6379",
+            "SLAVEOF no one",
+            "CONFIG SET save x",
+            "CONFIG REWRITE",
+            "DEBUG SEGFAULT",
+            "FAILOVER",
+            "MODULE LOAD x",
+            "ACL SETUSER u",
+        ] {
+            assert!(refused(&r, request).contains("ordered.allow_unsafe"), "{request}");
+        }
+        for request in ["MONITOR", "SYNC", "PSYNC ? -1", "REPLCONF listening-port 1"] {
+            assert!(refused(&r, request).contains("take over the connection"), "{request}");
+        }
+        // Reading the configuration is introspection, unvoted and not logged.
+        assert!(!forwarded(&r, "CONFIG GET port").1);
+        assert_eq!(forwarded(&r, "CONFIG GET port").2, ReplyShape::Unvoted);
+        let r = resp().allowing_unsafe(&[" config set ".to_string()]);
+        // Allowed, it is ordered and logged, so that a replica rebuilt by replay gets it too.
+        let (_, logged, shape) = forwarded(&r, "CONFIG SET maxmemory 1gb");
+        assert!(logged);
+        assert_eq!(shape, ReplyShape::Exact);
+        assert!(refused(&r, "CONFIG REWRITE").contains("ordered.allow_unsafe"));
+        assert!(forwarded(&r, "FLUSHALL ASYNC").1, "FLUSHALL is logged");
+    }
+
+    #[test]
+    fn unordered_replies_are_voted_by_their_shape() {
+        let r = resp();
+        for (request, shape) in [
+            ("SMEMBERS s", ReplyShape::Set),
+            ("sinter a b", ReplyShape::Set),
+            ("SUNION a b", ReplyShape::Set),
+            ("SDIFF a b", ReplyShape::Set),
+            ("KEYS *", ReplyShape::Set),
+            ("HKEYS h", ReplyShape::Set),
+            ("HVALS h", ReplyShape::Set),
+            ("HGETALL h", ReplyShape::Map),
+            ("COMMAND", ReplyShape::NestedSet),
+            ("COMMAND INFO get", ReplyShape::NestedSet),
+            ("COMMAND COUNT", ReplyShape::Exact),
+            ("INFO", ReplyShape::Unvoted),
+            ("SLOWLOG GET", ReplyShape::Unvoted),
+            ("SLOWLOG RESET", ReplyShape::Exact),
+            ("OBJECT FREQ k", ReplyShape::Unvoted),
+            ("OBJECT ENCODING k", ReplyShape::Exact),
+            ("DEBUG OBJECT k", ReplyShape::Unvoted),
+            ("LRANGE l 0 -1", ReplyShape::Exact),
+            ("ZRANGE z 0 -1", ReplyShape::Exact),
+        ] {
+            let (_, logged, got) = forwarded(&r, request);
+            assert_eq!(got, shape, "{request}");
+            assert!(!logged, "{request} changes nothing");
+        }
+    }
+
+    #[test]
+    fn random_choices_are_refused_with_the_reason() {
+        let r = resp();
+        for request in ["SPOP s", "SPOP s 2", "RANDOMKEY", "SRANDMEMBER s", "HRANDFIELD h 2", "ZRANDMEMBER z"] {
+            assert!(refused(&r, request).contains("random choice"), "{request}");
+        }
+    }
+
+    #[test]
+    fn a_scan_is_one_full_iteration() {
+        let r = resp();
+        let (request, logged, shape) = forwarded(&r, "SCAN 0 MATCH user:* COUNT 10 TYPE string");
+        assert_eq!(
+            request,
+            encode_array(&["SCAN", "0", "MATCH", "user:*", "TYPE", "string", "COUNT", FULL_SCAN_COUNT])
+        );
+        assert!(!logged);
+        assert_eq!(shape, ReplyShape::ScanSet);
+        // Dispatching the rewritten request again (another host's) gives the same request.
+        assert!(matches!(r.dispatch(&request), Ok(Dispatch::Forward { request: again, .. }) if again == request));
+        assert_eq!(forwarded(&r, "SSCAN s 0").2, ReplyShape::ScanSet);
+        assert_eq!(forwarded(&r, "HSCAN h 0 MATCH f*").2, ReplyShape::ScanMap);
+        assert_eq!(forwarded(&r, "ZSCAN z 0").2, ReplyShape::ScanMap);
+        assert_eq!(forwarded(&r, "HSCAN h 0").0, encode_array(&["HSCAN", "h", "0", "COUNT", FULL_SCAN_COUNT]));
+        // A cursor resh never gave: the iteration is over.
+        assert!(
+            matches!(r.dispatch(&encode_array(&["SCAN", "17"])), Ok(Dispatch::Reply(a)) if &a[..] == b"*2\r\n$1\r\n0\r\n*0\r\n")
+        );
+        assert_eq!(refused(&r, "SCAN x"), "-ERR invalid cursor\r\n");
+        // Malformed options go to the replicas, whose error is Redis's.
+        assert_eq!(forwarded(&r, "SCAN 0 COUNT").0, encode_array(&["SCAN", "0", "COUNT"]));
+    }
+
+    fn client_says(c: &mut dyn ClientState, request: &str) -> Dispatch {
+        c.dispatch(&encode_array(&request.split(' ').collect::<Vec<_>>()), SystemTime::UNIX_EPOCH).expect("valid")
+    }
+
+    fn reply(d: Dispatch) -> String {
+        match d {
+            Dispatch::Reply(a) => String::from_utf8_lossy(&a).into_owned(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn relative_times_are_pinned_by_resh() {
+        let r = resp();
+        let mut c = r.client(1);
+        let wall = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_000_000);
+        let mut sent = |request: &str| match c.dispatch(&encode_array(&request.split(' ').collect::<Vec<_>>()), wall) {
+            Ok(Dispatch::Forward { request, logged, .. }) => {
+                let args = request_args(&request).expect("valid");
+                (args.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect::<Vec<_>>().join(" "), logged)
+            }
+            other => panic!("{request}: {other:?}"),
+        };
+        assert_eq!(sent("EXPIRE k 10"), ("PEXPIREAT k 1010000".into(), true));
+        assert_eq!(sent("pexpire k 10 NX").0, "PEXPIREAT k 1000010 NX");
+        assert_eq!(sent("SETEX k 5 v").0, "SET k v PXAT 1005000");
+        assert_eq!(sent("PSETEX k 5 v").0, "SET k v PXAT 1000005");
+        assert_eq!(sent("SET k v NX ex 2 GET").0, "SET k v NX PXAT 1002000 GET");
+        assert_eq!(sent("GETEX k PX 7").0, "GETEX k PXAT 1000007");
+        // What Redis refuses or treats specially goes as it is: the replicas' answer is Redis's.
+        assert_eq!(sent("EXPIRE k 0").0, "EXPIRE k 0");
+        assert_eq!(sent("EXPIRE k -1").0, "EXPIRE k -1");
+        assert_eq!(sent("SETEX k x v").0, "SETEX k x v");
+        assert_eq!(sent("EXPIRE k 99999999999999999").0, "EXPIRE k 99999999999999999");
+        assert_eq!(sent("SET k EX 10").0, "SET k EX 10");
+        assert_eq!(sent("SET k v EX").0, "SET k v EX");
+        // XADD *: the millisecond is resh's, the sequence Redis's.
+        assert_eq!(sent("XADD s * f v").0, format!("XADD s {}-* f v", LAST_XADD_MS.load(Ordering::Relaxed)));
+        assert!(sent("XADD s * f v").0.ends_with("-* f v"));
+        assert!(sent("XADD s NOMKSTREAM MAXLEN ~ 100 LIMIT 10 * f v")
+            .0
+            .starts_with("XADD s NOMKSTREAM MAXLEN ~ 100 LIMIT 10 "));
+        assert_eq!(sent("XADD s 5-1 f v").0, "XADD s 5-1 f v");
+        let ms: u64 = sent("XADD s MINID 0 * f v")
+            .0
+            .split(' ')
+            .nth(4)
+            .and_then(|id| id.strip_suffix("-*")?.parse().ok())
+            .expect("pinned");
+        assert!(ms >= 1_000_000, "monotonic: never below the clock");
+    }
+
+    #[test]
+    fn a_client_keeps_its_own_name_and_id() {
+        let r = resp();
+        let mut a = r.client(7);
+        let mut b = r.client(8);
+        assert_eq!(reply(client_says(&mut *a, "CLIENT ID")), ":7\r\n");
+        assert_eq!(reply(client_says(&mut *a, "CLIENT GETNAME")), "$-1\r\n");
+        assert_eq!(reply(client_says(&mut *a, "client setname worker-1")), "+OK\r\n");
+        assert_eq!(reply(client_says(&mut *a, "CLIENT GETNAME")), "$8\r\nworker-1\r\n");
+        assert_eq!(reply(client_says(&mut *b, "CLIENT GETNAME")), "$-1\r\n", "names are per session");
+        assert!(reply(client_says(&mut *a, "CLIENT SETNAME a\nb")).starts_with("-ERR Client names cannot"));
+        assert_eq!(reply(client_says(&mut *a, "CLIENT SETINFO LIB-NAME redis-py")), "+OK\r\n");
+        assert_eq!(reply(client_says(&mut *a, "CLIENT SETINFO lib-ver 5.0.1")), "+OK\r\n");
+        assert_eq!(reply(client_says(&mut *a, "CLIENT SETINFO foo x")), "-ERR Unrecognized option 'foo'\r\n");
+        assert!(reply(client_says(&mut *a, "CLIENT KILL ID 3")).contains("ordered mode serves CLIENT ID"));
+        assert!(reply(client_says(&mut *a, "CLIENT GETNAME x"))
+            .starts_with("-ERR wrong number of arguments for 'client|getname'"));
+        assert_eq!(reply(client_says(&mut *a, "RESET")), "+RESET\r\n");
+        assert_eq!(reply(client_says(&mut *a, "CLIENT GETNAME")), "$-1\r\n");
+        assert_eq!(reply(client_says(&mut *a, "SELECT 0")), "+OK\r\n");
+        assert!(reply(client_says(&mut *a, "SELECT 1")).contains("database 0 only"));
+        assert_eq!(reply(client_says(&mut *a, "SELECT x")), "-ERR value is not an integer or out of range\r\n");
+        assert_eq!(reply(client_says(&mut *a, "TIME")), "*2\r\n$1\r\n0\r\n$1\r\n0\r\n");
+        assert_eq!(reply(client_says(&mut *a, "HELLO 3")), "-NOPROTO unsupported protocol version\r\n");
+        match client_says(&mut *a, "HELLO 2 SETNAME app") {
+            Dispatch::Forward { request, logged: false, shape: ReplyShape::Unvoted } => {
+                assert_eq!(request, encode_array(&["HELLO", "2"]))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(reply(client_says(&mut *a, "CLIENT GETNAME")), "$3\r\napp\r\n");
+        // The forwarded HELLO, dispatched again by another host, is the same.
+        assert!(matches!(
+            r.dispatch(&encode_array(&["HELLO", "2"])),
+            Ok(Dispatch::Forward { shape: ReplyShape::Unvoted, .. })
+        ));
+        // Everything else is the codec's.
+        assert!(matches!(client_says(&mut *a, "GET k"), Dispatch::Forward { logged: false, .. }));
+        assert!(reply(client_says(&mut *a, "MULTI")).contains("per-connection state"));
     }
 
     #[test]

@@ -1,0 +1,124 @@
+"""A Redis application's usage, through redis-py (from PyPI), run against resh and against one
+redis-server directly: the answers must be the same.
+
+    python redis_py_workload.py RESH_PORT DIRECT_PORT [--diverse]
+
+Prints what differs and exits 1 if anything does. With --diverse, only the commands the demo's
+diverse versions implement are used (strings, lists, KEYS).
+"""
+import sys
+import time
+
+import redis
+
+
+def normal(value):
+    """Sets and dicts as sorted lists, so that results compare as data."""
+    if isinstance(value, dict):
+        return sorted((normal(k), normal(v)) for k, v in value.items())
+    if isinstance(value, (set, frozenset)):
+        return sorted(normal(v) for v in value)
+    if isinstance(value, (list, tuple)):
+        return [normal(v) for v in value]
+    return value
+
+
+def once_each(items):
+    """A full scan returns every element exactly once: duplicates are an error here."""
+    items = list(items)
+    assert len(items) == len(set(items)), f"a scan returned duplicates: {len(items)} items, {len(set(items))} distinct"
+    return sorted(items)
+
+
+def common(r, out):
+    out["ping"] = r.ping()
+    r.client_setname("fidelity-test")
+    out["getname"] = r.client_getname()
+    out["select"] = r.execute_command("SELECT", 0)
+    for i in range(200):
+        r.set(f"key:{i}", i)
+    out["keys"] = sorted(r.keys("key:*"))
+    out["mget"] = r.mget([f"key:{i}" for i in range(0, 200, 7)])
+    # redis-py's incr() sends INCRBY, which the diverse versions lack.
+    out["incr"] = [r.execute_command("INCR", "counter") for _ in range(5)]
+    r.rpush("list", *[f"item{i}" for i in range(50)])
+    out["lrange"] = r.lrange("list", 0, -1)
+    pipe = r.pipeline(transaction=False)
+    for i in range(100):
+        pipe.execute_command("INCR", "piped")
+    pipe.get("piped")
+    pipe.lpop("list")
+    pipe.keys("list*")
+    out["pipeline"] = pipe.execute()
+    t = r.time()
+    out["time_is_now"] = abs(t[0] - time.time()) < 5 and 0 <= t[1] < 1_000_000
+    out["dbsize"] = r.dbsize()
+
+
+def redis_only(r, out):
+    members = [f"m{i}" for i in range(300)]
+    r.sadd("s", *members)
+    r.sadd("t", *members[::2])
+    out["smembers"] = normal(r.smembers("s"))
+    out["sinter"] = normal(r.sinter("s", "t"))
+    out["sunion"] = normal(r.sunion("s", "t"))
+    out["sdiff"] = normal(r.sdiff("s", "t"))
+    r.hset("h", mapping={f"f{i}": f"v{i}" for i in range(300)})
+    out["hgetall"] = normal(r.hgetall("h"))
+    out["hkeys"] = sorted(r.hkeys("h"))
+    out["hvals"] = sorted(r.hvals("h"))
+    r.zadd("z", {f"z{i}": i for i in range(300)})
+    out["zrange"] = r.zrange("z", 0, 10, withscores=True)
+    out["scan"] = once_each(r.scan_iter(match="key:*", count=10))
+    out["scan_all"] = len(once_each(r.scan_iter()))
+    out["sscan"] = once_each(r.sscan_iter("s", count=10))
+    out["hscan"] = once_each(r.hscan_iter("h", match="f1*"))
+    out["zscan"] = once_each(r.zscan_iter("z"))
+    pipe = r.pipeline(transaction=False)
+    pipe.smembers("t")
+    pipe.hgetall("h")
+    pipe.srem("s", "m1", "m2")
+    pipe.scard("s")
+    out["pipeline_sets"] = normal(pipe.execute())
+    info = r.info()
+    out["info"] = "redis_version" in info and "used_memory" in info
+    out["config_get"] = r.config_get("maxmemory-policy")
+    out["command_count"] = r.command_count()
+    out["commands_listed"] = len(r.command()) == r.command_count()
+    # Relative expirations are pinned by resh: same answers, and the same moment everywhere.
+    out["expire"] = r.expire("key:1", 100)
+    r.set("e1", "v", ex=100)
+    r.setex("e2", 100, "v")
+    r.set("e3", "v", px=100000, nx=True)
+    out["ttls"] = [0 < r.ttl(k) <= 100 for k in ("key:1", "e1", "e2", "e3")]
+    # XADD *: ids differ from the direct server's (another clock) but are ids, and increase.
+    ids = [r.xadd("stream", {"n": i}) for i in range(20)]
+    order = [tuple(map(int, i.split("-"))) for i in ids]
+    out["xadd"] = len(set(ids)) == 20 and order == sorted(order)
+    out["xlen"] = r.xlen("stream")
+    out["xrange_fields"] = [fields for _, fields in r.xrange("stream")]
+
+
+def main():
+    resh_port, direct_port = int(sys.argv[1]), int(sys.argv[2])
+    diverse = "--diverse" in sys.argv[3:]
+    results = []
+    for port in (resh_port, direct_port):
+        r = redis.Redis(host="127.0.0.1", port=port, decode_responses=True, socket_timeout=30)
+        r.flushall()
+        out = {}
+        common(r, out)
+        if not diverse:
+            redis_only(r, out)
+        r.close()
+        results.append(out)
+    through, direct = results
+    bad = [k for k in direct if through.get(k) != direct[k]]
+    for k in bad:
+        print(f"{k}: through resh {through.get(k)!r}, directly {direct[k]!r}")
+    print(f"{len(direct)} checks, {len(bad)} differ")
+    sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()

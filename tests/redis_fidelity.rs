@@ -1,0 +1,142 @@
+//! Redis fidelity of ordered mode, end to end: real clients (redis-py from PyPI, redis-cli)
+//! through resh in front of three redis-server replicas, each answer compared with one
+//! redis-server's directly, every replica's dataset compared afterwards, and no replica blamed.
+//! The cases: unordered replies (sets, hashes, the keyspace, the command table), scans,
+//! pipelines, a client library's connection handshake, introspection, `TIME`, and the commands
+//! ordered mode refuses (with their reasons).
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use resh_e2e::{free_port, have, kv_config, workspace, RedisServer, Resh, RespClient};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Ordered mode with three redis-server replicas.
+fn redis_config() -> String {
+    assert!(have("redis-server"), "redis-server is not installed: run ./scripts/test.sh, which installs it");
+    let mut text = "listen = \"127.0.0.1:0\"\n[vote]\nmode = \"ordered\"\nprotocol = \"resp\"\n[admin]\nlisten = \"127.0.0.1:0\"\n".to_string();
+    for name in ["r1", "r2", "r3"] {
+        text.push_str(&format!(
+            "[[replica]]\nname = \"{name}\"\ncommand = [\"redis-server\", \"--port\", \"{{port}}\", \"--bind\", \"127.0.0.1\", \"--save\", \"\", \"--appendonly\", \"no\", \"--enable-debug-command\", \"yes\"]\n"
+        ));
+    }
+    text
+}
+
+/// The Python of the virtual environment `scripts/test.sh` makes, with redis-py in it.
+fn python() -> PathBuf {
+    let python = workspace().join("target/redis-py/bin/python");
+    assert!(python.is_file(), "redis-py is not installed: run ./scripts/test.sh, which installs it in target/redis-py");
+    python
+}
+
+/// Runs the redis-py workload against resh and against a redis-server of its own, directly.
+fn redis_py_workload(resh: &Resh, extra: &[&str]) {
+    let direct = RedisServer::start(free_port());
+    let out = Command::new(python())
+        .arg(workspace().join("tests/clients/redis_py_workload.py"))
+        .args([resh.clients.port().to_string(), direct.port.to_string()])
+        .args(extra)
+        .output()
+        .expect("run the redis-py workload");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the redis-py workload failed:\n{stdout}\n{stderr}\nresh's log:\n{}", resh.log());
+    assert!(stdout.contains(" 0 differ"), "{stdout}");
+}
+
+fn replica_addrs(resh: &Resh) -> Vec<(String, SocketAddr)> {
+    resh.status()["replicas"]
+        .as_array()
+        .map(|rs| {
+            rs.iter()
+                .filter_map(|r| Some((r["name"].as_str()?.to_string(), r["addr"].as_str()?.parse().ok()?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every replica votes, none was blamed, and all hold the same dataset (`DEBUG DIGEST`).
+fn assert_identical_and_unblamed(resh: &Resh) {
+    resh.wait_until("every replica votes", WAIT, |r| {
+        r.status()["replicas"].as_array().is_some_and(|rs| rs.iter().all(|x| x["vote"]["state"] == "voting"))
+    });
+    let status = resh.status();
+    for replica in status["replicas"].as_array().expect("replicas") {
+        let faults = replica["faults"].as_array().expect("faults");
+        assert!(faults.iter().all(|f| f[1] == 0), "a healthy replica was blamed: {replica}");
+    }
+    let digests: Vec<(String, Vec<u8>)> = replica_addrs(resh)
+        .into_iter()
+        .map(|(name, addr)| {
+            let mut c = RespClient::connect(addr).expect("connect to a replica directly");
+            (name, c.call(&["DEBUG", "DIGEST"]).expect("DEBUG DIGEST"))
+        })
+        .collect();
+    assert_eq!(digests.len(), 3);
+    for (name, digest) in &digests[1..] {
+        assert_eq!(digest, &digests[0].1, "replica {name} differs from {}", digests[0].0);
+    }
+}
+
+/// redis-py's own usage (its connection handshake, sets, hashes, the keyspace, scans,
+/// pipelines, INFO, TIME, COMMAND) answers through resh as redis-server does directly, and
+/// the three replicas end identical with none blamed: each lists a set in its own hash order.
+#[test]
+fn redis_py_works_through_resh_as_against_redis_server() {
+    let resh = Resh::start(&redis_config());
+    redis_py_workload(&resh, &[]);
+    assert_identical_and_unblamed(&resh);
+}
+
+/// The same client usage, where the commands exist, against the demo's three diverse versions.
+#[test]
+fn redis_py_works_through_resh_with_diverse_versions() {
+    let resh = Resh::start(&kv_config(&[], ""));
+    redis_py_workload(&resh, &["--diverse"]);
+    let status = resh.status();
+    for replica in status["replicas"].as_array().expect("replicas") {
+        let faults = replica["faults"].as_array().expect("faults");
+        assert!(faults.iter().all(|f| f[1] == 0), "a healthy version was blamed: {replica}");
+    }
+}
+
+/// redis-cli's own scan (`--scan`) sees every key once; what acts on every replica at once
+/// is refused with the reason, and every replica still runs.
+#[test]
+fn redis_cli_scans_and_unsafe_commands_are_refused() {
+    assert!(have("redis-cli"), "redis-tools is not installed: run ./scripts/test.sh, which installs it");
+    let resh = Resh::start(&redis_config());
+    let port = resh.clients.port().to_string();
+    let cli = |args: &[&str]| {
+        let out = Command::new("redis-cli").args(["-p", &port]).args(args).output().expect("run redis-cli");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let mut c = RespClient::connect(resh.clients).expect("connect");
+    for i in 0..500 {
+        c.call(&["SET", &format!("user:{i}"), "x"]).expect("SET");
+    }
+    c.call(&["SADD", "other", "a"]).expect("SADD");
+    let scanned = cli(&["--scan", "--pattern", "user:*"]);
+    let mut keys: Vec<&str> = scanned.lines().collect();
+    assert_eq!(keys.len(), 500, "every key once");
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!(keys.len(), 500, "no key twice");
+    assert_eq!(cli(&["SCARD", "other"]), "1");
+    for (args, why) in [
+        (&["SHUTDOWN"][..], "ordered.allow_unsafe"),
+        (&["REPLICAOF", "127.0.0.1", "1"][..], "ordered.allow_unsafe"),
+        (&["CONFIG", "SET", "maxmemory", "1"][..], "ordered.allow_unsafe"),
+        (&["DEBUG", "SEGFAULT"][..], "ordered.allow_unsafe"),
+        (&["SPOP", "other"][..], "random choice"),
+        (&["MONITOR"][..], "take over the connection"),
+    ] {
+        let answer = c.call(args).expect("an answer");
+        assert!(String::from_utf8_lossy(&answer).contains(why), "{args:?}: {}", String::from_utf8_lossy(&answer));
+    }
+    assert_eq!(c.call(&["DBSIZE"]).expect("DBSIZE"), b":501\r\n");
+    assert_identical_and_unblamed(&resh);
+}
