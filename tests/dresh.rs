@@ -417,6 +417,28 @@ fn redis_cli_and_redis_benchmark_work_through_every_host() {
     assert_eq!(cli(1, &["INCR", "n"]), "2");
     assert_eq!(cli(2, &["LPUSH", "l", "a", "b"]), "2");
     assert_eq!(cli(3, &["LRANGE", "l", "0", "-1"]), "b\na");
+    // Each redis-server lists a set in its own hash order: every host votes it as a set and
+    // compares the same digest with the others (a host whose digest differed would leave).
+    let members: Vec<String> = (0..300).map(|i| format!("m{i}")).collect();
+    let mut sadd = vec!["SADD", "s"];
+    sadd.extend(members.iter().map(String::as_str));
+    assert_eq!(cli(1, &sadd), "300");
+    for host in 1..=3 {
+        let mut listed: Vec<String> = cli(host, &["SMEMBERS", "s"]).lines().map(String::from).collect();
+        listed.sort();
+        let mut expected = members.clone();
+        expected.sort();
+        assert_eq!(listed, expected, "host {host}");
+    }
+    // A transaction through one host runs whole on every host: MULTI, its commands and EXEC
+    // travel in one group message.
+    let answers = in_ns(&hosts.client_ns(), || {
+        let mut c = RespClient::connect(client_addr(2)).expect("connect");
+        c.pipeline(&[&["MULTI"], &["INCR", "n"], &["SMEMBERS", "s"], &["INCR", "n"], &["EXEC"]]).expect("EXEC")
+    });
+    let exec = String::from_utf8_lossy(&answers[4]);
+    assert!(exec.starts_with("*3\r\n:3\r\n*300\r\n") && exec.ends_with(":4\r\n"), "{exec}");
+    assert_eq!(cli(3, &["GET", "n"]), "4");
     // A request larger than one group message is refused with the reason; the session goes on
     // and the host keeps serving.
     let (big, after) = in_ns(&hosts.client_ns(), || {

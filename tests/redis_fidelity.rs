@@ -13,10 +13,12 @@ use resh_e2e::{free_port, have, kv_config, workspace, RedisServer, Resh, RespCli
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// Ordered mode with three redis-server replicas.
-fn redis_config() -> String {
+/// Ordered mode with three redis-server replicas; `ordered` goes in the `[ordered]` table.
+fn redis_config(ordered: &str) -> String {
     assert!(have("redis-server"), "redis-server is not installed: run ./scripts/test.sh, which installs it");
-    let mut text = "listen = \"127.0.0.1:0\"\n[vote]\nmode = \"ordered\"\nprotocol = \"resp\"\n[admin]\nlisten = \"127.0.0.1:0\"\n".to_string();
+    let mut text = format!(
+        "listen = \"127.0.0.1:0\"\n[vote]\nmode = \"ordered\"\nprotocol = \"resp\"\n[ordered]\n{ordered}\n[admin]\nlisten = \"127.0.0.1:0\"\n"
+    );
     for name in ["r1", "r2", "r3"] {
         text.push_str(&format!(
             "[[replica]]\nname = \"{name}\"\ncommand = [\"redis-server\", \"--port\", \"{{port}}\", \"--bind\", \"127.0.0.1\", \"--save\", \"\", \"--appendonly\", \"no\", \"--enable-debug-command\", \"yes\"]\n"
@@ -86,7 +88,7 @@ fn assert_identical_and_unblamed(resh: &Resh) {
 /// the three replicas end identical with none blamed: each lists a set in its own hash order.
 #[test]
 fn redis_py_works_through_resh_as_against_redis_server() {
-    let resh = Resh::start(&redis_config());
+    let resh = Resh::start(&redis_config(""));
     redis_py_workload(&resh, &[]);
     assert_identical_and_unblamed(&resh);
 }
@@ -108,7 +110,7 @@ fn redis_py_works_through_resh_with_diverse_versions() {
 #[test]
 fn redis_cli_scans_and_unsafe_commands_are_refused() {
     assert!(have("redis-cli"), "redis-tools is not installed: run ./scripts/test.sh, which installs it");
-    let resh = Resh::start(&redis_config());
+    let resh = Resh::start(&redis_config(""));
     let port = resh.clients.port().to_string();
     let cli = |args: &[&str]| {
         let out = Command::new("redis-cli").args(["-p", &port]).args(args).output().expect("run redis-cli");
@@ -137,6 +139,87 @@ fn redis_cli_scans_and_unsafe_commands_are_refused() {
         let answer = c.call(args).expect("an answer");
         assert!(String::from_utf8_lossy(&answer).contains(why), "{args:?}: {}", String::from_utf8_lossy(&answer));
     }
-    assert_eq!(c.call(&["DBSIZE"]).expect("DBSIZE"), b":501\r\n");
+    // A transaction, pipelined, and one typed answer by answer (as redis-cli does).
+    let answers = c
+        .pipeline(&[&["MULTI"], &["SET", "tx", "1"], &["DEL", "other"], &["EXEC"], &["EXISTS", "tx", "other"]])
+        .expect("answers");
+    let answers: Vec<String> = answers.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+    assert_eq!(answers, ["+OK\r\n", "+QUEUED\r\n", "+QUEUED\r\n", "*2\r\n+OK\r\n:1\r\n", ":1\r\n"]);
+    assert_eq!(c.call(&["MULTI"]).expect("MULTI"), b"+OK\r\n");
+    assert_eq!(c.call(&["INCR", "typed"]).expect("INCR"), b"+QUEUED\r\n");
+    assert_eq!(cli(&["SET", "typed", "41"]), "OK", "another client, while the transaction is queued");
+    assert_eq!(c.call(&["EXEC"]).expect("EXEC"), b"*1\r\n:42\r\n");
+    assert_eq!(c.call(&["DBSIZE"]).expect("DBSIZE"), b":502\r\n");
     assert_identical_and_unblamed(&resh);
+}
+
+/// Transactions of several sessions at once, while replicas are crashed and rebuilt (with a
+/// small log, by checkpoint): each runs whole, with nothing of another session inside it (every
+/// EXEC sees its two counters equal), and every replica ends identical.
+#[test]
+fn transactions_stay_whole_across_sessions_and_rebuilds() {
+    let resh = Resh::start(&redis_config("log_max_bytes = 4096"));
+    const WRITERS: usize = 3;
+    // Bounds: the writers stop when the rebuilds are done, or after this many rounds.
+    const MAX_ROUNDS: usize = 20_000;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let (addr, stop) = (resh.clients, std::sync::Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut c = RespClient::connect(addr).expect("connect");
+                let mut done = 0u64;
+                for i in 0..MAX_ROUNDS {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let value = i.to_string();
+                    let key = format!("w{w}");
+                    let unit: [&[&str]; 5] =
+                        [&["MULTI"], &["INCR", "a"], &["SET", &key, &value], &["INCR", "b"], &["EXEC"]];
+                    let answers = c.pipeline(&unit).expect("answers");
+                    let exec = String::from_utf8_lossy(&answers[4]).into_owned();
+                    if exec.starts_with('-') {
+                        // resh's own error (no quorum while replicas restart): nothing ran.
+                        assert!(exec.contains("resh"), "{exec}");
+                        continue;
+                    }
+                    let parts: Vec<&str> = exec.split("\r\n").collect();
+                    assert_eq!(parts[0], "*3", "{exec}");
+                    assert_eq!(parts[1], parts[3], "a and b differ inside one EXEC: {exec}");
+                    done += 1;
+                }
+                done
+            })
+        })
+        .collect();
+    for victim in ["r2", "r3"] {
+        std::thread::sleep(Duration::from_millis(200));
+        let pid = resh.replica(victim)["pid"].as_u64().expect("pid");
+        assert!(Command::new("kill").args(["-KILL", &pid.to_string()]).status().expect("kill").success());
+        resh.wait_until("the killed replica votes again", WAIT, |r| {
+            let x = r.replica(victim);
+            x["vote"]["state"] == "voting" && x["vote"]["incarnation"] == 2
+        });
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let done: u64 = writers.into_iter().map(|w| w.join().expect("a writer")).sum();
+    assert!(done > 0);
+    let mut c = RespClient::connect(resh.clients).expect("connect");
+    let expected = format!("${}\r\n{done}\r\n", done.to_string().len()).into_bytes();
+    assert_eq!(c.call(&["GET", "a"]).expect("GET"), expected);
+    assert_eq!(c.call(&["GET", "b"]).expect("GET"), expected);
+    let digests: Vec<Vec<u8>> = replica_addrs(&resh)
+        .into_iter()
+        .map(|(_, addr)| {
+            RespClient::connect(addr).and_then(|mut c| c.call(&["DEBUG", "DIGEST"])).expect("DEBUG DIGEST")
+        })
+        .collect();
+    assert!(digests.iter().all(|d| d == &digests[0]), "the replicas differ: {digests:?}\n{}", resh.log());
+    let log = resh.log();
+    println!(
+        "{done} transactions; rebuilds: {}; by checkpoint: {}",
+        log.matches("replica resynchronised").count(),
+        log.matches("copying the state").count()
+    );
 }

@@ -547,18 +547,26 @@ impl Dresh {
 
     /// A local session's request; false (refused) unless this host serves.
     pub fn submit(&mut self, session: u64, request: u64, bytes: Bytes) -> bool {
+        self.submit_unit(session, request, vec![bytes])
+    }
+
+    /// A local session's requests that must follow each other in the order with nothing
+    /// between them (a transaction), numbered from `first`: they go in one message, since
+    /// another host's message may be delivered between two of this host's. False (refused)
+    /// unless this host serves.
+    pub fn submit_unit(&mut self, session: u64, first: u64, unit: Vec<Bytes>) -> bool {
         if self.role != Role::Serving {
             return false;
         }
-        let size = bytes.len() + 20;
-        // A request that would take the batch past its size goes in the next message: a
-        // message then holds one request (as large as the shell lets in) or at most a batch's
-        // size, never a full batch plus a large request (more than the group may carry).
+        let size: usize = unit.iter().map(|b| b.len() + 20).sum();
+        // A unit that would take the batch past its size goes in the next message: a message
+        // then holds one unit (as large as the shell lets in) or at most a batch's size, never
+        // a full batch plus a large request (more than the group may carry).
         if !self.outgoing.is_empty() && self.outgoing_bytes + size > self.config.max_message_bytes {
             self.flush_requests();
         }
         self.outgoing_bytes += size;
-        self.outgoing.push((session, request, bytes));
+        self.outgoing.extend((first..).zip(unit).map(|(request, bytes)| (session, request, bytes)));
         if self.outgoing_bytes >= self.config.max_message_bytes {
             self.flush_requests();
         }
@@ -1056,6 +1064,26 @@ mod tests {
             })
             .collect();
         assert_eq!(sizes, vec![1, 1], "the large request went with the batch before it");
+    }
+
+    #[test]
+    fn a_unit_goes_in_one_message() {
+        let mut d = serving(1000);
+        assert!(d.submit(1, 0, Bytes::from(vec![b'a'; 500])));
+        // Would take the batch past its size: the whole unit goes in the next message, whole.
+        let unit = vec![Bytes::from(vec![b'm'; 200]), Bytes::from(vec![b's'; 300]), Bytes::from(vec![b'e'; 200])];
+        assert!(d.submit_unit(2, 7, unit));
+        d.flush();
+        let messages: Vec<Vec<(u64, u64)>> = std::iter::from_fn(|| d.poll_action())
+            .filter_map(|a| match a {
+                Action::Multicast(m) => match Wire::decode(m) {
+                    Ok(Wire::Requests(r)) => Some(r.iter().map(|(s, n, _)| (*s, *n)).collect()),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        assert_eq!(messages, vec![vec![(1, 0)], vec![(2, 7), (2, 8), (2, 9)]]);
     }
 
     #[test]

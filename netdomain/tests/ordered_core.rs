@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use netdomain::codec::resp::{encode_array, Resp};
-use netdomain::codec::{AnswerError, Codec, ReplyShape};
+use netdomain::codec::{AnswerError, Codec, RequestClass};
 use netdomain::ordered::core::{Action, Answer, Frame, OrderedCore, Origin, Request};
 use netdomain::ordered::sim::{config, Op, Sim};
 use proptest::prelude::*;
@@ -79,8 +79,7 @@ fn a_request_every_replica_closes_on_is_refused_not_blamed_and_not_replayed() {
     let request = |n: u64, args: &[&str]| Request {
         origin: Origin { host: 0, session: 7, request: n },
         bytes: encode_array(args),
-        logged: true,
-        shape: ReplyShape::Exact,
+        class: RequestClass { logged: true, ..RequestClass::default() },
     };
     core.order(0, vec![request(0, &["SET", "a", "1"]), request(1, &["CLOSE"]), request(2, &["SET", "b", "2"])], ms(1))
         .expect("in order");
@@ -311,8 +310,7 @@ fn one_request(args: &[&str]) -> (OrderedCore, Arc<dyn Codec>) {
         vec![Request {
             origin: Origin { host: 0, session: 1, request: 0 },
             bytes: encode_array(args),
-            logged: false,
-            shape: ReplyShape::Exact,
+            class: RequestClass::default(),
         }],
         ms(0),
     )

@@ -80,6 +80,34 @@ def redis_only(r, out):
     pipe.srem("s", "m1", "m2")
     pipe.scard("s")
     out["pipeline_sets"] = normal(pipe.execute())
+    # Transactions: redis-py sends MULTI, the commands and EXEC in one write.
+    pipe = r.pipeline(transaction=True)
+    pipe.incr("tx:a")
+    pipe.incrby("tx:b", 2)
+    pipe.smembers("t")
+    pipe.hgetall("h")
+    pipe.get("tx:a")
+    out["transaction"] = normal(pipe.execute())
+    # An error at run time inside EXEC: the other commands run, as in Redis.
+    pipe = r.pipeline(transaction=True)
+    pipe.set("tx:s", "not a number")
+    pipe.incr("tx:s")
+    pipe.incr("tx:a")
+    out["transaction_runtime_error"] = [str(x) for x in pipe.execute(raise_on_error=False)]
+    # An error at queueing time (an unknown command): EXEC aborts, nothing runs. (resh answers
+    # +QUEUED itself, so redis-py raises the EXECABORT rather than the unknown command's error;
+    # both are ResponseErrors.)
+    pipe = r.pipeline(transaction=True)
+    pipe.incr("tx:a")
+    pipe.execute_command("NOSUCHCOMMAND")
+    try:
+        pipe.execute()
+        out["transaction_aborted"] = "ran"
+    except redis.exceptions.ResponseError:
+        out["transaction_aborted"] = "raised"
+    out["tx_after"] = r.mget("tx:a", "tx:b")
+    # redis-py's transaction() helper without WATCH.
+    out["transaction_helper"] = r.transaction(lambda p: (p.multi(), p.incr("tx:c"), p.incr("tx:c")))
     info = r.info()
     out["info"] = "redis_version" in info and "used_memory" in info
     out["config_get"] = r.config_get("maxmemory-policy")

@@ -51,12 +51,37 @@ pub enum Dispatch {
         /// How the vote compares the answers.
         shape: ReplyShape,
     },
+    /// Send these requests through the global order with nothing between them (a transaction:
+    /// `MULTI`, its commands, `EXEC`); the client's answer is the last one's, the others' are
+    /// not shown (as the server's own queueing answers are not, once resh answered them).
+    Unit(Vec<Part>),
     /// Answer locally with these bytes; the replicas never see the request.
     Reply(Bytes),
     /// Answer with these bytes, then close the connection.
     Close(Bytes),
     /// Nothing to do (e.g. an empty request).
     Ignore,
+}
+
+/// One request of a [`Dispatch::Unit`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Part {
+    /// The request as the replicas get it.
+    pub request: Bytes,
+    /// How it is logged and voted.
+    pub class: RequestClass,
+}
+
+/// How a request is logged and voted, and whether the next one belongs with it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequestClass {
+    /// Whether it may change state (kept in the replay log).
+    pub logged: bool,
+    /// How the vote compares its answers.
+    pub shape: ReplyShape,
+    /// The next request belongs to the same unit: nothing may come between them on a
+    /// replica's connection (no checkpoint's reads, no point to rebuild from).
+    pub continues: bool,
 }
 
 /// How the vote compares the replicas' answers to one request: what correct replicas may
@@ -74,6 +99,9 @@ pub enum ReplyShape {
     Map,
     /// Unordered at every level of nesting (a server's command table).
     NestedSet,
+    /// An array in order, each element unordered at every level (a transaction's answers,
+    /// when some of its commands answer sets).
+    EachNestedSet,
     /// A scan reply, `[cursor, elements]`, its elements a set.
     ScanSet,
     /// A scan reply whose elements are pairs (field and value, member and score).
@@ -225,6 +253,18 @@ pub trait Codec: Send + Sync + fmt::Debug {
     fn dispatch(&self, request: &[u8]) -> Result<Dispatch, ProtocolError>;
     /// The protocol state of a new client, session `id`.
     fn client(&self, id: u64) -> Box<dyn ClientState>;
+    /// How each request of a batch another host ordered is logged and voted: as its own
+    /// session classified it, from the bytes alone (units included).
+    fn classify(&self, requests: &[Bytes]) -> Vec<RequestClass> {
+        requests
+            .iter()
+            .map(|r| match self.dispatch(r) {
+                Ok(Dispatch::Forward { logged, shape, .. }) => RequestClass { logged, shape, continues: false },
+                // Not something a session forwards alone: logged, to be safe, and voted byte for byte.
+                _ => RequestClass { logged: true, shape: ReplyShape::Exact, continues: false },
+            })
+            .collect()
+    }
     /// The digests of a complete response frame.
     fn vote_digest(&self, response: &[u8]) -> FrameDigest;
     /// What the vote compares of a complete response that is not an error, under `shape`;

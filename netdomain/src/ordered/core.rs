@@ -48,7 +48,7 @@ use bytes::{Bytes, BytesMut};
 use voter::{Digest, FaultKind, FrameConfig, FrameOutcome, FrameVoter, Vote};
 
 use super::log::ReplayLog;
-use crate::codec::{AnswerError, Checkpoint, Codec, FrameDigest, Reads, ReplyShape};
+use crate::codec::{AnswerError, Checkpoint, Codec, FrameDigest, Reads, ReplyShape, RequestClass};
 
 /// The largest single write handed to the shell for one replica.
 const MAX_WRITE: usize = 256 * 1024;
@@ -72,10 +72,8 @@ pub struct Request {
     pub origin: Origin,
     /// The request as every replica gets it.
     pub bytes: Bytes,
-    /// Whether it may change state (kept in the replay log).
-    pub logged: bool,
-    /// How the vote compares its answers.
-    pub shape: ReplyShape,
+    /// How it is logged and voted, and whether the next request belongs with it.
+    pub class: RequestClass,
 }
 
 /// One response frame of one replica, as the shell framed it.
@@ -440,6 +438,11 @@ pub struct OrderedCore {
     careful_until: u64,
     /// Inputs came in since the last settling (at this time).
     unsettled: Option<Duration>,
+    /// Units of requests that must stay together on a replica's connection (a transaction),
+    /// as `[first, end)`, while they may matter: a checkpoint is taken only between units.
+    units: VecDeque<(u64, u64)>,
+    /// The first request of a unit whose last request has not been ordered yet.
+    open_unit: Option<u64>,
 }
 
 impl fmt::Debug for OrderedCore {
@@ -498,6 +501,8 @@ impl OrderedCore {
             fenced: false,
             careful_until: first_seq,
             unsettled: None,
+            units: VecDeque::new(),
+            open_unit: None,
         })
     }
 
@@ -654,10 +659,21 @@ impl OrderedCore {
         let joined = joined.freeze();
         let n = self.replicas.len();
         let mut at = 0;
+        while self.units.front().is_some_and(|&(_, end)| end <= self.held_base) {
+            self.units.pop_front();
+        }
         for request in batch {
             let seq = self.voter.submit(now);
             let len = request.bytes.len();
-            if request.logged {
+            match (request.class.continues, self.open_unit) {
+                (true, None) => self.open_unit = Some(seq),
+                (false, Some(first)) => {
+                    self.units.push_back((first, seq + 1));
+                    self.open_unit = None;
+                }
+                _ => {}
+            }
+            if request.class.logged {
                 self.log.push(seq, request.bytes);
             }
             self.held.push_back(HeldRequest {
@@ -666,7 +682,7 @@ impl OrderedCore {
                 start: at,
                 len,
                 ordered_at: now,
-                shape: request.shape,
+                shape: request.class.shape,
                 outcome: None,
                 masked: false,
                 replied: false,
@@ -1649,7 +1665,7 @@ impl OrderedCore {
         eligible.sort_by_key(|&s| std::cmp::Reverse(self.replicas[s].sent));
         eligible.truncate(self.config.quorum);
         let Some(checkpoint) = self.codec.checkpoint() else { return };
-        let at = eligible.iter().map(|&s| self.replicas[s].sent).max().unwrap_or(0);
+        let at = self.unit_boundary(eligible.iter().map(|&s| self.replicas[s].sent).max().unwrap_or(0));
         for &s in &eligible {
             self.replicas[s].source_for = Some((target, false));
             self.voter.pause(s);
@@ -1663,6 +1679,18 @@ impl OrderedCore {
             sync.last_progress = now;
         }
         self.actions.push_back(Action::Note(Note::Rebuilding { replica: target, how }));
+    }
+
+    /// The first point at or after `seq` that is not inside a unit: a checkpoint's reads sent
+    /// inside a transaction would be queued in it.
+    fn unit_boundary(&self, seq: u64) -> u64 {
+        let inside = self.units.iter().find(|&&(first, end)| first < seq && seq < end).map(|&(_, end)| end);
+        match (inside, self.open_unit) {
+            (Some(end), _) => end,
+            // The rest of the unit is still to come: after its last request, whenever that is.
+            (None, Some(first)) if first < seq => self.voter.next_seq().max(seq),
+            _ => seq,
+        }
     }
 
     /// Replica `r` joins the vote at request `seq`.

@@ -40,7 +40,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::codec::{AnswerError, Codec, ReplyShape};
+use crate::codec::{AnswerError, Codec, Part, RequestClass};
 
 pub mod conn;
 pub mod core;
@@ -70,10 +70,18 @@ pub struct Submission {
     pub request: u64,
     /// The request as every replica gets it.
     pub bytes: Bytes,
-    /// Whether it may change state (kept in the replay log).
-    pub logged: bool,
-    /// How the vote compares its answers.
-    pub shape: ReplyShape,
+    /// How it is logged and voted.
+    pub class: RequestClass,
+    /// The rest of its unit (a transaction), numbered `request + 1` on: they follow it in the
+    /// order with nothing between them. Empty for a request on its own.
+    pub more: Vec<Part>,
+}
+
+impl Submission {
+    /// The request numbers it holds: one per request of its unit.
+    pub fn requests(&self) -> std::ops::Range<u64> {
+        self.request..self.request + 1 + self.more.len() as u64
+    }
 }
 
 /// The answer to one of a session's requests.

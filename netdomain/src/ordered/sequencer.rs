@@ -20,6 +20,7 @@
 //! other actions (fence, serve, leave) and the state transfers ([`super::transfer`]): holding
 //! the core still while a joining host's copy is read, and starting a new core after a copy
 //! came in.
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
@@ -38,7 +39,7 @@ use super::core::{Action, Answer, CoreConfig, Note, OrderedCore, Origin, Request
 use super::multihost::{Export, GroupSource, GroupStatus, WaitingState};
 use super::transfer::{self, ExportRequest};
 use super::{Ordered, SessionAnswer, SessionNotice, SessionTable, Submission, SUBMIT_QUEUE};
-use crate::codec::{AnswerError, Codec, Dispatch, ReplyShape};
+use crate::codec::{AnswerError, Codec};
 use crate::config::Config;
 use crate::fault::{FaultEvent, FaultSink, Position};
 use crate::metrics::Metrics;
@@ -381,19 +382,17 @@ impl Sequencer {
             // D-RESH: the group orders them; the core gets them when they are delivered.
             let sessions = self.sessions.lock();
             for s in batch.drain(..) {
-                let refused = if s.bytes.len() > g.max_message {
-                    Some(AnswerError::RequestTooLarge { len: s.bytes.len() as u64, limit: g.max_message as u64 })
-                } else if !g.dresh.submit(s.session, s.request, s.bytes) {
-                    Some(AnswerError::NotServing)
+                let size = s.bytes.len() + s.more.iter().map(|p| p.request.len()).sum::<usize>();
+                let requests = s.requests();
+                let refused = if size > g.max_message {
+                    Some(AnswerError::RequestTooLarge { len: size as u64, limit: g.max_message as u64 })
                 } else {
-                    None
+                    let unit = std::iter::once(s.bytes).chain(s.more.into_iter().map(|p| p.request)).collect();
+                    (!g.dresh.submit_unit(s.session, s.request, unit)).then_some(AnswerError::NotServing)
                 };
                 if let Some(error) = refused {
+                    answer_all(&sessions, s.session, requests, &error);
                     self.metrics.request_refused();
-                    if let Some(tx) = sessions.get(&s.session) {
-                        let answer = SessionAnswer { request: s.request, answer: Answer::Error(error), masked: false };
-                        let _ = tx.send(SessionNotice::Answer(answer));
-                    }
                 }
             }
             return;
@@ -402,25 +401,18 @@ impl Sequencer {
             let sessions = self.sessions.lock();
             for s in batch.drain(..) {
                 self.metrics.request_refused();
-                if let Some(tx) = sessions.get(&s.session) {
-                    let _ = tx.send(SessionNotice::Answer(SessionAnswer {
-                        request: s.request,
-                        answer: Answer::Error(AnswerError::NoQuorum),
-                        masked: false,
-                    }));
-                }
+                answer_all(&sessions, s.session, s.requests(), &AnswerError::NoQuorum);
             }
             return;
         }
-        let requests = batch
-            .drain(..)
-            .map(|s| Request {
-                origin: Origin { host: 0, session: s.session, request: s.request },
-                bytes: s.bytes,
-                logged: s.logged,
-                shape: s.shape,
-            })
-            .collect();
+        let mut requests = Vec::with_capacity(batch.len());
+        for s in batch.drain(..) {
+            let origin = |request| Origin { host: 0, session: s.session, request };
+            requests.push(Request { origin: origin(s.request), bytes: s.bytes, class: s.class });
+            for (request, part) in (s.request + 1..).zip(s.more) {
+                requests.push(Request { origin: origin(request), bytes: part.request, class: part.class });
+            }
+        }
         let now = self.now();
         if let Err(e) = self.core.order(self.core.next_seq(), requests, now) {
             // The local order numbers requests itself: a gap is a bug.
@@ -634,23 +626,18 @@ impl Sequencer {
     fn order_delivered(&mut self, g: &mut GroupSource, first_seq: u64, requests: Vec<(dresh::Origin, Bytes)>) {
         let skip = g.skip_below.saturating_sub(first_seq).min(requests.len() as u64);
         let first_seq = first_seq + skip;
+        // Every host logs and votes each request as the codec says (the same codec everywhere,
+        // from the bytes alone, units included).
+        let bytes: Vec<Bytes> = requests.iter().map(|(_, b)| b.clone()).collect();
+        let classes = self.codec.classify(&bytes);
         let requests: Vec<Request> = requests
             .into_iter()
+            .zip(classes)
             .skip(skip as usize)
-            .map(|(origin, bytes)| {
-                // Every host logs what its codec says changes state, and votes it as the codec
-                // says (the same codec everywhere); a request it would not forward is logged,
-                // to be safe, and voted byte for byte.
-                let (logged, shape) = match self.codec.dispatch(&bytes) {
-                    Ok(Dispatch::Forward { logged, shape, .. }) => (logged, shape),
-                    _ => (true, ReplyShape::Exact),
-                };
-                Request {
-                    origin: Origin { host: origin.host, session: origin.session, request: origin.request },
-                    bytes,
-                    logged,
-                    shape,
-                }
+            .map(|((origin, bytes), class)| Request {
+                origin: Origin { host: origin.host, session: origin.session, request: origin.request },
+                bytes,
+                class,
             })
             .collect();
         if requests.is_empty() {
@@ -1042,6 +1029,21 @@ impl Sequencer {
                 replica = %self.names[replica],
                 "cannot connect to replica for resh's own reasons ({why}): retrying; the replica is not blamed"
             ),
+        }
+    }
+}
+
+/// Answers each of `requests` of `session` with `error` (a submission the order did not take).
+fn answer_all(
+    sessions: &HashMap<u64, mpsc::UnboundedSender<SessionNotice>>,
+    session: u64,
+    requests: std::ops::Range<u64>,
+    error: &AnswerError,
+) {
+    if let Some(tx) = sessions.get(&session) {
+        for request in requests {
+            let answer = SessionAnswer { request, answer: Answer::Error(error.clone()), masked: false };
+            let _ = tx.send(SessionNotice::Answer(answer));
         }
     }
 }

@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn, Instrument};
 
 use super::{Answer, Ordered, SessionNotice, Submission};
-use crate::codec::{AnswerError, Dispatch};
+use crate::codec::{AnswerError, Dispatch, RequestClass};
 use crate::metrics::Verdict;
 use crate::server::Shared;
 
@@ -45,6 +45,9 @@ enum AnswerSlot {
     Ready(Bytes),
     /// Waiting for the answer to request `n`.
     Pending(u64),
+    /// Waiting for the answer to request `n`, which the client does not see (a part of a
+    /// transaction before its EXEC: resh answered the client's MULTI and commands itself).
+    Hidden(u64),
     /// The last answer: the session ends after it.
     Last(Bytes),
 }
@@ -138,13 +141,37 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
                 Ok(Dispatch::Forward { request, logged, shape }) => {
                     let n = next_request;
                     next_request += 1;
-                    let submission = Submission { session: id, request: n, bytes: request, logged, shape };
+                    let class = RequestClass { logged, shape, continues: false };
+                    let submission = Submission { session: id, request: n, bytes: request, class, more: Vec::new() };
                     if ordered.submit(submission).await.is_err() {
                         end = Some(End::Dropped);
                         break 'session;
                     }
                     in_flight += 1;
                     slots.push_back(AnswerSlot::Pending(n));
+                }
+                Ok(Dispatch::Unit(parts)) => {
+                    let mut parts = parts.into_iter();
+                    let Some(first) = parts.next() else { continue };
+                    let n = next_request;
+                    let submission = Submission {
+                        session: id,
+                        request: n,
+                        bytes: first.request,
+                        class: first.class,
+                        more: parts.collect(),
+                    };
+                    let requests = submission.requests();
+                    next_request = requests.end;
+                    if ordered.submit(submission).await.is_err() {
+                        end = Some(End::Dropped);
+                        break 'session;
+                    }
+                    in_flight += requests.clone().count();
+                    let last = requests.end - 1;
+                    slots.extend(
+                        requests.map(|r| if r == last { AnswerSlot::Pending(r) } else { AnswerSlot::Hidden(r) }),
+                    );
                 }
                 Ok(Dispatch::Reply(answer)) => slots.push_back(AnswerSlot::Ready(answer)),
                 Ok(Dispatch::Close(answer)) => {
@@ -221,7 +248,7 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
                     Some(SessionNotice::Ended(e)) => {
                         info!(reason = ?e, "session ended by the group: this host stopped serving");
                         let text = codec.answer_error(&e).unwrap_or_default();
-                        match slots.iter_mut().find(|s| matches!(s, AnswerSlot::Pending(_))) {
+                        match slots.iter_mut().find(|s| s.waiting().is_some()) {
                             Some(slot) => *slot = AnswerSlot::Last(text),
                             None => slots.push_back(AnswerSlot::Last(text)),
                         }
@@ -233,14 +260,32 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
                         break;
                     }
                 };
-                let Some(slot) = slots.iter_mut().find(|s| matches!(s, AnswerSlot::Pending(_))) else { continue };
-                if *slot != AnswerSlot::Pending(answer.request) {
-                    error!(expected = ?slot, got = answer.request, "internal: answers out of order; closing the session");
+                let Some(at) = slots.iter().position(|s| s.waiting().is_some()) else { continue };
+                if slots[at].waiting() != Some(answer.request) {
+                    error!(expected = ?slots[at], got = answer.request, "internal: answers out of order; closing the session");
                     end = Some(End::Dropped);
                     break;
                 }
                 in_flight -= 1;
                 masked |= answer.masked;
+                if matches!(slots[at], AnswerSlot::Hidden(_)) {
+                    // The answers to a transaction's MULTI and queued commands are not the
+                    // client's (its EXEC answer says how the transaction went), unless resh
+                    // can no longer vouch for anything after them.
+                    match answer.answer {
+                        Answer::Error(e @ (AnswerError::Undecidable | AnswerError::Fenced)) => {
+                            if e == AnswerError::Undecidable {
+                                end = Some(End::Undecidable);
+                            }
+                            slots[at] = AnswerSlot::Last(codec.answer_error(&e).unwrap_or_default());
+                        }
+                        _ => {
+                            slots.remove(at);
+                        }
+                    }
+                    continue;
+                }
+                let slot = &mut slots[at];
                 *slot = match answer.answer {
                     Answer::Frame(bytes) => AnswerSlot::Ready(bytes),
                     Answer::Error(e @ (AnswerError::Undecidable | AnswerError::Fenced)) => {
@@ -321,8 +366,12 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
     shared.metrics.session_ended(verdict);
 }
 
-impl PartialEq for AnswerSlot {
-    fn eq(&self, other: &AnswerSlot) -> bool {
-        matches!((self, other), (AnswerSlot::Pending(a), AnswerSlot::Pending(b)) if a == b)
+impl AnswerSlot {
+    /// The request whose answer this slot waits for.
+    fn waiting(&self) -> Option<u64> {
+        match self {
+            AnswerSlot::Pending(n) | AnswerSlot::Hidden(n) => Some(*n),
+            AnswerSlot::Ready(_) | AnswerSlot::Last(_) => None,
+        }
     }
 }

@@ -13,7 +13,10 @@
 //!   closing its connection or by dying) are never answered with a frame;
 //! - **order**: each request is answered once, in the order of the requests;
 //! - **blame**: a fault is only ever reported for a replica that misbehaved in that
-//!   incarnation (crashed, answered wrongly, hung);
+//!   incarnation (crashed, answered wrongly, hung), although each replica lists `KEYS` in an
+//!   order of its own (voted as a set);
+//! - **units**: nothing but a unit's own requests (`MULTI` ... `EXEC`) is written to a replica
+//!   inside one (no checkpoint read, no restore);
 //! - and, after [`Sim::heal`]: every request was answered, every replica votes again, all
 //!   with the same state; each applied every write at most once and in order, every write
 //!   acknowledged to a client and none refused, and holds exactly the state that applying
@@ -30,7 +33,7 @@ use voter::FaultKind;
 
 use super::core::{Action, Answer, CoreConfig, OrderedCore, Origin, ReplicaConfig, Request};
 use crate::codec::resp::{encode_array, Resp};
-use crate::codec::{AnswerError, Codec, ReplyShape, RequestParser};
+use crate::codec::{AnswerError, Codec, ReplyShape, RequestClass, RequestParser};
 
 /// A value of the simulated store.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,6 +91,8 @@ impl Kv {
         match name.as_slice() {
             b"CLOSE" | b"DIE" => return None,
             b"PING" => out.extend_from_slice(b"+PONG\r\n"),
+            // A unit's bounds (the simulation checks that nothing else lands inside one).
+            b"MULTI" | b"EXEC" => out.extend_from_slice(b"+OK\r\n"),
             b"SET" => {
                 self.keys.insert(arg(1), Value::Str(arg(2)));
                 out.extend_from_slice(b"+OK\r\n");
@@ -208,6 +213,9 @@ pub struct SimReplica {
     /// The incarnations that misbehaved.
     misbehaved: Vec<u64>,
     address: bool,
+    /// Its connection is inside a unit (after `MULTI`, before `EXEC`): anything but the
+    /// unit's own requests written now would land inside a transaction.
+    in_unit: bool,
 }
 
 /// One step of a schedule.
@@ -349,6 +357,7 @@ impl Sim {
                 blameable: false,
                 misbehaved: Vec::new(),
                 address: r.address,
+                in_unit: false,
             })
             .collect();
         let core = match OrderedCore::new(config, Arc::clone(&codec), 0) {
@@ -591,6 +600,23 @@ impl Sim {
             x ^= x >> 17;
             x ^= x << 5;
             let key = format!("k{}", x % 4);
+            if x % 17 == 0 {
+                // A unit: nothing may come between its requests on any replica's connection.
+                let unit: [Vec<Vec<u8>>; 4] = [
+                    vec![b"MULTI".to_vec()],
+                    vec![b"SET".to_vec(), key.clone().into_bytes(), format!("u{}", x % 100).into_bytes()],
+                    vec![b"INCR".to_vec(), b"n0".to_vec()],
+                    vec![b"EXEC".to_vec()],
+                ];
+                for (i, args) in unit.into_iter().enumerate() {
+                    let seq = self.core.next_seq() + batch.len() as u64;
+                    let mut request = self.request(seq, args);
+                    // All of a unit is logged: a replica may join the vote in its middle.
+                    request.class = RequestClass { logged: true, shape: ReplyShape::Exact, continues: i < 3 };
+                    batch.push(request);
+                }
+                continue;
+            }
             let args: Vec<Vec<u8>> = match x % 11 {
                 0..=2 => vec![b"SET".to_vec(), key.into_bytes(), format!("v{}", x % 100).into_bytes()],
                 3..=5 => vec![b"GET".to_vec(), key.into_bytes()],
@@ -623,7 +649,8 @@ impl Sim {
         self.requests.insert(seq, args);
         let request = self.next_request;
         self.next_request += 1;
-        Request { origin: Origin { host: 0, session: 1, request }, bytes: encode_array(&tagged), logged, shape }
+        let class = RequestClass { logged, shape, continues: false };
+        Request { origin: Origin { host: 0, session: 1, request }, bytes: encode_array(&tagged), class }
     }
 
     /// A session orders these requests, in one batch.
@@ -710,6 +737,8 @@ impl Sim {
                         x.closing = false;
                         x.dying = false;
                         x.parser = self.codec.request_parser();
+                        // A transaction is per connection.
+                        x.in_unit = false;
                         self.core.connected(replica, incarnation, self.now);
                     } else {
                         self.core.connect_failed(replica, incarnation, false, "gone", self.now);
@@ -757,6 +786,18 @@ impl Sim {
                             .last()
                             .and_then(|t| t.strip_prefix(b"#"))
                             .and_then(|t| std::str::from_utf8(t).ok()?.parse::<u64>().ok());
+                        let command = args.first().map(|a| a.to_ascii_uppercase()).unwrap_or_default();
+                        if tag.is_none() && x.in_unit {
+                            self.violations.push(format!(
+                                "{} was written to replica {replica} inside a unit",
+                                String::from_utf8_lossy(&command)
+                            ));
+                        }
+                        match command.as_slice() {
+                            b"MULTI" => x.in_unit = true,
+                            b"EXEC" => x.in_unit = false,
+                            _ => {}
+                        }
                         let hash_seed = replica + x.incarnation as usize;
                         match x.kv.execute(&args, x.behaviour == Behaviour::Wrong, hash_seed) {
                             Some(answer) => {

@@ -27,8 +27,8 @@ use std::time::SystemTime;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{
-    AnswerError, Checkpoint, ClientState, Codec, Dispatch, FrameDigest, ProtocolError, ReplyShape, RequestParser,
-    ResponseParser,
+    AnswerError, Checkpoint, ClientState, Codec, Dispatch, FrameDigest, Part, ProtocolError, ReplyShape, RequestClass,
+    RequestParser, ResponseParser,
 };
 
 pub mod checkpoint;
@@ -255,6 +255,19 @@ fn arguments(request: &[u8]) -> Result<Vec<&[u8]>, ProtocolError> {
     Ok(args)
 }
 
+/// Calls `f` with whether a complete request is inline and its arguments, as a replica would
+/// see them.
+fn with_args<T>(request: &[u8], f: impl FnOnce(bool, &[&[u8]]) -> T) -> Result<T, ProtocolError> {
+    if request.first() == Some(&b'*') {
+        return Ok(f(false, &arguments(request)?));
+    }
+    let line = request.strip_suffix(b"\n").unwrap_or(request);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let owned = split_args(line).ok_or_else(|| ProtocolError("unbalanced quotes in request".into()))?;
+    let args: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
+    Ok(f(true, &args))
+}
+
 /// The arguments of one complete request (array or inline form), as a replica would see them.
 pub fn request_args(request: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
     if request.first() == Some(&b'*') {
@@ -298,6 +311,21 @@ pub struct RespClient {
     codec: Resp,
     id: u64,
     name: Option<Bytes>,
+    /// The transaction the client is queueing (after MULTI, before EXEC or DISCARD).
+    transaction: Option<Transaction>,
+}
+
+/// A transaction being queued: resh answers `+QUEUED` and keeps the commands, and at EXEC the
+/// whole of it goes through the order as one unit (`MULTI`, the commands, `EXEC`), so no other
+/// session's request can land inside it on the shared connection.
+#[derive(Debug, Default)]
+struct Transaction {
+    /// The commands, as the replicas get them.
+    queued: Vec<Bytes>,
+    /// Their size, bounded by `max_frame_bytes`.
+    bytes: usize,
+    /// A command was refused while queueing: EXEC answers `EXECABORT`, as Redis does.
+    aborted: bool,
 }
 
 /// A bulk string reply.
@@ -400,24 +428,129 @@ impl RespClient {
 
 impl ClientState for RespClient {
     fn dispatch(&mut self, request: &[u8], wall: SystemTime) -> Result<Dispatch, ProtocolError> {
-        let inline = request.first() != Some(&b'*');
-        let owned;
-        let args: Vec<&[u8]> = if inline {
-            let line = request.strip_suffix(b"\n").unwrap_or(request);
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            owned = split_args(line).ok_or_else(|| ProtocolError("unbalanced quotes in request".into()))?;
-            owned.iter().map(Vec::as_slice).collect()
+        with_args(request, |inline, args| self.dispatch_args(request, inline, args, wall))?
+    }
+}
+
+impl RespClient {
+    /// A request while a transaction is queued: Redis's rules for the commands that act on the
+    /// transaction itself, and every other command queued (or refused, which aborts it).
+    fn in_transaction(&mut self, request: &[u8], inline: bool, args: &[&[u8]], wall: SystemTime) -> Dispatch {
+        let named = |name: &str| args.first().is_some_and(|a| a.eq_ignore_ascii_case(name.as_bytes()));
+        let whole = args.len() == 1;
+        match () {
+            _ if named("EXEC") && whole => {
+                let transaction = self.transaction.take().unwrap_or_default();
+                if transaction.aborted {
+                    return Dispatch::Reply(Resp::error("EXECABORT Transaction discarded because of previous errors."));
+                }
+                let mut requests = Vec::with_capacity(transaction.queued.len() + 2);
+                requests.push(encode_array(&["MULTI"]));
+                requests.extend(transaction.queued);
+                requests.push(encode_array(&["EXEC"]));
+                let classes = self.codec.classify_unit(&requests);
+                return Dispatch::Unit(
+                    requests.into_iter().zip(classes).map(|(request, class)| Part { request, class }).collect(),
+                );
+            }
+            _ if named("DISCARD") && whole => {
+                self.transaction = None;
+                return Dispatch::Reply(Bytes::from_static(b"+OK\r\n"));
+            }
+            _ if named("RESET") && whole => {
+                self.transaction = None;
+                self.name = None;
+                return Dispatch::Reply(Bytes::from_static(b"+RESET\r\n"));
+            }
+            _ if named("MULTI") && whole => return Dispatch::Reply(Resp::error("ERR MULTI calls can not be nested")),
+            _ if named("WATCH") => return Dispatch::Reply(Resp::error("ERR WATCH inside MULTI is not allowed")),
+            _ if named("QUIT") => return Dispatch::Close(Bytes::from_static(b"+OK\r\n")),
+            _ => {}
+        }
+        let dispatch = if named("EXEC") || named("DISCARD") || named("MULTI") {
+            RespClient::arity(&String::from_utf8_lossy(args[0]).to_lowercase())
         } else {
-            arguments(request)?
+            match self.dispatch_plain(request, inline, args, wall) {
+                Ok(dispatch) => dispatch,
+                Err(e) => Dispatch::Reply(self.codec.protocol_error(&e)),
+            }
         };
+        let Some(transaction) = self.transaction.as_mut() else { return dispatch };
+        match dispatch {
+            Dispatch::Forward { request, .. } => {
+                if transaction.bytes + request.len() > self.codec.max_frame {
+                    transaction.aborted = true;
+                    return Dispatch::Reply(Resp::error(&format!(
+                        "ERR resh: the transaction would be larger than ordered.max_frame_bytes ({})",
+                        self.codec.max_frame
+                    )));
+                }
+                transaction.bytes += request.len();
+                transaction.queued.push(request);
+                Dispatch::Reply(Bytes::from_static(b"+QUEUED\r\n"))
+            }
+            Dispatch::Reply(answer) => {
+                transaction.aborted = true;
+                if answer.first() == Some(&b'-') {
+                    Dispatch::Reply(answer)
+                } else {
+                    let command = String::from_utf8_lossy(args[0]).to_ascii_uppercase();
+                    Dispatch::Reply(Resp::error(&format!(
+                        "ERR resh: '{command}' is answered by resh itself and cannot be part of a transaction"
+                    )))
+                }
+            }
+            Dispatch::Unit(_) => {
+                transaction.aborted = true;
+                Dispatch::Reply(Resp::error("ERR MULTI calls can not be nested"))
+            }
+            other @ (Dispatch::Close(_) | Dispatch::Ignore) => other,
+        }
+    }
+
+    fn dispatch_args(
+        &mut self,
+        request: &[u8],
+        inline: bool,
+        args: &[&[u8]],
+        wall: SystemTime,
+    ) -> Result<Dispatch, ProtocolError> {
+        let Some(first) = args.first() else { return Ok(Dispatch::Ignore) };
+        let named = |name: &str| first.eq_ignore_ascii_case(name.as_bytes());
+        if self.transaction.is_some() {
+            return Ok(self.in_transaction(request, inline, args, wall));
+        }
+        match () {
+            _ if (named("MULTI") || named("EXEC") || named("DISCARD")) && args.len() > 1 => {
+                return Ok(RespClient::arity(&String::from_utf8_lossy(first).to_lowercase()));
+            }
+            _ if named("MULTI") => {
+                self.transaction = Some(Transaction::default());
+                return Ok(Dispatch::Reply(Bytes::from_static(b"+OK\r\n")));
+            }
+            _ if named("EXEC") => return Ok(Dispatch::Reply(Resp::error("ERR EXEC without MULTI"))),
+            _ if named("DISCARD") => return Ok(Dispatch::Reply(Resp::error("ERR DISCARD without MULTI"))),
+            _ => {}
+        }
+        self.dispatch_plain(request, inline, args, wall)
+    }
+
+    /// A request outside what acts on a transaction.
+    fn dispatch_plain(
+        &mut self,
+        request: &[u8],
+        inline: bool,
+        args: &[&[u8]],
+        wall: SystemTime,
+    ) -> Result<Dispatch, ProtocolError> {
         let Some(first) = args.first() else { return Ok(Dispatch::Ignore) };
         let named = |name: &str| first.eq_ignore_ascii_case(name.as_bytes());
         // Only the few commands answered here pay for comparisons: the common case is a length
         // check and a byte or two.
         if first.len() <= 6 {
             match () {
-                _ if named("CLIENT") => return Ok(self.client_command(&args)),
-                _ if named("HELLO") => return Ok(self.hello(&args)),
+                _ if named("CLIENT") => return Ok(self.client_command(args)),
+                _ if named("HELLO") => return Ok(self.hello(args)),
                 _ if named("RESET") && args.len() == 1 => {
                     self.name = None;
                     return Ok(Dispatch::Reply(Bytes::from_static(b"+RESET\r\n")));
@@ -443,13 +576,13 @@ impl ClientState for RespClient {
         if pins_time {
             let command = String::from_utf8_lossy(first).to_ascii_uppercase();
             let now_ms = wall.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis();
-            if let Some(pinned) = pin_time(&command, &args, i64::try_from(now_ms).unwrap_or(i64::MAX)) {
+            if let Some(pinned) = pin_time(&command, args, i64::try_from(now_ms).unwrap_or(i64::MAX)) {
                 let pinned: Vec<&[u8]> = pinned.iter().map(Vec::as_slice).collect();
                 let request = encode_array(&pinned);
                 return Ok(self.codec.dispatch_args(&request, false, &pinned));
             }
         }
-        Ok(self.codec.dispatch_args(request, inline, &args))
+        Ok(self.codec.dispatch_args(request, inline, args))
     }
 }
 
@@ -521,6 +654,45 @@ fn pin_time(command: &str, args: &[&[u8]], now_ms: i64) -> Option<Vec<Vec<u8>>> 
             Some(out)
         }
         _ => None,
+    }
+}
+
+/// Whether `request` is the command `name` without arguments.
+fn is_alone(request: &[u8], name: &str) -> bool {
+    with_args(request, |_, args| args.len() == 1 && is(args.first(), name)).unwrap_or(false)
+}
+
+impl Resp {
+    /// How the requests of a transaction unit (`MULTI`, its commands, `EXEC`) are logged and
+    /// voted. All are logged, read-only ones too: a replica rebuilt by replay may join the vote
+    /// in the middle of a unit, and must have been replayed its `MULTI`. Each command's answer
+    /// is `+QUEUED` (or a queueing error), voted byte for byte; `EXEC`'s answer holds theirs, so
+    /// it is compared element by element as unordered as the most lenient of them.
+    pub fn classify_unit(&self, requests: &[Bytes]) -> Vec<RequestClass> {
+        let shapes: Vec<ReplyShape> = requests
+            .get(1..requests.len().saturating_sub(1))
+            .unwrap_or_default()
+            .iter()
+            .map(|r| match self.dispatch(r) {
+                Ok(Dispatch::Forward { shape, .. }) => shape,
+                _ => ReplyShape::Exact,
+            })
+            .collect();
+        let exec_shape = if shapes.contains(&ReplyShape::Unvoted) {
+            ReplyShape::Unvoted
+        } else if shapes.iter().any(|s| *s != ReplyShape::Exact) {
+            ReplyShape::EachNestedSet
+        } else {
+            ReplyShape::Exact
+        };
+        let last = requests.len().saturating_sub(1);
+        (0..requests.len())
+            .map(|i| RequestClass {
+                logged: true,
+                shape: if i == last { exec_shape } else { ReplyShape::Exact },
+                continues: i != last,
+            })
+            .collect()
     }
 }
 
@@ -708,21 +880,36 @@ impl Codec for Resp {
     }
 
     fn dispatch(&self, request: &[u8]) -> Result<Dispatch, ProtocolError> {
-        let inline = request.first() != Some(&b'*');
-        let owned;
-        let args: Vec<&[u8]> = if inline {
-            let line = request.strip_suffix(b"\n").unwrap_or(request);
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            owned = split_args(line).ok_or_else(|| ProtocolError("unbalanced quotes in request".into()))?;
-            owned.iter().map(Vec::as_slice).collect()
-        } else {
-            arguments(request)?
-        };
-        Ok(self.dispatch_args(request, inline, &args))
+        with_args(request, |inline, args| self.dispatch_args(request, inline, args))
+    }
+
+    fn classify(&self, requests: &[Bytes]) -> Vec<RequestClass> {
+        let mut classes = Vec::with_capacity(requests.len());
+        let mut at = 0;
+        while at < requests.len() {
+            // A session never forwards MULTI alone: it starts a unit that ends at its EXEC.
+            let unit_end = is_alone(&requests[at], "MULTI")
+                .then(|| (at + 1..requests.len()).find(|&i| is_alone(&requests[i], "EXEC")))
+                .flatten();
+            match unit_end {
+                Some(end) => {
+                    classes.extend(self.classify_unit(&requests[at..=end]));
+                    at = end + 1;
+                }
+                None => {
+                    classes.push(match self.dispatch(&requests[at]) {
+                        Ok(Dispatch::Forward { logged, shape, .. }) => RequestClass { logged, shape, continues: false },
+                        _ => RequestClass { logged: true, shape: ReplyShape::Exact, continues: false },
+                    });
+                    at += 1;
+                }
+            }
+        }
+        classes
     }
 
     fn client(&self, id: u64) -> Box<dyn ClientState> {
-        Box::new(RespClient { codec: self.clone(), id, name: None })
+        Box::new(RespClient { codec: self.clone(), id, name: None, transaction: None })
     }
 
     fn vote_digest(&self, response: &[u8]) -> FrameDigest {
@@ -795,6 +982,7 @@ impl Codec for Resp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::RequestClass;
     use proptest::prelude::*;
 
     fn resp() -> Resp {
@@ -1052,7 +1240,75 @@ mod tests {
         ));
         // Everything else is the codec's.
         assert!(matches!(client_says(&mut *a, "GET k"), Dispatch::Forward { logged: false, .. }));
-        assert!(reply(client_says(&mut *a, "MULTI")).contains("per-connection state"));
+    }
+
+    #[test]
+    fn a_transaction_is_queued_by_resh_and_sent_as_one_unit() {
+        let r = resp();
+        let mut c = r.client(1);
+        assert_eq!(reply(client_says(&mut *c, "EXEC")), "-ERR EXEC without MULTI\r\n");
+        assert_eq!(reply(client_says(&mut *c, "DISCARD")), "-ERR DISCARD without MULTI\r\n");
+        assert!(reply(client_says(&mut *c, "MULTI x")).starts_with("-ERR wrong number of arguments for 'multi'"));
+        assert_eq!(reply(client_says(&mut *c, "MULTI")), "+OK\r\n");
+        assert_eq!(reply(client_says(&mut *c, "SET k v")), "+QUEUED\r\n");
+        assert_eq!(reply(client_says(&mut *c, "EXPIRE k 10")), "+QUEUED\r\n");
+        assert_eq!(reply(client_says(&mut *c, "SMEMBERS s")), "+QUEUED\r\n");
+        assert_eq!(reply(client_says(&mut *c, "MULTI")), "-ERR MULTI calls can not be nested\r\n");
+        assert_eq!(reply(client_says(&mut *c, "WATCH k")), "-ERR WATCH inside MULTI is not allowed\r\n");
+        let Dispatch::Unit(parts) = client_says(&mut *c, "EXEC") else { panic!("a unit") };
+        let args: Vec<Vec<Vec<u8>>> = parts.iter().map(|p| request_args(&p.request).expect("valid")).collect();
+        assert_eq!(args[0], vec![b"MULTI".to_vec()]);
+        assert_eq!(args[1], vec![b"SET".to_vec(), b"k".to_vec(), b"v".to_vec()]);
+        assert_eq!(args[2][0], b"PEXPIREAT".to_vec(), "queued commands are pinned like any other");
+        assert_eq!(args[4], vec![b"EXEC".to_vec()]);
+        // All logged (a rebuilt replica may join inside a unit), all but EXEC byte for byte, all
+        // but the last continued; EXEC's answer holds a set.
+        assert!(parts.iter().all(|p| p.class.logged));
+        assert!(parts[..4].iter().all(|p| p.class.continues && p.class.shape == ReplyShape::Exact));
+        assert_eq!(parts[4].class, RequestClass { logged: true, shape: ReplyShape::EachNestedSet, continues: false });
+        // Another host classifies the same bytes the same way.
+        let bytes: Vec<Bytes> = parts.iter().map(|p| p.request.clone()).collect();
+        let mut batch = vec![encode_array(&["GET", "a"])];
+        batch.extend(bytes.iter().cloned());
+        batch.push(encode_array(&["SMEMBERS", "s"]));
+        let classes = r.classify(&batch);
+        assert_eq!(classes[1..6], parts.iter().map(|p| p.class).collect::<Vec<_>>()[..]);
+        assert_eq!(classes[0], RequestClass::default());
+        assert_eq!(classes[6], RequestClass { logged: false, shape: ReplyShape::Set, continues: false });
+        // Out of the transaction again.
+        assert!(matches!(client_says(&mut *c, "GET k"), Dispatch::Forward { .. }));
+    }
+
+    #[test]
+    fn a_refused_command_aborts_the_transaction_as_in_redis() {
+        let r = resp();
+        let mut c = r.client(1);
+        assert_eq!(reply(client_says(&mut *c, "MULTI")), "+OK\r\n");
+        assert_eq!(reply(client_says(&mut *c, "INCR n")), "+QUEUED\r\n");
+        assert!(reply(client_says(&mut *c, "SHUTDOWN")).contains("ordered.allow_unsafe"));
+        assert!(reply(client_says(&mut *c, "TIME")).contains("cannot be part of a transaction"));
+        assert_eq!(
+            reply(client_says(&mut *c, "EXEC")),
+            "-EXECABORT Transaction discarded because of previous errors.\r\n"
+        );
+        assert_eq!(reply(client_says(&mut *c, "MULTI")), "+OK\r\n");
+        assert_eq!(reply(client_says(&mut *c, "INCR n")), "+QUEUED\r\n");
+        assert_eq!(reply(client_says(&mut *c, "DISCARD")), "+OK\r\n");
+        assert!(matches!(client_says(&mut *c, "INCR n"), Dispatch::Forward { .. }), "discarded: out of it");
+        assert_eq!(reply(client_says(&mut *c, "MULTI")), "+OK\r\n");
+        assert_eq!(reply(client_says(&mut *c, "RESET")), "+RESET\r\n");
+        assert!(matches!(client_says(&mut *c, "INCR n"), Dispatch::Forward { .. }), "reset: out of it");
+        // A transaction larger than a frame is refused, and aborts.
+        let r = Resp::new(64, None);
+        let mut c = r.client(2);
+        assert_eq!(reply(client_says(&mut *c, "MULTI")), "+OK\r\n");
+        assert_eq!(reply(client_says(&mut *c, "SET k 0123456789012345678901234567890")), "+QUEUED\r\n");
+        assert!(reply(client_says(&mut *c, "SET k 0123456789012345678901234567890")).contains("max_frame_bytes"));
+        assert!(reply(client_says(&mut *c, "EXEC")).starts_with("-EXECABORT"));
+        // An empty transaction is a unit too.
+        let mut c = resp().client(3);
+        client_says(&mut *c, "MULTI");
+        assert!(matches!(client_says(&mut *c, "EXEC"), Dispatch::Unit(parts) if parts.len() == 2));
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub fn shaped_digest(shape: ReplyShape, response: &[u8]) -> Option<Digest> {
         ReplyShape::Set => b"set",
         ReplyShape::Map => b"map",
         ReplyShape::NestedSet => b"nested",
+        ReplyShape::EachNestedSet => b"each-nested",
         ReplyShape::ScanSet => b"scan-set",
         ReplyShape::ScanMap => b"scan-map",
     });
@@ -39,6 +40,14 @@ pub fn shaped_digest(shape: ReplyShape, response: &[u8]) -> Option<Digest> {
         ReplyShape::Map => multiset(&mut hasher, response, 2)?,
         ReplyShape::NestedSet => {
             hasher.update(&nested(response, 0)?);
+        }
+        ReplyShape::EachNestedSet => {
+            let (kind, items) = elements(response)?;
+            hasher.update(&[kind]);
+            hasher.update(&(items.len() as u64).to_le_bytes());
+            for item in items {
+                hasher.update(&nested(item, 1)?);
+            }
         }
         ReplyShape::ScanSet | ReplyShape::ScanMap => {
             // `*2`, the cursor (a bulk string), the elements.
@@ -217,6 +226,22 @@ mod tests {
         let other = array(&[b"z"]);
         assert_eq!(digest(&outer(&inner_a, &other)), digest(&outer(&other, &inner_b)));
         assert_ne!(digest(&outer(&inner_a, &other)), digest(&outer(&other, &array(&[b"x", b"z"]))));
+    }
+
+    #[test]
+    fn each_nested_set_keeps_the_order_of_the_elements() {
+        let digest = |r: &[u8]| shaped_digest(ReplyShape::EachNestedSet, r).expect("an array");
+        let outer = |parts: &[&[u8]]| {
+            let mut r = format!("*{}\r\n", parts.len()).into_bytes();
+            for p in parts {
+                r.extend_from_slice(p);
+            }
+            r
+        };
+        let (ab, ba) = (array(&[b"a", b"b"]), array(&[b"b", b"a"]));
+        assert_eq!(digest(&outer(&[b":1\r\n", &ab])), digest(&outer(&[b":1\r\n", &ba])));
+        assert_ne!(digest(&outer(&[b":1\r\n", &ab])), digest(&outer(&[&ab, b":1\r\n"])));
+        assert_ne!(digest(&outer(&[b":1\r\n", &ab])), digest(&outer(&[b":2\r\n", &ab])));
     }
 
     #[test]
