@@ -357,6 +357,21 @@ pub fn kv_config(rust_args: &[&str], extra_vote: &str) -> String {
     )
 }
 
+/// Ordered mode (RESP) with three redis-server replicas `r1`..`r3` that resh starts (no
+/// persistence, DEBUG enabled on the servers); `vote` and `ordered` are appended to those tables.
+pub fn redis_ordered_config(vote: &str, ordered: &str) -> String {
+    assert!(have("redis-server"), "redis-server is not installed: run ./scripts/test.sh, which installs it");
+    let mut text = format!(
+        "listen = \"127.0.0.1:0\"\n[vote]\nmode = \"ordered\"\nprotocol = \"resp\"\n{vote}\n[ordered]\n{ordered}\n[admin]\nlisten = \"127.0.0.1:0\"\n"
+    );
+    for name in ["r1", "r2", "r3"] {
+        text.push_str(&format!(
+            "[[replica]]\nname = \"{name}\"\ncommand = [\"redis-server\", \"--port\", \"{{port}}\", \"--bind\", \"127.0.0.1\", \"--save\", \"\", \"--appendonly\", \"no\", \"--enable-debug-command\", \"yes\"]\n"
+        ));
+    }
+    text
+}
+
 /// Whether a program is on the PATH.
 pub fn have(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))

@@ -7,23 +7,14 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use resh_e2e::{free_port, have, RedisServer, Resh, RespClient};
+use resh_e2e::{free_port, have, redis_ordered_config, RedisServer, Resh, RespClient};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// Ordered mode with three redis-server replicas `r1`..`r3` that resh starts; `vote` and
-/// `ordered` are appended to those tables.
+/// Ordered mode with three redis-server replicas (DEBUG passed: the tests crash replicas with
+/// it); `vote` and `ordered` are appended to those tables.
 fn redis_config(vote: &str, ordered: &str) -> String {
-    assert!(have("redis-server"), "redis-server is not installed: run ./scripts/test.sh, which installs it");
-    let mut text = format!(
-        "listen = \"127.0.0.1:0\"\n[vote]\nmode = \"ordered\"\nprotocol = \"resp\"\n{vote}\n[ordered]\nallow_unsafe = [\"DEBUG\"]\n{ordered}\n[admin]\nlisten = \"127.0.0.1:0\"\n"
-    );
-    for name in ["r1", "r2", "r3"] {
-        text.push_str(&format!(
-            "[[replica]]\nname = \"{name}\"\ncommand = [\"redis-server\", \"--port\", \"{{port}}\", \"--bind\", \"127.0.0.1\", \"--save\", \"\", \"--appendonly\", \"no\", \"--enable-debug-command\", \"yes\"]\n"
-        ));
-    }
-    text
+    redis_ordered_config(vote, &format!("allow_unsafe = [\"DEBUG\"]\n{ordered}"))
 }
 
 fn addr_of(resh: &Resh, name: &str) -> SocketAddr {

@@ -80,6 +80,21 @@ def redis_only(r, out):
     pipe.srem("s", "m1", "m2")
     pipe.scard("s")
     out["pipeline_sets"] = normal(pipe.execute())
+    # Random picks: one replica proposes, the quorum checks; SPOP removes the same members on
+    # every replica. The picks differ from the direct server's: compare what must hold.
+    r.sadd("pop", *[f"p{i}" for i in range(20)])
+    popped = [r.spop("pop") for _ in range(5)] + r.spop("pop", 3)
+    out["spop"] = len(set(popped)) == 8 and r.scard("pop") == 12 and not any(r.smismember("pop", popped))
+    out["spop_empty"] = (r.spop("nosuch"), r.spop("nosuch", 2))
+    out["srandmember"] = r.srandmember("s") in set(members)
+    picks = r.srandmember("s", 5)
+    out["srandmember_count"] = len(set(picks)) == 5 and set(picks) <= set(members)
+    out["srandmember_negative"] = len(r.srandmember("s", -7)) == 7
+    fields = r.hrandfield("h", 3, withvalues=True)
+    out["hrandfield"] = len(fields) == 6 and all(v == "v" + f[1:] for f, v in zip(fields[::2], fields[1::2]))
+    scored = r.zrandmember("z", 2, withscores=True)
+    out["zrandmember"] = len(scored) == 2 and all(float(s) == float(m[1:]) for m, s in scored)
+    out["randomkey"] = r.exists(r.randomkey())
     # Transactions: redis-py sends MULTI, the commands and EXEC in one write.
     pipe = r.pipeline(transaction=True)
     pipe.incr("tx:a")

@@ -38,7 +38,7 @@ impl fmt::Display for ProtocolError {
 impl std::error::Error for ProtocolError {}
 
 /// What to do with one complete request.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Dispatch {
     /// Send these bytes (the request, possibly rewritten into a canonical form) through the
     /// global order. `logged` requests are recorded for replaying to a replica that rejoins;
@@ -55,12 +55,28 @@ pub enum Dispatch {
     /// `MULTI`, its commands, `EXEC`); the client's answer is the last one's, the others' are
     /// not shown (as the server's own queueing answers are not, once resh answered them).
     Unit(Vec<Part>),
+    /// Ask the replicas first: send these requests through the order (a unit if more than one);
+    /// the voted answer to the last goes to `then`, which says what to do next. resh answers a
+    /// random choice this way: one replica proposes, the quorum checks.
+    Ask {
+        /// The requests.
+        parts: Vec<Part>,
+        /// What to do with the answer.
+        then: Box<dyn Continuation>,
+    },
     /// Answer locally with these bytes; the replicas never see the request.
     Reply(Bytes),
     /// Answer with these bytes, then close the connection.
     Close(Bytes),
     /// Nothing to do (e.g. an empty request).
     Ignore,
+}
+
+/// What to do with the voted answer of a [`Dispatch::Ask`].
+pub trait Continuation: Send + fmt::Debug {
+    /// The voted answer to the last request asked; the next step: [`Dispatch::Reply`] (the
+    /// client's answer) or another [`Dispatch::Ask`].
+    fn answered(self: Box<Self>, answer: &[u8]) -> Dispatch;
 }
 
 /// One request of a [`Dispatch::Unit`].

@@ -20,6 +20,7 @@
 //! client's problem.
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -30,8 +31,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn, Instrument};
 
-use super::{Answer, Ordered, SessionNotice, Submission};
-use crate::codec::{AnswerError, Dispatch, RequestClass};
+use super::{Answer, Ordered, SequencerGone, SessionNotice, Submission};
+use crate::codec::{AnswerError, Codec, Continuation, Dispatch, Part, RequestClass};
 use crate::metrics::Verdict;
 use crate::server::Shared;
 
@@ -48,6 +49,9 @@ enum AnswerSlot {
     /// Waiting for the answer to request `n`, which the client does not see (a part of a
     /// transaction before its EXEC: resh answered the client's MULTI and commands itself).
     Hidden(u64),
+    /// Waiting for the answer to request `waiting` (after those in `hidden`, not shown), which
+    /// goes to `then`: a step of a request resh answers by asking the replicas more than once.
+    Chained { waiting: u64, hidden: Range<u64>, then: Box<dyn Continuation> },
     /// The last answer: the session ends after it.
     Last(Bytes),
 }
@@ -110,6 +114,8 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
     let mut out = BytesMut::new();
     let mut held = HeldAnswers { ordered: &ordered, mine: 0 };
     let mut next_request = 0u64;
+    // The last request answered: answers come in request order.
+    let mut last_answered: Option<u64> = None;
     let mut in_flight = 0usize;
     // The client sent its last request (closed its side, QUIT, a malformed request).
     let mut input_done = false;
@@ -151,27 +157,24 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
                     slots.push_back(AnswerSlot::Pending(n));
                 }
                 Ok(Dispatch::Unit(parts)) => {
-                    let mut parts = parts.into_iter();
-                    let Some(first) = parts.next() else { continue };
-                    let n = next_request;
-                    let submission = Submission {
-                        session: id,
-                        request: n,
-                        bytes: first.request,
-                        class: first.class,
-                        more: parts.collect(),
-                    };
-                    let requests = submission.requests();
-                    next_request = requests.end;
-                    if ordered.submit(submission).await.is_err() {
+                    let Ok(requests) = submit_parts(&ordered, id, &mut next_request, parts).await else {
                         end = Some(End::Dropped);
                         break 'session;
-                    }
+                    };
                     in_flight += requests.clone().count();
-                    let last = requests.end - 1;
+                    let last = requests.end.saturating_sub(1);
                     slots.extend(
                         requests.map(|r| if r == last { AnswerSlot::Pending(r) } else { AnswerSlot::Hidden(r) }),
                     );
+                }
+                Ok(Dispatch::Ask { parts, then }) => {
+                    let Ok(requests) = submit_parts(&ordered, id, &mut next_request, parts).await else {
+                        end = Some(End::Dropped);
+                        break 'session;
+                    };
+                    in_flight += requests.clone().count();
+                    let waiting = requests.end.saturating_sub(1);
+                    slots.push_back(AnswerSlot::Chained { waiting, hidden: requests.start..waiting, then });
                 }
                 Ok(Dispatch::Reply(answer)) => slots.push_back(AnswerSlot::Ready(answer)),
                 Ok(Dispatch::Close(answer)) => {
@@ -260,15 +263,52 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
                         break;
                     }
                 };
-                let Some(at) = slots.iter().position(|s| s.waiting().is_some()) else { continue };
-                if slots[at].waiting() != Some(answer.request) {
-                    error!(expected = ?slots[at], got = answer.request, "internal: answers out of order; closing the session");
+                // Answers come in request order; a chained step's requests were numbered after
+                // requests that came later from the client, so the slot is looked up.
+                if last_answered.is_some_and(|l| l >= answer.request) {
+                    error!(got = answer.request, "internal: an answer out of order; closing the session");
                     end = Some(End::Dropped);
                     break;
                 }
+                last_answered = Some(answer.request);
+                // None: the session's last answer is out already (an undecidable request ended
+                // it), and what came after it is not answered.
+                let Some(at) = slots.iter().position(|s| s.answers(answer.request)) else { continue };
                 in_flight -= 1;
                 masked |= answer.masked;
-                if matches!(slots[at], AnswerSlot::Hidden(_)) {
+                if let AnswerSlot::Chained { waiting, .. } = &slots[at] {
+                    if *waiting == answer.request {
+                        let AnswerSlot::Chained { then, .. } = std::mem::replace(&mut slots[at], AnswerSlot::Pending(answer.request)) else { continue };
+                        let next = match answer.answer {
+                            Answer::Frame(bytes) => then.answered(&bytes),
+                            // resh's own error ends the steps: the client gets it.
+                            Answer::Error(e) => {
+                                slots[at] = AnswerSlot::Pending(answer.request);
+                                answer_slot(&mut slots[at], Answer::Error(e), &*codec, &mut end);
+                                continue;
+                            }
+                        };
+                        slots[at] = match next {
+                            Dispatch::Reply(bytes) => AnswerSlot::Ready(bytes),
+                            Dispatch::Close(bytes) => AnswerSlot::Last(bytes),
+                            Dispatch::Ask { parts, then } => {
+                                let Ok(requests) = submit_parts(&ordered, id, &mut next_request, parts).await else {
+                                    end = Some(End::Dropped);
+                                    break;
+                                };
+                                in_flight += requests.clone().count();
+                                let waiting = requests.end.saturating_sub(1);
+                                AnswerSlot::Chained { waiting, hidden: requests.start..waiting, then }
+                            }
+                            other => {
+                                error!(step = ?other, "internal: a step that is neither an answer nor a question");
+                                AnswerSlot::Last(codec.answer_error(&AnswerError::Undecidable).unwrap_or_default())
+                            }
+                        };
+                        continue;
+                    }
+                }
+                if matches!(slots[at], AnswerSlot::Hidden(_) | AnswerSlot::Chained { .. }) {
                     // The answers to a transaction's MULTI and queued commands are not the
                     // client's (its EXEC answer says how the transaction went), unless resh
                     // can no longer vouch for anything after them.
@@ -280,22 +320,14 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
                             slots[at] = AnswerSlot::Last(codec.answer_error(&e).unwrap_or_default());
                         }
                         _ => {
-                            slots.remove(at);
+                            if matches!(slots[at], AnswerSlot::Hidden(_)) {
+                                slots.remove(at);
+                            }
                         }
                     }
                     continue;
                 }
-                let slot = &mut slots[at];
-                *slot = match answer.answer {
-                    Answer::Frame(bytes) => AnswerSlot::Ready(bytes),
-                    Answer::Error(e @ (AnswerError::Undecidable | AnswerError::Fenced)) => {
-                        if e == AnswerError::Undecidable {
-                            end = Some(End::Undecidable);
-                        }
-                        AnswerSlot::Last(codec.answer_error(&e).unwrap_or_default())
-                    }
-                    Answer::Error(e) => AnswerSlot::Ready(codec.answer_error(&e).unwrap_or_default()),
-                };
+                answer_slot(&mut slots[at], answer.answer, &*codec, &mut end);
             }
             written = write.write(&out), if !out.is_empty() => match written {
                 Ok(n) if n > 0 => {
@@ -370,8 +402,48 @@ impl AnswerSlot {
     /// The request whose answer this slot waits for.
     fn waiting(&self) -> Option<u64> {
         match self {
-            AnswerSlot::Pending(n) | AnswerSlot::Hidden(n) => Some(*n),
+            AnswerSlot::Pending(n) | AnswerSlot::Hidden(n) | AnswerSlot::Chained { waiting: n, .. } => Some(*n),
             AnswerSlot::Ready(_) | AnswerSlot::Last(_) => None,
         }
     }
+
+    /// Whether the answer to request `n` belongs to this slot.
+    fn answers(&self, n: u64) -> bool {
+        match self {
+            AnswerSlot::Chained { waiting, hidden, .. } => *waiting == n || hidden.contains(&n),
+            _ => self.waiting() == Some(n),
+        }
+    }
+}
+
+/// Fills a slot waiting for the client's answer.
+fn answer_slot(slot: &mut AnswerSlot, answer: Answer, codec: &dyn Codec, end: &mut Option<End>) {
+    *slot = match answer {
+        Answer::Frame(bytes) => AnswerSlot::Ready(bytes),
+        Answer::Error(e @ (AnswerError::Undecidable | AnswerError::Fenced)) => {
+            if e == AnswerError::Undecidable {
+                *end = Some(End::Undecidable);
+            }
+            AnswerSlot::Last(codec.answer_error(&e).unwrap_or_default())
+        }
+        Answer::Error(e) => AnswerSlot::Ready(codec.answer_error(&e).unwrap_or_default()),
+    };
+}
+
+/// Hands `parts` to the order as one submission (a unit if more than one); their request
+/// numbers.
+async fn submit_parts(
+    ordered: &Ordered,
+    session: u64,
+    next_request: &mut u64,
+    parts: Vec<Part>,
+) -> Result<Range<u64>, SequencerGone> {
+    let mut parts = parts.into_iter();
+    let Some(first) = parts.next() else { return Ok(*next_request..*next_request) };
+    let submission =
+        Submission { session, request: *next_request, bytes: first.request, class: first.class, more: parts.collect() };
+    let requests = submission.requests();
+    *next_request = requests.end;
+    ordered.submit(submission).await?;
+    Ok(requests)
 }

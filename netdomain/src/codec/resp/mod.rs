@@ -33,6 +33,7 @@ use super::{
 
 pub mod checkpoint;
 pub mod frame;
+pub mod random;
 pub mod shape;
 
 use frame::{split_args, string2ll, RespRequestParser, RespResponseParser};
@@ -298,6 +299,21 @@ fn error_class(response: &[u8]) -> &[u8] {
     &response[..end]
 }
 
+/// One complete request as a client sent it, and its arguments.
+#[derive(Clone, Copy)]
+struct Incoming<'a> {
+    request: &'a [u8],
+    inline: bool,
+    args: &'a [&'a [u8]],
+}
+
+impl Incoming<'_> {
+    /// Whether the command is `name`, in any case.
+    fn named(&self, name: &str) -> bool {
+        is(self.args.first(), name)
+    }
+}
+
 /// One client's state: its name (`CLIENT SETNAME`) and its id. The commands that would change
 /// or read the shared connection's own state are answered here:
 /// - `CLIENT SETNAME`/`GETNAME`/`ID`/`SETINFO`, `RESET`: from the session's own state;
@@ -428,15 +444,15 @@ impl RespClient {
 
 impl ClientState for RespClient {
     fn dispatch(&mut self, request: &[u8], wall: SystemTime) -> Result<Dispatch, ProtocolError> {
-        with_args(request, |inline, args| self.dispatch_args(request, inline, args, wall))?
+        with_args(request, |inline, args| self.dispatch_args(&Incoming { request, inline, args }, wall))?
     }
 }
 
 impl RespClient {
     /// A request while a transaction is queued: Redis's rules for the commands that act on the
     /// transaction itself, and every other command queued (or refused, which aborts it).
-    fn in_transaction(&mut self, request: &[u8], inline: bool, args: &[&[u8]], wall: SystemTime) -> Dispatch {
-        let named = |name: &str| args.first().is_some_and(|a| a.eq_ignore_ascii_case(name.as_bytes()));
+    fn in_transaction(&mut self, incoming: &Incoming<'_>, wall: SystemTime) -> Dispatch {
+        let (args, named) = (incoming.args, |name: &str| incoming.named(name));
         let whole = args.len() == 1;
         match () {
             _ if named("EXEC") && whole => {
@@ -470,7 +486,7 @@ impl RespClient {
         let dispatch = if named("EXEC") || named("DISCARD") || named("MULTI") {
             RespClient::arity(&String::from_utf8_lossy(args[0]).to_lowercase())
         } else {
-            match self.dispatch_plain(request, inline, args, wall) {
+            match self.dispatch_plain(incoming, wall) {
                 Ok(dispatch) => dispatch,
                 Err(e) => Dispatch::Reply(self.codec.protocol_error(&e)),
             }
@@ -504,21 +520,22 @@ impl RespClient {
                 transaction.aborted = true;
                 Dispatch::Reply(Resp::error("ERR MULTI calls can not be nested"))
             }
+            Dispatch::Ask { .. } => {
+                transaction.aborted = true;
+                let command = String::from_utf8_lossy(args[0]).to_ascii_uppercase();
+                Dispatch::Reply(Resp::error(&format!(
+                    "ERR resh: '{command}' makes a random choice, which resh checks in steps of its own, and cannot be part of a transaction"
+                )))
+            }
             other @ (Dispatch::Close(_) | Dispatch::Ignore) => other,
         }
     }
 
-    fn dispatch_args(
-        &mut self,
-        request: &[u8],
-        inline: bool,
-        args: &[&[u8]],
-        wall: SystemTime,
-    ) -> Result<Dispatch, ProtocolError> {
+    fn dispatch_args(&mut self, incoming: &Incoming<'_>, wall: SystemTime) -> Result<Dispatch, ProtocolError> {
+        let (args, named) = (incoming.args, |name: &str| incoming.named(name));
         let Some(first) = args.first() else { return Ok(Dispatch::Ignore) };
-        let named = |name: &str| first.eq_ignore_ascii_case(name.as_bytes());
         if self.transaction.is_some() {
-            return Ok(self.in_transaction(request, inline, args, wall));
+            return Ok(self.in_transaction(incoming, wall));
         }
         match () {
             _ if (named("MULTI") || named("EXEC") || named("DISCARD")) && args.len() > 1 => {
@@ -532,19 +549,14 @@ impl RespClient {
             _ if named("DISCARD") => return Ok(Dispatch::Reply(Resp::error("ERR DISCARD without MULTI"))),
             _ => {}
         }
-        self.dispatch_plain(request, inline, args, wall)
+        self.dispatch_plain(incoming, wall)
     }
 
     /// A request outside what acts on a transaction.
-    fn dispatch_plain(
-        &mut self,
-        request: &[u8],
-        inline: bool,
-        args: &[&[u8]],
-        wall: SystemTime,
-    ) -> Result<Dispatch, ProtocolError> {
+    fn dispatch_plain(&mut self, incoming: &Incoming<'_>, wall: SystemTime) -> Result<Dispatch, ProtocolError> {
+        let Incoming { request, inline, args } = *incoming;
+        let named = |name: &str| incoming.named(name);
         let Some(first) = args.first() else { return Ok(Dispatch::Ignore) };
-        let named = |name: &str| first.eq_ignore_ascii_case(name.as_bytes());
         // Only the few commands answered here pay for comparisons: the common case is a length
         // check and a byte or two.
         if first.len() <= 6 {
@@ -579,10 +591,10 @@ impl RespClient {
             if let Some(pinned) = pin_time(&command, args, i64::try_from(now_ms).unwrap_or(i64::MAX)) {
                 let pinned: Vec<&[u8]> = pinned.iter().map(Vec::as_slice).collect();
                 let request = encode_array(&pinned);
-                return Ok(self.codec.dispatch_args(&request, false, &pinned));
+                return Ok(self.codec.dispatch_args(&request, false, &pinned, true));
             }
         }
-        Ok(self.codec.dispatch_args(request, inline, args))
+        Ok(self.codec.dispatch_args(request, inline, args, true))
     }
 }
 
@@ -747,7 +759,9 @@ fn classes() -> &'static HashMap<&'static str, Class> {
 
 impl Resp {
     /// What to do with a request of these arguments (`request` as the client sent it).
-    fn dispatch_args(&self, request: &[u8], inline: bool, args: &[&[u8]]) -> Dispatch {
+    /// `picks`: a random choice starts the steps of [`random`] (a session's request); without,
+    /// it is classified as those steps send it (a request another host ordered).
+    fn dispatch_args(&self, request: &[u8], inline: bool, args: &[&[u8]], picks: bool) -> Dispatch {
         let Some(name) = args.first() else { return Dispatch::Ignore };
         let command = String::from_utf8_lossy(name).to_ascii_uppercase();
         let class = classes().get(command.as_str()).copied().unwrap_or_default();
@@ -779,11 +793,6 @@ impl Resp {
                 "'{command}' blocks its connection, which ordered mode shares between all sessions"
             ));
         }
-        if class.random {
-            return refuse(format!(
-                "'{command}' makes a random choice on each replica, which cannot be voted; ordered mode does not serve it yet"
-            ));
-        }
         // DEBUG's read-only subcommands pass; the rest crash, reload or reconfigure a replica.
         let debug_read =
             command == "DEBUG" && matches!(sub.as_str(), "DIGEST" | "DIGEST-VALUE" | "SLEEP" | "OBJECT" | "HELP");
@@ -802,6 +811,17 @@ impl Resp {
             if !allow.contains(&command) {
                 return refuse(format!("command '{command}' is not in the allowed set of this service"));
             }
+        }
+        if class.random {
+            if let Some(steps) = random::start(&command, args).filter(|_| picks) {
+                return steps;
+            }
+            // As the steps send it: an SRANDMEMBER (and friends) is a proposal, unvoted. An
+            // SPOP goes as it is only when the replicas refuse it alike (a negative count).
+            let request = if inline { encode_array(args) } else { Bytes::copy_from_slice(request) };
+            let spop = command == "SPOP";
+            let shape = if spop { ReplyShape::Exact } else { ReplyShape::Unvoted };
+            return Dispatch::Forward { request, logged: spop, shape };
         }
         if let Some(scan) = self.full_scan(&command, args) {
             return scan;
@@ -880,7 +900,7 @@ impl Codec for Resp {
     }
 
     fn dispatch(&self, request: &[u8]) -> Result<Dispatch, ProtocolError> {
-        with_args(request, |inline, args| self.dispatch_args(request, inline, args))
+        with_args(request, |inline, args| self.dispatch_args(request, inline, args, false))
     }
 
     fn classify(&self, requests: &[Bytes]) -> Vec<RequestClass> {
@@ -1009,8 +1029,8 @@ mod tests {
             matches!(r.dispatch(b"*1\r\n$4\r\nINCR\r\n"), Ok(Dispatch::Reply(e)) if e.starts_with(b"-ERR resh: command 'INCR'"))
         );
         assert!(matches!(r.dispatch(b"*1\r\n$4\r\nquit\r\n"), Ok(Dispatch::Close(_))));
-        assert_eq!(r.dispatch(b"\r\n"), Ok(Dispatch::Ignore));
-        assert_eq!(r.dispatch(b"*0\r\n"), Ok(Dispatch::Ignore));
+        assert!(matches!(r.dispatch(b"\r\n"), Ok(Dispatch::Ignore)));
+        assert!(matches!(r.dispatch(b"*0\r\n"), Ok(Dispatch::Ignore)));
     }
 
     #[test]
@@ -1022,7 +1042,9 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(r.dispatch(b"SET k \"a\r\n"), Err(ProtocolError("unbalanced quotes in request".into())));
+        assert!(
+            matches!(r.dispatch(b"SET k \"a\r\n"), Err(e) if e == ProtocolError("unbalanced quotes in request".into()))
+        );
         assert_eq!(
             r.protocol_error(&ProtocolError("unbalanced quotes in request".into())),
             &b"-ERR Protocol error: unbalanced quotes in request\r\n"[..]
@@ -1118,11 +1140,25 @@ mod tests {
     }
 
     #[test]
-    fn random_choices_are_refused_with_the_reason() {
+    fn random_choices_are_asked_in_steps_and_classified_as_the_steps_send_them() {
         let r = resp();
-        for request in ["SPOP s", "SPOP s 2", "RANDOMKEY", "SRANDMEMBER s", "HRANDFIELD h 2", "ZRANDMEMBER z"] {
-            assert!(refused(&r, request).contains("random choice"), "{request}");
+        let mut c = r.client(1);
+        for request in
+            ["SPOP s", "SPOP s 2", "RANDOMKEY", "SRANDMEMBER s", "HRANDFIELD h 2 WITHVALUES", "ZRANDMEMBER z"]
+        {
+            assert!(matches!(client_says(&mut *c, request), Dispatch::Ask { .. }), "{request}");
         }
+        // What Redis refuses alike goes as it is.
+        assert!(matches!(client_says(&mut *c, "SPOP s -1"), Dispatch::Forward { logged: true, .. }));
+        // Another host sees the proposal (SRANDMEMBER and friends): unvoted, not logged.
+        for request in ["SRANDMEMBER s", "SRANDMEMBER s 2", "RANDOMKEY", "HRANDFIELD h", "ZRANDMEMBER z 1 WITHSCORES"] {
+            let (_, logged, shape) = forwarded(&r, request);
+            assert!(!logged, "{request}");
+            assert_eq!(shape, ReplyShape::Unvoted, "{request}");
+        }
+        // The allowed set applies first.
+        let only = Resp::new(1 << 20, Some(&["GET".to_string()]));
+        assert!(reply(client_says(&mut *only.client(2), "SPOP s")).contains("not in the allowed set"));
     }
 
     #[test]

@@ -68,7 +68,7 @@ pub fn shaped_digest(shape: ReplyShape, response: &[u8]) -> Option<Digest> {
 
 /// An aggregate's type byte, its element count (a map's pairs count twice) and where its first
 /// element starts; `None` for anything else (a null, a scalar).
-fn aggregate(value: &[u8]) -> Option<(u8, usize, usize)> {
+pub(super) fn aggregate(value: &[u8]) -> Option<(u8, usize, usize)> {
     let kind = *value.first()?;
     if !matches!(kind, b'*' | b'~' | b'%' | b'>') {
         return None;
@@ -80,12 +80,12 @@ fn aggregate(value: &[u8]) -> Option<(u8, usize, usize)> {
 }
 
 /// The length of the complete value at the front of `buf`.
-fn value_len(buf: &[u8]) -> Option<usize> {
+pub(super) fn value_len(buf: &[u8]) -> Option<usize> {
     RespResponseParser::default().parse(buf).ok().flatten()
 }
 
 /// The elements of the aggregate `value`, as slices; with its type byte.
-fn elements(value: &[u8]) -> Option<(u8, Vec<&[u8]>)> {
+pub(super) fn elements(value: &[u8]) -> Option<(u8, Vec<&[u8]>)> {
     let (kind, count, mut at) = aggregate(value)?;
     // A count beyond what the bytes could hold is not a real reply: do not reserve for it.
     let mut items = Vec::with_capacity(count.min(value.len() / 3));
