@@ -213,3 +213,68 @@ fn transactions_stay_whole_across_sessions_and_rebuilds() {
         log.matches("copying the state").count()
     );
 }
+
+/// Sends `bytes` on a connection of its own, closes the sending side, and reads what comes
+/// back until the server closes (or two seconds pass).
+fn exchange_raw(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+    stream.write_all(bytes).expect("send");
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    answer
+}
+
+/// Protocol edge cases answer through resh byte for byte as redis-server answers them directly:
+/// inline quoting and escapes, negative and empty multibulk counts followed by more requests,
+/// malformed lengths and types, and the wording of every protocol error.
+#[test]
+fn protocol_edge_cases_answer_as_redis_server_does() {
+    let resh = Resh::start(&redis_config(""));
+    let direct = RedisServer::start(free_port());
+    let direct_addr: SocketAddr = format!("127.0.0.1:{}", direct.port).parse().expect("address");
+    let cases: &[&[u8]] = &[
+        b"*-10\r\nPING\r\n",
+        b"*0\r\n*-1\r\nECHO x\r\n",
+        b"\r\n\r\nPING\r\n",
+        b"PING\n",
+        b"SET q \"a\\x41\\n\\t\\\\\"\r\nGET q\r\nSTRLEN q\r\n",
+        b"SET q 'it\\'s'\r\nGET q\r\n",
+        b"SET q \"abc\r\n",
+        b"SET q 'a'b\r\n",
+        b"SET q \"a\"b\r\n",
+        b"ECHO \"\\xZZ\"\r\n",
+        b"*1\r\n$0\r\n\r\n",
+        b"*2\r\n$4\r\nECHO\r\n:5\r\n",
+        b"*1\r\n*1\r\n",
+        b"*abc\r\n",
+        b"*1\r\n$abc\r\n",
+        b"*1\r\n$-1\r\n",
+        b"*1\r\n$536870913\r\n",
+        b"*3000000000\r\n",
+        b"$5\r\nworld\r\n",
+        b"*2\r\n$4\r\nECHO\r\n$5\r\nhello\r\nPING\r\n",
+        b"  ECHO   spaced   \r\n",
+        b"*1\r\n$3\r\nPINGX\r\n",
+        b"*1\r\n$4\r\nPING",
+    ];
+    let long_inline = vec![b'A'; 70_000];
+    let long_count = [b"*".as_slice(), &[b'1'; 40_000]].concat();
+    let mut differ = Vec::new();
+    for case in cases.iter().copied().chain([long_inline.as_slice(), long_count.as_slice()]) {
+        let through = exchange_raw(resh.clients, case);
+        let directly = exchange_raw(direct_addr, case);
+        if through != directly {
+            differ.push(format!(
+                "{:?}: through resh {:?}, directly {:?}",
+                String::from_utf8_lossy(case),
+                String::from_utf8_lossy(&through),
+                String::from_utf8_lossy(&directly)
+            ));
+        }
+    }
+    assert!(differ.is_empty(), "{} of {} cases differ:\n{}", differ.len(), cases.len(), differ.join("\n"));
+    assert_identical_and_unblamed(&resh);
+}

@@ -95,6 +95,13 @@ def redis_only(r, out):
     scored = r.zrandmember("z", 2, withscores=True)
     out["zrandmember"] = len(scored) == 2 and all(float(s) == float(m[1:]) for m, s in scored)
     out["randomkey"] = r.exists(r.randomkey())
+    # A pipelined request after a pick runs after it, as on one server.
+    pipe = r.pipeline(transaction=False)
+    pipe.sadd("solo", "m")
+    pipe.spop("solo")
+    pipe.sadd("solo", "m")
+    pipe.sismember("solo", "m")
+    out["spop_then_sadd"] = pipe.execute()
     # Transactions: redis-py sends MULTI, the commands and EXEC in one write.
     pipe = r.pipeline(transaction=True)
     pipe.incr("tx:a")

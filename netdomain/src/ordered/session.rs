@@ -116,6 +116,10 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
     let mut next_request = 0u64;
     // The last request answered: answers come in request order.
     let mut last_answered: Option<u64> = None;
+    // A slot is `Chained`: a request resh answers in steps is under way.
+    let mut chain_pending = false;
+    // A chained slot changed: whether one is still under way is to be seen.
+    let mut recheck_chain = false;
     let mut in_flight = 0usize;
     // The client sent its last request (closed its side, QUIT, a malformed request).
     let mut input_done = false;
@@ -130,8 +134,14 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
     tokio::pin!(idle_timer);
 
     'session: loop {
-        // 1. Submit what was read, within the bounds.
-        while !input_done && in_flight < limits.max_in_flight && held.mine < limits.max_session_bytes {
+        if std::mem::take(&mut recheck_chain) {
+            chain_pending = slots.iter().any(|s| matches!(s, AnswerSlot::Chained { .. }));
+        }
+        // 1. Submit what was read, within the bounds. Not while a request resh answers in
+        // steps is under way: the client's later requests must run after it, as on one
+        // server (a SADD after an SPOP must not run between the SPOP's pick and its pop).
+        while !input_done && in_flight < limits.max_in_flight && held.mine < limits.max_session_bytes && !chain_pending
+        {
             let len = match parser.parse(&input) {
                 Ok(Some(len)) => len,
                 Ok(None) => break,
@@ -175,6 +185,8 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
                     in_flight += requests.clone().count();
                     let waiting = requests.end.saturating_sub(1);
                     slots.push_back(AnswerSlot::Chained { waiting, hidden: requests.start..waiting, then });
+                    chain_pending = true;
+                    break;
                 }
                 Ok(Dispatch::Reply(answer)) => slots.push_back(AnswerSlot::Ready(answer)),
                 Ok(Dispatch::Close(answer)) => {
@@ -202,6 +214,7 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
                     input_done = true;
                     end.get_or_insert(End::Done);
                     slots.clear();
+                    chain_pending = false;
                     in_flight = 0;
                 }
                 _ => {}
@@ -223,6 +236,7 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
 
         // 2. Wait for an answer, the client, or a deadline.
         let can_read = !input_done
+            && !chain_pending
             && in_flight < limits.max_in_flight
             && held.mine < limits.max_session_bytes
             && ordered.buffered_bytes() < limits.max_held_bytes
@@ -251,6 +265,7 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
                     Some(SessionNotice::Ended(e)) => {
                         info!(reason = ?e, "session ended by the group: this host stopped serving");
                         let text = codec.answer_error(&e).unwrap_or_default();
+                        recheck_chain = true;
                         match slots.iter_mut().find(|s| s.waiting().is_some()) {
                             Some(slot) => *slot = AnswerSlot::Last(text),
                             None => slots.push_back(AnswerSlot::Last(text)),
@@ -274,6 +289,11 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
                 // None: the session's last answer is out already (an undecidable request ended
                 // it), and what came after it is not answered.
                 let Some(at) = slots.iter().position(|s| s.answers(answer.request)) else { continue };
+                if matches!(slots[at], AnswerSlot::Chained { .. }) {
+                    // Whatever this answer does to the step, see afterwards whether one is
+                    // still under way (rare: only such slots pay for the look).
+                    recheck_chain = true;
+                }
                 in_flight -= 1;
                 masked |= answer.masked;
                 if let AnswerSlot::Chained { waiting, .. } = &slots[at] {

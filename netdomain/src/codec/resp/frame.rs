@@ -266,9 +266,9 @@ impl RequestParser for RespRequestParser {
                     if buf.len() < end {
                         return Ok(None);
                     }
-                    if &buf[end - 2..end] != b"\r\n" {
-                        return Err(error("expected CRLF after a bulk string"));
-                    }
+                    // Redis skips the two bytes after a bulk string without looking at them
+                    // (processMultibulkBuffer), and so does resh: what Redis runs, resh passes
+                    // (re-encoded, see `resp::arguments`).
                     self.state = RequestState::Args { left, at: end, scan: 0 };
                 }
             }

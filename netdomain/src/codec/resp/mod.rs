@@ -235,12 +235,16 @@ impl Resp {
 
 /// The arguments of a complete array-of-bulk-strings request, as the request parser delimited
 /// it.
-fn arguments(request: &[u8]) -> Result<Vec<&[u8]>, ProtocolError> {
+/// Also whether the request is canonical: Redis, like resh's framing, skips the two bytes after
+/// a bulk string without looking at them, so a request with something else there is sent to
+/// the replicas re-encoded (a stricter server would refuse what Redis runs).
+fn arguments(request: &[u8]) -> Result<(Vec<&[u8]>, bool), ProtocolError> {
     let invalid = || ProtocolError("invalid multibulk length".into());
     let header_end = request.windows(2).position(|w| w == b"\r\n").ok_or_else(invalid)?;
     let count = string2ll(&request[1..header_end]).ok_or_else(invalid)?;
     let mut at = header_end + 2;
     let mut args = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(1024));
+    let mut canonical = true;
     for _ in 0..count.max(0) {
         let rest = request.get(at..).ok_or_else(invalid)?;
         let line = rest.windows(2).position(|w| w == b"\r\n").ok_or_else(invalid)?;
@@ -251,16 +255,19 @@ fn arguments(request: &[u8]) -> Result<Vec<&[u8]>, ProtocolError> {
             .ok_or_else(|| ProtocolError("invalid bulk length".into()))?;
         let body = at + line + 2;
         args.push(request.get(body..body + len).ok_or_else(invalid)?);
+        canonical &= request.get(body + len..body + len + 2) == Some(b"\r\n");
         at = body + len + 2;
     }
-    Ok(args)
+    Ok((args, canonical))
 }
 
-/// Calls `f` with whether a complete request is inline and its arguments, as a replica would
-/// see them.
+/// Calls `f` with whether a complete request must be re-encoded before it goes to the replicas
+/// (an inline command, or an array whose bulk strings are not all followed by CRLF) and its
+/// arguments, as a replica would see them.
 fn with_args<T>(request: &[u8], f: impl FnOnce(bool, &[&[u8]]) -> T) -> Result<T, ProtocolError> {
     if request.first() == Some(&b'*') {
-        return Ok(f(false, &arguments(request)?));
+        let (args, canonical) = arguments(request)?;
+        return Ok(f(!canonical, &args));
     }
     let line = request.strip_suffix(b"\n").unwrap_or(request);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -272,7 +279,7 @@ fn with_args<T>(request: &[u8], f: impl FnOnce(bool, &[&[u8]]) -> T) -> Result<T
 /// The arguments of one complete request (array or inline form), as a replica would see them.
 pub fn request_args(request: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
     if request.first() == Some(&b'*') {
-        Ok(arguments(request)?.into_iter().map(<[u8]>::to_vec).collect())
+        Ok(arguments(request)?.0.into_iter().map(<[u8]>::to_vec).collect())
     } else {
         let line = request.strip_suffix(b"\n").unwrap_or(request);
         let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -303,7 +310,8 @@ fn error_class(response: &[u8]) -> &[u8] {
 #[derive(Clone, Copy)]
 struct Incoming<'a> {
     request: &'a [u8],
-    inline: bool,
+    /// Re-encode it from its arguments before it goes to the replicas.
+    rewrite: bool,
     args: &'a [&'a [u8]],
 }
 
@@ -444,7 +452,7 @@ impl RespClient {
 
 impl ClientState for RespClient {
     fn dispatch(&mut self, request: &[u8], wall: SystemTime) -> Result<Dispatch, ProtocolError> {
-        with_args(request, |inline, args| self.dispatch_args(&Incoming { request, inline, args }, wall))?
+        with_args(request, |rewrite, args| self.dispatch_args(&Incoming { request, rewrite, args }, wall))?
     }
 }
 
@@ -554,7 +562,7 @@ impl RespClient {
 
     /// A request outside what acts on a transaction.
     fn dispatch_plain(&mut self, incoming: &Incoming<'_>, wall: SystemTime) -> Result<Dispatch, ProtocolError> {
-        let Incoming { request, inline, args } = *incoming;
+        let Incoming { request, rewrite, args } = *incoming;
         let named = |name: &str| incoming.named(name);
         let Some(first) = args.first() else { return Ok(Dispatch::Ignore) };
         // Only the few commands answered here pay for comparisons: the common case is a length
@@ -594,7 +602,7 @@ impl RespClient {
                 return Ok(self.codec.dispatch_args(&request, false, &pinned, true));
             }
         }
-        Ok(self.codec.dispatch_args(request, inline, args, true))
+        Ok(self.codec.dispatch_args(request, rewrite, args, true))
     }
 }
 
@@ -761,7 +769,7 @@ impl Resp {
     /// What to do with a request of these arguments (`request` as the client sent it).
     /// `picks`: a random choice starts the steps of [`random`] (a session's request); without,
     /// it is classified as those steps send it (a request another host ordered).
-    fn dispatch_args(&self, request: &[u8], inline: bool, args: &[&[u8]], picks: bool) -> Dispatch {
+    fn dispatch_args(&self, request: &[u8], rewrite: bool, args: &[&[u8]], picks: bool) -> Dispatch {
         let Some(name) = args.first() else { return Dispatch::Ignore };
         let command = String::from_utf8_lossy(name).to_ascii_uppercase();
         let class = classes().get(command.as_str()).copied().unwrap_or_default();
@@ -818,7 +826,7 @@ impl Resp {
             }
             // As the steps send it: an SRANDMEMBER (and friends) is a proposal, unvoted. An
             // SPOP goes as it is only when the replicas refuse it alike (a negative count).
-            let request = if inline { encode_array(args) } else { Bytes::copy_from_slice(request) };
+            let request = if rewrite { encode_array(args) } else { Bytes::copy_from_slice(request) };
             let spop = command == "SPOP";
             let shape = if spop { ReplyShape::Exact } else { ReplyShape::Unvoted };
             return Dispatch::Forward { request, logged: spop, shape };
@@ -845,7 +853,7 @@ impl Resp {
         let read_only = class.read_only
             || debug_read
             || (command == "CONFIG" && matches!(sub.as_str(), "GET" | "HELP" | "RESETSTAT"));
-        let request = if inline { encode_array(args) } else { Bytes::copy_from_slice(request) };
+        let request = if rewrite { encode_array(args) } else { Bytes::copy_from_slice(request) };
         Dispatch::Forward { request, logged: !read_only, shape }
     }
 
@@ -900,7 +908,7 @@ impl Codec for Resp {
     }
 
     fn dispatch(&self, request: &[u8]) -> Result<Dispatch, ProtocolError> {
-        with_args(request, |inline, args| self.dispatch_args(request, inline, args, false))
+        with_args(request, |rewrite, args| self.dispatch_args(request, rewrite, args, false))
     }
 
     fn classify(&self, requests: &[Bytes]) -> Vec<RequestClass> {
@@ -1048,6 +1056,22 @@ mod tests {
         assert_eq!(
             r.protocol_error(&ProtocolError("unbalanced quotes in request".into())),
             &b"-ERR Protocol error: unbalanced quotes in request\r\n"[..]
+        );
+    }
+
+    #[test]
+    fn what_redis_skips_after_a_bulk_string_resh_skips_and_re_encodes() {
+        let r = resp();
+        let input = b"*1\r\n$3\r\nPINGX\r\n";
+        // Redis runs `PIN` (and then sees an empty line): so does resh's framing.
+        assert_eq!(r.request_len(input), Ok(Some(13)));
+        match r.dispatch(&input[..13]) {
+            Ok(Dispatch::Forward { request, .. }) => assert_eq!(request, encode_array(&["PIN"])),
+            other => panic!("{other:?}"),
+        }
+        // A canonical request goes as it came (no copy into a new encoding).
+        assert!(
+            matches!(r.dispatch(b"*1\r\n$4\r\nPING\r\n"), Ok(Dispatch::Forward { request, .. }) if &request[..] == b"*1\r\n$4\r\nPING\r\n")
         );
     }
 
@@ -1382,7 +1406,7 @@ mod tests {
                 buf.extend_from_slice(chunk);
                 while let Some(len) = parser.parse(&buf).expect("valid") {
                     prop_assert_eq!(&buf[..len], &encode_array(&requests[seen])[..]);
-                    let args = arguments(&buf[..len]).expect("valid");
+                    let (args, _) = arguments(&buf[..len]).expect("valid");
                     prop_assert_eq!(args.len(), requests[seen].len());
                     buf.drain(..len);
                     seen += 1;
