@@ -7,6 +7,7 @@ Prints what differs and exits 1 if anything does. With --diverse, only the comma
 diverse versions implement are used (strings, lists, KEYS).
 """
 import sys
+import threading
 import time
 
 import redis
@@ -102,6 +103,40 @@ def redis_only(r, out):
     pipe.sadd("solo", "m")
     pipe.sismember("solo", "m")
     out["spop_then_sadd"] = pipe.execute()
+    # Blocking pops, woken by another client's push while they wait (other sessions go on
+    # meanwhile: the connection resh shares is never blocked), and timing out.
+    other = redis.Redis(connection_pool=r.connection_pool)
+
+    def later(action):
+        thread = threading.Thread(target=lambda: (time.sleep(0.2), action()))
+        thread.start()
+        return thread
+
+    pushing = later(lambda: other.rpush("jobs", "j1"))
+    out["blpop"] = r.blpop(["nothing", "jobs"], timeout=5)
+    pushing.join()
+    out["blpop_timeout"] = r.blpop("empty", timeout=0.2)
+    r.rpush("src", "a", "b", "c")
+    out["brpoplpush"] = r.brpoplpush("src", "dst", timeout=1)
+    out["blmove"] = r.blmove("src", "dst", 1, "LEFT", "RIGHT")
+    out["blmpop"] = r.blmpop(1, 2, "none", "dst", direction="LEFT", count=2)
+    out["lists_after"] = (r.lrange("src", 0, -1), r.lrange("dst", 0, -1))
+    r.zadd("bz", {"low": 1, "high": 9})
+    out["bzpopmin"] = r.bzpopmin("bz", 1)
+    out["bzpopmax"] = r.bzpopmax(["none", "bz"], 1)
+    out["bzpopmin_timeout"] = r.bzpopmin("bz", 0.1)
+    out["bzmpop"] = r.bzmpop(1, 1, ["none"], min=True)
+    r.set("astring", "x")
+    try:
+        r.blpop("astring", timeout=1)
+        out["blpop_wrongtype"] = "no error"
+    except redis.exceptions.ResponseError as e:
+        out["blpop_wrongtype"] = str(e)
+    adding = later(lambda: other.xadd("events", {"k": "v"}))
+    got = r.xread({"events": "$"}, block=5000)
+    adding.join()
+    out["xread_block"] = [(stream, [fields for _, fields in entries]) for stream, entries in got]
+    out["xread_block_timeout"] = r.xread({"events": "$"}, block=100)
     # Transactions: redis-py sends MULTI, the commands and EXEC in one write.
     pipe = r.pipeline(transaction=True)
     pipe.incr("tx:a")

@@ -19,6 +19,7 @@
 //! RESP (Redis) is the first codec; line-based, length-prefixed and HTTP/1.1 codecs fit the
 //! same trait.
 use std::fmt;
+use std::time::Instant;
 
 use bytes::Bytes;
 use voter::Digest;
@@ -64,6 +65,14 @@ pub enum Dispatch {
         /// What to do with the answer.
         then: Box<dyn Continuation>,
     },
+    /// Wait, then go on with `then` ([`Continuation::woken`]): a blocking command polls this
+    /// way, since it must not block the connection every session shares.
+    Later {
+        /// How long.
+        after: std::time::Duration,
+        /// What then.
+        then: Box<dyn Continuation>,
+    },
     /// Answer locally with these bytes; the replicas never see the request.
     Reply(Bytes),
     /// Answer with these bytes, then close the connection.
@@ -72,11 +81,14 @@ pub enum Dispatch {
     Ignore,
 }
 
-/// What to do with the voted answer of a [`Dispatch::Ask`].
+/// What to do with the voted answer of a [`Dispatch::Ask`], or after a [`Dispatch::Later`].
 pub trait Continuation: Send + fmt::Debug {
-    /// The voted answer to the last request asked; the next step: [`Dispatch::Reply`] (the
-    /// client's answer) or another [`Dispatch::Ask`].
-    fn answered(self: Box<Self>, answer: &[u8]) -> Dispatch;
+    /// The voted answer to the last request asked, at `now`; the next step:
+    /// [`Dispatch::Reply`] (the client's answer), another [`Dispatch::Ask`], or
+    /// [`Dispatch::Later`].
+    fn answered(self: Box<Self>, answer: &[u8], now: Instant) -> Dispatch;
+    /// The wait of a [`Dispatch::Later`] is over; the next step, as for `answered`.
+    fn woken(self: Box<Self>, now: Instant) -> Dispatch;
 }
 
 /// One request of a [`Dispatch::Unit`].
@@ -252,8 +264,13 @@ impl std::error::Error for CheckpointError {}
 /// session shares one connection per replica.
 pub trait ClientState: Send + fmt::Debug {
     /// What to do with one complete request of this client; `wall` is the time of day now (for
-    /// the requests resh answers itself).
-    fn dispatch(&mut self, request: &[u8], wall: std::time::SystemTime) -> Result<Dispatch, ProtocolError>;
+    /// the requests resh answers itself), `now` the monotonic time (for timeouts).
+    fn dispatch(
+        &mut self,
+        request: &[u8],
+        wall: std::time::SystemTime,
+        now: Instant,
+    ) -> Result<Dispatch, ProtocolError>;
 }
 
 /// A framing codec. See the module documentation.

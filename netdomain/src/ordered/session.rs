@@ -13,6 +13,13 @@
 //!    protocol error is the last answer), QUIT, or an undecidable vote (the codec's error is
 //!    the last answer, nothing after it).
 //!
+//! Some requests are answered in steps the codec drives ([`Dispatch::Ask`], [`Dispatch::Later`]):
+//! a random pick checked by the quorum, a blocking command that polls. The step's requests are
+//! numbered after any the client sent later, so answers are matched to slots by number; and
+//! while a step is under way the session submits nothing more, so the client's later requests
+//! run after it, as on one server. A transaction goes as one unit ([`Dispatch::Unit`]); the
+//! answers to its MULTI and queued commands are hidden (resh answered them itself).
+//!
 //! Bounds: a client that stops reading its answers stops being read (step 1); one that holds
 //! more than `max_session_bytes + max_frame_bytes` of answers, or takes nothing for the idle
 //! timeout, is disconnected. Sessions together stop reading their clients while they hold more
@@ -52,6 +59,8 @@ enum AnswerSlot {
     /// Waiting for the answer to request `waiting` (after those in `hidden`, not shown), which
     /// goes to `then`: a step of a request resh answers by asking the replicas more than once.
     Chained { waiting: u64, hidden: Range<u64>, then: Box<dyn Continuation> },
+    /// A step of such a request that waits until `until` (a blocking command between polls).
+    Delayed { until: Instant, then: Box<dyn Continuation> },
     /// The last answer: the session ends after it.
     Last(Bytes),
 }
@@ -132,10 +141,13 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
     // loop turn cost a timer registration per answer.
     let idle_timer = tokio::time::sleep_until(last_activity + idle);
     tokio::pin!(idle_timer);
+    // The earliest wait of a step (a blocking command between polls).
+    let step_timer = tokio::time::sleep_until(Instant::now());
+    tokio::pin!(step_timer);
 
     'session: loop {
         if std::mem::take(&mut recheck_chain) {
-            chain_pending = slots.iter().any(|s| matches!(s, AnswerSlot::Chained { .. }));
+            chain_pending = slots.iter().any(AnswerSlot::in_steps);
         }
         // 1. Submit what was read, within the bounds. Not while a request resh answers in
         // steps is under way: the client's later requests must run after it, as on one
@@ -153,7 +165,7 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
                 }
             };
             let request = input.split_to(len);
-            match client_state.dispatch(&request, SystemTime::now()) {
+            match client_state.dispatch(&request, SystemTime::now(), std::time::Instant::now()) {
                 Ok(Dispatch::Forward { request, logged, shape }) => {
                     let n = next_request;
                     next_request += 1;
@@ -177,14 +189,13 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
                         requests.map(|r| if r == last { AnswerSlot::Pending(r) } else { AnswerSlot::Hidden(r) }),
                     );
                 }
-                Ok(Dispatch::Ask { parts, then }) => {
-                    let Ok(requests) = submit_parts(&ordered, id, &mut next_request, parts).await else {
+                Ok(step @ (Dispatch::Ask { .. } | Dispatch::Later { .. })) => {
+                    let Ok(slot) = step_slot(step, &ordered, id, &mut next_request, &mut in_flight, &*codec).await
+                    else {
                         end = Some(End::Dropped);
                         break 'session;
                     };
-                    in_flight += requests.clone().count();
-                    let waiting = requests.end.saturating_sub(1);
-                    slots.push_back(AnswerSlot::Chained { waiting, hidden: requests.start..waiting, then });
+                    slots.push_back(slot);
                     chain_pending = true;
                     break;
                 }
@@ -245,8 +256,23 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
             Some(since) => since + idle,
             None => last_activity + idle,
         };
-        // Waiting for the service is not idleness: the request timeout covers it.
-        let idle_applies = !out.is_empty() || in_flight == 0;
+        // Waiting for the service is not idleness: the request timeout covers it; nor is a
+        // blocking command's wait (its own timeout covers it).
+        let idle_applies = !out.is_empty() || (in_flight == 0 && !chain_pending);
+        let next_step = if chain_pending {
+            slots
+                .iter()
+                .filter_map(|s| match s {
+                    AnswerSlot::Delayed { until, .. } => Some(*until),
+                    _ => None,
+                })
+                .min()
+        } else {
+            None
+        };
+        if let Some(until) = next_step.filter(|u| *u != step_timer.deadline()) {
+            step_timer.as_mut().reset(until);
+        }
         if input.capacity() - input.len() < 4096 {
             input.reserve(READ_CHUNK);
         }
@@ -289,7 +315,7 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
                 // None: the session's last answer is out already (an undecidable request ended
                 // it), and what came after it is not answered.
                 let Some(at) = slots.iter().position(|s| s.answers(answer.request)) else { continue };
-                if matches!(slots[at], AnswerSlot::Chained { .. }) {
+                if slots[at].in_steps() {
                     // Whatever this answer does to the step, see afterwards whether one is
                     // still under way (rare: only such slots pay for the look).
                     recheck_chain = true;
@@ -300,7 +326,7 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
                     if *waiting == answer.request {
                         let AnswerSlot::Chained { then, .. } = std::mem::replace(&mut slots[at], AnswerSlot::Pending(answer.request)) else { continue };
                         let next = match answer.answer {
-                            Answer::Frame(bytes) => then.answered(&bytes),
+                            Answer::Frame(bytes) => then.answered(&bytes, std::time::Instant::now()),
                             // resh's own error ends the steps: the client gets it.
                             Answer::Error(e) => {
                                 slots[at] = AnswerSlot::Pending(answer.request);
@@ -308,23 +334,11 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
                                 continue;
                             }
                         };
-                        slots[at] = match next {
-                            Dispatch::Reply(bytes) => AnswerSlot::Ready(bytes),
-                            Dispatch::Close(bytes) => AnswerSlot::Last(bytes),
-                            Dispatch::Ask { parts, then } => {
-                                let Ok(requests) = submit_parts(&ordered, id, &mut next_request, parts).await else {
-                                    end = Some(End::Dropped);
-                                    break;
-                                };
-                                in_flight += requests.clone().count();
-                                let waiting = requests.end.saturating_sub(1);
-                                AnswerSlot::Chained { waiting, hidden: requests.start..waiting, then }
-                            }
-                            other => {
-                                error!(step = ?other, "internal: a step that is neither an answer nor a question");
-                                AnswerSlot::Last(codec.answer_error(&AnswerError::Undecidable).unwrap_or_default())
-                            }
+                        let Ok(slot) = step_slot(next, &ordered, id, &mut next_request, &mut in_flight, &*codec).await else {
+                            end = Some(End::Dropped);
+                            break;
                         };
+                        slots[at] = slot;
                         continue;
                     }
                 }
@@ -375,6 +389,22 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
                     break;
                 }
             },
+            _ = &mut step_timer, if next_step.is_some() => {
+                let now = Instant::now();
+                for slot in slots.iter_mut() {
+                    if !matches!(slot, AnswerSlot::Delayed { until, .. } if *until <= now) {
+                        continue;
+                    }
+                    let AnswerSlot::Delayed { then, .. } = std::mem::replace(slot, AnswerSlot::Ready(Bytes::new())) else { continue };
+                    let next = then.woken(now.into_std());
+                    let Ok(step) = step_slot(next, &ordered, id, &mut next_request, &mut in_flight, &*codec).await else {
+                        end = Some(End::Dropped);
+                        break 'session;
+                    };
+                    *slot = step;
+                }
+                recheck_chain = true;
+            }
             _ = &mut idle_timer, if idle_applies => {
                 if !out.is_empty() {
                     info!(idle_ms = idle.as_millis() as u64, "client took no answers for the idle timeout: disconnecting");
@@ -423,8 +453,13 @@ impl AnswerSlot {
     fn waiting(&self) -> Option<u64> {
         match self {
             AnswerSlot::Pending(n) | AnswerSlot::Hidden(n) | AnswerSlot::Chained { waiting: n, .. } => Some(*n),
-            AnswerSlot::Ready(_) | AnswerSlot::Last(_) => None,
+            AnswerSlot::Ready(_) | AnswerSlot::Last(_) | AnswerSlot::Delayed { .. } => None,
         }
+    }
+
+    /// Part of a request resh answers in steps (asking, or waiting between asks).
+    fn in_steps(&self) -> bool {
+        matches!(self, AnswerSlot::Chained { .. } | AnswerSlot::Delayed { .. })
     }
 
     /// Whether the answer to request `n` belongs to this slot.
@@ -448,6 +483,32 @@ fn answer_slot(slot: &mut AnswerSlot, answer: Answer, codec: &dyn Codec, end: &m
         }
         Answer::Error(e) => AnswerSlot::Ready(codec.answer_error(&e).unwrap_or_default()),
     };
+}
+
+/// The slot for the next step of a request resh answers in steps.
+async fn step_slot(
+    next: Dispatch,
+    ordered: &Ordered,
+    session: u64,
+    next_request: &mut u64,
+    in_flight: &mut usize,
+    codec: &dyn Codec,
+) -> Result<AnswerSlot, SequencerGone> {
+    Ok(match next {
+        Dispatch::Reply(bytes) => AnswerSlot::Ready(bytes),
+        Dispatch::Close(bytes) => AnswerSlot::Last(bytes),
+        Dispatch::Ask { parts, then } => {
+            let requests = submit_parts(ordered, session, next_request, parts).await?;
+            *in_flight += requests.clone().count();
+            let waiting = requests.end.saturating_sub(1);
+            AnswerSlot::Chained { waiting, hidden: requests.start..waiting, then }
+        }
+        Dispatch::Later { after, then } => AnswerSlot::Delayed { until: Instant::now() + after, then },
+        other => {
+            error!(step = ?other, "internal: a step that is neither an answer, a question nor a wait");
+            AnswerSlot::Last(codec.answer_error(&AnswerError::Undecidable).unwrap_or_default())
+        }
+    })
 }
 
 /// Hands `parts` to the order as one submission (a unit if more than one); their request

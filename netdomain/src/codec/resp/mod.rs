@@ -22,7 +22,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -31,6 +31,7 @@ use super::{
     RequestParser, ResponseParser,
 };
 
+pub mod blocking;
 pub mod checkpoint;
 pub mod frame;
 pub mod random;
@@ -306,6 +307,15 @@ fn error_class(response: &[u8]) -> &[u8] {
     &response[..end]
 }
 
+/// The time a request came, as resh's clocks tell it.
+#[derive(Clone, Copy, Debug)]
+struct Clock {
+    /// The time of day (resh's answer to TIME, absolute expirations, XADD ids).
+    wall: SystemTime,
+    /// For timeouts (blocking commands).
+    now: Instant,
+}
+
 /// One complete request as a client sent it, and its arguments.
 #[derive(Clone, Copy)]
 struct Incoming<'a> {
@@ -451,15 +461,17 @@ impl RespClient {
 }
 
 impl ClientState for RespClient {
-    fn dispatch(&mut self, request: &[u8], wall: SystemTime) -> Result<Dispatch, ProtocolError> {
-        with_args(request, |rewrite, args| self.dispatch_args(&Incoming { request, rewrite, args }, wall))?
+    fn dispatch(&mut self, request: &[u8], wall: SystemTime, now: Instant) -> Result<Dispatch, ProtocolError> {
+        with_args(request, |rewrite, args| {
+            self.dispatch_args(&Incoming { request, rewrite, args }, Clock { wall, now })
+        })?
     }
 }
 
 impl RespClient {
     /// A request while a transaction is queued: Redis's rules for the commands that act on the
     /// transaction itself, and every other command queued (or refused, which aborts it).
-    fn in_transaction(&mut self, incoming: &Incoming<'_>, wall: SystemTime) -> Dispatch {
+    fn in_transaction(&mut self, incoming: &Incoming<'_>, clock: Clock) -> Dispatch {
         let (args, named) = (incoming.args, |name: &str| incoming.named(name));
         let whole = args.len() == 1;
         match () {
@@ -494,7 +506,7 @@ impl RespClient {
         let dispatch = if named("EXEC") || named("DISCARD") || named("MULTI") {
             RespClient::arity(&String::from_utf8_lossy(args[0]).to_lowercase())
         } else {
-            match self.dispatch_plain(incoming, wall) {
+            match self.dispatch_plain(incoming, clock) {
                 Ok(dispatch) => dispatch,
                 Err(e) => Dispatch::Reply(self.codec.protocol_error(&e)),
             }
@@ -528,22 +540,22 @@ impl RespClient {
                 transaction.aborted = true;
                 Dispatch::Reply(Resp::error("ERR MULTI calls can not be nested"))
             }
-            Dispatch::Ask { .. } => {
+            Dispatch::Ask { .. } | Dispatch::Later { .. } => {
                 transaction.aborted = true;
                 let command = String::from_utf8_lossy(args[0]).to_ascii_uppercase();
                 Dispatch::Reply(Resp::error(&format!(
-                    "ERR resh: '{command}' makes a random choice, which resh checks in steps of its own, and cannot be part of a transaction"
+                    "ERR resh: '{command}' is served in steps of resh's own (a random pick checked by the quorum, or a blocking command's polls) and cannot be part of a transaction"
                 )))
             }
             other @ (Dispatch::Close(_) | Dispatch::Ignore) => other,
         }
     }
 
-    fn dispatch_args(&mut self, incoming: &Incoming<'_>, wall: SystemTime) -> Result<Dispatch, ProtocolError> {
+    fn dispatch_args(&mut self, incoming: &Incoming<'_>, clock: Clock) -> Result<Dispatch, ProtocolError> {
         let (args, named) = (incoming.args, |name: &str| incoming.named(name));
         let Some(first) = args.first() else { return Ok(Dispatch::Ignore) };
         if self.transaction.is_some() {
-            return Ok(self.in_transaction(incoming, wall));
+            return Ok(self.in_transaction(incoming, clock));
         }
         match () {
             _ if (named("MULTI") || named("EXEC") || named("DISCARD")) && args.len() > 1 => {
@@ -557,11 +569,11 @@ impl RespClient {
             _ if named("DISCARD") => return Ok(Dispatch::Reply(Resp::error("ERR DISCARD without MULTI"))),
             _ => {}
         }
-        self.dispatch_plain(incoming, wall)
+        self.dispatch_plain(incoming, clock)
     }
 
     /// A request outside what acts on a transaction.
-    fn dispatch_plain(&mut self, incoming: &Incoming<'_>, wall: SystemTime) -> Result<Dispatch, ProtocolError> {
+    fn dispatch_plain(&mut self, incoming: &Incoming<'_>, clock: Clock) -> Result<Dispatch, ProtocolError> {
         let Incoming { request, rewrite, args } = *incoming;
         let named = |name: &str| incoming.named(name);
         let Some(first) = args.first() else { return Ok(Dispatch::Ignore) };
@@ -585,7 +597,7 @@ impl RespClient {
                     }));
                 }
                 _ if named("TIME") && args.len() == 1 => {
-                    let since = wall.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+                    let since = clock.wall.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
                     let (secs, micros) = (since.as_secs().to_string(), since.subsec_micros().to_string());
                     return Ok(Dispatch::Reply(encode_array(&[secs, micros])));
                 }
@@ -595,14 +607,14 @@ impl RespClient {
         let pins_time = ["EXPIRE", "PEXPIRE", "SETEX", "PSETEX", "SET", "GETEX", "XADD"].iter().any(|n| named(n));
         if pins_time {
             let command = String::from_utf8_lossy(first).to_ascii_uppercase();
-            let now_ms = wall.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis();
+            let now_ms = clock.wall.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis();
             if let Some(pinned) = pin_time(&command, args, i64::try_from(now_ms).unwrap_or(i64::MAX)) {
                 let pinned: Vec<&[u8]> = pinned.iter().map(Vec::as_slice).collect();
                 let request = encode_array(&pinned);
-                return Ok(self.codec.dispatch_args(&request, false, &pinned, true));
+                return Ok(self.codec.dispatch_args(&request, false, &pinned, Some(clock.now)));
             }
         }
-        Ok(self.codec.dispatch_args(request, rewrite, args, true))
+        Ok(self.codec.dispatch_args(request, rewrite, args, Some(clock.now)))
     }
 }
 
@@ -675,6 +687,18 @@ fn pin_time(command: &str, args: &[&[u8]], now_ms: i64) -> Option<Vec<Vec<u8>>> 
         }
         _ => None,
     }
+}
+
+/// The requests of `parts` as words, for tests.
+#[cfg(test)]
+fn sent_words(parts: &[Part]) -> Vec<String> {
+    parts
+        .iter()
+        .map(|p| {
+            let args = request_args(&p.request).expect("valid");
+            args.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect::<Vec<_>>().join(" ")
+        })
+        .collect()
 }
 
 /// Whether `request` is the command `name` without arguments.
@@ -767,9 +791,10 @@ fn classes() -> &'static HashMap<&'static str, Class> {
 
 impl Resp {
     /// What to do with a request of these arguments (`request` as the client sent it).
-    /// `picks`: a random choice starts the steps of [`random`] (a session's request); without,
-    /// it is classified as those steps send it (a request another host ordered).
-    fn dispatch_args(&self, request: &[u8], rewrite: bool, args: &[&[u8]], picks: bool) -> Dispatch {
+    /// `steps`: a session's request, at this time: a random choice or a blocking command starts
+    /// the steps of [`random`] or [`blocking`]. Without (a request another host ordered), it is
+    /// classified as those steps send it.
+    fn dispatch_args(&self, request: &[u8], rewrite: bool, args: &[&[u8]], steps: Option<Instant>) -> Dispatch {
         let Some(name) = args.first() else { return Dispatch::Ignore };
         let command = String::from_utf8_lossy(name).to_ascii_uppercase();
         let class = classes().get(command.as_str()).copied().unwrap_or_default();
@@ -796,7 +821,9 @@ impl Resp {
         }
         let blocking_read =
             (command == "XREAD" || command == "XREADGROUP") && args.iter().any(|a| a.eq_ignore_ascii_case(b"BLOCK"));
-        if class.blocking || blocking_read {
+        // Blocking commands are served by polling (see [`blocking`]), after the allowed set.
+        let blocks = class.blocking || blocking_read;
+        if blocks && (steps.is_none() || matches!(command.as_str(), "WAIT" | "WAITAOF" | "XREADGROUP")) {
             return refuse(format!(
                 "'{command}' blocks its connection, which ordered mode shares between all sessions"
             ));
@@ -820,8 +847,16 @@ impl Resp {
                 return refuse(format!("command '{command}' is not in the allowed set of this service"));
             }
         }
+        if let Some(now) = steps.filter(|_| blocks) {
+            if let Some(polling) = blocking::start(&command, args, now) {
+                return polling;
+            }
+            return refuse(format!(
+                "'{command}' blocks its connection, which ordered mode shares between all sessions"
+            ));
+        }
         if class.random {
-            if let Some(steps) = random::start(&command, args).filter(|_| picks) {
+            if let Some(steps) = random::start(&command, args).filter(|_| steps.is_some()) {
                 return steps;
             }
             // As the steps send it: an SRANDMEMBER (and friends) is a proposal, unvoted. An
@@ -908,7 +943,7 @@ impl Codec for Resp {
     }
 
     fn dispatch(&self, request: &[u8]) -> Result<Dispatch, ProtocolError> {
-        with_args(request, |rewrite, args| self.dispatch_args(request, rewrite, args, false))
+        with_args(request, |rewrite, args| self.dispatch_args(request, rewrite, args, None))
     }
 
     fn classify(&self, requests: &[Bytes]) -> Vec<RequestClass> {
@@ -1211,7 +1246,8 @@ mod tests {
     }
 
     fn client_says(c: &mut dyn ClientState, request: &str) -> Dispatch {
-        c.dispatch(&encode_array(&request.split(' ').collect::<Vec<_>>()), SystemTime::UNIX_EPOCH).expect("valid")
+        c.dispatch(&encode_array(&request.split(' ').collect::<Vec<_>>()), SystemTime::UNIX_EPOCH, Instant::now())
+            .expect("valid")
     }
 
     fn reply(d: Dispatch) -> String {
@@ -1226,7 +1262,11 @@ mod tests {
         let r = resp();
         let mut c = r.client(1);
         let wall = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_000_000);
-        let mut sent = |request: &str| match c.dispatch(&encode_array(&request.split(' ').collect::<Vec<_>>()), wall) {
+        let mut sent = |request: &str| match c.dispatch(
+            &encode_array(&request.split(' ').collect::<Vec<_>>()),
+            wall,
+            Instant::now(),
+        ) {
             Ok(Dispatch::Forward { request, logged, .. }) => {
                 let args = request_args(&request).expect("valid");
                 (args.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect::<Vec<_>>().join(" "), logged)
@@ -1337,6 +1377,27 @@ mod tests {
         assert_eq!(classes[6], RequestClass { logged: false, shape: ReplyShape::Set, continues: false });
         // Out of the transaction again.
         assert!(matches!(client_says(&mut *c, "GET k"), Dispatch::Forward { .. }));
+    }
+
+    #[test]
+    fn blocking_commands_poll_in_a_session_and_are_refused_elsewhere() {
+        let r = resp();
+        let mut c = r.client(1);
+        for request in
+            ["BLPOP q 0", "BRPOP a b 1", "BZPOPMIN z 1", "BLMOVE a b LEFT RIGHT 0", "XREAD BLOCK 10 STREAMS s 0"]
+        {
+            assert!(matches!(client_says(&mut *c, request), Dispatch::Ask { .. }), "{request}");
+            // Another host never gets one: a session sends only its probes and takes.
+            assert!(refused(&r, request).contains("blocks its connection"), "{request}");
+        }
+        for request in ["WAIT 1 0", "WAITAOF 1 0 0", "XREADGROUP GROUP g c BLOCK 0 STREAMS s >"] {
+            assert!(reply(client_says(&mut *c, request)).contains("blocks its connection"), "{request}");
+        }
+        assert!(reply(client_says(&mut *c, "BLPOP q x")).starts_with("-ERR timeout is not a float"));
+        // Not inside a transaction.
+        assert_eq!(reply(client_says(&mut *c, "MULTI")), "+OK\r\n");
+        assert!(reply(client_says(&mut *c, "BLPOP q 0")).contains("cannot be part of a transaction"));
+        assert!(reply(client_says(&mut *c, "EXEC")).starts_with("-EXECABORT"));
     }
 
     #[test]

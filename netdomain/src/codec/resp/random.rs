@@ -16,6 +16,8 @@
 //! Another session may change the data between the steps: a proposal that no longer holds is
 //! made again, up to [`TRIES`] times; then the client gets an error. So does a replica that
 //! proposes what the others do not have: nothing unverified reaches a client.
+use std::time::Instant;
+
 use bytes::Bytes;
 
 use super::shape::{aggregate, elements};
@@ -251,7 +253,12 @@ impl Pick {
 }
 
 impl Continuation for Pick {
-    fn answered(mut self: Box<Self>, answer: &[u8]) -> Dispatch {
+    /// A pick never waits; woken, it proposes again.
+    fn woken(self: Box<Self>, _now: Instant) -> Dispatch {
+        self.again()
+    }
+
+    fn answered(mut self: Box<Self>, answer: &[u8], _now: Instant) -> Dispatch {
         let value = parse(answer);
         match std::mem::replace(&mut self.stage, Stage::Proposed) {
             Stage::Proposed => {
@@ -324,19 +331,11 @@ mod tests {
         }
     }
 
-    fn sent(parts: &[Part]) -> Vec<String> {
-        parts
-            .iter()
-            .map(|p| {
-                let args = super::super::request_args(&p.request).expect("valid");
-                args.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect::<Vec<_>>().join(" ")
-            })
-            .collect()
-    }
+    use super::super::sent_words as sent;
 
     /// Feeds `answer`; returns the next step's requests, or the reply.
     fn step(then: Box<dyn Continuation>, answer: &[u8]) -> Result<(Box<dyn Continuation>, Vec<String>), String> {
-        match then.answered(answer) {
+        match then.answered(answer, Instant::now()) {
             Dispatch::Ask { parts, then } => Ok((then, sent(&parts))),
             Dispatch::Reply(reply) => Err(String::from_utf8_lossy(&reply).into_owned()),
             other => panic!("{other:?}"),
