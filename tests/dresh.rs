@@ -439,6 +439,18 @@ fn redis_cli_and_redis_benchmark_work_through_every_host() {
     let exec = String::from_utf8_lossy(&answers[4]);
     assert!(exec.starts_with("*3\r\n:3\r\n*300\r\n") && exec.ends_with(":4\r\n"), "{exec}");
     assert_eq!(cli(3, &["GET", "n"]), "4");
+    // A message published through one host reaches a subscriber of another: PUBLISH goes
+    // through the group, and every host delivers it to its own subscribers.
+    let (confirmed, published, message) = in_ns(&hosts.client_ns(), || {
+        let mut subscriber = RespClient::connect(client_addr(3)).expect("connect");
+        let confirmed = subscriber.call(&["SUBSCRIBE", "news"]).expect("SUBSCRIBE");
+        let mut publisher = RespClient::connect(client_addr(1)).expect("connect");
+        let published = publisher.call(&["PUBLISH", "news", "hello"]).expect("PUBLISH");
+        (confirmed, published, subscriber.reply().expect("the message"))
+    });
+    assert_eq!(confirmed, b"*3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n");
+    assert_eq!(published, b":0\r\n", "host 1 has no subscriber of its own");
+    assert_eq!(message, b"*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$5\r\nhello\r\n");
     // A request larger than one group message is refused with the reason; the session goes on
     // and the host keeps serving.
     let (big, after) = in_ns(&hosts.client_ns(), || {

@@ -137,6 +137,28 @@ def redis_only(r, out):
     adding.join()
     out["xread_block"] = [(stream, [fields for _, fields in entries]) for stream, entries in got]
     out["xread_block_timeout"] = r.xread({"events": "$"}, block=100)
+    # Publish/subscribe: a subscriber on a channel and a pattern, a publisher elsewhere.
+    sub = r.pubsub()
+    sub.subscribe("chan")
+    sub.psubscribe("ch*")
+    confirmations = [sub.get_message(timeout=2) for _ in range(2)]
+    out["subscribed"] = [(m["type"], m["channel"], m["data"]) for m in confirmations if m]
+    out["publish_count"] = other.publish("chan", "hello")
+    received = []
+    deadline = time.time() + 5
+    while len(received) < 2 and time.time() < deadline:
+        m = sub.get_message(timeout=1)
+        if m:
+            received.append((m["type"], m["pattern"], m["channel"], m["data"]))
+    out["messages"] = sorted(received, key=str)
+    out["ping_subscribed"] = sub.ping()
+    sub.unsubscribe("chan")
+    sub.punsubscribe()
+    out["unsubscribed"] = sorted(
+        str((m["type"], m["channel"], m["data"])) for m in (sub.get_message(timeout=2) for _ in range(2)) if m
+    )
+    sub.close()
+    out["publish_nobody"] = r.publish("nobody", "x")
     # Transactions: redis-py sends MULTI, the commands and EXEC in one write.
     pipe = r.pipeline(transaction=True)
     pipe.incr("tx:a")

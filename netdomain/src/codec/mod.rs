@@ -51,6 +51,8 @@ pub enum Dispatch {
         logged: bool,
         /// How the vote compares the answers.
         shape: ReplyShape,
+        /// It publishes a message to subscribers (see [`RequestClass::publish`]).
+        publish: bool,
     },
     /// Send these requests through the global order with nothing between them (a transaction:
     /// `MULTI`, its commands, `EXEC`); the client's answer is the last one's, the others' are
@@ -72,6 +74,14 @@ pub enum Dispatch {
         after: std::time::Duration,
         /// What then.
         then: Box<dyn Continuation>,
+    },
+    /// Change the session's subscriptions and answer with these bytes (the replicas never see
+    /// the request: clients subscribe to resh).
+    Subscriptions {
+        /// The changes.
+        changes: Vec<Subscription>,
+        /// The answer.
+        reply: Bytes,
     },
     /// Answer locally with these bytes; the replicas never see the request.
     Reply(Bytes),
@@ -110,6 +120,28 @@ pub struct RequestClass {
     /// The next request belongs to the same unit: nothing may come between them on a
     /// replica's connection (no checkpoint's reads, no point to rebuild from).
     pub continues: bool,
+    /// It publishes a message: once it is decided, resh delivers the message to its own
+    /// subscribers ([`Codec::published`]), since clients subscribe to resh, not to a replica.
+    pub publish: bool,
+}
+
+/// A change to a session's subscriptions ([`Dispatch::Subscriptions`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Subscription {
+    /// Subscribe to this channel (or, `pattern`, to channels matching this glob).
+    Add {
+        /// The channel or pattern.
+        name: Bytes,
+        /// A pattern.
+        pattern: bool,
+    },
+    /// Unsubscribe.
+    Remove {
+        /// The channel or pattern.
+        name: Bytes,
+        /// A pattern.
+        pattern: bool,
+    },
 }
 
 /// How the vote compares the replicas' answers to one request: what correct replicas may
@@ -271,6 +303,11 @@ pub trait ClientState: Send + fmt::Debug {
         wall: std::time::SystemTime,
         now: Instant,
     ) -> Result<Dispatch, ProtocolError>;
+    /// The client subscribes to messages: it may rightly send nothing for a long time (the
+    /// session's idle timeout does not apply).
+    fn listens(&self) -> bool {
+        false
+    }
 }
 
 /// A framing codec. See the module documentation.
@@ -292,9 +329,11 @@ pub trait Codec: Send + Sync + fmt::Debug {
         requests
             .iter()
             .map(|r| match self.dispatch(r) {
-                Ok(Dispatch::Forward { logged, shape, .. }) => RequestClass { logged, shape, continues: false },
+                Ok(Dispatch::Forward { logged, shape, publish, .. }) => {
+                    RequestClass { logged, shape, continues: false, publish }
+                }
                 // Not something a session forwards alone: logged, to be safe, and voted byte for byte.
-                _ => RequestClass { logged: true, shape: ReplyShape::Exact, continues: false },
+                _ => RequestClass { logged: true, ..RequestClass::default() },
             })
             .collect()
     }
@@ -318,6 +357,20 @@ pub trait Codec: Send + Sync + fmt::Debug {
     fn canonical_error(&self, response: &[u8]) -> Bytes;
     /// Whether a response is an error reply.
     fn is_error(&self, response: &[u8]) -> bool;
+    /// The channel and message of a request classified `publish`.
+    fn published(&self, request: &[u8]) -> Option<(Bytes, Bytes)> {
+        let _ = request;
+        None
+    }
+    /// What a subscriber receives for `message` on `channel` (through `pattern`, if any).
+    fn push_message(&self, channel: &[u8], message: &[u8], pattern: Option<&[u8]>) -> Bytes {
+        let _ = (channel, pattern);
+        Bytes::copy_from_slice(message)
+    }
+    /// The answer to a publishing request: how many of resh's subscribers received it.
+    fn publish_answer(&self, receivers: usize) -> Bytes {
+        Bytes::from(receivers.to_string())
+    }
     /// The request that empties a replica's state before it is rebuilt, if the protocol has one.
     fn reset_request(&self) -> Option<Bytes> {
         None

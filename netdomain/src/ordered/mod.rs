@@ -46,6 +46,7 @@ pub mod conn;
 pub mod core;
 pub mod log;
 pub mod multihost;
+pub mod pubsub;
 pub mod sequencer;
 pub mod session;
 pub mod sim;
@@ -106,6 +107,8 @@ pub enum SessionNotice {
     /// The session ends: its next unanswered request gets this error, and the connection
     /// closes (D-RESH: this host stopped serving).
     Ended(AnswerError),
+    /// A message for a subscriber, after whatever answers it has waiting.
+    Push(Bytes),
 }
 
 /// Why a request could not be handed to the order.
@@ -145,6 +148,8 @@ pub struct Ordered {
     pub group: Option<Arc<multihost::GroupStatus>>,
     /// D-RESH: why this host left the group, once it did (resh then stops).
     left: tokio::sync::watch::Receiver<Option<String>>,
+    /// Who subscribes to what (resh's own pub/sub).
+    pub broker: Arc<Mutex<pubsub::Broker>>,
 }
 
 /// A session's registration: answers arrive here; dropping it unregisters the session.
@@ -152,6 +157,7 @@ pub struct Ordered {
 pub struct Registration {
     id: u64,
     sessions: Arc<SessionTable>,
+    broker: Arc<Mutex<pubsub::Broker>>,
     /// The session's answers, in request order.
     pub answers: mpsc::UnboundedReceiver<SessionNotice>,
 }
@@ -159,6 +165,7 @@ pub struct Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         self.sessions.lock().remove(&self.id);
+        self.broker.lock().unwrap_or_else(|p| p.into_inner()).drop_session(self.id);
     }
 }
 
@@ -167,7 +174,18 @@ impl Ordered {
     pub fn register(&self, id: u64) -> Registration {
         let (tx, answers) = mpsc::unbounded_channel();
         self.sessions.lock().insert(id, tx);
-        Registration { id, sessions: Arc::clone(&self.sessions), answers }
+        Registration { id, sessions: Arc::clone(&self.sessions), broker: Arc::clone(&self.broker), answers }
+    }
+
+    /// Applies a session's subscription changes.
+    pub fn subscriptions(&self, session: u64, changes: Vec<crate::codec::Subscription>) {
+        let mut broker = self.broker.lock().unwrap_or_else(|p| p.into_inner());
+        for change in changes {
+            match change {
+                crate::codec::Subscription::Add { name, pattern } => broker.subscribe(session, name, pattern),
+                crate::codec::Subscription::Remove { name, pattern } => broker.unsubscribe(session, &name, pattern),
+            }
+        }
     }
 
     /// Hands a request to the global order; waits while the sequencer is saturated.

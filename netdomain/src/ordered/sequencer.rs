@@ -130,6 +130,7 @@ pub async fn start(
         buffered: Arc::new(AtomicUsize::new(0)),
         group: source.as_ref().map(|(_, status)| Arc::clone(status)),
         left: left_rx,
+        broker: Arc::default(),
     };
     let (source, group_status) = source.map_or((None, None), |(s, st)| (Some(s), Some(st)));
     let (transfer_tx, transfer_rx) = mpsc::channel(16);
@@ -161,6 +162,8 @@ pub async fn start(
         source,
         group_status,
         left: left_tx,
+        broker: Arc::clone(&ordered.broker),
+        publishes: HashMap::new(),
     };
     sequencer.admit();
     let mut events_rx = events_rx;
@@ -213,6 +216,11 @@ struct Sequencer {
     group_status: Option<Arc<GroupStatus>>,
     /// D-RESH: set once this host left its group.
     left: watch::Sender<Option<String>>,
+    /// Who subscribes to what.
+    broker: Arc<Mutex<super::pubsub::Broker>>,
+    /// Messages published by ordered requests not yet decided, by sequence number: delivered
+    /// to the subscribers once decided.
+    publishes: HashMap<u64, (Bytes, Bytes)>,
 }
 
 /// What a state transfer task reports to the sequencer.
@@ -406,6 +414,7 @@ impl Sequencer {
             return;
         }
         let mut requests = Vec::with_capacity(batch.len());
+        let first_seq = self.core.next_seq();
         for s in batch.drain(..) {
             let origin = |request| Origin { host: 0, session: s.session, request };
             requests.push(Request { origin: origin(s.request), bytes: s.bytes, class: s.class });
@@ -413,11 +422,41 @@ impl Sequencer {
                 requests.push(Request { origin: origin(request), bytes: part.request, class: part.class });
             }
         }
+        self.note_publishes(first_seq, &requests);
         let now = self.now();
-        if let Err(e) = self.core.order(self.core.next_seq(), requests, now) {
+        if let Err(e) = self.core.order(first_seq, requests, now) {
             // The local order numbers requests itself: a gap is a bug.
             error!(error = %e, "internal: the local order is out of step with the core");
         }
+    }
+
+    /// Keeps the messages of the publishing requests of a batch numbered from `first_seq`.
+    fn note_publishes(&mut self, first_seq: u64, requests: &[Request]) {
+        for (seq, request) in (first_seq..).zip(requests) {
+            if let Some(published) = request.class.publish.then(|| self.codec.published(&request.bytes)).flatten() {
+                self.publishes.insert(seq, published);
+            }
+        }
+    }
+
+    /// Request `seq` is decided: if it published a message, the subscribers get it now; the
+    /// publisher's answer is how many did.
+    fn deliver_published(&mut self, seq: u64, answer: &Answer) -> Option<Answer> {
+        if self.publishes.is_empty() {
+            return None;
+        }
+        let (channel, message) = self.publishes.remove(&seq)?;
+        // Undecided or refused: nothing was published.
+        let Answer::Frame(_) = answer else { return None };
+        let receivers = self.broker.lock().unwrap_or_else(|p| p.into_inner()).receivers(&channel);
+        let sessions = self.sessions.lock();
+        for receiver in &receivers {
+            let push = self.codec.push_message(&channel, &message, receiver.pattern.as_deref());
+            if let Some(tx) = sessions.get(&receiver.session) {
+                let _ = tx.send(SessionNotice::Push(push));
+            }
+        }
+        Some(Answer::Frame(self.codec.publish_answer(receivers.len())))
     }
 
     fn handle_event(&mut self, event: ConnEvent) {
@@ -643,6 +682,7 @@ impl Sequencer {
         if requests.is_empty() {
             return;
         }
+        self.note_publishes(first_seq, &requests);
         let now = self.now();
         if let Err(e) = self.core.order(first_seq, requests, now) {
             // The group's stream and the core disagree on numbering: this host cannot tell
@@ -866,6 +906,8 @@ impl Sequencer {
         };
         info!(at, "the state is in: the replicas go on from here");
         self.core = core;
+        // The requests the old core held are not the new one's to decide.
+        self.publishes.clear();
         self.conns.iter_mut().for_each(|c| *c = None);
         let now = self.now();
         for (r, addr) in self.addrs.iter().enumerate() {
@@ -931,6 +973,7 @@ impl Sequencer {
                     }
                 }
                 Action::Reply { origin, seq, answer, masked, waited, shaped } => {
+                    let published = self.deliver_published(seq, &answer);
                     // D-RESH: other hosts' requests are executed and voted here too; the
                     // metrics count this host's clients' requests.
                     let local = origin.host == self.source.as_ref().map_or(0, |g| g.local);
@@ -966,12 +1009,16 @@ impl Sequencer {
                             Answer::Error(e) => *blake3::hash(format!("resh error: {e:?}").as_bytes()).as_bytes(),
                         };
                         if origin.host == g.local {
+                            // A publisher learns how many of this host's subscribers got it;
+                            // the hosts compared the replicas' answer.
+                            let answer = published.unwrap_or(answer);
                             let answer = SessionAnswer { request: origin.request, answer, masked };
                             g.held.insert(seq, (origin.session, answer));
                         }
                         g.dresh.voted(seq, digest);
                     } else if origin.host == 0 {
-                        let answer = SessionAnswer { request: origin.request, answer, masked };
+                        let answer =
+                            SessionAnswer { request: origin.request, answer: published.unwrap_or(answer), masked };
                         replies.push((origin.session, SessionNotice::Answer(answer)));
                     }
                 }

@@ -166,10 +166,10 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
             };
             let request = input.split_to(len);
             match client_state.dispatch(&request, SystemTime::now(), std::time::Instant::now()) {
-                Ok(Dispatch::Forward { request, logged, shape }) => {
+                Ok(Dispatch::Forward { request, logged, shape, publish }) => {
                     let n = next_request;
                     next_request += 1;
-                    let class = RequestClass { logged, shape, continues: false };
+                    let class = RequestClass { logged, shape, continues: false, publish };
                     let submission = Submission { session: id, request: n, bytes: request, class, more: Vec::new() };
                     if ordered.submit(submission).await.is_err() {
                         end = Some(End::Dropped);
@@ -200,6 +200,10 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
                     break;
                 }
                 Ok(Dispatch::Reply(answer)) => slots.push_back(AnswerSlot::Ready(answer)),
+                Ok(Dispatch::Subscriptions { changes, reply }) => {
+                    ordered.subscriptions(id, changes);
+                    slots.push_back(AnswerSlot::Ready(reply));
+                }
                 Ok(Dispatch::Close(answer)) => {
                     slots.push_back(AnswerSlot::Last(answer));
                     input_done = true;
@@ -258,7 +262,8 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
         };
         // Waiting for the service is not idleness: the request timeout covers it; nor is a
         // blocking command's wait (its own timeout covers it).
-        let idle_applies = !out.is_empty() || (in_flight == 0 && !chain_pending);
+        // A subscriber waits for messages as long as it likes.
+        let idle_applies = !out.is_empty() || (in_flight == 0 && !chain_pending && !client_state.listens());
         let next_step = if chain_pending {
             slots
                 .iter()
@@ -286,6 +291,11 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
                     Some(SessionNotice::Answer(answer)) => answer,
                     Some(SessionNotice::Masked) => {
                         masked = true;
+                        continue;
+                    }
+                    Some(SessionNotice::Push(message)) => {
+                        // After the answers the client is owed before it (in order, as Redis).
+                        slots.push_back(AnswerSlot::Ready(message));
                         continue;
                     }
                     Some(SessionNotice::Ended(e)) => {

@@ -612,7 +612,7 @@ impl Sim {
                     let seq = self.core.next_seq() + batch.len() as u64;
                     let mut request = self.request(seq, args);
                     // All of a unit is logged: a replica may join the vote in its middle.
-                    request.class = RequestClass { logged: true, shape: ReplyShape::Exact, continues: i < 3 };
+                    request.class = RequestClass { logged: true, continues: i < 3, ..RequestClass::default() };
                     batch.push(request);
                 }
                 continue;
@@ -649,7 +649,7 @@ impl Sim {
         self.requests.insert(seq, args);
         let request = self.next_request;
         self.next_request += 1;
-        let class = RequestClass { logged, shape, continues: false };
+        let class = RequestClass { logged, shape, ..RequestClass::default() };
         Request { origin: Origin { host: 0, session: 1, request }, bytes: encode_array(&tagged), class }
     }
 

@@ -28,7 +28,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{
     AnswerError, Checkpoint, ClientState, Codec, Dispatch, FrameDigest, Part, ProtocolError, ReplyShape, RequestClass,
-    RequestParser, ResponseParser,
+    RequestParser, ResponseParser, Subscription,
 };
 
 pub mod blocking;
@@ -347,6 +347,10 @@ pub struct RespClient {
     name: Option<Bytes>,
     /// The transaction the client is queueing (after MULTI, before EXEC or DISCARD).
     transaction: Option<Transaction>,
+    /// The channels and the patterns it subscribes to (resh's own pub/sub: see
+    /// `ordered::pubsub`); while there are any, it is in Redis's subscribed mode.
+    channels: HashSet<Bytes>,
+    patterns: HashSet<Bytes>,
 }
 
 /// A transaction being queued: resh answers `+QUEUED` and keeps the commands, and at EXEC the
@@ -429,6 +433,7 @@ impl RespClient {
                 request: encode_array(&["HELLO", "2"]),
                 logged: false,
                 shape: ReplyShape::Unvoted,
+                publish: false,
             };
         };
         match string2ll(version) {
@@ -456,11 +461,20 @@ impl RespClient {
                 return Dispatch::Reply(e);
             }
         }
-        Dispatch::Forward { request: encode_array(&["HELLO", "2"]), logged: false, shape: ReplyShape::Unvoted }
+        Dispatch::Forward {
+            request: encode_array(&["HELLO", "2"]),
+            logged: false,
+            shape: ReplyShape::Unvoted,
+            publish: false,
+        }
     }
 }
 
 impl ClientState for RespClient {
+    fn listens(&self) -> bool {
+        !self.channels.is_empty() || !self.patterns.is_empty()
+    }
+
     fn dispatch(&mut self, request: &[u8], wall: SystemTime, now: Instant) -> Result<Dispatch, ProtocolError> {
         with_args(request, |rewrite, args| {
             self.dispatch_args(&Incoming { request, rewrite, args }, Clock { wall, now })
@@ -547,13 +561,99 @@ impl RespClient {
                     "ERR resh: '{command}' is served in steps of resh's own (a random pick checked by the quorum, or a blocking command's polls) and cannot be part of a transaction"
                 )))
             }
-            other @ (Dispatch::Close(_) | Dispatch::Ignore) => other,
+            other @ (Dispatch::Close(_) | Dispatch::Ignore | Dispatch::Subscriptions { .. }) => other,
         }
+    }
+
+    /// Publish/subscribe, served by resh (see `ordered::pubsub`), and Redis's subscribed mode:
+    /// while subscribed, a RESP2 client may only (un)subscribe, PING, QUIT and RESET. `None`:
+    /// not a matter of pub/sub.
+    fn pubsub(&mut self, args: &[&[u8]]) -> Option<Dispatch> {
+        let command = String::from_utf8_lossy(args.first()?).to_ascii_uppercase();
+        let subscribed = !self.channels.is_empty() || !self.patterns.is_empty();
+        let refuse = |why: &str| Some(Dispatch::Reply(Resp::error(why)));
+        match command.as_str() {
+            "SUBSCRIBE" | "PSUBSCRIBE" | "UNSUBSCRIBE" | "PUNSUBSCRIBE" if self.transaction.is_some() => {
+                if let Some(t) = self.transaction.as_mut() {
+                    t.aborted = true;
+                }
+                refuse(&format!("ERR resh: '{command}' cannot be part of a transaction"))
+            }
+            "SUBSCRIBE" | "PSUBSCRIBE" if args.len() < 2 => {
+                Some(RespClient::arity(&command.to_lowercase()))
+            }
+            "SUBSCRIBE" | "PSUBSCRIBE" | "UNSUBSCRIBE" | "PUNSUBSCRIBE" => {
+                let pattern = command.starts_with('P');
+                let adding = !command.contains("UNSUB");
+                let kind = command.to_lowercase();
+                let mut names: Vec<Bytes> = args[1..].iter().map(|a| Bytes::copy_from_slice(a)).collect();
+                if !adding && names.is_empty() {
+                    // All of them (in no particular order, as Redis).
+                    let set = if pattern { &self.patterns } else { &self.channels };
+                    names = set.iter().cloned().collect();
+                    names.sort();
+                }
+                let mut reply = Vec::new();
+                let mut changes = Vec::new();
+                if names.is_empty() {
+                    // Unsubscribing from nothing: Redis answers once, with a null name.
+                    let count = self.channels.len() + self.patterns.len();
+                    reply.extend_from_slice(format!("*3\r\n${}\r\n{kind}\r\n$-1\r\n:{count}\r\n", kind.len()).as_bytes());
+                }
+                for name in names {
+                    let set = if pattern { &mut self.patterns } else { &mut self.channels };
+                    let changed = if adding { set.insert(name.clone()) } else { set.remove(&name) };
+                    if changed {
+                        changes.push(if adding {
+                            Subscription::Add { name: name.clone(), pattern }
+                        } else {
+                            Subscription::Remove { name: name.clone(), pattern }
+                        });
+                    }
+                    let count = self.channels.len() + self.patterns.len();
+                    reply.extend_from_slice(format!("*3\r\n${}\r\n{kind}\r\n", kind.len()).as_bytes());
+                    reply.extend_from_slice(&bulk(&name));
+                    reply.extend_from_slice(format!(":{count}\r\n").as_bytes());
+                }
+                Some(Dispatch::Subscriptions { changes, reply: Bytes::from(reply) })
+            }
+            "RESET" if subscribed && args.len() == 1 => {
+                let changes = self.unsubscribe_all();
+                self.name = None;
+                self.transaction = None;
+                Some(Dispatch::Subscriptions { changes, reply: Bytes::from_static(b"+RESET\r\n") })
+            }
+            "PING" if subscribed && args.len() <= 2 => {
+                let message = args.get(1).copied().unwrap_or_default();
+                let mut reply = b"*2\r\n$4\r\npong\r\n".to_vec();
+                reply.extend_from_slice(&bulk(message));
+                Some(Dispatch::Reply(Bytes::from(reply)))
+            }
+            "QUIT" | "RESET" | "PING" if subscribed => None,
+            _ if subscribed => refuse(&format!(
+                "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
+                command.to_lowercase()
+            )),
+            "SSUBSCRIBE" | "SUNSUBSCRIBE" | "SPUBLISH" | "PUBSUB" => refuse(&format!(
+                "ERR resh: '{command}' is not served: resh serves SUBSCRIBE, PSUBSCRIBE, their UNSUBSCRIBE and PUBLISH itself"
+            )),
+            _ => None,
+        }
+    }
+
+    /// Every subscription goes (RESET, or the session's end).
+    fn unsubscribe_all(&mut self) -> Vec<Subscription> {
+        let channels = self.channels.drain().map(|name| Subscription::Remove { name, pattern: false });
+        let patterns = self.patterns.drain().map(|name| Subscription::Remove { name, pattern: true });
+        channels.chain(patterns).collect()
     }
 
     fn dispatch_args(&mut self, incoming: &Incoming<'_>, clock: Clock) -> Result<Dispatch, ProtocolError> {
         let (args, named) = (incoming.args, |name: &str| incoming.named(name));
         let Some(first) = args.first() else { return Ok(Dispatch::Ignore) };
+        if let Some(pubsub) = self.pubsub(args) {
+            return Ok(pubsub);
+        }
         if self.transaction.is_some() {
             return Ok(self.in_transaction(incoming, clock));
         }
@@ -735,6 +835,8 @@ impl Resp {
                 logged: true,
                 shape: if i == last { exec_shape } else { ReplyShape::Exact },
                 continues: i != last,
+                // A PUBLISH inside a transaction reaches the replicas only (documented).
+                publish: false,
             })
             .collect()
     }
@@ -809,7 +911,8 @@ impl Resp {
         }
         if command == "HELLO" && args.len() == 2 && args[1] == b"2" {
             // What a session's HELLO becomes (see [`RespClient`]).
-            return Dispatch::Forward { request: encode_array(args), logged: false, shape: ReplyShape::Unvoted };
+            let request = encode_array(args);
+            return Dispatch::Forward { request, logged: false, shape: ReplyShape::Unvoted, publish: false };
         }
         if class.per_connection {
             return refuse(format!(
@@ -864,7 +967,7 @@ impl Resp {
             let request = if rewrite { encode_array(args) } else { Bytes::copy_from_slice(request) };
             let spop = command == "SPOP";
             let shape = if spop { ReplyShape::Exact } else { ReplyShape::Unvoted };
-            return Dispatch::Forward { request, logged: spop, shape };
+            return Dispatch::Forward { request, logged: spop, shape, publish: false };
         }
         if let Some(scan) = self.full_scan(&command, args) {
             return scan;
@@ -889,7 +992,10 @@ impl Resp {
             || debug_read
             || (command == "CONFIG" && matches!(sub.as_str(), "GET" | "HELP" | "RESETSTAT"));
         let request = if rewrite { encode_array(args) } else { Bytes::copy_from_slice(request) };
-        Dispatch::Forward { request, logged: !read_only, shape }
+        // A message is delivered by resh to its own subscribers; the replicas, which have none,
+        // still execute it (in order, for keyspace effects such as scripts' PUBLISH aside).
+        let publish = command == "PUBLISH" && args.len() == 3;
+        Dispatch::Forward { request, logged: !read_only, shape, publish }
     }
 
     /// `SCAN` and its family, served by one call that iterates the whole collection: each
@@ -925,7 +1031,7 @@ impl Resp {
         }
         rewritten.extend_from_slice(&[b"COUNT", FULL_SCAN_COUNT.as_bytes()]);
         let shape = if pairs { ReplyShape::ScanMap } else { ReplyShape::ScanSet };
-        Some(Dispatch::Forward { request: encode_array(&rewritten), logged: false, shape })
+        Some(Dispatch::Forward { request: encode_array(&rewritten), logged: false, shape, publish: false })
     }
 }
 
@@ -961,8 +1067,10 @@ impl Codec for Resp {
                 }
                 None => {
                     classes.push(match self.dispatch(&requests[at]) {
-                        Ok(Dispatch::Forward { logged, shape, .. }) => RequestClass { logged, shape, continues: false },
-                        _ => RequestClass { logged: true, shape: ReplyShape::Exact, continues: false },
+                        Ok(Dispatch::Forward { logged, shape, publish, .. }) => {
+                            RequestClass { logged, shape, continues: false, publish }
+                        }
+                        _ => RequestClass { logged: true, ..RequestClass::default() },
                     });
                     at += 1;
                 }
@@ -972,7 +1080,14 @@ impl Codec for Resp {
     }
 
     fn client(&self, id: u64) -> Box<dyn ClientState> {
-        Box::new(RespClient { codec: self.clone(), id, name: None, transaction: None })
+        Box::new(RespClient {
+            codec: self.clone(),
+            id,
+            name: None,
+            transaction: None,
+            channels: HashSet::new(),
+            patterns: HashSet::new(),
+        })
     }
 
     fn vote_digest(&self, response: &[u8]) -> FrameDigest {
@@ -1027,6 +1142,27 @@ impl Codec for Resp {
 
     fn shaped_digest(&self, shape: ReplyShape, response: &[u8]) -> Option<voter::Digest> {
         shape::shaped_digest(shape, response)
+    }
+
+    fn published(&self, request: &[u8]) -> Option<(Bytes, Bytes)> {
+        let args = request_args(request).ok()?;
+        match &args[..] {
+            [command, channel, message] if command.eq_ignore_ascii_case(b"PUBLISH") => {
+                Some((Bytes::copy_from_slice(channel), Bytes::copy_from_slice(message)))
+            }
+            _ => None,
+        }
+    }
+
+    fn push_message(&self, channel: &[u8], message: &[u8], pattern: Option<&[u8]>) -> Bytes {
+        match pattern {
+            Some(pattern) => encode_array(&[&b"pmessage"[..], pattern, channel, message]),
+            None => encode_array(&[&b"message"[..], channel, message]),
+        }
+    }
+
+    fn publish_answer(&self, receivers: usize) -> Bytes {
+        Bytes::from(format!(":{receivers}\r\n"))
     }
 
     fn is_error(&self, response: &[u8]) -> bool {
@@ -1131,7 +1267,7 @@ mod tests {
 
     fn forwarded(r: &Resp, request: &str) -> (Bytes, bool, ReplyShape) {
         match r.dispatch(&encode_array(&request.split(' ').collect::<Vec<_>>())) {
-            Ok(Dispatch::Forward { request, logged, shape }) => (request, logged, shape),
+            Ok(Dispatch::Forward { request, logged, shape, .. }) => (request, logged, shape),
             other => panic!("{request}: {other:?}"),
         }
     }
@@ -1327,7 +1463,7 @@ mod tests {
         assert_eq!(reply(client_says(&mut *a, "TIME")), "*2\r\n$1\r\n0\r\n$1\r\n0\r\n");
         assert_eq!(reply(client_says(&mut *a, "HELLO 3")), "-NOPROTO unsupported protocol version\r\n");
         match client_says(&mut *a, "HELLO 2 SETNAME app") {
-            Dispatch::Forward { request, logged: false, shape: ReplyShape::Unvoted } => {
+            Dispatch::Forward { request, logged: false, shape: ReplyShape::Unvoted, .. } => {
                 assert_eq!(request, encode_array(&["HELLO", "2"]))
             }
             other => panic!("{other:?}"),
@@ -1365,7 +1501,10 @@ mod tests {
         // but the last continued; EXEC's answer holds a set.
         assert!(parts.iter().all(|p| p.class.logged));
         assert!(parts[..4].iter().all(|p| p.class.continues && p.class.shape == ReplyShape::Exact));
-        assert_eq!(parts[4].class, RequestClass { logged: true, shape: ReplyShape::EachNestedSet, continues: false });
+        assert_eq!(
+            parts[4].class,
+            RequestClass { logged: true, shape: ReplyShape::EachNestedSet, ..RequestClass::default() }
+        );
         // Another host classifies the same bytes the same way.
         let bytes: Vec<Bytes> = parts.iter().map(|p| p.request.clone()).collect();
         let mut batch = vec![encode_array(&["GET", "a"])];
@@ -1374,7 +1513,7 @@ mod tests {
         let classes = r.classify(&batch);
         assert_eq!(classes[1..6], parts.iter().map(|p| p.class).collect::<Vec<_>>()[..]);
         assert_eq!(classes[0], RequestClass::default());
-        assert_eq!(classes[6], RequestClass { logged: false, shape: ReplyShape::Set, continues: false });
+        assert_eq!(classes[6], RequestClass { shape: ReplyShape::Set, ..RequestClass::default() });
         // Out of the transaction again.
         assert!(matches!(client_says(&mut *c, "GET k"), Dispatch::Forward { .. }));
     }
@@ -1398,6 +1537,56 @@ mod tests {
         assert_eq!(reply(client_says(&mut *c, "MULTI")), "+OK\r\n");
         assert!(reply(client_says(&mut *c, "BLPOP q 0")).contains("cannot be part of a transaction"));
         assert!(reply(client_says(&mut *c, "EXEC")).starts_with("-EXECABORT"));
+    }
+
+    fn subscriptions(d: Dispatch) -> (Vec<Subscription>, String) {
+        match d {
+            Dispatch::Subscriptions { changes, reply } => (changes, String::from_utf8_lossy(&reply).into_owned()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_subscriber_is_served_by_resh_in_redis_subscribed_mode() {
+        let r = resp();
+        let mut c = r.client(1);
+        assert!(!c.listens());
+        let (changes, reply) = subscriptions(client_says(&mut *c, "SUBSCRIBE a b"));
+        assert_eq!(changes.len(), 2);
+        assert_eq!(reply, "*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n*3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:2\r\n");
+        assert!(c.listens(), "the idle timeout does not apply to a subscriber");
+        let (changes, reply) = subscriptions(client_says(&mut *c, "PSUBSCRIBE n*"));
+        assert_eq!(changes, vec![Subscription::Add { name: Bytes::from_static(b"n*"), pattern: true }]);
+        assert!(reply.ends_with(":3\r\n"));
+        // Subscribed: only (un)subscribing, PING, QUIT and RESET, as in Redis.
+        assert_eq!(
+            reply_of(client_says(&mut *c, "GET k")),
+            "-ERR Can't execute 'get': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n"
+        );
+        assert_eq!(reply_of(client_says(&mut *c, "PING")), "*2\r\n$4\r\npong\r\n$0\r\n\r\n");
+        let (changes, reply) = subscriptions(client_says(&mut *c, "UNSUBSCRIBE"));
+        assert_eq!(changes.len(), 2, "every channel");
+        assert!(reply.ends_with(":1\r\n"), "the pattern is left: {reply}");
+        let (changes, reply) = subscriptions(client_says(&mut *c, "RESET"));
+        assert_eq!(changes, vec![Subscription::Remove { name: Bytes::from_static(b"n*"), pattern: true }]);
+        assert_eq!(reply, "+RESET\r\n");
+        assert!(!c.listens());
+        let (changes, reply) = subscriptions(client_says(&mut *c, "UNSUBSCRIBE"));
+        assert!(changes.is_empty());
+        assert_eq!(reply, "*3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n");
+        // PUBLISH goes through the order, marked for delivery; another host marks it alike.
+        assert!(matches!(client_says(&mut *c, "PUBLISH a hi"), Dispatch::Forward { publish: true, logged: true, .. }));
+        assert!(r.classify(&[encode_array(&["PUBLISH", "a", "hi"])])[0].publish);
+        assert_eq!(
+            r.published(&encode_array(&["publish", "a", "hi"])),
+            Some((Bytes::from_static(b"a"), Bytes::from_static(b"hi")))
+        );
+        assert_eq!(&r.push_message(b"a", b"hi", None)[..], b"*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$2\r\nhi\r\n");
+        assert!(reply_of(client_says(&mut *c, "PUBSUB CHANNELS")).contains("not served"));
+    }
+
+    fn reply_of(d: Dispatch) -> String {
+        reply(d)
     }
 
     #[test]

@@ -147,7 +147,7 @@ impl Pick {
         }
         let proposal = Part {
             request: encode_array(&args),
-            class: RequestClass { logged: false, shape: ReplyShape::Unvoted, continues: false },
+            class: RequestClass { logged: false, shape: ReplyShape::Unvoted, ..RequestClass::default() },
         };
         ask(vec![proposal], self)
     }
@@ -244,7 +244,7 @@ impl Pick {
             .enumerate()
             .map(|(i, request)| Part {
                 request,
-                class: RequestClass { logged: true, shape: ReplyShape::Exact, continues: i < 3 },
+                class: RequestClass { logged: true, continues: i < 3, ..RequestClass::default() },
             })
             .collect();
         self.stage = Stage::Popping(members);
