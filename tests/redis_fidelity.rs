@@ -278,3 +278,85 @@ fn protocol_edge_cases_answer_as_redis_server_does() {
     assert!(differ.is_empty(), "{} of {} cases differ:\n{}", differ.len(), cases.len(), differ.join("\n"));
     assert_identical_and_unblamed(&resh);
 }
+
+/// What resh now serves itself, attacked: a subscriber that never reads while a publisher
+/// floods it is disconnected (resh's memory stays bounded) and other subscribers still get
+/// everything; many clients blocked at once time out and the service answers meanwhile; a
+/// transaction larger than a frame is aborted and the session goes on.
+#[test]
+fn subscribers_blocked_clients_and_transactions_are_bounded() {
+    use std::io::{Read, Write};
+    let resh = Resh::start(&redis_config("max_session_bytes = 1048576\nmax_frame_bytes = 1048576"));
+    // A subscriber that never reads, and one that does.
+    let mut stuck = std::net::TcpStream::connect(resh.clients).expect("connect");
+    stuck.write_all(&RespClient::encode(&["SUBSCRIBE", "flood"])).expect("subscribe");
+    let mut reader = RespClient::connect(resh.clients).expect("connect");
+    reader.call(&["SUBSCRIBE", "flood"]).expect("SUBSCRIBE");
+    let counting = std::thread::spawn(move || {
+        let mut got = 0;
+        while got < 300 {
+            let message = reader.reply().expect("a message");
+            assert!(message.starts_with(b"*3\r\n$7\r\nmessage\r\n"), "{}", String::from_utf8_lossy(&message));
+            got += 1;
+        }
+        got
+    });
+    let mut publisher = RespClient::connect(resh.clients).expect("connect");
+    let payload = "p".repeat(64 * 1024);
+    let mut receivers = Vec::new();
+    for _ in 0..300 {
+        let answer = publisher.call(&["PUBLISH", "flood", &payload]).expect("PUBLISH");
+        receivers.push(String::from_utf8_lossy(&answer).into_owned());
+    }
+    assert_eq!(counting.join().expect("the reading subscriber"), 300, "the reading subscriber got every message");
+    assert_eq!(receivers.first().map(String::as_str), Some(":2\r\n"));
+    assert_eq!(receivers.last().map(String::as_str), Some(":1\r\n"), "the stuck subscriber was dropped");
+    // Its connection was cut, not left to grow (about 19 MiB were published to it).
+    stuck.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let mut sink = vec![0u8; 1 << 20];
+    let mut ended = false;
+    for _ in 0..100 {
+        match stuck.read(&mut sink) {
+            Ok(0) | Err(_) => {
+                ended = true;
+                break;
+            }
+            Ok(_) => {}
+        }
+    }
+    assert!(ended, "the subscriber that never read is disconnected");
+    let (_, peak) = resh.memory();
+    assert!(peak < 200 << 20, "resh's memory peaked at {} MiB", peak >> 20);
+    // Many clients blocked at once: they all time out; the service answers meanwhile.
+    let blocked: Vec<_> = (0..100)
+        .map(|i| {
+            let addr = resh.clients;
+            std::thread::spawn(move || {
+                let mut c = RespClient::connect(addr).expect("connect");
+                c.call(&["BLPOP", &format!("none:{i}"), "0.5"]).expect("BLPOP")
+            })
+        })
+        .collect();
+    let mut c = RespClient::connect(resh.clients).expect("connect");
+    let started = std::time::Instant::now();
+    for i in 0..50 {
+        assert_eq!(c.call(&["SET", "k", &i.to_string()]).expect("SET"), b"+OK\r\n");
+    }
+    let busy = started.elapsed();
+    for b in blocked {
+        assert_eq!(b.join().expect("a blocked client"), b"*-1\r\n");
+    }
+    assert!(busy < Duration::from_secs(2), "50 SETs took {busy:?} while 100 clients were blocked");
+    // A transaction larger than a frame: aborted, and the session goes on.
+    assert_eq!(c.call(&["MULTI"]).expect("MULTI"), b"+OK\r\n");
+    let big = "b".repeat(400 * 1024);
+    let mut aborted = false;
+    for _ in 0..4 {
+        let answer = c.call(&["SET", "big", &big]).expect("SET");
+        aborted |= answer.starts_with(b"-ERR resh: the transaction would be larger");
+    }
+    assert!(aborted);
+    assert!(c.call(&["EXEC"]).expect("EXEC").starts_with(b"-EXECABORT"));
+    assert_eq!(c.call(&["EXISTS", "big"]).expect("EXISTS"), b":0\r\n");
+    assert_identical_and_unblamed(&resh);
+}

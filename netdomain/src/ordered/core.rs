@@ -1466,7 +1466,16 @@ impl OrderedCore {
         self.issue_reads(r, now);
         let incarnation = self.replicas[r].incarnation;
         let decided = self.decided_prefix();
-        let Self { replicas, actions, codec, log, config, held_base, .. } = self;
+        // Decided requests nobody ever answered (a batch every replica lost) are replayed, not
+        // sent as a voter: a replayed request no replica answered goes out alone, and one the
+        // rebuilt replica dies on leaves the log (the query of death is found). Sent to it as a
+        // voter, it would die on it again with every rebuild.
+        let join_point = self
+            .held
+            .iter()
+            .position(|h| h.outcome.is_none() || h.marked_answered)
+            .map_or(self.held_base + self.held.len() as u64, |i| self.held_base + i as u64);
+        let Self { replicas, actions, codec, log, config, .. } = self;
         let replica = &mut replicas[r];
         let Role::Syncing(sync) = &mut replica.role else { return };
         let join_at = match &mut sync.phase {
@@ -1510,7 +1519,7 @@ impl OrderedCore {
                 // (a slow replayed request would otherwise hold back its first votes): it joins
                 // the vote there. While it works through its replay the core may let go of
                 // requests; then it replays on from the log.
-                if sync.cursor >= *held_base {
+                if sync.cursor >= join_point {
                     if !replica.expect.iter().any(|e| matches!(e, Expect::Replay(_) | Expect::Discard { .. })) {
                         join_at = Some(sync.cursor);
                     }
