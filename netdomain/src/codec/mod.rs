@@ -291,18 +291,47 @@ impl fmt::Display for CheckpointError {
 
 impl std::error::Error for CheckpointError {}
 
+/// The time, as a session tells it to its client's protocol state.
+pub trait Clock {
+    /// The time of day.
+    fn wall(&self) -> std::time::SystemTime;
+    /// The monotonic time.
+    fn now(&self) -> Instant;
+}
+
+/// The system's clocks.
+#[derive(Clone, Copy, Debug)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn wall(&self) -> std::time::SystemTime {
+        std::time::SystemTime::now()
+    }
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+}
+
+/// A clock standing still (tests, and a session that read the time once).
+#[derive(Clone, Copy, Debug)]
+pub struct FixedClock(pub std::time::SystemTime, pub Instant);
+
+impl Clock for FixedClock {
+    fn wall(&self) -> std::time::SystemTime {
+        self.0
+    }
+    fn now(&self) -> Instant {
+        self.1
+    }
+}
+
 /// One client's protocol state: what its session remembers between requests (a client's name)
 /// and answers itself, so that what a server keeps per connection works although every
 /// session shares one connection per replica.
 pub trait ClientState: Send + fmt::Debug {
-    /// What to do with one complete request of this client; `wall` is the time of day now (for
-    /// the requests resh answers itself), `now` the monotonic time (for timeouts).
-    fn dispatch(
-        &mut self,
-        request: &[u8],
-        wall: std::time::SystemTime,
-        now: Instant,
-    ) -> Result<Dispatch, ProtocolError>;
+    /// What to do with one complete request of this client; `clock` tells the time, read only
+    /// by the requests that need it (TIME, expirations, blocking timeouts).
+    fn dispatch(&mut self, request: &[u8], clock: &dyn Clock) -> Result<Dispatch, ProtocolError>;
     /// The client subscribes to messages: it may rightly send nothing for a long time (the
     /// session's idle timeout does not apply).
     fn listens(&self) -> bool {

@@ -30,7 +30,6 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -39,7 +38,7 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn, Instrument};
 
 use super::{Answer, Ordered, SequencerGone, SessionNotice, Submission};
-use crate::codec::{AnswerError, Codec, Continuation, Dispatch, Part, RequestClass};
+use crate::codec::{AnswerError, Codec, Continuation, Dispatch, Part, RequestClass, SystemClock};
 use crate::metrics::Verdict;
 use crate::server::Shared;
 
@@ -165,7 +164,7 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
                 }
             };
             let request = input.split_to(len);
-            match client_state.dispatch(&request, SystemTime::now(), std::time::Instant::now()) {
+            match client_state.dispatch(&request, &SystemClock) {
                 Ok(Dispatch::Forward { request, logged, shape, publish }) => {
                     let n = next_request;
                     next_request += 1;

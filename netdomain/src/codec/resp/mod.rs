@@ -22,13 +22,13 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{
-    AnswerError, Checkpoint, ClientState, Codec, Dispatch, FrameDigest, Part, ProtocolError, ReplyShape, RequestClass,
-    RequestParser, ResponseParser, Subscription,
+    AnswerError, Checkpoint, ClientState, Clock, Codec, Dispatch, FrameDigest, Part, ProtocolError, ReplyShape,
+    RequestClass, RequestParser, ResponseParser, Subscription,
 };
 
 pub mod blocking;
@@ -307,15 +307,6 @@ fn error_class(response: &[u8]) -> &[u8] {
     &response[..end]
 }
 
-/// The time a request came, as resh's clocks tell it.
-#[derive(Clone, Copy, Debug)]
-struct Clock {
-    /// The time of day (resh's answer to TIME, absolute expirations, XADD ids).
-    wall: SystemTime,
-    /// For timeouts (blocking commands).
-    now: Instant,
-}
-
 /// One complete request as a client sent it, and its arguments.
 #[derive(Clone, Copy)]
 struct Incoming<'a> {
@@ -475,17 +466,15 @@ impl ClientState for RespClient {
         !self.channels.is_empty() || !self.patterns.is_empty()
     }
 
-    fn dispatch(&mut self, request: &[u8], wall: SystemTime, now: Instant) -> Result<Dispatch, ProtocolError> {
-        with_args(request, |rewrite, args| {
-            self.dispatch_args(&Incoming { request, rewrite, args }, Clock { wall, now })
-        })?
+    fn dispatch(&mut self, request: &[u8], clock: &dyn Clock) -> Result<Dispatch, ProtocolError> {
+        with_args(request, |rewrite, args| self.dispatch_args(&Incoming { request, rewrite, args }, clock))?
     }
 }
 
 impl RespClient {
     /// A request while a transaction is queued: Redis's rules for the commands that act on the
     /// transaction itself, and every other command queued (or refused, which aborts it).
-    fn in_transaction(&mut self, incoming: &Incoming<'_>, clock: Clock) -> Dispatch {
+    fn in_transaction(&mut self, incoming: &Incoming<'_>, clock: &dyn Clock) -> Dispatch {
         let (args, named) = (incoming.args, |name: &str| incoming.named(name));
         let whole = args.len() == 1;
         match () {
@@ -569,8 +558,13 @@ impl RespClient {
     /// while subscribed, a RESP2 client may only (un)subscribe, PING, QUIT and RESET. `None`:
     /// not a matter of pub/sub.
     fn pubsub(&mut self, args: &[&[u8]]) -> Option<Dispatch> {
-        let command = String::from_utf8_lossy(args.first()?).to_ascii_uppercase();
+        let first = args.first()?;
         let subscribed = !self.channels.is_empty() || !self.patterns.is_empty();
+        // The common case costs two byte comparisons: no pub/sub command starts otherwise.
+        if !subscribed && !matches!(first.first().map(u8::to_ascii_uppercase), Some(b'S' | b'P' | b'U')) {
+            return None;
+        }
+        let command = String::from_utf8_lossy(first).to_ascii_uppercase();
         let refuse = |why: &str| Some(Dispatch::Reply(Resp::error(why)));
         match command.as_str() {
             "SUBSCRIBE" | "PSUBSCRIBE" | "UNSUBSCRIBE" | "PUNSUBSCRIBE" if self.transaction.is_some() => {
@@ -648,7 +642,7 @@ impl RespClient {
         channels.chain(patterns).collect()
     }
 
-    fn dispatch_args(&mut self, incoming: &Incoming<'_>, clock: Clock) -> Result<Dispatch, ProtocolError> {
+    fn dispatch_args(&mut self, incoming: &Incoming<'_>, clock: &dyn Clock) -> Result<Dispatch, ProtocolError> {
         let (args, named) = (incoming.args, |name: &str| incoming.named(name));
         let Some(first) = args.first() else { return Ok(Dispatch::Ignore) };
         if let Some(pubsub) = self.pubsub(args) {
@@ -673,7 +667,7 @@ impl RespClient {
     }
 
     /// A request outside what acts on a transaction.
-    fn dispatch_plain(&mut self, incoming: &Incoming<'_>, clock: Clock) -> Result<Dispatch, ProtocolError> {
+    fn dispatch_plain(&mut self, incoming: &Incoming<'_>, clock: &dyn Clock) -> Result<Dispatch, ProtocolError> {
         let Incoming { request, rewrite, args } = *incoming;
         let named = |name: &str| incoming.named(name);
         let Some(first) = args.first() else { return Ok(Dispatch::Ignore) };
@@ -697,7 +691,7 @@ impl RespClient {
                     }));
                 }
                 _ if named("TIME") && args.len() == 1 => {
-                    let since = clock.wall.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+                    let since = clock.wall().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
                     let (secs, micros) = (since.as_secs().to_string(), since.subsec_micros().to_string());
                     return Ok(Dispatch::Reply(encode_array(&[secs, micros])));
                 }
@@ -707,14 +701,14 @@ impl RespClient {
         let pins_time = ["EXPIRE", "PEXPIRE", "SETEX", "PSETEX", "SET", "GETEX", "XADD"].iter().any(|n| named(n));
         if pins_time {
             let command = String::from_utf8_lossy(first).to_ascii_uppercase();
-            let now_ms = clock.wall.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis();
+            let now_ms = clock.wall().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis();
             if let Some(pinned) = pin_time(&command, args, i64::try_from(now_ms).unwrap_or(i64::MAX)) {
                 let pinned: Vec<&[u8]> = pinned.iter().map(Vec::as_slice).collect();
                 let request = encode_array(&pinned);
-                return Ok(self.codec.dispatch_args(&request, false, &pinned, Some(clock.now)));
+                return Ok(self.codec.dispatch_args(&request, false, &pinned, Some(clock)));
             }
         }
-        Ok(self.codec.dispatch_args(request, rewrite, args, Some(clock.now)))
+        Ok(self.codec.dispatch_args(request, rewrite, args, Some(clock)))
     }
 }
 
@@ -799,6 +793,37 @@ fn sent_words(parts: &[Part]) -> Vec<String> {
             args.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect::<Vec<_>>().join(" ")
         })
         .collect()
+}
+
+/// A command name in upper case, without allocating for the names commands have (a name longer
+/// than the buffer, or not UTF-8, is allocated: it names no command anyway).
+fn upper(name: &[u8]) -> Upper {
+    let mut buf = [0u8; 24];
+    match (buf.get_mut(..name.len()), std::str::from_utf8(name)) {
+        (Some(dst), Ok(_)) => {
+            for (d, s) in dst.iter_mut().zip(name) {
+                *d = s.to_ascii_uppercase();
+            }
+            Upper::Short(buf, name.len())
+        }
+        _ => Upper::Long(String::from_utf8_lossy(name).to_ascii_uppercase()),
+    }
+}
+
+/// See [`upper`].
+enum Upper {
+    Short([u8; 24], usize),
+    Long(String),
+}
+
+impl Upper {
+    fn as_str(&self) -> &str {
+        match self {
+            // Upper-casing ASCII bytes of valid UTF-8 keeps it valid.
+            Upper::Short(buf, len) => std::str::from_utf8(&buf[..*len]).unwrap_or_default(),
+            Upper::Long(s) => s,
+        }
+    }
 }
 
 /// Whether `request` is the command `name` without arguments.
@@ -896,10 +921,11 @@ impl Resp {
     /// `steps`: a session's request, at this time: a random choice or a blocking command starts
     /// the steps of [`random`] or [`blocking`]. Without (a request another host ordered), it is
     /// classified as those steps send it.
-    fn dispatch_args(&self, request: &[u8], rewrite: bool, args: &[&[u8]], steps: Option<Instant>) -> Dispatch {
+    fn dispatch_args(&self, request: &[u8], rewrite: bool, args: &[&[u8]], steps: Option<&dyn Clock>) -> Dispatch {
         let Some(name) = args.first() else { return Dispatch::Ignore };
-        let command = String::from_utf8_lossy(name).to_ascii_uppercase();
-        let class = classes().get(command.as_str()).copied().unwrap_or_default();
+        let upper_name = upper(name);
+        let command = upper_name.as_str();
+        let class = classes().get(command).copied().unwrap_or_default();
         // The subcommand, for the few commands whose rules depend on it.
         let sub = match args.get(1) {
             Some(sub) if class.subcommands => String::from_utf8_lossy(sub).to_ascii_uppercase(),
@@ -926,7 +952,7 @@ impl Resp {
             (command == "XREAD" || command == "XREADGROUP") && args.iter().any(|a| a.eq_ignore_ascii_case(b"BLOCK"));
         // Blocking commands are served by polling (see [`blocking`]), after the allowed set.
         let blocks = class.blocking || blocking_read;
-        if blocks && (steps.is_none() || matches!(command.as_str(), "WAIT" | "WAITAOF" | "XREADGROUP")) {
+        if blocks && (steps.is_none() || matches!(command, "WAIT" | "WAITAOF" | "XREADGROUP")) {
             return refuse(format!(
                 "'{command}' blocks its connection, which ordered mode shares between all sessions"
             ));
@@ -946,12 +972,12 @@ impl Resp {
             }
         }
         if let Some(allow) = &self.allow {
-            if !allow.contains(&command) {
+            if !allow.contains(command) {
                 return refuse(format!("command '{command}' is not in the allowed set of this service"));
             }
         }
-        if let Some(now) = steps.filter(|_| blocks) {
-            if let Some(polling) = blocking::start(&command, args, now) {
+        if let Some(clock) = steps.filter(|_| blocks) {
+            if let Some(polling) = blocking::start(command, args, clock.now()) {
                 return polling;
             }
             return refuse(format!(
@@ -959,7 +985,7 @@ impl Resp {
             ));
         }
         if class.random {
-            if let Some(steps) = random::start(&command, args).filter(|_| steps.is_some()) {
+            if let Some(steps) = random::start(command, args).filter(|_| steps.is_some()) {
                 return steps;
             }
             // As the steps send it: an SRANDMEMBER (and friends) is a proposal, unvoted. An
@@ -969,7 +995,7 @@ impl Resp {
             let shape = if spop { ReplyShape::Exact } else { ReplyShape::Unvoted };
             return Dispatch::Forward { request, logged: spop, shape, publish: false };
         }
-        if let Some(scan) = self.full_scan(&command, args) {
+        if let Some(scan) = self.full_scan(command, args) {
             return scan;
         }
         let shape = if class.set_reply {
@@ -1181,7 +1207,7 @@ impl Codec for Resp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::RequestClass;
+    use crate::codec::{FixedClock, RequestClass};
     use proptest::prelude::*;
 
     fn resp() -> Resp {
@@ -1382,8 +1408,11 @@ mod tests {
     }
 
     fn client_says(c: &mut dyn ClientState, request: &str) -> Dispatch {
-        c.dispatch(&encode_array(&request.split(' ').collect::<Vec<_>>()), SystemTime::UNIX_EPOCH, Instant::now())
-            .expect("valid")
+        c.dispatch(
+            &encode_array(&request.split(' ').collect::<Vec<_>>()),
+            &FixedClock(SystemTime::UNIX_EPOCH, std::time::Instant::now()),
+        )
+        .expect("valid")
     }
 
     fn reply(d: Dispatch) -> String {
@@ -1398,11 +1427,9 @@ mod tests {
         let r = resp();
         let mut c = r.client(1);
         let wall = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_000_000);
-        let mut sent = |request: &str| match c.dispatch(
-            &encode_array(&request.split(' ').collect::<Vec<_>>()),
-            wall,
-            Instant::now(),
-        ) {
+        let clock = FixedClock(wall, std::time::Instant::now());
+        let mut sent = |request: &str| match c.dispatch(&encode_array(&request.split(' ').collect::<Vec<_>>()), &clock)
+        {
             Ok(Dispatch::Forward { request, logged, .. }) => {
                 let args = request_args(&request).expect("valid");
                 (args.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect::<Vec<_>>().join(" "), logged)
