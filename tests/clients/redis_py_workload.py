@@ -187,6 +187,44 @@ def redis_only(r, out):
     out["tx_after"] = r.mget("tx:a", "tx:b")
     # redis-py's transaction() helper without WATCH.
     out["transaction_helper"] = r.transaction(lambda p: (p.multi(), p.incr("tx:c"), p.incr("tx:c")))
+    # WATCH: optimistic locking, as redis-py's pipelines do it. Another client's write between
+    # the WATCH and the EXEC aborts the transaction; without one, it runs.
+    r.set("balance", 100)
+    with r.pipeline() as pipe:
+        pipe.watch("balance")
+        value = int(pipe.get("balance"))
+        other.set("balance", 50)
+        pipe.multi()
+        pipe.set("balance", value - 10)
+        try:
+            pipe.execute()
+            out["watch_dirty"] = "ran"
+        except redis.exceptions.WatchError:
+            out["watch_dirty"] = "aborted"
+    out["balance_after_dirty"] = r.get("balance")
+    with r.pipeline() as pipe:
+        pipe.watch("balance", "other-key")
+        value = int(pipe.get("balance"))
+        other.set("unrelated", 1)
+        pipe.multi()
+        pipe.set("balance", value - 10)
+        out["watch_clean"] = pipe.execute()
+    out["balance_after_clean"] = r.get("balance")
+
+    def add_two(p):
+        value = int(p.get("balance"))
+        p.multi()
+        p.set("balance", value + 2)
+
+    out["transaction_watch"] = r.transaction(add_two, "balance")
+    out["balance_after_helper"] = r.get("balance")
+    with r.pipeline() as pipe:
+        pipe.watch("balance")
+        pipe.unwatch()
+        other.set("balance", 7)
+        pipe.multi()
+        pipe.incr("balance")
+        out["unwatched"] = pipe.execute()
     info = r.info()
     out["info"] = "redis_version" in info and "used_memory" in info
     out["config_get"] = r.config_get("maxmemory-policy")

@@ -123,6 +123,23 @@ pub struct RequestClass {
     /// It publishes a message: once it is decided, resh delivers the message to its own
     /// subscribers ([`Codec::published`]), since clients subscribe to resh, not to a replica.
     pub publish: bool,
+    /// What it does to its session's WATCH, which resh keeps in the order (`ordered::watch`).
+    pub watch: WatchOp,
+}
+
+/// What a request does to its session's WATCH ([`RequestClass::watch`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WatchOp {
+    /// Nothing (a write may still make watches dirty).
+    #[default]
+    None,
+    /// The session watches the keys [`Codec::watched_keys`] gives, from here on.
+    Watch,
+    /// The session watches nothing any more.
+    Unwatch,
+    /// The EXEC of a transaction: if the session's watch is dirty, resh sends
+    /// [`Codec::abort_request`] instead. Its watch ends either way.
+    Exec,
 }
 
 /// A change to a session's subscriptions ([`Dispatch::Subscriptions`]).
@@ -337,6 +354,10 @@ pub trait ClientState: Send + fmt::Debug {
     fn listens(&self) -> bool {
         false
     }
+    /// What the session orders when it ends (the end of a WATCH the order keeps).
+    fn farewell(&mut self) -> Option<Part> {
+        None
+    }
 }
 
 /// A framing codec. See the module documentation.
@@ -359,7 +380,7 @@ pub trait Codec: Send + Sync + fmt::Debug {
             .iter()
             .map(|r| match self.dispatch(r) {
                 Ok(Dispatch::Forward { logged, shape, publish, .. }) => {
-                    RequestClass { logged, shape, continues: false, publish }
+                    RequestClass { logged, shape, publish, ..RequestClass::default() }
                 }
                 // Not something a session forwards alone: logged, to be safe, and voted byte for byte.
                 _ => RequestClass { logged: true, ..RequestClass::default() },
@@ -399,6 +420,21 @@ pub trait Codec: Send + Sync + fmt::Debug {
     /// The answer to a publishing request: how many of resh's subscribers received it.
     fn publish_answer(&self, receivers: usize) -> Bytes {
         Bytes::from(receivers.to_string())
+    }
+    /// The keys a request classified [`WatchOp::Watch`] watches.
+    fn watched_keys(&self, request: &[u8]) -> Vec<Bytes> {
+        let _ = request;
+        Vec::new()
+    }
+    /// The arguments of a write that may name keys (a watch on one of them is dirty after it);
+    /// `None` if it may change any key (a flush).
+    fn written_keys(&self, request: &[u8]) -> Option<Vec<Bytes>> {
+        let _ = request;
+        None
+    }
+    /// What a transaction's end becomes when its watch is dirty (nothing of it runs).
+    fn abort_request(&self) -> Option<Bytes> {
+        None
     }
     /// The request that empties a replica's state before it is rebuilt, if the protocol has one.
     fn reset_request(&self) -> Option<Bytes> {

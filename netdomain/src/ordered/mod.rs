@@ -51,6 +51,7 @@ pub mod sequencer;
 pub mod session;
 pub mod sim;
 pub mod transfer;
+pub mod watch;
 
 pub use self::core::{Answer, OrderedCore, ReplicaView};
 

@@ -39,7 +39,7 @@ use super::core::{Action, Answer, CoreConfig, Note, OrderedCore, Origin, Request
 use super::multihost::{Export, GroupSource, GroupStatus, WaitingState};
 use super::transfer::{self, ExportRequest};
 use super::{Ordered, SessionAnswer, SessionNotice, SessionTable, Submission, SUBMIT_QUEUE};
-use crate::codec::{AnswerError, Codec};
+use crate::codec::{AnswerError, Codec, WatchOp};
 use crate::config::Config;
 use crate::fault::{FaultEvent, FaultSink, Position};
 use crate::metrics::Metrics;
@@ -164,6 +164,7 @@ pub async fn start(
         left: left_tx,
         broker: Arc::clone(&ordered.broker),
         publishes: HashMap::new(),
+        watches: super::watch::WatchTable::default(),
     };
     sequencer.admit();
     let mut events_rx = events_rx;
@@ -221,6 +222,8 @@ struct Sequencer {
     /// Messages published by ordered requests not yet decided, by sequence number: delivered
     /// to the subscribers once decided.
     publishes: HashMap<u64, (Bytes, Bytes)>,
+    /// Who watches what (WATCH, kept in the order).
+    watches: super::watch::WatchTable,
 }
 
 /// What a state transfer task reports to the sequencer.
@@ -423,10 +426,59 @@ impl Sequencer {
             }
         }
         self.note_publishes(first_seq, &requests);
+        self.apply_watches(&mut requests);
         let now = self.now();
         if let Err(e) = self.core.order(first_seq, requests, now) {
             // The local order numbers requests itself: a gap is a bug.
             error!(error = %e, "internal: the local order is out of step with the core");
+        }
+    }
+
+    /// Keeps the WATCH table (see [`super::watch`]) in the order of a batch: watches start and
+    /// end, writes make them dirty, and the EXEC of a session whose watch is dirty becomes the
+    /// codec's abort (nothing of the transaction runs). The same order on every host gives the
+    /// same decisions.
+    fn apply_watches(&mut self, requests: &mut [Request]) {
+        if self.watches.is_empty() && !requests.iter().any(|r| r.class.watch == WatchOp::Watch) {
+            return;
+        }
+        // The writes queued in a transaction take effect at its EXEC.
+        let mut unit: Option<Vec<Bytes>> = Some(Vec::new());
+        for request in requests.iter_mut() {
+            let watcher = (request.origin.host, request.origin.session);
+            match request.class.watch {
+                WatchOp::Watch => self.watches.watch(watcher, self.codec.watched_keys(&request.bytes)),
+                WatchOp::Unwatch => {
+                    self.watches.take(watcher);
+                }
+                WatchOp::Exec => {
+                    let queued = unit.replace(Vec::new());
+                    if self.watches.take(watcher) == Some(true) {
+                        if let Some(abort) = self.codec.abort_request() {
+                            request.bytes = abort;
+                        }
+                        continue;
+                    }
+                    match queued {
+                        Some(keys) => self.watches.touch(keys.iter().map(|k| &k[..])),
+                        None => self.watches.touch_all(),
+                    }
+                }
+                WatchOp::None if request.class.logged && !self.watches.is_empty() => {
+                    let written = self.codec.written_keys(&request.bytes);
+                    match (request.class.continues, written) {
+                        (true, Some(keys)) => {
+                            if let Some(queued) = unit.as_mut() {
+                                queued.extend(keys);
+                            }
+                        }
+                        (true, None) => unit = None,
+                        (false, Some(keys)) => self.watches.touch(keys.iter().map(|k| &k[..])),
+                        (false, None) => self.watches.touch_all(),
+                    }
+                }
+                WatchOp::None => {}
+            }
         }
     }
 
@@ -683,6 +735,8 @@ impl Sequencer {
             return;
         }
         self.note_publishes(first_seq, &requests);
+        let mut requests = requests;
+        self.apply_watches(&mut requests);
         let now = self.now();
         if let Err(e) = self.core.order(first_seq, requests, now) {
             // The group's stream and the core disagree on numbering: this host cannot tell

@@ -168,7 +168,7 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
                 Ok(Dispatch::Forward { request, logged, shape, publish }) => {
                     let n = next_request;
                     next_request += 1;
-                    let class = RequestClass { logged, shape, continues: false, publish };
+                    let class = RequestClass { logged, shape, publish, ..RequestClass::default() };
                     let submission = Submission { session: id, request: n, bytes: request, class, more: Vec::new() };
                     if ordered.submit(submission).await.is_err() {
                         end = Some(End::Dropped);
@@ -431,6 +431,10 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
         } else if blocked_since.is_none() {
             blocked_since = Some(Instant::now());
         }
+    }
+    // A watch the session still holds ends in the order too (its answer goes nowhere).
+    if let Some(part) = client_state.farewell() {
+        let _ = submit_parts(&ordered, id, &mut next_request, vec![part]).await;
     }
     let end = end.unwrap_or(End::Dropped);
     match end {

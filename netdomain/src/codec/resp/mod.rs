@@ -27,8 +27,8 @@ use std::time::SystemTime;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{
-    AnswerError, Checkpoint, ClientState, Clock, Codec, Dispatch, FrameDigest, Part, ProtocolError, ReplyShape,
-    RequestClass, RequestParser, ResponseParser, Subscription,
+    AnswerError, Checkpoint, ClientState, Clock, Codec, Continuation, Dispatch, FrameDigest, Part, ProtocolError,
+    ReplyShape, RequestClass, RequestParser, ResponseParser, Subscription, WatchOp,
 };
 
 pub mod blocking;
@@ -217,6 +217,11 @@ impl Resp {
         Resp { max_frame, allow, allow_unsafe: Arc::default() }
     }
 
+    /// Whether `command` (upper case) is in the allowed set, if there is one.
+    fn allowed(&self, command: &str) -> bool {
+        self.allow.as_ref().is_none_or(|allow| allow.contains(command))
+    }
+
     /// Passes these entries of [`UNSAFE`] (`ordered.allow_unsafe`; the configuration checks
     /// them).
     pub fn allowing_unsafe(mut self, allow_unsafe: &[String]) -> Resp {
@@ -338,6 +343,8 @@ pub struct RespClient {
     name: Option<Bytes>,
     /// The transaction the client is queueing (after MULTI, before EXEC or DISCARD).
     transaction: Option<Transaction>,
+    /// It ordered a WATCH that has not ended (see `ordered::watch`).
+    watching: bool,
     /// The channels and the patterns it subscribes to (resh's own pub/sub: see
     /// `ordered::pubsub`); while there are any, it is in Redis's subscribed mode.
     channels: HashSet<Bytes>,
@@ -466,6 +473,10 @@ impl ClientState for RespClient {
         !self.channels.is_empty() || !self.patterns.is_empty()
     }
 
+    fn farewell(&mut self) -> Option<Part> {
+        std::mem::take(&mut self.watching).then(|| watch_request(None))
+    }
+
     fn dispatch(&mut self, request: &[u8], clock: &dyn Clock) -> Result<Dispatch, ProtocolError> {
         with_args(request, |rewrite, args| self.dispatch_args(&Incoming { request, rewrite, args }, clock))?
     }
@@ -481,25 +492,29 @@ impl RespClient {
             _ if named("EXEC") && whole => {
                 let transaction = self.transaction.take().unwrap_or_default();
                 if transaction.aborted {
-                    return Dispatch::Reply(Resp::error("EXECABORT Transaction discarded because of previous errors."));
+                    let abort = Resp::error("EXECABORT Transaction discarded because of previous errors.");
+                    return self.unwatched(abort);
                 }
                 let mut requests = Vec::with_capacity(transaction.queued.len() + 2);
                 requests.push(encode_array(&["MULTI"]));
                 requests.extend(transaction.queued);
                 requests.push(encode_array(&["EXEC"]));
                 let classes = self.codec.classify_unit(&requests);
-                return Dispatch::Unit(
-                    requests.into_iter().zip(classes).map(|(request, class)| Part { request, class }).collect(),
-                );
+                let parts = requests.into_iter().zip(classes).map(|(request, class)| Part { request, class }).collect();
+                if std::mem::take(&mut self.watching) {
+                    // The order decides at the EXEC whether the watch is dirty.
+                    return Dispatch::Ask { parts, then: Box::new(WatchedExec) };
+                }
+                return Dispatch::Unit(parts);
             }
             _ if named("DISCARD") && whole => {
                 self.transaction = None;
-                return Dispatch::Reply(Bytes::from_static(b"+OK\r\n"));
+                return self.unwatched(Bytes::from_static(b"+OK\r\n"));
             }
             _ if named("RESET") && whole => {
                 self.transaction = None;
                 self.name = None;
-                return Dispatch::Reply(Bytes::from_static(b"+RESET\r\n"));
+                return self.unwatched(Bytes::from_static(b"+RESET\r\n"));
             }
             _ if named("MULTI") && whole => return Dispatch::Reply(Resp::error("ERR MULTI calls can not be nested")),
             _ if named("WATCH") => return Dispatch::Reply(Resp::error("ERR WATCH inside MULTI is not allowed")),
@@ -567,11 +582,17 @@ impl RespClient {
         let command = String::from_utf8_lossy(first).to_ascii_uppercase();
         let refuse = |why: &str| Some(Dispatch::Reply(Resp::error(why)));
         match command.as_str() {
+            "SUBSCRIBE" | "PSUBSCRIBE" | "UNSUBSCRIBE" | "PUNSUBSCRIBE" if !self.codec.allowed(&command) => {
+                refuse(&format!("ERR resh: command '{command}' is not in the allowed set of this service"))
+            }
             "SUBSCRIBE" | "PSUBSCRIBE" | "UNSUBSCRIBE" | "PUNSUBSCRIBE" if self.transaction.is_some() => {
                 if let Some(t) = self.transaction.as_mut() {
                     t.aborted = true;
                 }
                 refuse(&format!("ERR resh: '{command}' cannot be part of a transaction"))
+            }
+            "SUBSCRIBE" | "PSUBSCRIBE" if self.watching => {
+                refuse(&format!("ERR resh: '{command}' while watching keys: UNWATCH first"))
             }
             "SUBSCRIBE" | "PSUBSCRIBE" if args.len() < 2 => {
                 Some(RespClient::arity(&command.to_lowercase()))
@@ -635,6 +656,14 @@ impl RespClient {
         }
     }
 
+    /// Answers `reply`, once the end of the session's watch is ordered if it has one.
+    fn unwatched(&mut self, reply: Bytes) -> Dispatch {
+        if !std::mem::take(&mut self.watching) {
+            return Dispatch::Reply(reply);
+        }
+        Dispatch::Ask { parts: vec![watch_request(None)], then: Box::new(Answered(reply)) }
+    }
+
     /// Every subscription goes (RESET, or the session's end).
     fn unsubscribe_all(&mut self) -> Vec<Subscription> {
         let channels = self.channels.drain().map(|name| Subscription::Remove { name, pattern: false });
@@ -651,6 +680,12 @@ impl RespClient {
         if self.transaction.is_some() {
             return Ok(self.in_transaction(incoming, clock));
         }
+        let own = ["MULTI", "EXEC", "DISCARD", "WATCH", "UNWATCH"];
+        if let Some(command) = own.iter().find(|c| named(c)).filter(|c| !self.codec.allowed(c)) {
+            return Ok(Dispatch::Reply(Resp::error(&format!(
+                "ERR resh: command '{command}' is not in the allowed set of this service"
+            ))));
+        }
         match () {
             _ if (named("MULTI") || named("EXEC") || named("DISCARD")) && args.len() > 1 => {
                 return Ok(RespClient::arity(&String::from_utf8_lossy(first).to_lowercase()));
@@ -661,6 +696,18 @@ impl RespClient {
             }
             _ if named("EXEC") => return Ok(Dispatch::Reply(Resp::error("ERR EXEC without MULTI"))),
             _ if named("DISCARD") => return Ok(Dispatch::Reply(Resp::error("ERR DISCARD without MULTI"))),
+            _ if named("WATCH") && args.len() < 2 => return Ok(RespClient::arity("watch")),
+            _ if named("WATCH") => {
+                self.watching = true;
+                let parts = vec![watch_request(Some(&args[1..]))];
+                return Ok(Dispatch::Ask { parts, then: Box::new(Answered(Bytes::from_static(b"+OK\r\n"))) });
+            }
+            _ if named("UNWATCH") && args.len() > 1 => return Ok(RespClient::arity("unwatch")),
+            _ if named("UNWATCH") => return Ok(self.unwatched(Bytes::from_static(b"+OK\r\n"))),
+            _ if named("RESET") && args.len() == 1 && self.watching => {
+                self.name = None;
+                return Ok(self.unwatched(Bytes::from_static(b"+RESET\r\n")));
+            }
             _ => {}
         }
         self.dispatch_plain(incoming, clock)
@@ -826,6 +873,78 @@ impl Upper {
     }
 }
 
+/// The prefix of the `PING` argument that orders a session's WATCH (the replicas only echo it).
+const WATCH_MARKER: &[u8] = b"\0resh:watch\0";
+/// The same, for the end of a session's watch.
+const UNWATCH_MARKER: &[u8] = b"\0resh:unwatch\0";
+
+/// The `PING` that orders a WATCH of `keys` (each length-prefixed), or the end of one.
+fn watch_request(keys: Option<&[&[u8]]>) -> Part {
+    let (marker, op) = match keys {
+        Some(keys) => {
+            let mut marker = WATCH_MARKER.to_vec();
+            for key in keys {
+                marker.extend_from_slice(&(key.len() as u32).to_le_bytes());
+                marker.extend_from_slice(key);
+            }
+            (marker, WatchOp::Watch)
+        }
+        None => (UNWATCH_MARKER.to_vec(), WatchOp::Unwatch),
+    };
+    let class = RequestClass { watch: op, ..RequestClass::default() };
+    Part { request: encode_array(&[&b"PING"[..], &marker]), class }
+}
+
+/// A watch marker's op and keys, if `request` is one.
+fn watch_marker(request: &[u8]) -> Option<(WatchOp, Vec<Bytes>)> {
+    let args = request_args(request).ok()?;
+    let [ping, marker] = &args[..] else { return None };
+    if !ping.eq_ignore_ascii_case(b"PING") {
+        return None;
+    }
+    if marker == UNWATCH_MARKER {
+        return Some((WatchOp::Unwatch, Vec::new()));
+    }
+    let mut rest = marker.strip_prefix(WATCH_MARKER)?;
+    let mut keys = Vec::new();
+    while !rest.is_empty() {
+        let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+        keys.push(Bytes::copy_from_slice(rest.get(4..4 + len)?));
+        rest = &rest[4 + len..];
+    }
+    Some((WatchOp::Watch, keys))
+}
+
+/// What a session answers once its step is done, whatever the replicas echoed.
+#[derive(Debug)]
+struct Answered(Bytes);
+
+impl Continuation for Answered {
+    fn answered(self: Box<Self>, _answer: &[u8], _now: std::time::Instant) -> Dispatch {
+        Dispatch::Reply(self.0)
+    }
+    fn woken(self: Box<Self>, _now: std::time::Instant) -> Dispatch {
+        Dispatch::Reply(self.0)
+    }
+}
+
+/// The EXEC of a watched transaction: a DISCARD's `+OK` means its watch was dirty (nil, as
+/// Redis answers); anything else is EXEC's own answer.
+#[derive(Debug)]
+struct WatchedExec;
+
+impl Continuation for WatchedExec {
+    fn answered(self: Box<Self>, answer: &[u8], _now: std::time::Instant) -> Dispatch {
+        if answer == b"+OK\r\n" {
+            return Dispatch::Reply(Bytes::from_static(b"*-1\r\n"));
+        }
+        Dispatch::Reply(Bytes::copy_from_slice(answer))
+    }
+    fn woken(self: Box<Self>, _now: std::time::Instant) -> Dispatch {
+        Dispatch::Reply(Resp::error("ERR resh: internal: a transaction woken"))
+    }
+}
+
 /// Whether `request` is the command `name` without arguments.
 fn is_alone(request: &[u8], name: &str) -> bool {
     with_args(request, |_, args| args.len() == 1 && is(args.first(), name)).unwrap_or(false)
@@ -862,6 +981,8 @@ impl Resp {
                 continues: i != last,
                 // A PUBLISH inside a transaction reaches the replicas only (documented).
                 publish: false,
+                // The session's watch is checked at its EXEC (see `ordered::watch`).
+                watch: if i == last && is_alone(&requests[i], "EXEC") { WatchOp::Exec } else { WatchOp::None },
             })
             .collect()
     }
@@ -1094,7 +1215,8 @@ impl Codec for Resp {
                 None => {
                     classes.push(match self.dispatch(&requests[at]) {
                         Ok(Dispatch::Forward { logged, shape, publish, .. }) => {
-                            RequestClass { logged, shape, continues: false, publish }
+                            let watch = watch_marker(&requests[at]).map_or(WatchOp::None, |(op, _)| op);
+                            RequestClass { logged, shape, publish, watch, ..RequestClass::default() }
                         }
                         _ => RequestClass { logged: true, ..RequestClass::default() },
                     });
@@ -1111,6 +1233,7 @@ impl Codec for Resp {
             id,
             name: None,
             transaction: None,
+            watching: false,
             channels: HashSet::new(),
             patterns: HashSet::new(),
         })
@@ -1189,6 +1312,23 @@ impl Codec for Resp {
 
     fn publish_answer(&self, receivers: usize) -> Bytes {
         Bytes::from(format!(":{receivers}\r\n"))
+    }
+
+    fn watched_keys(&self, request: &[u8]) -> Vec<Bytes> {
+        watch_marker(request).map(|(_, keys)| keys).unwrap_or_default()
+    }
+
+    fn written_keys(&self, request: &[u8]) -> Option<Vec<Bytes>> {
+        let args = request_args(request).ok()?;
+        let command = args.first()?;
+        if [&b"FLUSHALL"[..], b"FLUSHDB", b"SWAPDB"].iter().any(|c| command.eq_ignore_ascii_case(c)) {
+            return None;
+        }
+        Some(args.into_iter().skip(1).map(Bytes::from).collect())
+    }
+
+    fn abort_request(&self) -> Option<Bytes> {
+        Some(encode_array(&["DISCARD"]))
     }
 
     fn is_error(&self, response: &[u8]) -> bool {
@@ -1377,9 +1517,11 @@ mod tests {
             assert!(!logged, "{request}");
             assert_eq!(shape, ReplyShape::Unvoted, "{request}");
         }
-        // The allowed set applies first.
+        // The allowed set applies first, to what resh serves itself too.
         let only = Resp::new(1 << 20, Some(&["GET".to_string()]));
-        assert!(reply(client_says(&mut *only.client(2), "SPOP s")).contains("not in the allowed set"));
+        for request in ["SPOP s", "MULTI", "WATCH k", "SUBSCRIBE c", "BLPOP q 0"] {
+            assert!(reply(client_says(&mut *only.client(2), request)).contains("not in the allowed set"), "{request}");
+        }
     }
 
     #[test]
@@ -1530,7 +1672,12 @@ mod tests {
         assert!(parts[..4].iter().all(|p| p.class.continues && p.class.shape == ReplyShape::Exact));
         assert_eq!(
             parts[4].class,
-            RequestClass { logged: true, shape: ReplyShape::EachNestedSet, ..RequestClass::default() }
+            RequestClass {
+                logged: true,
+                shape: ReplyShape::EachNestedSet,
+                watch: WatchOp::Exec,
+                ..RequestClass::default()
+            }
         );
         // Another host classifies the same bytes the same way.
         let bytes: Vec<Bytes> = parts.iter().map(|p| p.request.clone()).collect();
@@ -1614,6 +1761,49 @@ mod tests {
 
     fn reply_of(d: Dispatch) -> String {
         reply(d)
+    }
+
+    #[test]
+    fn watch_is_ordered_as_a_marker_and_checked_at_exec() {
+        let r = resp();
+        let mut c = r.client(1);
+        let Dispatch::Ask { parts, .. } = client_says(&mut *c, "WATCH a b") else { panic!("ordered") };
+        assert_eq!(parts.len(), 1);
+        assert_eq!(parts[0].class.watch, WatchOp::Watch);
+        assert_eq!(r.watched_keys(&parts[0].request), vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]);
+        // Another host classifies the marker alike; the replicas only echo it.
+        assert_eq!(r.classify(&[parts[0].request.clone()])[0].watch, WatchOp::Watch);
+        assert!(sent_words(&parts)[0].starts_with("PING "));
+        // A watched transaction's EXEC: a DISCARD's +OK (the watch was dirty) is a nil reply.
+        client_says(&mut *c, "MULTI");
+        client_says(&mut *c, "INCR a");
+        let Dispatch::Ask { parts, then } = client_says(&mut *c, "EXEC") else { panic!("asked") };
+        assert_eq!(parts.last().map(|p| p.class.watch), Some(WatchOp::Exec));
+        let now = std::time::Instant::now();
+        assert!(matches!(then.answered(b"+OK\r\n", now), Dispatch::Reply(b) if &b[..] == b"*-1\r\n"));
+        // Not watching any more: the next transaction is a plain unit, UNWATCH answers at once.
+        assert_eq!(reply(client_says(&mut *c, "UNWATCH")), "+OK\r\n");
+        client_says(&mut *c, "MULTI");
+        assert!(matches!(client_says(&mut *c, "EXEC"), Dispatch::Unit(_)));
+        // UNWATCH, DISCARD, RESET and the session's end order the end of a watch.
+        for end in ["UNWATCH", "RESET"] {
+            assert!(matches!(client_says(&mut *c, "WATCH k"), Dispatch::Ask { .. }));
+            let Dispatch::Ask { parts, .. } = client_says(&mut *c, end) else { panic!("{end}") };
+            assert_eq!(parts[0].class.watch, WatchOp::Unwatch);
+        }
+        assert!(matches!(client_says(&mut *c, "WATCH k"), Dispatch::Ask { .. }));
+        client_says(&mut *c, "MULTI");
+        assert!(matches!(client_says(&mut *c, "DISCARD"), Dispatch::Ask { .. }));
+        assert!(matches!(client_says(&mut *c, "WATCH k"), Dispatch::Ask { .. }));
+        assert_eq!(c.farewell().map(|p| p.class.watch), Some(WatchOp::Unwatch));
+        assert!(c.farewell().is_none());
+        assert!(reply(client_says(&mut *c, "WATCH")).starts_with("-ERR wrong number of arguments for 'watch'"));
+        // What the order makes dirty: a write's arguments, or everything for a flush.
+        assert_eq!(
+            r.written_keys(&encode_array(&["SET", "k", "v"])),
+            Some(vec![Bytes::from_static(b"k"), Bytes::from_static(b"v")])
+        );
+        assert_eq!(r.written_keys(&encode_array(&["FLUSHALL"])), None);
     }
 
     #[test]
