@@ -7,10 +7,38 @@
 
 use libfuzzer_sys::fuzz_target;
 use netdomain::codec::resp::Resp;
-use netdomain::codec::{Codec, Dispatch};
+use netdomain::codec::{Codec, Dispatch, FixedClock, ReplyShape};
 
 fuzz_target!(|data: &[u8]| {
     let codec = Resp::new(4096, None);
+    // The shaped digests of arbitrary replica output never panic.
+    for shape in [
+        ReplyShape::Set,
+        ReplyShape::Map,
+        ReplyShape::NestedSet,
+        ReplyShape::EachNestedSet,
+        ReplyShape::ScanSet,
+        ReplyShape::ScanMap,
+    ] {
+        let _ = codec.shaped_digest(shape, data);
+    }
+    // A session's client state takes any request stream without panicking, and what it sends
+    // the replicas is well-formed.
+    let mut client = codec.client(1);
+    let clock = FixedClock(std::time::SystemTime::UNIX_EPOCH, std::time::Instant::now());
+    let mut from = 0;
+    while let Ok(Some(len)) = codec.request_len(&data[from..]) {
+        match client.dispatch(&data[from..from + len], &clock) {
+            Ok(Dispatch::Forward { request, .. }) => assert_eq!(codec.request_len(&request), Ok(Some(request.len()))),
+            Ok(Dispatch::Unit(parts) | Dispatch::Ask { parts, .. }) => {
+                for part in parts {
+                    assert_eq!(codec.request_len(&part.request), Ok(Some(part.request.len())));
+                }
+            }
+            _ => {}
+        }
+        from += len;
+    }
     // Frame the whole input as a request stream, then again fed in two pieces.
     let mut whole = Vec::new();
     let mut at = 0;
