@@ -897,6 +897,10 @@ fn watch_request(keys: Option<&[&[u8]]>) -> Part {
 
 /// A watch marker's op and keys, if `request` is one.
 fn watch_marker(request: &[u8]) -> Option<(WatchOp, Vec<Bytes>)> {
+    // Markers are resh's own encoding: anything else is passed over without parsing it.
+    if !request.starts_with(b"*2\r\n$4\r\nPING\r\n$") {
+        return None;
+    }
     let args = request_args(request).ok()?;
     let [ping, marker] = &args[..] else { return None };
     if !ping.eq_ignore_ascii_case(b"PING") {
@@ -946,8 +950,18 @@ impl Continuation for WatchedExec {
 }
 
 /// Whether `request` is the command `name` without arguments.
+///
+/// Only resh's own encoding counts (`encode_array(&[name])`, a name shorter than ten bytes): the
+/// units it looks for are the ones resh built, and another host classifies every request it is
+/// delivered, so this must not parse each one.
 fn is_alone(request: &[u8], name: &str) -> bool {
-    with_args(request, |_, args| args.len() == 1 && is(args.first(), name)).unwrap_or(false)
+    let name = name.as_bytes();
+    let Some(rest) = request.strip_prefix(b"*1\r\n$") else { return false };
+    name.len() < 10
+        && rest.first() == Some(&(b'0' + name.len() as u8))
+        && rest.get(1..3) == Some(b"\r\n")
+        && rest.get(3..3 + name.len()) == Some(name)
+        && rest.get(3 + name.len()..) == Some(b"\r\n")
 }
 
 impl Resp {
@@ -1804,6 +1818,20 @@ mod tests {
             Some(vec![Bytes::from_static(b"k"), Bytes::from_static(b"v")])
         );
         assert_eq!(r.written_keys(&encode_array(&["FLUSHALL"])), None);
+    }
+
+    #[test]
+    fn units_and_markers_are_recognised_in_resh_own_encoding_only() {
+        assert!(is_alone(&encode_array(&["MULTI"]), "MULTI"));
+        assert!(is_alone(&encode_array(&["EXEC"]), "EXEC"));
+        assert!(!is_alone(b"MULTI\r\n", "MULTI"));
+        assert!(!is_alone(&encode_array(&["multi"]), "MULTI"));
+        assert!(!is_alone(&encode_array(&["MULTI", "x"]), "MULTI"));
+        assert!(!is_alone(&encode_array(&["EXECX"]), "EXEC"));
+        let marker = watch_request(Some(&[&b"k"[..]])).request;
+        assert_eq!(watch_marker(&marker), Some((WatchOp::Watch, vec![Bytes::from_static(b"k")])));
+        assert_eq!(watch_marker(&encode_array(&["PING", "hello"])), None);
+        assert_eq!(watch_marker(&encode_array(&["GET", "k"])), None);
     }
 
     #[test]
