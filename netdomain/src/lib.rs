@@ -4,11 +4,14 @@
 //! Layout:
 //! - [`config`]: the TOML configuration, its defaults and validation (`resh check`).
 //! - [`codec`]: framing codecs of ordered mode (RESP, with Redis's own request rules; the
-//!   logical checkpoint that copies a keyspace).
+//!   logical checkpoint that copies a keyspace; the command table, each session's client state,
+//!   the shapes the vote compares, and the commands answered in steps: random picks, blocking
+//!   commands).
 //! - [`ordered`]: ordered mode: the sans-I/O ordered core ([`ordered::core`]) that puts every
 //!   session's requests in one global order for all replicas, votes the answers, and rebuilds
 //!   replicas (replay log, checkpoints); its tokio shell (the sequencer and the replica
-//!   connections); the client sessions; a deterministic simulation for its tests.
+//!   connections); the client sessions; resh's own pub/sub broker and WATCH table; a
+//!   deterministic simulation for its tests.
 //! - [`stream`]: stream mode: one client session, fan-out of client bytes to every replica,
 //!   the stream vote on their output (the pure [`voter`] crate), release of agreed bytes; a
 //!   sans-I/O session core ([`stream::session`]) and the tokio shell that drives it.
