@@ -127,6 +127,19 @@ pub struct RequestClass {
     pub watch: WatchOp,
 }
 
+impl RequestClass {
+    /// The class of a request as a stateless dispatch sent it on; one that would not be
+    /// forwarded alone is logged, to be safe, and voted byte for byte.
+    pub fn of(dispatch: &Result<Dispatch, ProtocolError>) -> RequestClass {
+        match dispatch {
+            Ok(Dispatch::Forward { logged, shape, publish, .. }) => {
+                RequestClass { logged: *logged, shape: *shape, publish: *publish, ..RequestClass::default() }
+            }
+            _ => RequestClass { logged: true, ..RequestClass::default() },
+        }
+    }
+}
+
 /// What a request does to its session's WATCH ([`RequestClass::watch`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum WatchOp {
@@ -376,16 +389,7 @@ pub trait Codec: Send + Sync + fmt::Debug {
     /// How each request of a batch another host ordered is logged and voted: as its own
     /// session classified it, from the bytes alone (units included).
     fn classify(&self, requests: &[Bytes]) -> Vec<RequestClass> {
-        requests
-            .iter()
-            .map(|r| match self.dispatch(r) {
-                Ok(Dispatch::Forward { logged, shape, publish, .. }) => {
-                    RequestClass { logged, shape, publish, ..RequestClass::default() }
-                }
-                // Not something a session forwards alone: logged, to be safe, and voted byte for byte.
-                _ => RequestClass { logged: true, ..RequestClass::default() },
-            })
-            .collect()
+        requests.iter().map(|r| RequestClass::of(&self.dispatch(r))).collect()
     }
     /// The digests of a complete response frame.
     fn vote_digest(&self, response: &[u8]) -> FrameDigest;
@@ -413,14 +417,9 @@ pub trait Codec: Send + Sync + fmt::Debug {
         None
     }
     /// What a subscriber receives for `message` on `channel` (through `pattern`, if any).
-    fn push_message(&self, channel: &[u8], message: &[u8], pattern: Option<&[u8]>) -> Bytes {
-        let _ = (channel, pattern);
-        Bytes::copy_from_slice(message)
-    }
+    fn push_message(&self, channel: &[u8], message: &[u8], pattern: Option<&[u8]>) -> Bytes;
     /// The answer to a publishing request: how many of resh's subscribers received it.
-    fn publish_answer(&self, receivers: usize) -> Bytes {
-        Bytes::from(receivers.to_string())
-    }
+    fn publish_answer(&self, receivers: usize) -> Bytes;
     /// The keys a request classified [`WatchOp::Watch`] watches.
     fn watched_keys(&self, request: &[u8]) -> Vec<Bytes> {
         let _ = request;

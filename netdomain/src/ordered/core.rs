@@ -440,9 +440,8 @@ pub struct OrderedCore {
     unsettled: Option<Duration>,
     /// Units of requests that must stay together on a replica's connection (a transaction),
     /// as `[first, end)`, while they may matter: a checkpoint is taken only between units.
+    /// A unit comes whole in one batch (the order sources keep it together).
     units: VecDeque<(u64, u64)>,
-    /// The first request of a unit whose last request has not been ordered yet.
-    open_unit: Option<u64>,
 }
 
 impl fmt::Debug for OrderedCore {
@@ -502,7 +501,6 @@ impl OrderedCore {
             careful_until: first_seq,
             unsettled: None,
             units: VecDeque::new(),
-            open_unit: None,
         })
     }
 
@@ -662,14 +660,15 @@ impl OrderedCore {
         while self.units.front().is_some_and(|&(_, end)| end <= self.held_base) {
             self.units.pop_front();
         }
+        let mut unit_start = None;
         for request in batch {
             let seq = self.voter.submit(now);
             let len = request.bytes.len();
-            match (request.class.continues, self.open_unit) {
-                (true, None) => self.open_unit = Some(seq),
+            match (request.class.continues, unit_start) {
+                (true, None) => unit_start = Some(seq),
                 (false, Some(first)) => {
                     self.units.push_back((first, seq + 1));
-                    self.open_unit = None;
+                    unit_start = None;
                 }
                 _ => {}
             }
@@ -694,6 +693,10 @@ impl OrderedCore {
             if self.fenced {
                 self.reply_error(seq, AnswerError::Fenced, now);
             }
+        }
+        // A batch that ends inside a unit (the sources never send one) keeps its tail together.
+        if let Some(first) = unit_start {
+            self.units.push_back((first, self.voter.next_seq()));
         }
         self.touch(now);
         Ok(())
@@ -1693,13 +1696,7 @@ impl OrderedCore {
     /// The first point at or after `seq` that is not inside a unit: a checkpoint's reads sent
     /// inside a transaction would be queued in it.
     fn unit_boundary(&self, seq: u64) -> u64 {
-        let inside = self.units.iter().find(|&&(first, end)| first < seq && seq < end).map(|&(_, end)| end);
-        match (inside, self.open_unit) {
-            (Some(end), _) => end,
-            // The rest of the unit is still to come: after its last request, whenever that is.
-            (None, Some(first)) if first < seq => self.voter.next_seq().max(seq),
-            _ => seq,
-        }
+        self.units.iter().find(|&&(first, end)| first < seq && seq < end).map_or(seq, |&(_, end)| end)
     }
 
     /// Replica `r` joins the vote at request `seq`.

@@ -721,7 +721,7 @@ impl Sequencer {
         // from the bytes alone, units included).
         let bytes: Vec<Bytes> = requests.iter().map(|(_, b)| b.clone()).collect();
         let classes = self.codec.classify(&bytes);
-        let requests: Vec<Request> = requests
+        let mut requests: Vec<Request> = requests
             .into_iter()
             .zip(classes)
             .skip(skip as usize)
@@ -735,7 +735,6 @@ impl Sequencer {
             return;
         }
         self.note_publishes(first_seq, &requests);
-        let mut requests = requests;
         self.apply_watches(&mut requests);
         let now = self.now();
         if let Err(e) = self.core.order(first_seq, requests, now) {

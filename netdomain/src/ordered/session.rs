@@ -338,7 +338,6 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
                             Answer::Frame(bytes) => then.answered(&bytes, std::time::Instant::now()),
                             // resh's own error ends the steps: the client gets it.
                             Answer::Error(e) => {
-                                slots[at] = AnswerSlot::Pending(answer.request);
                                 answer_slot(&mut slots[at], Answer::Error(e), &*codec, &mut end);
                                 continue;
                             }

@@ -681,7 +681,8 @@ impl RespClient {
             return Ok(self.in_transaction(incoming, clock));
         }
         let own = ["MULTI", "EXEC", "DISCARD", "WATCH", "UNWATCH"];
-        if let Some(command) = own.iter().find(|c| named(c)).filter(|c| !self.codec.allowed(c)) {
+        let limited = self.codec.allow.is_some();
+        if let Some(command) = own.iter().find(|c| limited && named(c)).filter(|c| !self.codec.allowed(c)) {
             return Ok(Dispatch::Reply(Resp::error(&format!(
                 "ERR resh: command '{command}' is not in the allowed set of this service"
             ))));
@@ -704,10 +705,6 @@ impl RespClient {
             }
             _ if named("UNWATCH") && args.len() > 1 => return Ok(RespClient::arity("unwatch")),
             _ if named("UNWATCH") => return Ok(self.unwatched(Bytes::from_static(b"+OK\r\n"))),
-            _ if named("RESET") && args.len() == 1 && self.watching => {
-                self.name = None;
-                return Ok(self.unwatched(Bytes::from_static(b"+RESET\r\n")));
-            }
             _ => {}
         }
         self.dispatch_plain(incoming, clock)
@@ -726,7 +723,7 @@ impl RespClient {
                 _ if named("HELLO") => return Ok(self.hello(args)),
                 _ if named("RESET") && args.len() == 1 => {
                     self.name = None;
-                    return Ok(Dispatch::Reply(Bytes::from_static(b"+RESET\r\n")));
+                    return Ok(self.unwatched(Bytes::from_static(b"+RESET\r\n")));
                 }
                 _ if named("SELECT") && args.len() == 2 => {
                     return Ok(Dispatch::Reply(match string2ll(args[1]) {
@@ -747,9 +744,7 @@ impl RespClient {
         }
         let pins_time = ["EXPIRE", "PEXPIRE", "SETEX", "PSETEX", "SET", "GETEX", "XADD"].iter().any(|n| named(n));
         if pins_time {
-            let command = String::from_utf8_lossy(first).to_ascii_uppercase();
-            let now_ms = clock.wall().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis();
-            if let Some(pinned) = pin_time(&command, args, i64::try_from(now_ms).unwrap_or(i64::MAX)) {
+            if let Some(pinned) = pin_time(upper(first).as_str(), args, clock) {
                 let pinned: Vec<&[u8]> = pinned.iter().map(Vec::as_slice).collect();
                 let request = encode_array(&pinned);
                 return Ok(self.codec.dispatch_args(&request, false, &pinned, Some(clock)));
@@ -773,9 +768,14 @@ fn positive_ms(arg: &[u8], unit_ms: i64) -> Option<i64> {
 /// replicas, and a replica rebuilt by replay later, expire the key at the same moment; `XADD *`
 /// gets its millisecond from resh (the sequence within it stays Redis's, deterministic).
 /// `None`: the request is sent as it is.
-fn pin_time(command: &str, args: &[&[u8]], now_ms: i64) -> Option<Vec<Vec<u8>>> {
+fn pin_time(command: &str, args: &[&[u8]], clock: &dyn Clock) -> Option<Vec<Vec<u8>>> {
     let owned = |args: &[&[u8]]| args.iter().map(|a| a.to_vec()).collect::<Vec<_>>();
-    let at = |ms: i64| now_ms.checked_add(ms).map(|t| t.to_string().into_bytes());
+    // The clock is read only for a request that is rewritten (most SETs have no expiration).
+    let now_ms = || {
+        let since = clock.wall().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+    };
+    let at = |ms: i64| now_ms().checked_add(ms).map(|t| t.to_string().into_bytes());
     match command {
         "EXPIRE" | "PEXPIRE" if args.len() >= 3 => {
             let unit = if command == "EXPIRE" { 1000 } else { 1 };
@@ -820,7 +820,7 @@ fn pin_time(command: &str, args: &[&[u8]], now_ms: i64) -> Option<Vec<Vec<u8>>> 
             if args.get(i).copied() != Some(b"*") {
                 return None;
             }
-            let now = u64::try_from(now_ms).ok()?;
+            let now = u64::try_from(now_ms()).ok()?;
             let ms = LAST_XADD_MS.fetch_max(now, Ordering::Relaxed).max(now);
             let mut out = owned(args);
             out[i] = format!("{ms}-*").into_bytes();
@@ -1227,13 +1227,8 @@ impl Codec for Resp {
                     at = end + 1;
                 }
                 None => {
-                    classes.push(match self.dispatch(&requests[at]) {
-                        Ok(Dispatch::Forward { logged, shape, publish, .. }) => {
-                            let watch = watch_marker(&requests[at]).map_or(WatchOp::None, |(op, _)| op);
-                            RequestClass { logged, shape, publish, watch, ..RequestClass::default() }
-                        }
-                        _ => RequestClass { logged: true, ..RequestClass::default() },
-                    });
+                    let watch = watch_marker(&requests[at]).map_or(WatchOp::None, |(op, _)| op);
+                    classes.push(RequestClass { watch, ..RequestClass::of(&self.dispatch(&requests[at])) });
                     at += 1;
                 }
             }
