@@ -959,8 +959,11 @@ impl Sequencer {
         };
         info!(at, "the state is in: the replicas go on from here");
         self.core = core;
-        // The requests the old core held are not the new one's to decide.
+        // The requests the old core held are not the new one's to decide; the watches this
+        // table held belong to sessions the fence ended or to a stream this host no longer
+        // follows (a host that joins does not get the others' watches: see the README).
         self.publishes.clear();
+        self.watches = super::watch::WatchTable::default();
         self.conns.iter_mut().for_each(|c| *c = None);
         let now = self.now();
         for (r, addr) in self.addrs.iter().enumerate() {
