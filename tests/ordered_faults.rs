@@ -64,6 +64,13 @@ fn total_faults(resh: &Resh) -> u64 {
 }
 
 /// Sends raw bytes and reads until the server closes (or 10 s pass).
+/// What a failed assertion prints: the status and the end of resh's log.
+fn report(resh: &Resh) -> String {
+    let log = resh.log();
+    let tail: String = log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+    format!("{}\n--- resh.log, last lines:\n{tail}", resh.status())
+}
+
 fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
@@ -257,8 +264,10 @@ fn a_replica_rebuilt_from_a_large_log_catches_up_without_stalling_the_service() 
     while !(resh.replica("r2")["vote"]["state"] == "voting" && resh.replica("r2")["vote"]["incarnation"] == 2) {
         assert!(Instant::now() < deadline, "r2 did not vote again: {}", resh.status());
         let started = Instant::now();
-        assert_eq!(c.call(&["SET", &format!("during:{}", i % 20), &value]).expect("SET"), b"+OK\r\n");
-        assert_eq!(c.call(&["INCR", "during"]).expect("INCR"), format!(":{}\r\n", i + 1).into_bytes());
+        let set = c.call(&["SET", &format!("during:{}", i % 20), &value]).expect("SET");
+        assert_eq!(String::from_utf8_lossy(&set), "+OK\r\n", "{}", report(&resh));
+        let incr = c.call(&["INCR", "during"]).expect("INCR");
+        assert_eq!(String::from_utf8_lossy(&incr), format!(":{}\r\n", i + 1), "{}", report(&resh));
         slowest = slowest.max(started.elapsed());
         i += 1;
     }

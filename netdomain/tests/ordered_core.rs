@@ -545,3 +545,44 @@ fn a_lagging_replica_that_answers_a_request_refused_on_an_ambiguous_close_is_reb
         assert!(sim.faults.is_empty(), "{:?}", sim.faults);
     }
 }
+
+/// Found by the property test: a transaction's EXEC goes out pipelined with a query of death,
+/// every replica dies on the latter and the EXEC's answer is lost with it, so the EXEC is
+/// refused. It used to leave the log alone, and the replicas rebuilt from the log replayed the
+/// transaction's MULTI and queued writes without their EXEC: inside a transaction left open,
+/// they queued the checkpoint reads after it. The whole transaction leaves the log.
+#[test]
+fn a_refused_exec_takes_its_whole_transaction_out_of_the_log() {
+    let mut sim = Sim::new(config(&[false, false, true], 1 << 20));
+    run(
+        &mut sim,
+        &[
+            Op::Order { count: 5, seed: 1499070165 },
+            Op::Order { count: 7, seed: 774118662 },
+            Op::Hang { replica: 0 },
+            Op::DeliverAll,
+            Op::Order { count: 1, seed: 0 },
+            Op::Order { count: 1, seed: 0 },
+        ],
+    );
+    clean(sim.heal());
+}
+
+/// Found by the property test: a replica restarted while nothing was logged yet joined the
+/// vote after the reads still held, so when another replica crashed those reads had one voter
+/// left and were undecidable. It joins before them (its state is the state there too).
+#[test]
+fn a_replica_restarted_before_any_write_votes_on_the_reads_still_held() {
+    let mut sim = Sim::new(config(&[false; 3], 1 << 20));
+    run(
+        &mut sim,
+        &[
+            Op::Crash { replica: 2 },
+            Op::Order { count: 1, seed: 661701108 },
+            Op::Restart { replica: 2 },
+            Op::Crash { replica: 0 },
+        ],
+    );
+    clean(sim.heal());
+    assert!(matches!(sim.answer(0), Some(Answer::Frame(_))), "{:?}", sim.answer(0));
+}

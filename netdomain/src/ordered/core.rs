@@ -41,6 +41,7 @@
 //!   the vote once it has caught up with the requests the core still holds.
 use std::collections::VecDeque;
 use std::fmt;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -270,6 +271,8 @@ pub enum Note {
     Refused {
         /// The request.
         seq: u64,
+        /// The requests that leave the log with it: `seq` alone, or its whole unit.
+        voided: Range<u64>,
     },
     /// A connection could not be made for resh's own reasons (e.g. no file descriptors).
     ConnectDelayed {
@@ -673,7 +676,7 @@ impl OrderedCore {
                 _ => {}
             }
             if request.class.logged {
-                self.log.push(seq, request.bytes);
+                self.log.push(seq, request.bytes, request.class.continues);
             }
             self.held.push_back(HeldRequest {
                 origin: request.origin,
@@ -870,8 +873,9 @@ impl OrderedCore {
         let seq = replica.replay_seqs.front().copied();
         match seq {
             Some(seq) if replaying && !self.log.was_answered(seq) => {
-                self.log.remove(seq);
-                self.actions.push_back(Action::Note(Note::Refused { seq }));
+                let voided = self.log.remove(seq);
+                let next = voided.end;
+                self.actions.push_back(Action::Note(Note::Refused { seq, voided }));
                 if process_gone {
                     let why = format!("its process ended replaying request {seq}, which no replica ever answered");
                     self.take_out(r, why, now);
@@ -889,7 +893,7 @@ impl OrderedCore {
                 replica.link = LinkState::Connecting;
                 replica.role = Role::Syncing(Box::new(Sync {
                     phase: SyncPhase::Replay,
-                    cursor: seq + 1,
+                    cursor: next,
                     last_progress: now,
                     answered: 0,
                 }));
@@ -1125,9 +1129,10 @@ impl OrderedCore {
     /// The voter decided request `seq`.
     fn decided(&mut self, seq: u64, outcome: FrameOutcome, masked: bool, now: Duration) {
         if let FrameOutcome::Release { vote: Vote::Closed, .. } = outcome {
-            // The service refused the request: it is not replayed.
-            self.log.remove(seq);
-            self.actions.push_back(Action::Note(Note::Refused { seq }));
+            // The service refused the request: it is not replayed (nor is the rest of its
+            // unit, which the refusal voided).
+            let voided = self.log.remove(seq);
+            self.actions.push_back(Action::Note(Note::Refused { seq, voided }));
             // A server that dies on a request may have run others sent with it and lost their
             // answers: the quorum then closed on the first of those, and the one it died on
             // is still to come. Everything ordered so far goes out one request at a time, so
@@ -1469,15 +1474,7 @@ impl OrderedCore {
         self.issue_reads(r, now);
         let incarnation = self.replicas[r].incarnation;
         let decided = self.decided_prefix();
-        // Decided requests nobody ever answered (a batch every replica lost) are replayed, not
-        // sent as a voter: a replayed request no replica answered goes out alone, and one the
-        // rebuilt replica dies on leaves the log (the query of death is found). Sent to it as a
-        // voter, it would die on it again with every rebuild.
-        let join_point = self
-            .held
-            .iter()
-            .position(|h| h.outcome.is_none() || h.marked_answered)
-            .map_or(self.held_base + self.held.len() as u64, |i| self.held_base + i as u64);
+        let join_point = self.join_point();
         let Self { replicas, actions, codec, log, config, .. } = self;
         let replica = &mut replicas[r];
         let Role::Syncing(sync) = &mut replica.role else { return };
@@ -1556,6 +1553,19 @@ impl OrderedCore {
         }
     }
 
+    /// The earliest request a replica holding the state before it may join the vote at: the
+    /// first held request that is undecided or that some replica answered. Decided requests
+    /// nobody ever answered (a batch every replica lost) are replayed, not sent as a voter: a
+    /// replayed request no replica answered goes out alone, and one the rebuilt replica dies
+    /// on leaves the log (the query of death is found). Sent to it as a voter, it would die
+    /// on it again with every rebuild.
+    fn join_point(&self) -> u64 {
+        self.held
+            .iter()
+            .position(|h| h.outcome.is_none() || h.marked_answered)
+            .map_or(self.held_base + self.held.len() as u64, |i| self.held_base + i as u64)
+    }
+
     /// Source `source` answered a checkpoint read: once every source answered it, the answers
     /// must agree (a checkpoint is voted like any answer) and go to the checkpoint.
     fn checkpoint_answer(&mut self, source: usize, frame: Frame, now: Duration) {
@@ -1605,7 +1615,6 @@ impl OrderedCore {
 
     /// Begins rebuilding replica `r` (connected, new incarnation).
     fn start_rebuild(&mut self, r: usize, now: Duration) {
-        let next = self.voter.next_seq();
         let Role::Syncing(_) = &self.replicas[r].role else { return };
         let preloaded = self.replicas[r].preloaded.take() == Some(self.replicas[r].incarnation);
         let replica = &self.replicas[r];
@@ -1617,8 +1626,11 @@ impl OrderedCore {
         }
         let force = replica.must_reset;
         if !force && !self.log.logged_anything() {
-            // Nothing has changed any replica's state yet: it is as the others are.
-            self.join(r, next, now);
+            // Nothing has changed any replica's state yet: it is as the others are, and was
+            // before every request still held (all reads). It votes on those it can: if
+            // another replica fails meanwhile, its votes keep a quorum for them.
+            let first = self.join_point();
+            self.join(r, first, now);
             return;
         }
         // A replica whose state may hold a request the others' do not is emptied first; then

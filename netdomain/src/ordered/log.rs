@@ -11,7 +11,13 @@
 //! faulty; one that does so on an entry no replica ever answered (it was in flight when every
 //! replica died on an earlier one) found a request the service refuses, which then leaves the
 //! log.
+//!
+//! A unit (a transaction: `MULTI` ... `EXEC`, sent whole) leaves the log whole: if any part of
+//! it was refused, no part of it changed anything (a server drops a transaction whose
+//! connection closed before `EXEC` ran), and replaying the rest would leave a replica inside an
+//! open transaction, queueing whatever comes next.
 use std::collections::VecDeque;
+use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
 
@@ -21,6 +27,8 @@ struct Entry {
     /// `None` for a request taken out again.
     request: Option<Bytes>,
     answered: bool,
+    /// The request is part of a unit that goes on with the next one.
+    continues: bool,
 }
 
 /// See the module documentation.
@@ -48,11 +56,12 @@ impl ReplayLog {
         ReplayLog { entries: VecDeque::new(), bytes: 0, max_bytes, covered_from: seq, logged_ever: 1 }
     }
 
-    /// Records request `seq`; drops the oldest entries while the log is over its bound.
-    pub fn push(&mut self, seq: u64, request: Bytes) {
+    /// Records request `seq` (`continues`: a unit goes on with the next request); drops the
+    /// oldest entries while the log is over its bound.
+    pub fn push(&mut self, seq: u64, request: Bytes, continues: bool) {
         self.logged_ever += 1;
         self.bytes += request.len();
-        self.entries.push_back(Entry { seq, request: Some(request), answered: false });
+        self.entries.push_back(Entry { seq, request: Some(request), answered: false, continues });
         while self.bytes > self.max_bytes {
             let Some(old) = self.entries.pop_front() else { break };
             self.bytes -= old.request.map_or(0, |r| r.len());
@@ -65,11 +74,30 @@ impl ReplayLog {
         self.entries.get_mut(i)
     }
 
-    /// Takes request `seq` out again (the service refused it: it must not be replayed).
-    pub fn remove(&mut self, seq: u64) {
-        if let Some(request) = self.find(seq).and_then(|e| e.request.take()) {
-            self.bytes -= request.len();
+    /// Takes request `seq` out again (the service refused it: it must not be replayed), with
+    /// the rest of its unit if it is part of one; the sequence numbers taken out (`seq..seq + 1`
+    /// for a request of its own).
+    pub fn remove(&mut self, seq: u64) -> Range<u64> {
+        let Ok(i) = self.entries.binary_search_by_key(&seq, |e| e.seq) else { return seq..seq + 1 };
+        // A unit's parts are consecutive requests, all logged.
+        let (mut first, mut last) = (i, i);
+        while first > 0
+            && self.entries[first - 1].continues
+            && self.entries[first - 1].seq + 1 == self.entries[first].seq
+        {
+            first -= 1;
         }
+        while self.entries[last].continues
+            && self.entries.get(last + 1).is_some_and(|next| next.seq == self.entries[last].seq + 1)
+        {
+            last += 1;
+        }
+        for entry in self.entries.range_mut(first..=last) {
+            if let Some(request) = entry.request.take() {
+                self.bytes -= request.len();
+            }
+        }
+        self.entries[first].seq..self.entries[last].seq + 1
     }
 
     /// A replica answered request `seq` (it executes it without closing or dying).
@@ -162,7 +190,7 @@ mod tests {
     fn chunks_follow_the_order_and_stop_at_the_bound() {
         let mut log = ReplayLog::new(1000);
         for seq in [0, 2, 5, 9] {
-            log.push(seq, req(seq as u8));
+            log.push(seq, req(seq as u8), false);
             log.mark_answered(seq);
         }
         let c = log.chunk(0, 10, 15).expect("covered");
@@ -178,7 +206,7 @@ mod tests {
         let mut log = ReplayLog::new(25);
         assert!(!log.logged_anything());
         for seq in 0..4 {
-            log.push(seq, req(seq as u8));
+            log.push(seq, req(seq as u8), false);
             log.mark_answered(seq);
         }
         assert!(log.logged_anything());
@@ -191,7 +219,7 @@ mod tests {
     fn a_removed_request_is_not_replayed_and_answers_are_marked_per_entry() {
         let mut log = ReplayLog::new(1000);
         for seq in 0..3 {
-            log.push(seq, req(seq as u8));
+            log.push(seq, req(seq as u8), false);
         }
         log.mark_answered(0);
         log.mark_answered(2);
@@ -204,10 +232,33 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_part_of_a_unit_takes_the_whole_unit_out() {
+        let mut log = ReplayLog::new(1000);
+        // 0, then a unit 1..=3, then 4; then a unit 5..=6.
+        for (seq, continues) in [(0, false), (1, true), (2, true), (3, false), (4, false), (5, true), (6, false)] {
+            log.push(seq, req(seq as u8), continues);
+            log.mark_answered(seq);
+        }
+        assert_eq!(log.remove(3), 1..4);
+        assert_eq!(log.remove(5), 5..7);
+        assert_eq!(log.remove(4), 4..5);
+        assert_eq!(log.chunk(0, 7, 1000).expect("covered").seqs, vec![0]);
+        assert_eq!(log.bytes(), 10);
+        // A unit cut by the bound: what is left of it goes.
+        let mut log = ReplayLog::new(25);
+        for (seq, continues) in [(0, true), (1, true), (2, false)] {
+            log.push(seq, req(seq as u8), continues);
+        }
+        assert_eq!(log.covers_from(), 1);
+        assert_eq!(log.remove(2), 1..3);
+        assert_eq!(log.bytes(), 0);
+    }
+
+    #[test]
     fn a_request_no_replica_answered_is_replayed_alone() {
         let mut log = ReplayLog::new(1000);
         for seq in 0..5 {
-            log.push(seq, req(seq as u8));
+            log.push(seq, req(seq as u8), false);
         }
         for seq in [0, 1, 3, 4] {
             log.mark_answered(seq);

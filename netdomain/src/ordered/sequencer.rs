@@ -1124,7 +1124,12 @@ impl Sequencer {
             Note::Resumed { replica, seq } => {
                 info!(replica = %self.names[replica], request = seq, "replica reconnected: it goes on from this request");
             }
-            Note::Refused { seq } => warn!(
+            Note::Refused { seq, voided } if voided.end - voided.start > 1 => warn!(
+                request = seq,
+                unit = ?voided,
+                "every replica closed its connection on this request of a transaction: the transaction is refused (not replayed), no replica is blamed"
+            ),
+            Note::Refused { seq, .. } => warn!(
                 request = seq,
                 "every replica closed its connection on this request: it is refused (not replayed), no replica is blamed"
             ),

@@ -216,6 +216,9 @@ pub struct SimReplica {
     /// Its connection is inside a unit (after `MULTI`, before `EXEC`): anything but the
     /// unit's own requests written now would land inside a transaction.
     in_unit: bool,
+    /// The requests queued in that transaction, run at `EXEC` (as Redis does: each answers
+    /// `+QUEUED`, and a connection that closes first drops them).
+    queued: Vec<Vec<Vec<u8>>>,
 }
 
 /// One step of a schedule.
@@ -284,6 +287,8 @@ pub struct Sim {
     produced: BTreeMap<u64, Vec<(Bytes, bool)>>,
     /// How many replicas died with their answer to a request run but not yet written.
     lost: BTreeMap<u64, usize>,
+    /// The `EXEC` that ends the unit of each request queued in one.
+    exec_of: BTreeMap<u64, u64>,
     answered: BTreeMap<u64, Answer>,
     next_request: u64,
     /// Faults reported, as `(replica, kind)`.
@@ -358,6 +363,7 @@ impl Sim {
                 misbehaved: Vec::new(),
                 address: r.address,
                 in_unit: false,
+                queued: Vec::new(),
             })
             .collect();
         let core = match OrderedCore::new(config, Arc::clone(&codec), 0) {
@@ -372,6 +378,7 @@ impl Sim {
             requests: BTreeMap::new(),
             produced: BTreeMap::new(),
             lost: BTreeMap::new(),
+            exec_of: BTreeMap::new(),
             answered: BTreeMap::new(),
             next_request: 0,
             faults: Vec::new(),
@@ -403,6 +410,8 @@ impl Sim {
                     x.misbehaved.push(x.incarnation);
                     x.outbox.clear();
                     x.inbox.clear();
+                    x.in_unit = false;
+                    x.queued.clear();
                     if x.link == SimLink::Up {
                         x.link = SimLink::Down;
                         let inc = x.incarnation;
@@ -541,7 +550,17 @@ impl Sim {
             for (seq, answer) in &self.answered {
                 let write =
                     self.requests.get(seq).is_some_and(|a| matches!(a[0].as_slice(), b"SET" | b"INCR" | b"RPUSH"));
-                if write && matches!(answer, Answer::Frame(_)) && !applied.contains(seq) {
+                // A write queued in a transaction is acknowledged by its EXEC's answer.
+                let acknowledged = match answer {
+                    Answer::Frame(b) if b.as_ref() == b"+QUEUED\r\n" => self
+                        .exec_of
+                        .get(seq)
+                        .and_then(|exec| self.answered.get(exec))
+                        .is_some_and(|a| matches!(a, Answer::Frame(_))),
+                    Answer::Frame(_) => true,
+                    Answer::Error(_) => false,
+                };
+                if write && acknowledged && !applied.contains(seq) {
                     self.violations.push(format!("replica {r} lost write {seq}, which a client was told succeeded"));
                 }
                 if matches!(answer, Answer::Error(AnswerError::ClosedByService)) && applied.contains(seq) {
@@ -577,6 +596,8 @@ impl Sim {
         x.outbox.clear();
         x.closing = false;
         x.dying = false;
+        x.in_unit = false;
+        x.queued.clear();
         x.parser = self.codec.request_parser();
         if !x.address {
             // A fresh process: the initial (empty) state.
@@ -608,8 +629,12 @@ impl Sim {
                     vec![b"INCR".to_vec(), b"n0".to_vec()],
                     vec![b"EXEC".to_vec()],
                 ];
+                let exec = self.core.next_seq() + batch.len() as u64 + 3;
                 for (i, args) in unit.into_iter().enumerate() {
                     let seq = self.core.next_seq() + batch.len() as u64;
+                    if i > 0 && i < 3 {
+                        self.exec_of.insert(seq, exec);
+                    }
                     let mut request = self.request(seq, args);
                     // All of a unit is logged: a replica may join the vote in its middle.
                     request.class = RequestClass { logged: true, continues: i < 3, ..RequestClass::default() };
@@ -688,6 +713,8 @@ impl Sim {
                     x.link = SimLink::Down;
                     x.closing = false;
                     x.inbox.clear();
+                    x.in_unit = false;
+                    x.queued.clear();
                     let gone = std::mem::take(&mut x.dying);
                     if gone {
                         x.alive = false;
@@ -739,6 +766,7 @@ impl Sim {
                         x.parser = self.codec.request_parser();
                         // A transaction is per connection.
                         x.in_unit = false;
+                        x.queued.clear();
                         self.core.connected(replica, incarnation, self.now);
                     } else {
                         self.core.connect_failed(replica, incarnation, false, "gone", self.now);
@@ -747,6 +775,8 @@ impl Sim {
                 Action::Disconnect { replica } => {
                     let x = &mut self.replicas[replica];
                     x.link = SimLink::Down;
+                    x.in_unit = false;
+                    x.queued.clear();
                     x.inbox.clear();
                     x.outbox.clear();
                     x.closing = false;
@@ -793,13 +823,29 @@ impl Sim {
                                 String::from_utf8_lossy(&command)
                             ));
                         }
-                        match command.as_slice() {
-                            b"MULTI" => x.in_unit = true,
-                            b"EXEC" => x.in_unit = false,
-                            _ => {}
-                        }
                         let hash_seed = replica + x.incarnation as usize;
-                        match x.kv.execute(&args, x.behaviour == Behaviour::Wrong, hash_seed) {
+                        let wrong = x.behaviour == Behaviour::Wrong;
+                        let answer = match command.as_slice() {
+                            b"MULTI" => {
+                                x.in_unit = true;
+                                x.kv.execute(&args, wrong, hash_seed)
+                            }
+                            b"EXEC" => {
+                                x.in_unit = false;
+                                let queued = std::mem::take(&mut x.queued);
+                                let mut all = format!("*{}\r\n", queued.len()).into_bytes();
+                                for part in &queued {
+                                    all.extend_from_slice(&x.kv.execute(part, wrong, hash_seed).unwrap_or_default());
+                                }
+                                Some(Bytes::from(all))
+                            }
+                            _ if x.in_unit => {
+                                x.queued.push(args.clone());
+                                Some(Bytes::from_static(b"+QUEUED\r\n"))
+                            }
+                            _ => x.kv.execute(&args, wrong, hash_seed),
+                        };
+                        match answer {
                             Some(answer) => {
                                 if let Some(seq) = tag {
                                     self.produced
@@ -890,6 +936,11 @@ impl Sim {
             {
                 self.violations
                     .push(format!("request {seq} was called refused by the service, but the service answers it"))
+            }
+            // Within the fault model (one replica misbehaving at a time) a quorum always
+            // agrees, unless a query of death took replicas out together.
+            Answer::Error(AnswerError::Undecidable) if !self.query_of_death => {
+                self.violations.push(format!("request {seq} was undecidable with one replica at most misbehaving"))
             }
             _ => {}
         }
