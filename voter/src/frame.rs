@@ -15,9 +15,13 @@
 //! and its client session must be aborted (fail-stop).
 //!
 //! **Lateness is judged against the quorum's progress, not the clock alone.** A replica is
-//! *late* once a quorum of replicas answered the last request it was sent `lag_timeout` ago and
-//! it still owes an answer. A request that every replica is slow on (a slow command) makes
-//! nobody late: the service is slow, no replica differs. The voter never gives up on a request
+//! *late* once a quorum of replicas answered the last request it was sent `lag_timeout` ago,
+//! plus as long again as the quorum itself took over that request, and it still owes an answer.
+//! A request that every replica is slow on (a slow command) makes nobody late: the service is
+//! slow, no replica differs. And replicas that share CPUs drift apart in proportion to the work
+//! they do: one that needs 1.4 seconds for a script the others ran in one is slow, not faulty
+//! (a fixed allowance would exclude it under load and, with another replica out, stop the
+//! service); on a request the quorum answered at once, the allowance is `lag_timeout` alone. The voter never gives up on a request
 //! by itself; a caller that wants a per-request limit answers its client with an error and
 //! keeps voting.
 //!
@@ -42,7 +46,8 @@ pub struct FrameConfig {
     pub replicas: usize,
     /// Identical votes needed to decide a request.
     pub quorum: usize,
-    /// A replica that has not answered a request this long after a quorum answered it is late.
+    /// A replica that has not answered a request this long after a quorum answered it (plus
+    /// the time the quorum took over it) is late.
     pub lag_timeout: Duration,
 }
 
@@ -121,6 +126,8 @@ struct RequestVote {
     expected: u32,
     /// Replicas that answered (bit r); their votes are in [`FrameVoter::votes`].
     answered: u32,
+    /// When it was submitted.
+    submitted: Duration,
     /// When a quorum of replicas had answered (whatever they voted).
     quorum_at: Option<Duration>,
     /// Set once decided: the agreed vote (None if undecidable).
@@ -244,13 +251,14 @@ impl FrameVoter {
     }
 
     /// A request was sent to every live replica at `now`; returns its sequence number.
-    pub fn submit(&mut self, _now: Duration) -> u64 {
+    pub fn submit(&mut self, now: Duration) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
         let expected = self.live_mask();
         self.slots.push_back(RequestVote {
             expected,
             answered: 0,
+            submitted: now,
             quorum_at: None,
             decided: None,
             masked: false,
@@ -488,16 +496,14 @@ impl FrameVoter {
 
     /// The earliest time at which [`tick`](Self::tick) may change something.
     pub fn next_deadline(&self) -> Option<Duration> {
-        let lag = self.config.lag_timeout;
-        (0..self.lanes.len()).filter_map(|r| self.late_from(r).map(|since| since.saturating_add(lag))).min()
+        (0..self.lanes.len()).filter_map(|r| self.late_at(r)).min()
     }
 
-    /// Applies the timeouts due by `now`: replicas that trail the quorum by `lag_timeout` are
-    /// late.
+    /// Applies the timeouts due by `now`: replicas that trail the quorum by `lag_timeout` (and
+    /// the quorum's own time over the request) are late.
     pub fn tick(&mut self, now: Duration) {
-        let lag = self.config.lag_timeout;
         for r in 0..self.lanes.len() {
-            if self.late_from(r).is_some_and(|since| now >= since.saturating_add(lag)) {
+            if self.late_at(r).is_some_and(|at| now >= at) {
                 let seq = self.lanes[r].next;
                 let behind = self.next_seq.saturating_sub(seq);
                 self.exclude(r, seq, FaultKind::Late { behind }, now);
@@ -506,13 +512,14 @@ impl FrameVoter {
         self.settle_slides(now);
     }
 
-    /// Since when replica `r` trails a quorum: the time a quorum had answered the *last*
-    /// request `r` was sent (or its grace, if later), if `r` still owes an answer; `None`
-    /// otherwise. Not the request it owes first: a server that batches its replies (Redis
-    /// writes the answers to pipelined requests after running them all) may hold an early
-    /// answer back behind a slow command it runs in step with the others; it is late only once
-    /// the quorum has answered everything it was sent, `lag_timeout` ago.
-    fn late_from(&self, r: usize) -> Option<Duration> {
+    /// When replica `r` is late, if it still owes an answer: `lag_timeout` after a quorum had
+    /// answered the *last* request `r` was sent, plus the time that quorum took over it (or
+    /// `lag_timeout` after its grace began, if later); `None` if it owes nothing. Not the
+    /// request it owes first: a server that batches its replies (Redis writes the answers to
+    /// pipelined requests after running them all) may hold an early answer back behind a slow
+    /// command it runs in step with the others; it is late only once the quorum has answered
+    /// everything it was sent.
+    fn late_at(&self, r: usize) -> Option<Duration> {
         let lane = &self.lanes[r];
         // One that closed owes nothing more: its vote is judged as the others answer.
         if !lane.live || lane.paused || lane.closed_through.is_some() {
@@ -526,8 +533,15 @@ impl FrameVoter {
         if owed.expected & (1 << r) == 0 {
             return None;
         }
-        let last = (sent - 1).checked_sub(self.base).map(|i| i as usize).and_then(|i| self.slots.get(i))?;
-        last.quorum_at.map(|t| t.max(lane.grace_from))
+        let index = (sent - 1).checked_sub(self.base).map(|i| i as usize)?;
+        let last = self.slots.get(index)?;
+        let quorum_at = last.quorum_at?;
+        // The quorum's time over that request: from when it was submitted, or from when the
+        // quorum had answered the one before (a request pipelined behind others waits for them).
+        let previous = index.checked_sub(1).and_then(|i| self.slots.get(i)).and_then(|s| s.quorum_at);
+        let started = previous.map_or(last.submitted, |p| p.max(last.submitted));
+        let took = quorum_at.saturating_sub(started);
+        Some(quorum_at.saturating_add(took).max(lane.grace_from).saturating_add(self.config.lag_timeout))
     }
 
     fn live_mask(&self) -> u32 {
@@ -726,16 +740,41 @@ mod tests {
     fn a_replica_trailing_the_quorum_is_late_after_the_lag_timeout() {
         let mut v = voter(3, 2);
         v.submit(ms(0));
-        v.response(0, frame(b"x"), ms(5000));
+        v.response(0, frame(b"x"), ms(2));
         assert_eq!(v.next_deadline(), None, "one answer is not a quorum's");
-        v.response(1, frame(b"x"), ms(5001));
-        assert_eq!(v.next_deadline(), Some(ms(7001)), "lag counted from the quorum's answer, not the send");
-        v.tick(ms(7000));
+        v.response(1, frame(b"x"), ms(3));
+        assert_eq!(v.next_deadline(), Some(ms(2006)), "lag counted from the quorum's answer, plus its 3 ms");
+        v.tick(ms(2005));
         assert!(v.take_faults().is_empty());
-        v.tick(ms(7001));
+        v.tick(ms(2006));
         let faults = v.take_faults();
         assert_eq!((faults.len(), faults[0].replica, faults[0].kind.clone()), (1, 2, FaultKind::Late { behind: 1 }));
         assert_eq!(v.next_deadline(), None);
+    }
+
+    /// Replicas that share CPUs drift apart in proportion to the work: on a request the quorum
+    /// took five seconds over, one is late only after as long again, plus the lag timeout.
+    #[test]
+    fn the_allowance_grows_with_the_quorums_own_time_over_the_request() {
+        let mut v = voter(3, 2);
+        v.submit(ms(0));
+        v.response(0, frame(b"x"), ms(5000));
+        v.response(1, frame(b"x"), ms(5001));
+        assert_eq!(v.next_deadline(), Some(ms(12_002)), "5001 + 5001 + 2000");
+        v.tick(ms(12_001));
+        assert!(v.take_faults().is_empty(), "1.4 times the quorum's time is slow, not faulty");
+        v.response(2, frame(b"x"), ms(12_001));
+        assert!(v.take_faults().is_empty());
+        // Its time is counted from when the quorum answered the request before: a request
+        // pipelined behind a slow one does not inherit that one's time.
+        let quick = v.submit(ms(5000));
+        let after = v.submit(ms(5000));
+        v.response(0, frame(b"q"), ms(13_000));
+        v.response(1, frame(b"q"), ms(13_000));
+        v.response(0, frame(b"a"), ms(13_010));
+        v.response(1, frame(b"a"), ms(13_010));
+        assert_eq!((quick, after), (1, 2));
+        assert_eq!(v.next_deadline(), Some(ms(15_020)), "13010 + 10 + 2000");
     }
 
     #[test]
@@ -755,7 +794,8 @@ mod tests {
         assert!(v.take_faults().is_empty());
         v.response(0, frame(b"slow"), ms(5000));
         v.response(1, frame(b"slow"), ms(5000));
-        assert_eq!(v.next_deadline(), Some(ms(7000)));
+        // The slow command took the quorum from 1 ms (its answer to `s`) to 5 s.
+        assert_eq!(v.next_deadline(), Some(ms(5000 + 4999 + 2000)));
         v.response(2, frame(b"s"), ms(5001));
         v.response(2, frame(b"slow"), ms(5001));
         assert!(v.take_faults().is_empty());
@@ -768,6 +808,8 @@ mod tests {
         v.response(0, frame(b"t"), ms(6001));
         v.response(1, frame(b"t"), ms(6001));
         v.tick(ms(8001));
+        assert!(v.take_faults().is_empty());
+        v.tick(ms(8002));
         assert_eq!(kinds(&mut v), vec![(2, "late")]);
     }
 
@@ -777,7 +819,7 @@ mod tests {
         let s = v.submit(ms(0));
         v.response(0, frame(b"1"), ms(1));
         v.response(1, frame(b"2"), ms(1));
-        v.tick(ms(2001));
+        v.tick(ms(2002));
         assert_eq!(kinds(&mut v), vec![(2, "late")]);
         assert_eq!(decisions(&mut v), vec![(s, FrameOutcome::Undecidable)]);
     }
@@ -931,7 +973,7 @@ mod tests {
         v.response(0, frame(b"A"), ms(1));
         v.response(1, frame(b"B"), ms(1));
         assert!(decisions(&mut v).is_empty());
-        assert_eq!(v.next_deadline(), Some(ms(2001)));
+        assert_eq!(v.next_deadline(), Some(ms(2002)));
         // Its connection is replaced: it joins again at `a` at 10 s, long after `a`'s quorum
         // answered.
         v.join_at(2, a, ms(10_000));
