@@ -5,7 +5,7 @@ It serves the same RESP subset as resh-kv (async Rust) and resh-kv-threads (thre
 BTreeMap), written independently of them: PING, ECHO, SET, GET, DEL, EXISTS, INCR, DECR,
 MGET, MSET, LPUSH, LPOP, LLEN, LRANGE and CONFIG GET; and what resh's checkpoint (a logical
 copy between diverse versions) needs: KEYS (Redis glob patterns, keys sorted so that the
-versions agree), TYPE, PTTL (nothing expires here), RPUSH, FLUSHALL and DBSIZE. Every reply
+versions agree), TYPE, PTTL and PEXPIRETIME (nothing expires here), RPUSH, FLUSHALL and DBSIZE. Every reply
 is the one Redis 7 gives, byte for byte.
 
 Usage: python3 kv.py --port PORT
@@ -351,6 +351,11 @@ class Store:
     @_arity(1, 1)
     def cmd_pttl(self, key):
         # Keys never expire here.
+        return b":-1\r\n" if key in self.data else b":-2\r\n"
+
+    @_arity(1, 1)
+    def cmd_pexpiretime(self, key):
+        # When a key expires: never, here.
         return b":-1\r\n" if key in self.data else b":-2\r\n"
 
     @_arity(0, None)

@@ -1,6 +1,6 @@
 //! The three demo key-value versions (`resh-kv`, `resh-kv-threads`, `demo/kv.py`) on their
 //! own, without resh: the exact reply bytes of the commands resh's checkpoint needs (KEYS,
-//! TYPE, PTTL, RPUSH, FLUSHALL, DBSIZE), and, when `redis-server` is installed, the same
+//! TYPE, PTTL, PEXPIRETIME, RPUSH, FLUSHALL, DBSIZE), and, when `redis-server` is installed, the same
 //! command sequences answered by redis-server byte for byte (KEYS's order aside: Redis's is
 //! unspecified, the versions sort, so KEYS replies are compared sorted).
 use std::io;
@@ -149,6 +149,7 @@ fn the_checkpoint_commands_answer_redis_bytes() {
         ("KEYS a*", b"*0\r\n"),
         ("TYPE missing", b"+none\r\n"),
         ("PTTL missing", b":-2\r\n"),
+        ("PEXPIRETIME missing", b":-2\r\n"),
         // RPUSH, and RPUSH to a string key.
         ("SET s v", b"+OK\r\n"),
         ("RPUSH s x", wrongtype),
@@ -161,6 +162,7 @@ fn the_checkpoint_commands_answer_redis_bytes() {
         ("type l", b"+list\r\n"),
         ("PTTL s", b":-1\r\n"),
         ("PTTL l", b":-1\r\n"),
+        ("PEXPIRETIME s", b":-1\r\n"),
         ("DBSIZE", b":2\r\n"),
         // Wrong arity, worded as Redis 7 does.
         ("RPUSH l", b"-ERR wrong number of arguments for 'rpush' command\r\n"),
@@ -170,6 +172,7 @@ fn the_checkpoint_commands_answer_redis_bytes() {
         ("TYPE", b"-ERR wrong number of arguments for 'type' command\r\n"),
         ("TYPE a b", b"-ERR wrong number of arguments for 'type' command\r\n"),
         ("PTTL", b"-ERR wrong number of arguments for 'pttl' command\r\n"),
+        ("PEXPIRETIME a b", b"-ERR wrong number of arguments for 'pexpiretime' command\r\n"),
         ("DBSIZE x", b"-ERR wrong number of arguments for 'dbsize' command\r\n"),
         ("FLUSHALL a b", b"-ERR syntax error\r\n"),
         ("FLUSHALL later", b"-ERR syntax error\r\n"),
@@ -274,6 +277,8 @@ const SEQUENCE: &[&str] = &[
     "TYPE zz",
     "PTTL a",
     "PTTL zz",
+    "PEXPIRETIME a",
+    "PEXPIRETIME zz",
     "DBSIZE",
     "KEYS *",
     "KEYS ?",

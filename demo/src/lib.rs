@@ -5,7 +5,7 @@
 //!   versions of a small Redis-compatible key-value service, written independently, that answer
 //!   their commands with redis-server 7's reply bytes, errors included (checked against
 //!   redis-server by `tests/demo_services.rs`). KEYS lists keys sorted, so that the versions agree
-//!   with each other; that and TYPE, PTTL, RPUSH, FLUSHALL and DBSIZE let resh rebuild one version
+//!   with each other; that and TYPE, PTTL, PEXPIRETIME, RPUSH, FLUSHALL and DBSIZE let resh rebuild one version
 //!   from another by a logical copy.
 //! - `resh-echo` (`src/bin/resh-echo.rs`): a TCP echo server that can be told to misbehave in
 //!   one replica: corrupt a byte of its output, close early, stall, flood, exit. The end-to-end

@@ -236,6 +236,12 @@ def redis_only(r, out):
     r.setex("e2", 100, "v")
     r.set("e3", "v", px=100000, nx=True)
     out["ttls"] = [0 < r.ttl(k) <= 100 for k in ("key:1", "e1", "e2", "e3")]
+    # Each replica would tell the time left from its own clock; resh tells it from the voted
+    # expiry: never an error, and never more than the last answer.
+    pttls = [r.pttl("e3") for _ in range(300)]
+    out["pttls"] = all(0 < p <= 100000 for p in pttls) and pttls == sorted(pttls, reverse=True)
+    out["pexpiretime_matches"] = abs(r.pexpiretime("e3") - (time.time() * 1000 + r.pttl("e3"))) < 1000
+    out["no_ttl"] = [r.ttl("list"), r.pttl("nothing")]
     # XADD *: ids differ from the direct server's (another clock) but are ids, and increase.
     ids = [r.xadd("stream", {"n": i}) for i in range(20)]
     order = [tuple(map(int, i.split("-"))) for i in ids]

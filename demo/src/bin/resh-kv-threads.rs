@@ -3,7 +3,7 @@
 //! parsing, a `BTreeMap` behind a `RwLock`, and its own command table. It shares no code with
 //! `resh-kv` (async, HashMap) or `kv.py` (Python asyncio), so a bug in one is unlikely to be
 //! repeated in the others. It serves the same RESP subset, with the same Redis 7 replies byte
-//! for byte, and the commands resh's checkpoint needs (KEYS, TYPE, PTTL, RPUSH, FLUSHALL,
+//! for byte, and the commands resh's checkpoint needs (KEYS, TYPE, PTTL, PEXPIRETIME, RPUSH, FLUSHALL,
 //! DBSIZE). KEYS lists keys in the map's order, which is sorted, as the other versions do.
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
@@ -274,7 +274,7 @@ fn run(words: &[Vec<u8>], store: &Store, w: &mut impl Write) -> io::Result<()> {
     // (minimum arguments, maximum arguments)
     let (min, max) = match name.as_str() {
         "PING" => (0, 1),
-        "ECHO" | "GET" | "INCR" | "DECR" | "LLEN" | "KEYS" | "TYPE" | "PTTL" => (1, 1),
+        "ECHO" | "GET" | "INCR" | "DECR" | "LLEN" | "KEYS" | "TYPE" | "PTTL" | "PEXPIRETIME" => (1, 1),
         "SET" => (2, 2),
         "DEL" | "EXISTS" | "MGET" => (1, usize::MAX),
         "MSET" | "LPUSH" | "RPUSH" => (2, usize::MAX),
@@ -356,7 +356,7 @@ fn run(words: &[Vec<u8>], store: &Store, w: &mut impl Write) -> io::Result<()> {
             None => b"+none\r\n",
         }),
         // No key expires in this service.
-        "PTTL" => match store.read().unwrap_or_else(|p| p.into_inner()).contains_key(&words[1]) {
+        "PTTL" | "PEXPIRETIME" => match store.read().unwrap_or_else(|p| p.into_inner()).contains_key(&words[1]) {
             true => w.write_all(b":-1\r\n"),
             false => w.write_all(b":-2\r\n"),
         },

@@ -4,8 +4,8 @@
 //! lpop,mset` use: PING, ECHO, SET, GET, DEL, EXISTS, INCR, DECR, MGET, MSET, LPUSH, LPOP,
 //! LLEN, LRANGE, and CONFIG GET (answering like a `redis-server --save "" --appendonly no`);
 //! and what resh's checkpoint (a logical copy between diverse versions) reads and writes:
-//! KEYS (with Redis's glob patterns; keys sorted, so that the versions agree), TYPE, PTTL
-//! (no key expires), RPUSH, FLUSHALL and DBSIZE. Replies are Redis 7's, byte for byte,
+//! KEYS (with Redis's glob patterns; keys sorted, so that the versions agree), TYPE, PTTL and
+//! PEXPIRETIME (no key expires), RPUSH, FLUSHALL and DBSIZE. Replies are Redis 7's, byte for byte,
 //! errors included (integers parsed with Redis's strict rules, Redis's unknown-command text).
 //!
 //! It can carry a planted fault, for demos and tests:
@@ -323,7 +323,7 @@ fn execute(args: &[Vec<u8>], db: &Db, faults: &Faults, out: &mut Vec<u8>) {
     let command = String::from_utf8_lossy(name).to_ascii_lowercase();
     let arity_ok = match command.as_str() {
         "ping" => args.len() <= 2,
-        "echo" | "get" | "incr" | "decr" | "llen" | "keys" | "type" | "pttl" => args.len() == 2,
+        "echo" | "get" | "incr" | "decr" | "llen" | "keys" | "type" | "pttl" | "pexpiretime" => args.len() == 2,
         "set" => args.len() == 3,
         "del" | "exists" | "mget" => args.len() >= 2,
         "mset" => args.len() >= 3 && args.len() % 2 == 1,
@@ -516,7 +516,8 @@ fn execute(args: &[Vec<u8>], db: &Db, faults: &Faults, out: &mut Vec<u8>) {
             Some(Value::List(_)) => b"+list\r\n",
         }),
         // Nothing expires here: an existing key has no time to live.
-        "pttl" => integer(out, if db.contains_key(&args[1]) { -1 } else { -2 }),
+        // Nothing expires here.
+        "pttl" | "pexpiretime" => integer(out, if db.contains_key(&args[1]) { -1 } else { -2 }),
         "flushall" => {
             // Redis compares the option as a C string (up to a NUL byte), ignoring case.
             let option = args.get(1).map(|a| c_str(a, usize::MAX).to_ascii_lowercase());

@@ -2,20 +2,23 @@
 //!
 //! The copy is *logical* (read each key with the command of its type, write it back with the
 //! command that builds it) rather than Redis's `DUMP`/`RESTORE`, so that it works between
-//! diverse versions of a service: any server that answers `KEYS`, `TYPE`, `PTTL` and the reads
+//! diverse versions of a service: any server that answers `KEYS`, `TYPE`, `PEXPIRETIME` and the reads
 //! and writes of its types can be a source or a target. Rounds of reads, each sent as one
 //! pipelined batch:
 //! 1. `KEYS *`: every key (the source's stream is held still for the whole copy, so the key
 //!    list and every value are the state at one point of the global order);
-//! 2. per batch of keys: `TYPE k` and `PTTL k`;
+//! 2. per batch of keys: `TYPE k` and `PEXPIRETIME k` (when it expires: the same instant on
+//!    every replica, since resh sends expirations as absolute times);
 //! 3. per batch: `GET` (string), `LRANGE k 0 -1` (list), `HGETALL` (hash), `SMEMBERS` (set),
 //!    `ZRANGE k 0 -1 WITHSCORES` (sorted set); each answer becomes `SET`, `RPUSH`, `HSET`,
-//!    `SADD` or `ZADD` for the target, and `PEXPIRE` for a key with a time to live.
+//!    `SADD` or `ZADD` for the target, and `PEXPIREAT` for a key with a time to live, so that
+//!    the target's key expires when the sources' do (a relative time would be off by however
+//!    long the copy took, and the target would answer `PEXPIRETIME` unlike the others).
 //!
 //! Limits: one database (ordered mode refuses `SELECT`); types other than these five (streams,
 //! module types) fail the copy with a clear error; a value is read in one answer, so a value
-//! larger than `ordered.max_frame_bytes` fails it too; a time to live is copied as the time
-//! left when it was read.
+//! larger than `ordered.max_frame_bytes` fails it too; a source must answer `PEXPIRETIME`
+//! (Redis 7.0 or later; the demo's versions do).
 use std::collections::VecDeque;
 
 use bytes::Bytes;
@@ -41,9 +44,9 @@ enum Phase {
     Start,
     /// `KEYS *` sent.
     Listing,
-    /// Between batches: the next batch's `TYPE`/`PTTL` reads are to be sent.
+    /// Between batches: the next batch's `TYPE`/`PEXPIRETIME` reads are to be sent.
     Meta,
-    /// A batch's `TYPE`/`PTTL` reads were sent.
+    /// A batch's `TYPE`/`PEXPIRETIME` reads were sent.
     MetaSent,
     /// A batch's value reads are to be sent.
     Values,
@@ -58,7 +61,7 @@ enum Phase {
 enum Read {
     Keys,
     Type(usize),
-    Pttl(usize),
+    Expires(usize),
     Value(usize),
 }
 
@@ -66,7 +69,8 @@ enum Read {
 struct Key {
     name: Bytes,
     kind: Option<Kind>,
-    pttl: Option<i64>,
+    /// When it expires (Unix time in milliseconds), or -1 for never.
+    expires: Option<i64>,
 }
 
 /// The RESP checkpoint. See the module documentation.
@@ -118,10 +122,10 @@ impl Checkpoint for RespCheckpoint {
                 let mut reads = Vec::with_capacity(take * 2);
                 for (i, name) in self.keys.drain(..take).enumerate() {
                     reads.push(encode_array(&[&b"TYPE"[..], &name]));
-                    reads.push(encode_array(&[&b"PTTL"[..], &name]));
+                    reads.push(encode_array(&[&b"PEXPIRETIME"[..], &name]));
                     self.outstanding.push_back(Read::Type(i));
-                    self.outstanding.push_back(Read::Pttl(i));
-                    self.current.push(Key { name, kind: None, pttl: None });
+                    self.outstanding.push_back(Read::Expires(i));
+                    self.current.push(Key { name, kind: None, expires: None });
                 }
                 self.phase = Phase::MetaSent;
                 Reads::Batch(reads)
@@ -153,8 +157,7 @@ impl Checkpoint for RespCheckpoint {
 
     fn compare_key(&self, frame: &[u8]) -> Bytes {
         // Redis seeds its hash tables at random: the same set, hash or keyspace lists its
-        // members in a different order on each replica. And a time to live is read a few
-        // milliseconds apart. Neither is a difference between the states.
+        // members in a different order on each replica: no difference between the states.
         let sorted = |pairs: usize| match bulk_array(frame) {
             Ok(items) => {
                 let mut groups: Vec<Vec<Bytes>> = items.chunks(pairs).map(<[Bytes]>::to_vec).collect();
@@ -165,10 +168,6 @@ impl Checkpoint for RespCheckpoint {
         };
         match self.outstanding.front() {
             Some(Read::Keys) => sorted(1),
-            Some(Read::Pttl(_)) => match integer(frame) {
-                Ok(ms) if ms > 0 => Bytes::from_static(b"a time to live"),
-                _ => Bytes::copy_from_slice(frame),
-            },
             Some(Read::Value(i)) => match self.current.get(*i).and_then(|k| k.kind) {
                 Some(Kind::Set) => sorted(1),
                 Some(Kind::Hash) => sorted(2),
@@ -212,10 +211,10 @@ impl Checkpoint for RespCheckpoint {
                     key.kind = Some(kind);
                 }
             }
-            Read::Pttl(i) => {
-                let pttl = integer(frame)?;
+            Read::Expires(i) => {
+                let expires = integer(frame)?;
                 if let Some(key) = self.current.get_mut(i) {
-                    key.pttl = Some(pttl);
+                    key.expires = Some(expires);
                 }
             }
             Read::Value(i) => {
@@ -288,8 +287,8 @@ impl RespCheckpoint {
             return Ok(());
         }
         self.restores.push(encode_array(&args));
-        if let Some(ttl) = key.pttl.filter(|t| *t > 0) {
-            self.restores.push(encode_array(&[&b"PEXPIRE"[..], name, ttl.to_string().as_bytes()]));
+        if let Some(at) = key.expires.filter(|t| *t >= 0) {
+            self.restores.push(encode_array(&[&b"PEXPIREAT"[..], name, at.to_string().as_bytes()]));
         }
         Ok(())
     }
@@ -377,8 +376,10 @@ mod tests {
         let meta = reads(&mut c);
         assert_eq!(meta.len(), 10);
         assert_eq!(meta[0], "*2 $4 TYPE $1 s ");
-        assert_eq!(meta[1], "*2 $4 PTTL $1 s ");
-        for (kind, ttl) in [("string", ":5000"), ("list", ":-1"), ("hash", ":-1"), ("set", ":-1"), ("zset", ":-1")] {
+        assert_eq!(meta[1], "*2 $11 PEXPIRETIME $1 s ");
+        for (kind, ttl) in
+            [("string", ":1700000005000"), ("list", ":-1"), ("hash", ":-1"), ("set", ":-1"), ("zset", ":-1")]
+        {
             c.answer(format!("+{kind}\r\n").as_bytes()).expect("type");
             c.answer(format!("{ttl}\r\n").as_bytes()).expect("ttl");
         }
@@ -397,7 +398,7 @@ mod tests {
             restores,
             vec![
                 "*3 $3 SET $1 s $1 v ",
-                "*3 $7 PEXPIRE $1 s $4 5000 ",
+                "*3 $9 PEXPIREAT $1 s $13 1700000005000 ",
                 "*4 $5 RPUSH $1 l $1 a $1 b ",
                 "*4 $4 HSET $1 h $1 f $1 x ",
                 "*3 $4 SADD $2 st $1 m ",
@@ -439,8 +440,9 @@ mod tests {
         c.answer(b"*2\r\n$1\r\nh\r\n$1\r\nt\r\n").expect("keys");
         reads(&mut c);
         c.answer(b"+hash\r\n").expect("type");
-        assert_eq!(c.compare_key(b":5000\r\n"), c.compare_key(b":4998\r\n"), "a time to live, read apart");
-        assert_ne!(c.compare_key(b":5000\r\n"), c.compare_key(b":-1\r\n"));
+        // When a key expires is the same instant on every replica: compared exactly.
+        assert_ne!(c.compare_key(b":1700000005000\r\n"), c.compare_key(b":1700000004998\r\n"));
+        assert_ne!(c.compare_key(b":1700000005000\r\n"), c.compare_key(b":-1\r\n"));
         c.answer(b":-1\r\n").expect("ttl");
         c.answer(b"+string\r\n").expect("type");
         c.answer(b":-1\r\n").expect("ttl");

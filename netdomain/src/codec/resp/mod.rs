@@ -36,6 +36,7 @@ pub mod checkpoint;
 pub mod frame;
 pub mod random;
 pub mod shape;
+pub mod ttl;
 
 use frame::{split_args, string2ll, RespRequestParser, RespResponseParser};
 
@@ -1129,6 +1130,11 @@ impl Resp {
             let spop = command == "SPOP";
             let shape = if spop { ReplyShape::Exact } else { ReplyShape::Unvoted };
             return Dispatch::Forward { request, logged: spop, shape, publish: false };
+        }
+        if let Some(clock) = steps {
+            if let Some(time_left) = ttl::start(command, args, request, clock) {
+                return time_left;
+            }
         }
         if let Some(scan) = self.full_scan(command, args) {
             return scan;
