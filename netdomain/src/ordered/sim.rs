@@ -164,7 +164,9 @@ impl Kv {
                 Some(Value::Str(_)) => b"+string\r\n",
                 Some(Value::List(_)) => b"+list\r\n",
             }),
-            b"PTTL" => out.extend_from_slice(if self.keys.contains_key(&arg(1)) { b":-1\r\n" } else { b":-2\r\n" }),
+            b"PTTL" | b"PEXPIRETIME" => {
+                out.extend_from_slice(if self.keys.contains_key(&arg(1)) { b":-1\r\n" } else { b":-2\r\n" })
+            }
             b"FLUSHALL" => {
                 self.keys.clear();
                 out.extend_from_slice(b"+OK\r\n");
