@@ -301,6 +301,14 @@ fn a_killed_address_replica_is_rebuilt_by_a_checkpoint_and_votes_again() {
     c.call(&["SADD", "set", "x", "y"]).expect("SADD");
     c.call(&["ZADD", "zset", "1.5", "m1", "-2", "m2"]).expect("ZADD");
     c.call(&["SET", "ttl", "soon", "EX", "1000"]).expect("SET EX");
+    // Other databases are copied too, each into its own.
+    for db in ["3", "7"] {
+        assert_eq!(c.call(&["SELECT", db]).expect("SELECT"), b"+OK\r\n");
+        c.call(&["SET", "s:1", &format!("in {db}")]).expect("SET");
+        c.call(&["HSET", "hash", "f", db]).expect("HSET");
+        c.call(&["SET", "ttl", db, "PX", "900000"]).expect("SET PX");
+    }
+    assert_eq!(c.call(&["SELECT", "0"]).expect("SELECT"), b"+OK\r\n");
     // a1 dies and comes back empty on the same port.
     let port = servers[1].port;
     servers[1].kill();
@@ -321,6 +329,12 @@ fn a_killed_address_replica_is_rebuilt_by_a_checkpoint_and_votes_again() {
     for i in 0..50 {
         c.call(&["INCR", &format!("after:{}", i % 5)]).expect("INCR");
     }
+    // Reads of the copied databases are voted with a1 among the voters.
+    assert_eq!(c.call(&["SELECT", "7"]).expect("SELECT"), b"+OK\r\n");
+    assert_eq!(c.call(&["GET", "s:1"]).expect("GET"), b"$4\r\nin 7\r\n");
+    let left = c.call(&["PTTL", "ttl"]).expect("PTTL");
+    assert!(left.starts_with(b":") && left.len() > 4, "{}", String::from_utf8_lossy(&left));
+    assert_eq!(total_faults(&resh), 1, "only the kill: {}", resh.status());
     assert_identical(&resh);
 }
 

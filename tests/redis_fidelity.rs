@@ -38,6 +38,7 @@ fn redis_py_workload(resh: &Resh, extra: &[&str]) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "the redis-py workload failed:\n{stdout}\n{stderr}\nresh's log:\n{}", resh.log());
     assert!(stdout.contains(" 0 differ"), "{stdout}");
+    println!("redis-py workload: {}", stdout.trim());
 }
 
 fn replica_addrs(resh: &Resh) -> Vec<(String, SocketAddr)> {

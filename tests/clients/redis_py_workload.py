@@ -250,6 +250,53 @@ def redis_only(r, out):
     out["xrange_fields"] = [fields for _, fields in r.xrange("stream")]
 
 
+def other_databases(port, out):
+    """Sessions in databases other than 0, beside one in 0, each with its own keys: pipelines,
+    a watched transaction, scans, expirations, blocking pops, random picks, MOVE and SWAPDB."""
+    def connect(db):
+        return redis.Redis(host="127.0.0.1", port=port, db=db, decode_responses=True, socket_timeout=30)
+
+    r0, r3, r5 = connect(0), connect(3), connect(5)
+    for i in range(50):
+        r0.set(f"db:{i}", f"zero{i}")
+        r3.set(f"db:{i}", f"three{i}")
+    out["db_get"] = [r0.get("db:7"), r3.get("db:7"), r5.get("db:7")]
+    out["db_size"] = [r3.dbsize(), r5.dbsize()]
+    pipe = r3.pipeline(transaction=False)
+    for _ in range(20):
+        pipe.execute_command("INCR", "db:counter")
+    pipe.get("db:counter")
+    out["db_pipeline"] = pipe.execute()
+    with r3.pipeline() as pipe:
+        pipe.watch("db:1")
+        pipe.multi()
+        pipe.set("db:1", "tx")
+        pipe.get("db:1")
+        out["db_transaction"] = pipe.execute()
+    out["db_scan"] = once_each(r3.scan_iter(match="db:*"))
+    r3.set("db:t", "v", ex=100)
+    out["db_ttl"] = 0 < r3.ttl("db:t") <= 100
+    r5.rpush("q", "a")
+    out["db_blpop"] = r5.blpop("q", timeout=1)
+    out["db_blpop_empty"] = r5.blpop("q", timeout=0.2)
+    r3.sadd("db:s", "only")
+    out["db_spop"] = r3.spop("db:s")
+    out["db_srandmember"] = r3.srandmember("db:s")
+    out["db_move"] = r3.move("db:2", 5)
+    out["db_moved"] = [r3.get("db:2"), r5.get("db:2")]
+    out["db_swapdb"] = r0.swapdb(3, 5)
+    out["db_swapped"] = [r3.get("db:2"), r5.get("db:7"), r0.get("db:7")]
+    out["db_publish"] = r3.publish("db:channel", "m")
+    try:
+        r3.execute_command("SELECT", 99)
+        out["db_select_bad"] = "no error"
+    except redis.ResponseError as e:
+        out["db_select_bad"] = str(e)
+    out["db_after_bad_select"] = r3.get("db:7")
+    for r in (r0, r3, r5):
+        r.close()
+
+
 def main():
     resh_port, direct_port = int(sys.argv[1]), int(sys.argv[2])
     diverse = "--diverse" in sys.argv[3:]
@@ -261,6 +308,7 @@ def main():
         common(r, out)
         if not diverse:
             redis_only(r, out)
+            other_databases(port, out)
         r.close()
         results.append(out)
     through, direct = results

@@ -371,6 +371,42 @@ pub trait ClientState: Send + fmt::Debug {
     fn farewell(&mut self) -> Option<Part> {
         None
     }
+    /// The connection state the client's requests need now, if not the shared connection's
+    /// own (Redis: a database other than 0). The session then orders each submission between
+    /// `enter` and `leave`, as one unit, so that every replica runs it in that state and the
+    /// shared connection is back in its own state after it.
+    fn context(&self) -> Option<Context> {
+        None
+    }
+}
+
+/// See [`ClientState::context`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Context {
+    /// What sets the client's state up on the shared connection (`SELECT 3`).
+    pub enter: Bytes,
+    /// What sets the shared connection's own state back (`SELECT 0`).
+    pub leave: Bytes,
+}
+
+impl Context {
+    /// `parts` between `enter` and `leave`, as one logged unit (a replica rebuilt by replay
+    /// may join the vote inside it, and must have been replayed its `enter`); and the index of
+    /// the part whose answer is the client's (the last of `parts`).
+    pub fn around(&self, parts: Vec<Part>) -> (Vec<Part>, usize) {
+        let answer = parts.len();
+        let unit = |request: Bytes, continues: bool| Part {
+            request,
+            class: RequestClass { logged: true, continues, ..RequestClass::default() },
+        };
+        let mut all = Vec::with_capacity(parts.len() + 2);
+        all.push(unit(self.enter.clone(), true));
+        all.extend(
+            parts.into_iter().map(|p| Part { class: RequestClass { logged: true, continues: true, ..p.class }, ..p }),
+        );
+        all.push(unit(self.leave.clone(), false));
+        (all, answer)
+    }
 }
 
 /// A framing codec. See the module documentation.

@@ -18,7 +18,10 @@
 //! numbered after any the client sent later, so answers are matched to slots by number; and
 //! while a step is under way the session submits nothing more, so the client's later requests
 //! run after it, as on one server. A transaction goes as one unit ([`Dispatch::Unit`]); the
-//! answers to its MULTI and queued commands are hidden (resh answered them itself).
+//! answers to its MULTI and queued commands are hidden (resh answered them itself). A client
+//! whose requests need a connection state of their own ([`ClientState::context`]: a Redis
+//! database other than 0) has each submission ordered between the context's `enter` and
+//! `leave`, as one unit; their answers are hidden too.
 //!
 //! Bounds: a client that stops reading its answers stops being read (step 1); one that holds
 //! more than `max_session_bytes + max_frame_bytes` of answers, or takes nothing for the idle
@@ -38,7 +41,7 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn, Instrument};
 
 use super::{Answer, Ordered, SequencerGone, SessionNotice, Submission};
-use crate::codec::{AnswerError, Codec, Continuation, Dispatch, Part, RequestClass, SystemClock};
+use crate::codec::{AnswerError, Codec, Context, Continuation, Dispatch, Part, RequestClass, SystemClock};
 use crate::metrics::Verdict;
 use crate::server::Shared;
 
@@ -55,8 +58,9 @@ enum AnswerSlot {
     /// Waiting for the answer to request `n`, which the client does not see (a part of a
     /// transaction before its EXEC: resh answered the client's MULTI and commands itself).
     Hidden(u64),
-    /// Waiting for the answer to request `waiting` (after those in `hidden`, not shown), which
-    /// goes to `then`: a step of a request resh answers by asking the replicas more than once.
+    /// Waiting for the answer to request `waiting` (one of the step's requests `hidden`, whose
+    /// other answers are not shown), which goes to `then`: a step of a request resh answers by
+    /// asking the replicas more than once.
     Chained { waiting: u64, hidden: Range<u64>, then: Box<dyn Continuation> },
     /// A step of such a request that waits until `until` (a blocking command between polls).
     Delayed { until: Instant, then: Box<dyn Continuation> },
@@ -165,6 +169,23 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
             };
             let request = input.split_to(len);
             match client_state.dispatch(&request, &SystemClock) {
+                Ok(Dispatch::Forward { request, logged, shape, publish }) if client_state.context().is_some() => {
+                    let class = RequestClass { logged, shape, publish, ..RequestClass::default() };
+                    let Ok(()) = submit_unit(
+                        &ordered,
+                        id,
+                        &mut next_request,
+                        vec![Part { request, class }],
+                        client_state.context(),
+                        &mut slots,
+                        &mut in_flight,
+                    )
+                    .await
+                    else {
+                        end = Some(End::Dropped);
+                        break 'session;
+                    };
+                }
                 Ok(Dispatch::Forward { request, logged, shape, publish }) => {
                     let n = next_request;
                     next_request += 1;
@@ -178,18 +199,32 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
                     slots.push_back(AnswerSlot::Pending(n));
                 }
                 Ok(Dispatch::Unit(parts)) => {
-                    let Ok(requests) = submit_parts(&ordered, id, &mut next_request, parts).await else {
+                    let Ok(()) = submit_unit(
+                        &ordered,
+                        id,
+                        &mut next_request,
+                        parts,
+                        client_state.context(),
+                        &mut slots,
+                        &mut in_flight,
+                    )
+                    .await
+                    else {
                         end = Some(End::Dropped);
                         break 'session;
                     };
-                    in_flight += requests.clone().count();
-                    let last = requests.end.saturating_sub(1);
-                    slots.extend(
-                        requests.map(|r| if r == last { AnswerSlot::Pending(r) } else { AnswerSlot::Hidden(r) }),
-                    );
                 }
                 Ok(step @ (Dispatch::Ask { .. } | Dispatch::Later { .. })) => {
-                    let Ok(slot) = step_slot(step, &ordered, id, &mut next_request, &mut in_flight, &*codec).await
+                    let Ok(slot) = step_slot(
+                        step,
+                        &ordered,
+                        id,
+                        &mut next_request,
+                        &mut in_flight,
+                        &*codec,
+                        client_state.context(),
+                    )
+                    .await
                     else {
                         end = Some(End::Dropped);
                         break 'session;
@@ -333,7 +368,12 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
                 masked |= answer.masked;
                 if let AnswerSlot::Chained { waiting, .. } = &slots[at] {
                     if *waiting == answer.request {
-                        let AnswerSlot::Chained { then, .. } = std::mem::replace(&mut slots[at], AnswerSlot::Pending(answer.request)) else { continue };
+                        let AnswerSlot::Chained { then, hidden, .. } = std::mem::replace(&mut slots[at], AnswerSlot::Pending(answer.request)) else { continue };
+                        // The step's requests after the one whose answer is awaited (a
+                        // context's `leave`) are still to be answered, hidden.
+                        for (k, trailing) in (answer.request + 1..hidden.end).enumerate() {
+                            slots.insert(at + 1 + k, AnswerSlot::Hidden(trailing));
+                        }
                         let next = match answer.answer {
                             Answer::Frame(bytes) => then.answered(&bytes, std::time::Instant::now()),
                             // resh's own error ends the steps: the client gets it.
@@ -342,7 +382,7 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
                                 continue;
                             }
                         };
-                        let Ok(slot) = step_slot(next, &ordered, id, &mut next_request, &mut in_flight, &*codec).await else {
+                        let Ok(slot) = step_slot(next, &ordered, id, &mut next_request, &mut in_flight, &*codec, client_state.context()).await else {
                             end = Some(End::Dropped);
                             break;
                         };
@@ -405,7 +445,7 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
                     }
                     let AnswerSlot::Delayed { then, .. } = std::mem::replace(slot, AnswerSlot::Ready(Bytes::new())) else { continue };
                     let next = then.woken(now.into_std());
-                    let Ok(step) = step_slot(next, &ordered, id, &mut next_request, &mut in_flight, &*codec).await else {
+                    let Ok(step) = step_slot(next, &ordered, id, &mut next_request, &mut in_flight, &*codec, client_state.context()).await else {
                         end = Some(End::Dropped);
                         break 'session;
                     };
@@ -497,6 +537,37 @@ fn answer_slot(slot: &mut AnswerSlot, answer: Answer, codec: &dyn Codec, end: &m
     };
 }
 
+/// Orders `parts` as one unit (in the client's context, if it has one): the client's answer is
+/// the last part's, the others' are hidden.
+async fn submit_unit(
+    ordered: &Ordered,
+    session: u64,
+    next_request: &mut u64,
+    parts: Vec<Part>,
+    context: Option<Context>,
+    slots: &mut VecDeque<AnswerSlot>,
+    in_flight: &mut usize,
+) -> Result<(), SequencerGone> {
+    let (parts, answer) = in_context(parts, context);
+    let requests = submit_parts(ordered, session, next_request, parts).await?;
+    *in_flight += requests.clone().count();
+    let shown = requests.start + answer as u64;
+    slots.extend(requests.map(|r| if r == shown { AnswerSlot::Pending(r) } else { AnswerSlot::Hidden(r) }));
+    Ok(())
+}
+
+/// `parts` in the client's context, if it has one; and the index of the part whose answer is
+/// the client's (the last of `parts`).
+fn in_context(parts: Vec<Part>, context: Option<Context>) -> (Vec<Part>, usize) {
+    match context {
+        Some(context) => context.around(parts),
+        None => {
+            let last = parts.len().saturating_sub(1);
+            (parts, last)
+        }
+    }
+}
+
 /// The slot for the next step of a request resh answers in steps.
 async fn step_slot(
     next: Dispatch,
@@ -505,15 +576,17 @@ async fn step_slot(
     next_request: &mut u64,
     in_flight: &mut usize,
     codec: &dyn Codec,
+    context: Option<Context>,
 ) -> Result<AnswerSlot, SequencerGone> {
     Ok(match next {
         Dispatch::Reply(bytes) => AnswerSlot::Ready(bytes),
         Dispatch::Close(bytes) => AnswerSlot::Last(bytes),
         Dispatch::Ask { parts, then } => {
+            let (parts, answer) = in_context(parts, context);
             let requests = submit_parts(ordered, session, next_request, parts).await?;
             *in_flight += requests.clone().count();
-            let waiting = requests.end.saturating_sub(1);
-            AnswerSlot::Chained { waiting, hidden: requests.start..waiting, then }
+            let waiting = requests.start + answer as u64;
+            AnswerSlot::Chained { waiting, hidden: requests, then }
         }
         Dispatch::Later { after, then } => AnswerSlot::Delayed { until: Instant::now() + after, then },
         other => {

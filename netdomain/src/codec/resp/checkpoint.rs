@@ -5,6 +5,10 @@
 //! diverse versions of a service: any server that answers `KEYS`, `TYPE`, `PEXPIRETIME` and the reads
 //! and writes of its types can be a source or a target. Rounds of reads, each sent as one
 //! pipelined batch:
+//! 0. `INFO keyspace`: which databases hold keys (a server without `INFO`, or with keys in
+//!    database 0 only, is copied from database 0 alone); the rounds below go through each of
+//!    them, a database other than 0 between `SELECT n` and `SELECT 0` (the shared connection is
+//!    in database 0 between units, and the source goes on with the order after the copy);
 //! 1. `KEYS *`: every key (the source's stream is held still for the whole copy, so the key
 //!    list and every value are the state at one point of the global order);
 //! 2. per batch of keys: `TYPE k` and `PEXPIRETIME k` (when it expires: the same instant on
@@ -15,7 +19,9 @@
 //!    the target's key expires when the sources' do (a relative time would be off by however
 //!    long the copy took, and the target would answer `PEXPIRETIME` unlike the others).
 //!
-//! Limits: one database (ordered mode refuses `SELECT`); types other than these five (streams,
+//! The target gets each database's writes between the same `SELECT n` and `SELECT 0`.
+//!
+//! Limits: types other than these five (streams,
 //! module types) fail the copy with a clear error; a value is read in one answer, so a value
 //! larger than `ordered.max_frame_bytes` fails it too; a source must answer `PEXPIRETIME`
 //! (Redis 7.0 or later; the demo's versions do).
@@ -42,6 +48,10 @@ enum Kind {
 enum Phase {
     /// Nothing sent yet.
     Start,
+    /// `INFO keyspace` sent.
+    Databases,
+    /// The next database's `KEYS *` is to be sent.
+    List,
     /// `KEYS *` sent.
     Listing,
     /// Between batches: the next batch's `TYPE`/`PEXPIRETIME` reads are to be sent.
@@ -52,13 +62,16 @@ enum Phase {
     Values,
     /// A batch's value reads were sent.
     ValuesSent,
-    /// Every key was copied.
+    /// Every key of every database was copied.
     Finished,
 }
 
 /// What an outstanding read is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Read {
+    Databases,
+    /// `SELECT`, around a database's reads.
+    Select,
     Keys,
     Type(usize),
     Expires(usize),
@@ -78,6 +91,10 @@ struct Key {
 pub struct RespCheckpoint {
     batch: usize,
     phase: Phase,
+    /// The databases still to copy, after `db`.
+    databases: VecDeque<u64>,
+    /// The database being copied.
+    db: u64,
     /// Keys still to copy.
     keys: VecDeque<Bytes>,
     /// The keys of the batch being copied.
@@ -92,6 +109,8 @@ impl RespCheckpoint {
         RespCheckpoint {
             batch: batch.max(1),
             phase: Phase::Start,
+            databases: VecDeque::new(),
+            db: 0,
             keys: VecDeque::new(),
             current: Vec::new(),
             outstanding: VecDeque::new(),
@@ -101,37 +120,89 @@ impl RespCheckpoint {
 
     fn after_batch(&mut self) {
         self.current.clear();
-        self.phase = if self.keys.is_empty() { Phase::Finished } else { Phase::Meta };
+        self.phase = if self.keys.is_empty() { self.next_database() } else { Phase::Meta };
     }
+
+    /// After a database's last key: the next database's, or the end.
+    fn next_database(&mut self) -> Phase {
+        match self.databases.pop_front() {
+            Some(db) => {
+                self.db = db;
+                Phase::List
+            }
+            None => Phase::Finished,
+        }
+    }
+
+    /// `reads` in the database being copied: between `SELECT n` and `SELECT 0` for another
+    /// than 0 (their answers expected first and last).
+    fn in_database(&mut self, mut reads: Vec<Bytes>, kinds: Vec<Read>) -> Reads {
+        if self.db == 0 {
+            self.outstanding.extend(kinds);
+            return Reads::Batch(reads);
+        }
+        reads.insert(0, select(self.db));
+        reads.push(select(0));
+        self.outstanding.push_back(Read::Select);
+        self.outstanding.extend(kinds);
+        self.outstanding.push_back(Read::Select);
+        Reads::Batch(reads)
+    }
+}
+
+fn select(db: u64) -> Bytes {
+    encode_array(&[&b"SELECT"[..], db.to_string().as_bytes()])
+}
+
+/// The databases other than 0 that hold keys, from `INFO keyspace`'s `db<n>:keys=<count>,...`
+/// lines, in order.
+fn databases(info: &[u8]) -> Vec<u64> {
+    let text = bulk(info).ok().flatten().unwrap_or_default();
+    let mut found: Vec<u64> = String::from_utf8_lossy(&text)
+        .lines()
+        .filter_map(|line| {
+            let (db, rest) = line.strip_prefix("db")?.split_once(':')?;
+            let keys: u64 = rest.strip_prefix("keys=")?.split(',').next()?.parse().ok()?;
+            db.parse().ok().filter(|&db| db > 0 && keys > 0)
+        })
+        .collect();
+    found.sort_unstable();
+    found.dedup();
+    found
 }
 
 impl Checkpoint for RespCheckpoint {
     fn next_reads(&mut self) -> Reads {
         match self.phase {
             Phase::Start => {
-                self.phase = Phase::Listing;
-                self.outstanding.push_back(Read::Keys);
-                Reads::Batch(vec![encode_array(&["KEYS", "*"])])
+                self.phase = Phase::Databases;
+                self.outstanding.push_back(Read::Databases);
+                Reads::Batch(vec![encode_array(&["INFO", "keyspace"])])
             }
-            Phase::Listing | Phase::MetaSent => Reads::Wait,
-            Phase::ValuesSent if self.keys.is_empty() => Reads::Done,
+            Phase::List => {
+                self.phase = Phase::Listing;
+                self.in_database(vec![encode_array(&["KEYS", "*"])], vec![Read::Keys])
+            }
+            Phase::Databases | Phase::Listing | Phase::MetaSent => Reads::Wait,
+            Phase::ValuesSent if self.keys.is_empty() && self.databases.is_empty() => Reads::Done,
             Phase::ValuesSent => Reads::Wait,
             Phase::Finished => Reads::Done,
             Phase::Meta => {
                 let take = self.batch.min(self.keys.len());
                 let mut reads = Vec::with_capacity(take * 2);
+                let mut kinds = Vec::with_capacity(take * 2);
                 for (i, name) in self.keys.drain(..take).enumerate() {
                     reads.push(encode_array(&[&b"TYPE"[..], &name]));
                     reads.push(encode_array(&[&b"PEXPIRETIME"[..], &name]));
-                    self.outstanding.push_back(Read::Type(i));
-                    self.outstanding.push_back(Read::Expires(i));
+                    kinds.extend([Read::Type(i), Read::Expires(i)]);
                     self.current.push(Key { name, kind: None, expires: None });
                 }
                 self.phase = Phase::MetaSent;
-                Reads::Batch(reads)
+                self.in_database(reads, kinds)
             }
             Phase::Values => {
                 let mut reads = Vec::with_capacity(self.current.len());
+                let mut kinds = Vec::with_capacity(self.current.len());
                 for (i, key) in self.current.iter().enumerate() {
                     let name = &key.name[..];
                     let read = match key.kind {
@@ -143,14 +214,18 @@ impl Checkpoint for RespCheckpoint {
                         Some(Kind::None) | None => continue,
                     };
                     reads.push(read);
-                    self.outstanding.push_back(Read::Value(i));
+                    kinds.push(Read::Value(i));
                 }
                 if reads.is_empty() {
                     self.after_batch();
                     return self.next_reads();
                 }
                 self.phase = Phase::ValuesSent;
-                Reads::Batch(reads)
+                if self.db != 0 {
+                    // The target's writes go to the same database.
+                    self.restores.push(select(self.db));
+                }
+                self.in_database(reads, kinds)
             }
         }
     }
@@ -167,6 +242,12 @@ impl Checkpoint for RespCheckpoint {
             Err(_) => Bytes::copy_from_slice(frame),
         };
         match self.outstanding.front() {
+            // Which databases hold keys, not how many keys or how long they live; a server
+            // without INFO holds database 0 only.
+            Some(Read::Databases) => {
+                let found = if frame.first() == Some(&b'-') { Vec::new() } else { databases(frame) };
+                Bytes::from(format!("{found:?}"))
+            }
             Some(Read::Keys) => sorted(1),
             Some(Read::Value(i)) => match self.current.get(*i).and_then(|k| k.kind) {
                 Some(Kind::Set) => sorted(1),
@@ -180,14 +261,29 @@ impl Checkpoint for RespCheckpoint {
     fn answer(&mut self, frame: &[u8]) -> Result<(), CheckpointError> {
         let read =
             self.outstanding.pop_front().ok_or_else(|| CheckpointError::Source("an answer to no read".into()))?;
+        if read == Read::Databases {
+            // An error: a server without INFO, whose one database is 0.
+            let found = if frame.first() == Some(&b'-') { Vec::new() } else { databases(frame) };
+            self.databases = found.into();
+            self.db = 0;
+            self.phase = Phase::List;
+            return Ok(());
+        }
         if frame.first() == Some(&b'-') {
             let text = String::from_utf8_lossy(frame.strip_suffix(b"\r\n").unwrap_or(frame)).into_owned();
             return Err(CheckpointError::Source(text));
         }
         match read {
+            Read::Databases => {}
+            Read::Select => {
+                if frame != b"+OK\r\n" {
+                    return Err(malformed("+OK to SELECT"));
+                }
+            }
             Read::Keys => {
                 self.keys = bulk_array(frame)?.into();
-                self.phase = if self.keys.is_empty() { Phase::Finished } else { Phase::Meta };
+                // (Its SELECT 0's answer may still be to come: the next reads go after it.)
+                self.phase = if self.keys.is_empty() { self.next_database() } else { Phase::Meta };
             }
             Read::Type(i) => {
                 let name = simple(frame)?;
@@ -229,7 +325,12 @@ impl Checkpoint for RespCheckpoint {
         if self.outstanding.is_empty() {
             match self.phase {
                 Phase::MetaSent => self.phase = Phase::Values,
-                Phase::ValuesSent => self.after_batch(),
+                Phase::ValuesSent => {
+                    if self.db != 0 {
+                        self.restores.push(select(0));
+                    }
+                    self.after_batch()
+                }
                 _ => {}
             }
         }
@@ -367,9 +468,19 @@ mod tests {
         }
     }
 
+    /// A copier past its first round, for a source with database 0 only (one without INFO,
+    /// as the demo's versions).
+    fn started(batch: usize) -> RespCheckpoint {
+        let mut c = RespCheckpoint::new(batch);
+        assert_eq!(reads(&mut c), vec!["*2 $4 INFO $8 keyspace "]);
+        assert_eq!(c.next_reads(), Reads::Wait);
+        c.answer(b"-ERR unknown command 'INFO'\r\n").expect("no INFO: database 0 only");
+        c
+    }
+
     #[test]
     fn copies_every_type_with_its_ttl() {
-        let mut c = RespCheckpoint::new(10);
+        let mut c = started(10);
         assert_eq!(reads(&mut c), vec!["*2 $4 KEYS $1 * "]);
         assert_eq!(c.next_reads(), Reads::Wait);
         c.answer(b"*5\r\n$1\r\ns\r\n$1\r\nl\r\n$1\r\nh\r\n$2\r\nst\r\n$1\r\nz\r\n").expect("keys");
@@ -410,13 +521,13 @@ mod tests {
 
     #[test]
     fn batches_keys_and_an_empty_keyspace_is_done_at_once() {
-        let mut c = RespCheckpoint::new(1);
+        let mut c = started(1);
         reads(&mut c);
         c.answer(b"*0\r\n").expect("keys");
         assert_eq!(c.next_reads(), Reads::Done);
         assert!(c.is_complete());
 
-        let mut c = RespCheckpoint::new(1);
+        let mut c = started(1);
         reads(&mut c);
         c.answer(b"*2\r\n$1\r\na\r\n$1\r\nb\r\n").expect("keys");
         assert_eq!(reads(&mut c).len(), 2, "one key per batch");
@@ -430,7 +541,7 @@ mod tests {
 
     #[test]
     fn answers_are_compared_without_what_differs_between_correct_replicas() {
-        let mut c = RespCheckpoint::new(10);
+        let mut c = started(10);
         reads(&mut c);
         assert_eq!(
             c.compare_key(b"*2\r\n$1\r\na\r\n$1\r\nb\r\n"),
@@ -456,13 +567,77 @@ mod tests {
 
     #[test]
     fn errors_and_unsupported_types_fail_the_copy() {
-        let mut c = RespCheckpoint::new(10);
+        let mut c = started(10);
         reads(&mut c);
         assert!(matches!(c.answer(b"-ERR unknown command 'KEYS'\r\n"), Err(CheckpointError::Source(_))));
-        let mut c = RespCheckpoint::new(10);
+        let mut c = started(10);
         reads(&mut c);
         c.answer(b"*1\r\n$1\r\nx\r\n").expect("keys");
         reads(&mut c);
         assert!(matches!(c.answer(b"+stream\r\n"), Err(CheckpointError::Unsupported(_))));
+    }
+
+    /// Databases other than 0 that hold keys are copied too, each read between `SELECT n` and
+    /// `SELECT 0`, and restored so on the target; which databases hold keys is compared, not
+    /// how many keys they hold.
+    #[test]
+    fn every_database_with_keys_is_copied_in_its_database() {
+        let info = |text: &str| format!("${}\r\n{text}\r\n", text.len()).into_bytes();
+        let one = info("# Keyspace\r\ndb0:keys=1,expires=0,avg_ttl=0\r\ndb3:keys=2,expires=1,avg_ttl=5000");
+        let other = info("# Keyspace\r\ndb0:keys=1,expires=0,avg_ttl=0\r\ndb3:keys=2,expires=1,avg_ttl=4998");
+        let fewer = info("# Keyspace\r\ndb0:keys=1,expires=0,avg_ttl=0");
+        let mut c = RespCheckpoint::new(10);
+        reads(&mut c);
+        assert_eq!(c.compare_key(&one), c.compare_key(&other));
+        assert_ne!(c.compare_key(&one), c.compare_key(&fewer));
+        assert_eq!(
+            c.compare_key(&fewer),
+            c.compare_key(b"-ERR unknown command 'INFO'\r\n"),
+            "database 0 only, either way"
+        );
+        c.answer(&one).expect("info");
+        assert_eq!(reads(&mut c), vec!["*2 $4 KEYS $1 * "]);
+        c.answer(b"*1\r\n$1\r\na\r\n").expect("keys");
+        reads(&mut c);
+        c.answer(b"+string\r\n").expect("type");
+        c.answer(b":-1\r\n").expect("expires");
+        assert_eq!(reads(&mut c), vec!["*2 $3 GET $1 a "]);
+        assert_eq!(c.next_reads(), Reads::Wait, "database 3 is still to come");
+        c.answer(b"$1\r\n0\r\n").expect("get");
+        assert_eq!(reads(&mut c), vec!["*2 $6 SELECT $1 3 ", "*2 $4 KEYS $1 * ", "*2 $6 SELECT $1 0 "]);
+        c.answer(b"+OK\r\n").expect("select");
+        c.answer(b"*1\r\n$1\r\nb\r\n").expect("keys");
+        // The next reads go out before SELECT 0's answer is in (pipelined behind it).
+        assert_eq!(
+            reads(&mut c),
+            vec!["*2 $6 SELECT $1 3 ", "*2 $4 TYPE $1 b ", "*2 $11 PEXPIRETIME $1 b ", "*2 $6 SELECT $1 0 "]
+        );
+        for answer in ["+OK", "+OK", "+string", ":1700000005000", "+OK"] {
+            c.answer(format!("{answer}\r\n").as_bytes()).expect("meta");
+        }
+        assert_eq!(reads(&mut c), vec!["*2 $6 SELECT $1 3 ", "*2 $3 GET $1 b ", "*2 $6 SELECT $1 0 "]);
+        assert_eq!(c.next_reads(), Reads::Done);
+        assert!(matches!(c.answer(b"-ERR DB index is out of range\r\n"), Err(CheckpointError::Source(_))));
+        let mut c = RespCheckpoint::new(10);
+        reads(&mut c);
+        c.answer(&info("db0:keys=0,expires=0,avg_ttl=0\r\ndb2:keys=1,expires=0,avg_ttl=0")).expect("info");
+        reads(&mut c);
+        c.answer(b"*0\r\n").expect("no keys in 0");
+        assert_eq!(reads(&mut c), vec!["*2 $6 SELECT $1 2 ", "*2 $4 KEYS $1 * ", "*2 $6 SELECT $1 0 "]);
+        for answer in ["+OK\r\n", "*1\r\n$1\r\nk\r\n", "+OK\r\n"] {
+            c.answer(answer.as_bytes()).expect("listing");
+        }
+        reads(&mut c);
+        for answer in ["+OK", "+list", ":-1", "+OK"] {
+            c.answer(format!("{answer}\r\n").as_bytes()).expect("meta");
+        }
+        reads(&mut c);
+        for answer in ["+OK\r\n", "*1\r\n$1\r\nx\r\n", "+OK\r\n"] {
+            c.answer(answer.as_bytes()).expect("values");
+        }
+        let restores: Vec<String> =
+            c.take_restores().iter().map(|r| String::from_utf8_lossy(r).replace("\r\n", " ")).collect();
+        assert_eq!(restores, vec!["*2 $6 SELECT $1 2 ", "*3 $5 RPUSH $1 k $1 x ", "*2 $6 SELECT $1 0 "]);
+        assert!(c.is_complete());
     }
 }

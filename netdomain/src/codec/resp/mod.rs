@@ -13,9 +13,10 @@
 //! that class whose text is resh's ([`Codec::canonical_error`]). Nothing one replica alone
 //! produced reaches a client. Everything else is compared byte for byte.
 //!
-//! All sessions share one connection per replica in ordered mode, so commands that keep state
-//! per connection (transactions, SELECT, subscriptions, AUTH, CLIENT) or block a connection
-//! (BLPOP and friends) are refused with an error naming the reason; QUIT is answered locally.
+//! All sessions share one connection per replica in ordered mode, so what a server keeps per
+//! connection (transactions, the database, subscriptions, CLIENT names) is kept per session by
+//! [`RespClient`], commands that block a connection (BLPOP and friends) are served by polling
+//! ([`blocking`]), and the rest (AUTH, MONITOR...) are refused with an error naming the reason.
 //!
 //! A replica is rebuilt by `FLUSHALL` and a logical copy of a voting replica's keyspace
 //! ([`checkpoint`]).
@@ -27,8 +28,8 @@ use std::time::SystemTime;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{
-    AnswerError, Checkpoint, ClientState, Clock, Codec, Continuation, Dispatch, FrameDigest, Part, ProtocolError,
-    ReplyShape, RequestClass, RequestParser, ResponseParser, Subscription, WatchOp,
+    AnswerError, Checkpoint, ClientState, Clock, Codec, Context, Continuation, Dispatch, FrameDigest, Part,
+    ProtocolError, ReplyShape, RequestClass, RequestParser, ResponseParser, Subscription, WatchOp,
 };
 
 pub mod blocking;
@@ -41,7 +42,7 @@ pub mod ttl;
 use frame::{split_args, string2ll, RespRequestParser, RespResponseParser};
 
 /// Commands refused in ordered mode because they keep state per connection and all sessions
-/// share one connection per replica (`SELECT 0`, `CLIENT SETNAME` and friends, `HELLO 2` and
+/// share one connection per replica (`SELECT`, `CLIENT SETNAME` and friends, `HELLO 2` and
 /// `RESET` are served: see [`RespClient`]).
 const PER_CONNECTION: &[&str] = &[
     "MULTI",
@@ -49,9 +50,6 @@ const PER_CONNECTION: &[&str] = &[
     "DISCARD",
     "WATCH",
     "UNWATCH",
-    "SELECT",
-    "SWAPDB",
-    "MOVE",
     "SUBSCRIBE",
     "PSUBSCRIBE",
     "SSUBSCRIBE",
@@ -332,7 +330,10 @@ impl Incoming<'_> {
 /// One client's state: its name (`CLIENT SETNAME`) and its id. The commands that would change
 /// or read the shared connection's own state are answered here:
 /// - `CLIENT SETNAME`/`GETNAME`/`ID`/`SETINFO`, `RESET`: from the session's own state;
-/// - `SELECT 0`: `+OK` (every session uses database 0; other databases are refused);
+/// - `SELECT n`: the session's database. The shared connection stays in database 0 between
+///   units: a session in another one has each submission ordered between `SELECT n` and
+///   `SELECT 0` ([`ClientState::context`]). A new database is first tried on the replicas, in a
+///   unit of its own (`MULTI`, `SELECT n`, `SELECT 0`, `EXEC`), so that one they refuse is refused;
 /// - `HELLO` and `HELLO 2`: passed as `HELLO 2` (protocol 2 is what the shared connection
 ///   speaks), unvoted since it reports the replica's own connection id; a `SETNAME` in it is
 ///   the session's; RESP3 (`HELLO 3`) is refused as Redis refuses a version it lacks;
@@ -350,6 +351,8 @@ pub struct RespClient {
     /// `ordered::pubsub`); while there are any, it is in Redis's subscribed mode.
     channels: HashSet<Bytes>,
     patterns: HashSet<Bytes>,
+    /// Its database (`SELECT`); shared with the step that tries a new one on the replicas.
+    db: Arc<AtomicU64>,
 }
 
 /// A transaction being queued: resh answers `+QUEUED` and keeps the commands, and at EXEC the
@@ -481,6 +484,57 @@ impl ClientState for RespClient {
     fn dispatch(&mut self, request: &[u8], clock: &dyn Clock) -> Result<Dispatch, ProtocolError> {
         with_args(request, |rewrite, args| self.dispatch_args(&Incoming { request, rewrite, args }, clock))?
     }
+
+    fn context(&self) -> Option<Context> {
+        match self.db.load(Ordering::Relaxed) {
+            0 => None,
+            db => Some(Context { enter: select_request(db), leave: select_request(0) }),
+        }
+    }
+}
+
+/// `SELECT index`, as resh sends it (the form [`selected_index`] recognises).
+fn select_request(index: u64) -> Bytes {
+    encode_array(&[&b"SELECT"[..], index.to_string().as_bytes()])
+}
+
+/// The index of a `SELECT` in the form resh sends it.
+fn selected_index(request: &[u8]) -> Option<u64> {
+    let rest = request.strip_prefix(b"*2\r\n$6\r\nSELECT\r\n$")?;
+    let (len, rest) = rest.split_at(rest.iter().position(|&b| b == b'\r')?);
+    let len: usize = std::str::from_utf8(len).ok()?.parse().ok()?;
+    let digits = rest.strip_prefix(b"\r\n")?.strip_suffix(b"\r\n")?;
+    if digits.len() != len || digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// The step of a `SELECT` of a new database: the replicas ran `MULTI`, `SELECT index`,
+/// `SELECT 0`, `EXEC`. Taken, it is the session's database from now on; refused, the client
+/// gets the replicas' error (`-ERR DB index is out of range`).
+#[derive(Debug)]
+struct Selected {
+    index: u64,
+    db: Arc<AtomicU64>,
+}
+
+impl Continuation for Selected {
+    fn answered(self: Box<Self>, answer: &[u8], _now: std::time::Instant) -> Dispatch {
+        let first = match shape::elements(answer) {
+            Some((_, items)) if items.len() == 2 => items[0],
+            // Not the two answers of a transaction that ran: the replicas' own error.
+            _ if answer.first() == Some(&b'-') => return Dispatch::Reply(Bytes::copy_from_slice(answer)),
+            _ => return Dispatch::Reply(Resp::error("ERR resh: the replicas did not take the database")),
+        };
+        if first == b"+OK\r\n" {
+            self.db.store(self.index, Ordering::Relaxed);
+        }
+        Dispatch::Reply(Bytes::copy_from_slice(first))
+    }
+    fn woken(self: Box<Self>, _now: std::time::Instant) -> Dispatch {
+        Dispatch::Reply(Resp::error("ERR resh: the replicas did not take the database"))
+    }
 }
 
 impl RespClient {
@@ -518,6 +572,14 @@ impl RespClient {
                 return self.unwatched(Bytes::from_static(b"+RESET\r\n"));
             }
             _ if named("MULTI") && whole => return Dispatch::Reply(Resp::error("ERR MULTI calls can not be nested")),
+            _ if named("SELECT") => {
+                if let Some(t) = self.transaction.as_mut() {
+                    t.aborted = true;
+                }
+                return Dispatch::Reply(Resp::error(
+                    "ERR resh: 'SELECT' cannot be part of a transaction (select the database before MULTI)",
+                ));
+            }
             _ if named("WATCH") => return Dispatch::Reply(Resp::error("ERR WATCH inside MULTI is not allowed")),
             _ if named("QUIT") => return Dispatch::Close(Bytes::from_static(b"+OK\r\n")),
             _ => {}
@@ -657,6 +719,32 @@ impl RespClient {
         }
     }
 
+    /// `SELECT index`: Redis's errors for an index that is not one; the current database again,
+    /// or 0, at once; another one once the replicas took it (see [`Selected`]).
+    fn select(&mut self, index: &[u8]) -> Dispatch {
+        let Some(index) = string2ll(index) else {
+            return Dispatch::Reply(Resp::error("ERR value is not an integer or out of range"));
+        };
+        let Ok(index) = u64::try_from(index).ok().filter(|i| *i <= i32::MAX as u64).ok_or(()) else {
+            return Dispatch::Reply(Resp::error("ERR DB index is out of range"));
+        };
+        if index == 0 || index == self.db.load(Ordering::Relaxed) {
+            self.db.store(index, Ordering::Relaxed);
+            return Dispatch::Reply(Bytes::from_static(b"+OK\r\n"));
+        }
+        let tried = [encode_array(&["MULTI"]), select_request(index), select_request(0), encode_array(&["EXEC"])];
+        let last = tried.len() - 1;
+        let parts = tried
+            .into_iter()
+            .enumerate()
+            .map(|(i, request)| Part {
+                request,
+                class: RequestClass { logged: true, continues: i < last, ..RequestClass::default() },
+            })
+            .collect();
+        Dispatch::Ask { parts, then: Box::new(Selected { index, db: Arc::clone(&self.db) }) }
+    }
+
     /// Answers `reply`, once the end of the session's watch is ordered if it has one.
     fn unwatched(&mut self, reply: Bytes) -> Dispatch {
         if !std::mem::take(&mut self.watching) {
@@ -724,17 +812,10 @@ impl RespClient {
                 _ if named("HELLO") => return Ok(self.hello(args)),
                 _ if named("RESET") && args.len() == 1 => {
                     self.name = None;
+                    self.db.store(0, Ordering::Relaxed);
                     return Ok(self.unwatched(Bytes::from_static(b"+RESET\r\n")));
                 }
-                _ if named("SELECT") && args.len() == 2 => {
-                    return Ok(Dispatch::Reply(match string2ll(args[1]) {
-                        Some(0) => Bytes::from_static(b"+OK\r\n"),
-                        Some(_) => Resp::error(
-                            "ERR resh: ordered mode serves database 0 only (all sessions share one connection per replica)",
-                        ),
-                        None => Resp::error("ERR value is not an integer or out of range"),
-                    }));
-                }
+                _ if named("SELECT") && args.len() == 2 => return Ok(self.select(args[1])),
                 _ if named("TIME") && args.len() == 1 => {
                     let since = clock.wall().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
                     let (secs, micros) = (since.as_secs().to_string(), since.subsec_micros().to_string());
@@ -966,6 +1047,19 @@ fn is_alone(request: &[u8], name: &str) -> bool {
 }
 
 impl Resp {
+    /// Where the context unit starting at `at` ends (its `SELECT 0`), if one does: `SELECT n`
+    /// (n > 0), then one request or one `MULTI` ... `EXEC`, then `SELECT 0`.
+    fn context_end(&self, requests: &[Bytes], at: usize) -> Option<usize> {
+        selected_index(&requests[at]).filter(|&n| n > 0)?;
+        let inner_end = if requests.get(at + 1).is_some_and(|r| is_alone(r, "MULTI")) {
+            (at + 2..requests.len()).find(|&i| is_alone(&requests[i], "EXEC"))?
+        } else {
+            at + 1
+        };
+        let end = inner_end + 1;
+        (selected_index(requests.get(end)?) == Some(0)).then_some(end)
+    }
+
     /// How the requests of a transaction unit (`MULTI`, its commands, `EXEC`) are logged and
     /// voted. All are logged, read-only ones too: a replica rebuilt by replay may join the vote
     /// in the middle of a unit, and must have been replayed its `MULTI`. Each command's answer
@@ -1223,6 +1317,17 @@ impl Codec for Resp {
         let mut classes = Vec::with_capacity(requests.len());
         let mut at = 0;
         while at < requests.len() {
+            // A session in another database orders each submission (one request, or one
+            // transaction) between `SELECT n` and `SELECT 0`, as one logged unit.
+            if let Some(end) = self.context_end(requests, at) {
+                let inner = self.classify(&requests[at + 1..end]);
+                let enter = RequestClass { logged: true, continues: true, ..RequestClass::default() };
+                classes.push(enter);
+                classes.extend(inner.into_iter().map(|c| RequestClass { logged: true, continues: true, ..c }));
+                classes.push(RequestClass { logged: true, ..RequestClass::default() });
+                at = end + 1;
+                continue;
+            }
             // A session never forwards MULTI alone: it starts a unit that ends at its EXEC.
             let unit_end = is_alone(&requests[at], "MULTI")
                 .then(|| (at + 1..requests.len()).find(|&i| is_alone(&requests[i], "EXEC")))
@@ -1251,6 +1356,7 @@ impl Codec for Resp {
             watching: false,
             channels: HashSet::new(),
             patterns: HashSet::new(),
+            db: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -1338,6 +1444,10 @@ impl Codec for Resp {
         let command = args.first()?;
         if [&b"FLUSHALL"[..], b"FLUSHDB", b"SWAPDB"].iter().any(|c| command.eq_ignore_ascii_case(c)) {
             return None;
+        }
+        if command.eq_ignore_ascii_case(b"SELECT") {
+            // A session's database around its requests: it names no key.
+            return Some(Vec::new());
         }
         Some(args.into_iter().skip(1).map(Bytes::from).collect())
     }
@@ -1515,6 +1625,78 @@ mod tests {
         }
     }
 
+    /// A database other than 0: tried on the replicas in a unit of its own, then every
+    /// submission is ordered between `SELECT n` and `SELECT 0`, and another host classifies
+    /// those units from their bytes as the session did.
+    #[test]
+    fn a_session_database_is_tried_then_wraps_its_requests() {
+        let r = Resp::new(1 << 20, None);
+        let mut a = r.client(1);
+        assert_eq!(a.context(), None);
+        let (parts, then) = match client_says(&mut *a, "SELECT 3") {
+            Dispatch::Ask { parts, then } => (parts, then),
+            other => panic!("{other:?}"),
+        };
+        let sent: Vec<Bytes> = parts.iter().map(|p| p.request.clone()).collect();
+        assert_eq!(
+            sent,
+            vec![
+                encode_array(&["MULTI"]),
+                encode_array(&["SELECT", "3"]),
+                encode_array(&["SELECT", "0"]),
+                encode_array(&["EXEC"])
+            ]
+        );
+        assert!(parts.iter().all(|p| p.class.logged));
+        assert_eq!(parts.iter().map(|p| p.class.continues).collect::<Vec<_>>(), vec![true, true, true, false]);
+        assert_eq!(a.context(), None, "not before the replicas took it");
+        // The replicas refuse it: the client gets their error, and stays where it was.
+        let refused = then.answered(b"*2\r\n-ERR DB index is out of range\r\n+OK\r\n", std::time::Instant::now());
+        assert_eq!(reply(refused), "-ERR DB index is out of range\r\n");
+        assert_eq!(a.context(), None);
+        let Dispatch::Ask { then, .. } = client_says(&mut *a, "SELECT 3") else { panic!("a step") };
+        assert_eq!(reply(then.answered(b"*2\r\n+OK\r\n+OK\r\n", std::time::Instant::now())), "+OK\r\n");
+        let context = a.context().expect("database 3");
+        assert_eq!(
+            (context.enter.clone(), context.leave.clone()),
+            (encode_array(&["SELECT", "3"]), encode_array(&["SELECT", "0"]))
+        );
+        assert_eq!(reply(client_says(&mut *a, "SELECT 3")), "+OK\r\n", "the same database again");
+        // Around a request, and around a transaction: each one unit, as another host sees it.
+        let get = Part { request: encode_array(&["GET", "k"]), class: RequestClass::default() };
+        let (wrapped, answer) = context.around(vec![get]);
+        assert_eq!(answer, 1);
+        let bytes: Vec<Bytes> = wrapped.iter().map(|p| p.request.clone()).collect();
+        let classes = r.classify(&bytes);
+        assert_eq!(classes, wrapped.iter().map(|p| p.class).collect::<Vec<_>>());
+        assert_eq!(
+            classes.iter().map(|c| (c.logged, c.continues)).collect::<Vec<_>>(),
+            vec![(true, true), (true, true), (true, false)]
+        );
+        for command in ["MULTI", "SADD s a", "SMEMBERS s"] {
+            assert_eq!(
+                reply(client_says(&mut *a, command)),
+                if command == "MULTI" { "+OK\r\n" } else { "+QUEUED\r\n" }
+            );
+        }
+        let Dispatch::Unit(parts) = client_says(&mut *a, "EXEC") else { panic!("a unit") };
+        let (wrapped, answer) = context.around(parts);
+        assert_eq!(answer, 4, "EXEC's answer is the client's");
+        let bytes: Vec<Bytes> = wrapped.iter().map(|p| p.request.clone()).collect();
+        let classes = r.classify(&bytes);
+        assert_eq!(classes, wrapped.iter().map(|p| p.class).collect::<Vec<_>>());
+        assert_eq!(classes[4].shape, ReplyShape::EachNestedSet, "EXEC keeps its shape inside the context");
+        // Not a context unit: SELECT 0 first, or no SELECT 0 at the end.
+        let plain = [encode_array(&["SELECT", "0"]), encode_array(&["GET", "k"])];
+        assert!(r.classify(&plain).iter().all(|c| !c.continues));
+        // SELECT inside a transaction is not served; RESET goes back to database 0.
+        client_says(&mut *a, "MULTI");
+        assert!(reply(client_says(&mut *a, "SELECT 1")).contains("cannot be part of a transaction"));
+        assert!(reply(client_says(&mut *a, "EXEC")).starts_with("-EXECABORT"));
+        assert_eq!(reply(client_says(&mut *a, "RESET")), "+RESET\r\n");
+        assert_eq!(a.context(), None);
+    }
+
     #[test]
     fn random_choices_are_asked_in_steps_and_classified_as_the_steps_send_them() {
         let r = resp();
@@ -1642,8 +1824,8 @@ mod tests {
         assert_eq!(reply(client_says(&mut *a, "RESET")), "+RESET\r\n");
         assert_eq!(reply(client_says(&mut *a, "CLIENT GETNAME")), "$-1\r\n");
         assert_eq!(reply(client_says(&mut *a, "SELECT 0")), "+OK\r\n");
-        assert!(reply(client_says(&mut *a, "SELECT 1")).contains("database 0 only"));
         assert_eq!(reply(client_says(&mut *a, "SELECT x")), "-ERR value is not an integer or out of range\r\n");
+        assert_eq!(reply(client_says(&mut *a, "SELECT -1")), "-ERR DB index is out of range\r\n");
         assert_eq!(reply(client_says(&mut *a, "TIME")), "*2\r\n$1\r\n0\r\n$1\r\n0\r\n");
         assert_eq!(reply(client_says(&mut *a, "HELLO 3")), "-NOPROTO unsupported protocol version\r\n");
         match client_says(&mut *a, "HELLO 2 SETNAME app") {
