@@ -244,6 +244,16 @@ fn three_hosts_serve_one_state_and_survive_a_host_crash() {
     if let Some(r) = &resh[0] {
         eprintln!("host 1 before the crash: {}", r.status()["group"]);
     }
+    // A session of host 1 watches a key across the crash and the rejoin; another session
+    // writes in database 4. The restarted host must get both with the state.
+    let (mut watcher, mut other_db) = in_ns(&hosts.client_ns(), || {
+        let mut watcher = RespClient::connect(client_addr(1)).expect("connect to host 1");
+        assert_eq!(watcher.call(&["WATCH", "watched"]).expect("WATCH"), b"+OK\r\n");
+        let mut other_db = RespClient::connect(client_addr(2)).expect("connect to host 2");
+        assert_eq!(other_db.call(&["SELECT", "4"]).expect("SELECT"), b"+OK\r\n");
+        assert_eq!(other_db.call(&["SET", "in-4", "four"]).expect("SET"), b"+OK\r\n");
+        (watcher, other_db)
+    });
     hosts.kill_host(3);
     if let Some(mut r) = resh[2].take() {
         r.kill();
@@ -261,6 +271,21 @@ fn three_hosts_serve_one_state_and_survive_a_host_crash() {
         resh[..2].iter().flatten().filter_map(|r| r.status()["group"]["state_transfers"]["given"].as_u64()).sum();
     assert_eq!(given, 1, "one of the others gave the state");
     resh[2] = Some(back);
+    // The watched key changes after the rejoin: the watcher's transaction is discarded on
+    // every host, the restarted one included (it got the WATCH table with the state).
+    let (exec, in_4) = in_ns(&hosts.client_ns(), move || {
+        let mut writer = RespClient::connect(client_addr(3)).expect("connect to host 3");
+        assert_eq!(writer.call(&["SET", "watched", "changed"]).expect("SET"), b"+OK\r\n");
+        assert_eq!(watcher.call(&["MULTI"]).expect("MULTI"), b"+OK\r\n");
+        assert_eq!(watcher.call(&["SET", "watched", "by the watcher"]).expect("SET"), b"+QUEUED\r\n");
+        let exec = watcher.call(&["EXEC"]).expect("EXEC");
+        assert_eq!(writer.call(&["SELECT", "4"]).expect("SELECT"), b"+OK\r\n");
+        let in_4 = writer.call(&["GET", "in-4"]).expect("GET");
+        other_db.call(&["DEL", "in-4"]).expect("DEL");
+        (exec, in_4)
+    });
+    assert_eq!(exec, b"*-1\r\n", "the watched key changed: the transaction is discarded");
+    assert_eq!(in_4, b"$4\r\nfour\r\n", "database 4 was copied to the restarted host");
     thread::sleep(Duration::from_secs(2));
     stop.store(true, Ordering::Relaxed);
     let runs: Vec<ClientRun> = clients.into_iter().map(|c| c.join().expect("client")).collect();

@@ -233,8 +233,9 @@ enum TransferEvent {
     ExportRead(u64),
     /// Export `id` ended (the number of restores sent, or why not).
     Exported(u64, Result<u64, String>),
-    /// An import ended: the state stands at this request, or why not.
-    Imported(Result<u64, String>),
+    /// An import ended: the state stands at this request (with the order's own state there),
+    /// or why not.
+    Imported(Result<(u64, Vec<Bytes>), String>),
 }
 
 /// The next delivery of the group, if there is one (never, on a single host).
@@ -856,9 +857,11 @@ impl Sequencer {
             }
         });
         let limit = self.request_timeout;
+        // The WATCH table as the stream up to `at` left it (the core took nothing after).
+        let snapshot = transfer::Snapshot { at, checkpoint, order_state: self.watches.export() };
         let task = tokio::spawn(async move {
             // After the reads, the rest of the copy goes out from memory: bounded in time too.
-            let export = transfer::export(request.stream, at, sources, checkpoint, codec, max_frame, done_tx);
+            let export = transfer::export(request.stream, snapshot, sources, codec, max_frame, done_tx);
             let result = match tokio::time::timeout(limit * 2, export).await {
                 Ok(result) => result,
                 Err(_) => Err("the joining host did not take the copy in time".into()),
@@ -929,9 +932,14 @@ impl Sequencer {
                 }
                 let preloaded = g.importing.take().unwrap_or_default();
                 let wanted = g.waiting.as_ref().map(|w| w.seq);
+                let result = result.and_then(|(at, frames)| {
+                    let watches = super::watch::WatchTable::import(&frames)
+                        .map_err(|e| format!("the WATCH table it sent: {e}"))?;
+                    Ok((at, watches))
+                });
                 match (result, wanted) {
-                    (Ok(at), Some(seq)) if at >= seq => self.state_imported(&mut g, at, &preloaded),
-                    (Ok(at), _) => info!(at, "a copied state is not wanted any more (the host joins anew)"),
+                    (Ok((at, watches)), Some(seq)) if at >= seq => self.state_imported(&mut g, at, &preloaded, watches),
+                    (Ok((at, _)), _) => info!(at, "a copied state is not wanted any more (the host joins anew)"),
                     (Err(e), _) => {
                         warn!(error = %e, "getting the state from another host failed; retrying");
                         g.import_after = Some(std::time::Instant::now() + super::RETRY_DELAY);
@@ -948,7 +956,13 @@ impl Sequencer {
 
     /// The replicas hold the state at request `at`: a new core starts there, and gets what the
     /// group delivered from there on.
-    fn state_imported(&mut self, g: &mut GroupSource, at: u64, preloaded: &[(usize, u64)]) {
+    fn state_imported(
+        &mut self,
+        g: &mut GroupSource,
+        at: u64,
+        preloaded: &[(usize, u64)],
+        watches: super::watch::WatchTable,
+    ) {
         let codec = Arc::clone(&self.codec);
         let core = match OrderedCore::with_state(self.core_config.clone(), codec, at, preloaded) {
             Ok(core) => core,
@@ -959,11 +973,11 @@ impl Sequencer {
         };
         info!(at, "the state is in: the replicas go on from here");
         self.core = core;
-        // The requests the old core held are not the new one's to decide; the watches this
-        // table held belong to sessions the fence ended or to a stream this host no longer
-        // follows (a host that joins does not get the others' watches: see the README).
+        // The requests the old core held are not the new one's to decide; the watches are the
+        // group's as they stood at `at` (those this table held belong to sessions the fence
+        // ended, or to a stream this host no longer follows).
         self.publishes.clear();
-        self.watches = super::watch::WatchTable::default();
+        self.watches = watches;
         self.conns.iter_mut().for_each(|c| *c = None);
         let now = self.now();
         for (r, addr) in self.addrs.iter().enumerate() {

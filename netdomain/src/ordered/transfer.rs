@@ -6,7 +6,9 @@
 //!   (the point the joiner numbers the stream from), or at a later request;
 //! - source to joiner: `OK <at>\n`, then the state as frames, each a 4-byte big-endian length
 //!   and that many bytes of requests that rebuild it (RESP commands, built by the codec's
-//!   [`Checkpoint`]), and a zero length at the end; or `ERR <reason>\n`.
+//!   [`Checkpoint`]), and a zero length at the end; then the order's own state at `at` (the
+//!   WATCH table, see [`super::watch`]) as frames the same way, and a zero length; or
+//!   `ERR <reason>\n`.
 //!
 //! The source ([`export`]): its sequencer stops handing delivered requests to its ordered core,
 //! waits until the core is at rest (every request answered by every voting replica: their
@@ -21,7 +23,7 @@
 //! group delivered them meanwhile; those before `at` are in the copy).
 //!
 //! Limits: the copy is logical (see the codec's checkpoint: key types, values up to
-//! `ordered.max_frame_bytes`, times to live as read); the source host's clients wait while its
+//! `ordered.max_frame_bytes`, every database with keys, expiry times as they are); the source host's clients wait while its
 //! state is read; the connection is neither encrypted nor authenticated: the transfer addresses
 //! belong on the hosts' private network, as Corosync's do.
 use std::net::SocketAddr;
@@ -38,6 +40,10 @@ use crate::codec::{Checkpoint, Codec, Reads, ResponseParser};
 
 /// The longest request line.
 const MAX_LINE: u64 = 128;
+
+/// The most frames of the order's own state (WATCH entries, one per watching session) a joiner
+/// takes.
+const ORDER_STATE_FRAMES: usize = 1 << 20;
 /// How long a peer may take to send its request line or header.
 const LINE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Restores written to the replicas at once.
@@ -159,17 +165,28 @@ impl ReplicaLink {
     }
 }
 
+/// What a source copies to a joiner.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The request the state stands at.
+    pub at: u64,
+    /// What reads the replicas' state (the codec's).
+    pub checkpoint: Box<dyn Checkpoint>,
+    /// The order's own state at `at` (the WATCH table's frames).
+    pub order_state: Vec<Bytes>,
+}
+
 /// Streams the state of `sources` (a quorum of voting replicas, whose states stand at request
 /// `at`: nothing is sent to them but these reads until `reads_done` fires) to a joiner.
 pub async fn export(
     mut joiner: TcpStream,
-    at: u64,
+    snapshot: Snapshot,
     sources: Vec<SocketAddr>,
-    mut checkpoint: Box<dyn Checkpoint>,
     codec: Arc<dyn Codec>,
     max_frame: usize,
     reads_done: oneshot::Sender<()>,
 ) -> Result<u64, String> {
+    let Snapshot { at, mut checkpoint, order_state } = snapshot;
     let mut reads_done = Some(reads_done);
     let mut links = Vec::with_capacity(sources.len());
     for addr in &sources {
@@ -222,12 +239,18 @@ pub async fn export(
         }
     }
     joiner.write_all(&0u32.to_be_bytes()).await.map_err(to_joiner)?;
+    for frame in &order_state {
+        joiner.write_all(&(frame.len() as u32).to_be_bytes()).await.map_err(to_joiner)?;
+        joiner.write_all(frame).await.map_err(to_joiner)?;
+    }
+    joiner.write_all(&0u32.to_be_bytes()).await.map_err(to_joiner)?;
     joiner.shutdown().await.map_err(to_joiner)?;
     Ok(sent)
 }
 
 /// Gets the state at request `seq` or later from one of `sources` (transfer addresses, tried in
-/// turn) into every one of `replicas`; returns the request the state stands at.
+/// turn) into every one of `replicas`; returns the request the state stands at, and the order's
+/// own state there (its frames, for the sequencer to read).
 pub async fn import(
     sources: Vec<SocketAddr>,
     seq: u64,
@@ -235,13 +258,13 @@ pub async fn import(
     codec: Arc<dyn Codec>,
     max_frame: usize,
     timeout: Duration,
-) -> Result<u64, String> {
+) -> Result<(u64, Vec<Bytes>), String> {
     let mut why = Vec::new();
     for source in sources {
         match tokio::time::timeout(timeout, import_from(source, seq, &replicas, codec.as_ref(), max_frame)).await {
-            Ok(Ok((at, restores))) => {
+            Ok(Ok((at, restores, order_state))) => {
                 info!(%source, at, restores, "state copied from another host");
-                return Ok(at);
+                return Ok((at, order_state));
             }
             Ok(Err(e)) => why.push(format!("{source}: {e}")),
             Err(_) => why.push(format!("{source}: not done within {} ms", timeout.as_millis())),
@@ -256,7 +279,7 @@ async fn import_from(
     replicas: &[SocketAddr],
     codec: &dyn Codec,
     max_frame: usize,
-) -> Result<(u64, u64), String> {
+) -> Result<(u64, u64, Vec<Bytes>), String> {
     let mut stream = tokio::time::timeout(LINE_TIMEOUT, TcpStream::connect(source))
         .await
         .map_err(|_| "connecting timed out".to_string())?
@@ -307,7 +330,22 @@ async fn import_from(
             break;
         }
     }
-    Ok((at, total))
+    // The order's own state, bounded like the copy: at most `ORDER_STATE_FRAMES` frames of at
+    // most `max_frame_bytes` each.
+    let mut order_state = Vec::new();
+    loop {
+        let len = input.read_u32().await.map_err(|e| format!("the order's state was cut short: {e}"))? as usize;
+        if len == 0 {
+            break;
+        }
+        if len > max_frame + 1024 || order_state.len() >= ORDER_STATE_FRAMES {
+            return Err("the order's state is larger than this host takes".into());
+        }
+        let mut frame = vec![0u8; len];
+        input.read_exact(&mut frame).await.map_err(|e| format!("the order's state was cut short: {e}"))?;
+        order_state.push(Bytes::from(frame));
+    }
+    Ok((at, total, order_state))
 }
 
 /// Writes `count` requests to every replica and checks that none answers an error.
@@ -357,6 +395,10 @@ mod tests {
     }
 
     async fn import_one(reply: Vec<u8>, seq: u64) -> Result<u64, String> {
+        import_with_state(reply, seq).await.map(|(at, _)| at)
+    }
+
+    async fn import_with_state(reply: Vec<u8>, seq: u64) -> Result<(u64, Vec<Bytes>), String> {
         let source = fake_source(reply).await;
         import(vec![source], seq, vec![], codec(), 1 << 20, Duration::from_secs(5)).await
     }
@@ -373,7 +415,13 @@ mod tests {
         let mut whole = b"OK 7\n".to_vec();
         whole.extend(frame(set));
         whole.extend(0u32.to_be_bytes());
-        assert_eq!(import_one(whole.clone(), 5).await, Ok(7));
+        // The order's own state: a WATCH entry.
+        whole.extend(frame(b"watch entry"));
+        whole.extend(0u32.to_be_bytes());
+        assert_eq!(import_with_state(whole.clone(), 5).await, Ok((7, vec![Bytes::from_static(b"watch entry")])));
+        let mut without = whole[..whole.len() - 19].to_vec();
+        without.extend(0u32.to_be_bytes());
+        assert_eq!(import_with_state(without, 5).await, Ok((7, Vec::new())));
         // Each of these is refused with a reason, never taken for a state.
         let refused = import_one(b"ERR busy with another transfer\n".to_vec(), 5).await;
         assert!(refused.as_ref().is_err_and(|e| e.contains("refused: busy")), "{refused:?}");

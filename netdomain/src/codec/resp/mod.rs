@@ -1445,8 +1445,10 @@ impl Codec for Resp {
         if [&b"FLUSHALL"[..], b"FLUSHDB", b"SWAPDB"].iter().any(|c| command.eq_ignore_ascii_case(c)) {
             return None;
         }
-        if command.eq_ignore_ascii_case(b"SELECT") {
-            // A session's database around its requests: it names no key.
+        // A session's database around its requests names no key; nor does a read (logged all
+        // the same inside a unit, such as a session's database's).
+        let read_only = classes().get(upper(command).as_str()).is_some_and(|c| c.read_only);
+        if read_only || command.eq_ignore_ascii_case(b"SELECT") {
             return Some(Vec::new());
         }
         Some(args.into_iter().skip(1).map(Bytes::from).collect())
@@ -2001,6 +2003,9 @@ mod tests {
             Some(vec![Bytes::from_static(b"k"), Bytes::from_static(b"v")])
         );
         assert_eq!(r.written_keys(&encode_array(&["FLUSHALL"])), None);
+        // Reads and a session's database name no key, though a unit logs them.
+        assert_eq!(r.written_keys(&encode_array(&["GET", "k"])), Some(Vec::new()));
+        assert_eq!(r.written_keys(&encode_array(&["SELECT", "3"])), Some(Vec::new()));
     }
 
     #[test]
