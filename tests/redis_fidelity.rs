@@ -260,6 +260,11 @@ fn protocol_edge_cases_answer_as_redis_server_does() {
         b"  ECHO   spaced   \r\n",
         b"*1\r\n$3\r\nPINGX\r\n",
         b"*1\r\n$4\r\nPING",
+        // What resh serves itself answers malformed forms as Redis does.
+        b"XREAD BLOCK 1 s 0\r\n",
+        b"XREAD BLOCK 1\r\n",
+        b"SELECT 99999999999\r\nSELECT -1\r\nSELECT x\r\nSELECT 0 0\r\n",
+        b"PTTL\r\nTTL a b\r\nTTL missing\r\n",
     ];
     let long_inline = vec![b'A'; 70_000];
     let long_count = [b"*".as_slice(), &[b'1'; 40_000]].concat();

@@ -162,6 +162,9 @@ pub fn start(command: &str, args: &[&[u8]], now: Instant) -> Option<Dispatch> {
         "XREAD" => {
             // XREAD [COUNT n] [BLOCK ms] STREAMS key... id...
             let at = args.iter().position(|a| a.eq_ignore_ascii_case(b"BLOCK"))?;
+            if args.len() < 4 {
+                return arity();
+            }
             let deadline = match args.get(at + 1).map(|ms| millis(ms, now)) {
                 Some(Ok(d)) => d,
                 Some(Err(e)) => return Some(e),
@@ -169,7 +172,9 @@ pub fn start(command: &str, args: &[&[u8]], now: Instant) -> Option<Dispatch> {
             };
             let mut request = owned(&args[..at]);
             request.extend(owned(&args[at + 2..]));
-            let streams = request.iter().position(|a| a.eq_ignore_ascii_case(b"STREAMS"))?;
+            let Some(streams) = request.iter().position(|a| a.eq_ignore_ascii_case(b"STREAMS")) else {
+                return error("ERR syntax error");
+            };
             let ids = request.len() - streams - 1;
             if ids == 0 || ids % 2 != 0 {
                 return error(
@@ -468,6 +473,8 @@ mod tests {
             ("BLMPOP 0 0 k LEFT", "-ERR numkeys should be greater than 0"),
             ("XREAD BLOCK x STREAMS s 0", "-ERR timeout is not an integer or out of range"),
             ("XREAD BLOCK 1 STREAMS s", "-ERR Unbalanced 'xread' list of streams"),
+            ("XREAD BLOCK 1 s 0", "-ERR syntax error"),
+            ("XREAD BLOCK 1", "-ERR wrong number of arguments for 'xread' command"),
         ] {
             let Next::Reply(reply) = begin(request, t0) else { panic!("{request}") };
             assert!(reply.starts_with(error), "{request}: {reply}");

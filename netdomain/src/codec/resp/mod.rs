@@ -725,7 +725,12 @@ impl RespClient {
         let Some(index) = string2ll(index) else {
             return Dispatch::Reply(Resp::error("ERR value is not an integer or out of range"));
         };
-        let Ok(index) = u64::try_from(index).ok().filter(|i| *i <= i32::MAX as u64).ok_or(()) else {
+        if i32::try_from(index).is_err() {
+            return Dispatch::Reply(Resp::error(
+                "ERR value is out of range, value must between -2147483648 and 2147483647",
+            ));
+        }
+        let Ok(index) = u64::try_from(index) else {
             return Dispatch::Reply(Resp::error("ERR DB index is out of range"));
         };
         if index == 0 || index == self.db.load(Ordering::Relaxed) {
