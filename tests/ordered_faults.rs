@@ -212,6 +212,15 @@ fn a_slow_command_every_replica_runs_blames_nobody() {
 fn a_burst_beyond_the_window_waits_and_excludes_nobody() {
     assert!(have("redis-benchmark"), "redis-tools is not installed: run ./scripts/test.sh");
     let resh = Resh::start(&redis_config("lag_timeout_ms = 1000", "max_outstanding = 2000"));
+    // Alongside, a burst in database 3: each of its requests ordered between SELECT 3 and
+    // SELECT 0, interleaved with the others'.
+    let other_db = Command::new("redis-benchmark")
+        .args(["-p", &resh.clients.port().to_string(), "--dbnum", "3", "-t", "set,get,incr,lpush"])
+        .args(["-n", "20000", "-c", "5", "-P", "50", "-q"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run redis-benchmark --dbnum 3");
     let out = Command::new("redis-benchmark")
         .args([
             "-p",
@@ -230,6 +239,9 @@ fn a_burst_beyond_the_window_waits_and_excludes_nobody() {
         .expect("run redis-benchmark");
     let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && !text.to_lowercase().contains("error"), "{text}");
+    let other_db = other_db.wait_with_output().expect("redis-benchmark --dbnum 3");
+    let text = String::from_utf8_lossy(&other_db.stdout).to_string() + &String::from_utf8_lossy(&other_db.stderr);
+    assert!(other_db.status.success() && !text.to_lowercase().contains("error"), "{text}");
     let status = resh.status();
     assert_eq!(status["requests"]["undecidable"], 0, "{status}");
     assert_eq!(total_faults(&resh), 0, "{status}");

@@ -367,6 +367,26 @@ fn one_request(args: &[&str]) -> (OrderedCore, Arc<dyn Codec>) {
     (core, codec)
 }
 
+/// A request that may or may not change state (an XREADGROUP poll) is logged, and leaves the
+/// log again once the quorum's answer says it changed nothing.
+#[test]
+fn a_request_that_changed_nothing_leaves_the_replay_log() {
+    let (mut core, codec) = connected_core();
+    let poll = encode_array(&["XREADGROUP", "GROUP", "g", "c", "STREAMS", "s", ">"]);
+    let class = RequestClass { logged: true, unchanged_if: Some(b"*-1\r\n"), ..RequestClass::default() };
+    let request = |n: u64| Request { origin: Origin { host: 0, session: 1, request: n }, bytes: poll.clone(), class };
+    core.order(0, vec![request(0), request(1)], ms(0)).expect("in order");
+    drain(&mut core, &mut Vec::new());
+    assert_eq!(core.replay_log_bytes(), 2 * poll.len(), "logged until decided");
+    let found = b"*1\r\n*2\r\n$1\r\ns\r\n*1\r\n*2\r\n$3\r\n1-1\r\n*0\r\n";
+    for r in 0..3 {
+        core.response(r, 1, frame(&*codec, b"*-1\r\n"), ms(1));
+        core.response(r, 1, frame(&*codec, found), ms(1));
+    }
+    drain(&mut core, &mut Vec::new());
+    assert_eq!(core.replay_log_bytes(), poll.len(), "the one that found nothing left the log, the other stays");
+}
+
 fn reply(actions: &[Action]) -> Option<Answer> {
     actions.iter().find_map(|a| match a {
         Action::Reply { answer, .. } => Some(answer.clone()),

@@ -248,6 +248,15 @@ def redis_only(r, out):
     out["xadd"] = len(set(ids)) == 20 and order == sorted(order)
     out["xlen"] = r.xlen("stream")
     out["xrange_fields"] = [fields for _, fields in r.xrange("stream")]
+    # A consumer group read that blocks: nothing within its timeout, then an entry another
+    # connection adds while it waits.
+    r.xgroup_create("tasks", "workers", id="$", mkstream=True)
+    out["xreadgroup_timeout"] = r.xreadgroup("workers", "w1", {"tasks": ">"}, count=1, block=100)
+    adding = later(lambda: other.xadd("tasks", {"task": "1"}, id="5-1"))
+    out["xreadgroup_blocked"] = r.xreadgroup("workers", "w1", {"tasks": ">"}, count=1, block=5000)
+    adding.join()
+    out["xreadgroup_pending"] = r.xpending("tasks", "workers")["pending"]
+    out["xreadgroup_again"] = r.xreadgroup("workers", "w1", {"tasks": ">"}, count=1, block=50)
 
 
 def other_databases(port, out):

@@ -125,6 +125,9 @@ pub struct RequestClass {
     pub publish: bool,
     /// What it does to its session's WATCH, which resh keeps in the order (`ordered::watch`).
     pub watch: WatchOp,
+    /// It changed nothing if the agreed answer is these bytes (a read of a consumer group that
+    /// found nothing new): it then leaves the replay log, so that polling does not grow it.
+    pub unchanged_if: Option<&'static [u8]>,
 }
 
 impl RequestClass {

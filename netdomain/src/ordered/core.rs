@@ -415,6 +415,8 @@ struct HeldRequest {
     replied: bool,
     /// The replay log knows some replica answered it (marked once, not once per answer).
     marked_answered: bool,
+    /// See [`RequestClass::unchanged_if`](crate::codec::RequestClass::unchanged_if).
+    unchanged_if: Option<&'static [u8]>,
 }
 
 /// The ordered core. See the module documentation.
@@ -583,6 +585,11 @@ impl OrderedCore {
         self.log.covers_from()
     }
 
+    /// Bytes of requests the replay log holds.
+    pub fn replay_log_bytes(&self) -> usize {
+        self.log.bytes()
+    }
+
     /// Request and answer bytes held.
     pub fn held_bytes(&self) -> usize {
         self.held_bytes
@@ -689,6 +696,7 @@ impl OrderedCore {
                 masked: false,
                 replied: false,
                 marked_answered: false,
+                unchanged_if: request.class.unchanged_if,
             });
             self.held_bytes += len;
             self.frames.extend(std::iter::repeat_n(None, n));
@@ -1193,6 +1201,12 @@ impl OrderedCore {
                 FrameOutcome::Release { vote: Vote::Closed, .. } => (Answer::Error(AnswerError::ClosedByService), None),
                 FrameOutcome::Release { replica, .. } => self.agreed_answer(index, replica),
             };
+            if let (Answer::Frame(bytes), Some(unchanged)) = (&answer, held.unchanged_if) {
+                if bytes[..] == *unchanged {
+                    // It changed nothing: a replay need not run it (its unit, if any, neither).
+                    self.log.remove(self.release);
+                }
+            }
             let held = &mut self.held[index];
             held.replied = true;
             let (origin, masked, waited) = (held.origin, held.masked, now.saturating_sub(held.ordered_at));

@@ -1,6 +1,6 @@
 //! Blocking commands (`BLPOP`, `BRPOP`, `BLMPOP`, `BZPOPMIN`, `BZPOPMAX`, `BZMPOP`,
-//! `BRPOPLPUSH`, `BLMOVE`, `XREAD ... BLOCK`), served without blocking the connection every
-//! session shares.
+//! `BRPOPLPUSH`, `BLMOVE`, `XREAD ... BLOCK`, `XREADGROUP ... BLOCK`), served without blocking
+//! the connection every session shares.
 //!
 //! A blocked command on the shared connection would stop every session. resh polls instead, in
 //! the global order like any request, so every replica executes the same pops at the same
@@ -17,7 +17,13 @@
 //! What differs from Redis: a pop is seen up to [`MAX_POLL`] after the push that makes it
 //! possible, and clients blocked on the same key are not served in the order they blocked.
 //! `XREAD` with `$` reads from the last entry when it started (resolved by `XREVRANGE`).
-//! Inside MULTI, and `XREADGROUP ... BLOCK`, `WAIT` and `WAITAOF`, are refused.
+//!
+//! `XREADGROUP` cannot be probed by a read: reading a group is what delivers its entries. Its
+//! non-blocking form is the probe and the take at once, logged like any write; one that found
+//! nothing answers nil and changed nothing, and leaves the replay log again
+//! ([`RequestClass::unchanged_if`]), so polling does not grow the log.
+//!
+//! Inside MULTI, and `WAIT` and `WAITAOF`, are refused.
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -42,6 +48,8 @@ enum Take {
     Move { request: Vec<Bytes> },
     /// XREAD without BLOCK (the ids resolved); the read is the take.
     Stream { request: Vec<Bytes> },
+    /// XREADGROUP without BLOCK: probe and take at once.
+    Group { request: Vec<Bytes> },
 }
 
 /// A blocking command being served. See the module documentation.
@@ -159,6 +167,23 @@ pub fn start(command: &str, args: &[&[u8]], now: Instant) -> Option<Dispatch> {
             request[0] = Bytes::from_static(if command == "BRPOPLPUSH" { b"RPOPLPUSH" } else { b"LMOVE" });
             (Take::Move { request }, deadline)
         }
+        "XREADGROUP" => {
+            // XREADGROUP GROUP g c [COUNT n] [BLOCK ms] [NOACK] STREAMS key... id...
+            let at = args.iter().position(|a| a.eq_ignore_ascii_case(b"BLOCK"))?;
+            if args.len() < 7 {
+                return arity();
+            }
+            let deadline = match args.get(at + 1).map(|ms| millis(ms, now)) {
+                Some(Ok(d)) => d,
+                Some(Err(e)) => return Some(e),
+                None => return error("ERR syntax error"),
+            };
+            let mut request = owned(&args[..at]);
+            request.extend(owned(&args[at + 2..]));
+            // Its other errors (no STREAMS, an unbalanced list, no such group) are the
+            // replicas', alike: the first poll gets them.
+            (Take::Group { request }, deadline)
+        }
         "XREAD" => {
             // XREAD [COUNT n] [BLOCK ms] STREAMS key... id...
             let at = args.iter().position(|a| a.eq_ignore_ascii_case(b"BLOCK"))?;
@@ -229,6 +254,10 @@ impl Block {
             }
             Take::Move { request } => read(&[Bytes::from_static(b"EXISTS"), request[1].clone()]),
             Take::Stream { request } => read(request),
+            Take::Group { request } => Part {
+                request: encode_array(request),
+                class: RequestClass { logged: true, unchanged_if: Some(b"*-1\r\n"), ..RequestClass::default() },
+            },
         };
         self.ask(part)
     }
@@ -244,7 +273,7 @@ impl Block {
                 args.extend(tail.iter().cloned());
                 args
             }
-            Take::Move { request } | Take::Stream { request } => request.clone(),
+            Take::Move { request } | Take::Stream { request } | Take::Group { request } => request.clone(),
         };
         let logged = !matches!(self.take, Take::Stream { .. });
         let class = RequestClass { logged, ..RequestClass::default() };
@@ -317,8 +346,8 @@ impl Continuation for Block {
                 self.resolve_or_probe()
             }
             Stage::Probing => match &self.take {
-                Take::Stream { .. } if !nil => Dispatch::Reply(Bytes::copy_from_slice(answer)),
-                Take::Stream { .. } => self.wait(now),
+                Take::Stream { .. } | Take::Group { .. } if !nil => Dispatch::Reply(Bytes::copy_from_slice(answer)),
+                Take::Stream { .. } | Take::Group { .. } => self.wait(now),
                 _ if answer.starts_with(b":0\r\n") => self.wait(now),
                 _ => self.take(),
             },
@@ -421,6 +450,51 @@ mod tests {
         let later = t0 + Duration::from_secs(1);
         let Next::Reply(reply) = next(then.answered(b":0\r\n", later)) else { panic!() };
         assert_eq!(reply, "$-1\r\n");
+    }
+
+    /// XREADGROUP's poll is its non-blocking form: logged, but left out of the log again when
+    /// it found nothing (answered nil); the first entries it finds are the answer.
+    #[test]
+    fn xreadgroup_polls_with_its_non_blocking_form() {
+        let t0 = Instant::now();
+        let request = "XREADGROUP GROUP g c COUNT 2 BLOCK 100 NOACK STREAMS s >";
+        let Some(Dispatch::Ask { parts, then }) =
+            start("XREADGROUP", &request.split(' ').map(str::as_bytes).collect::<Vec<_>>(), t0)
+        else {
+            panic!("a poll")
+        };
+        assert_eq!(
+            parts[0].request,
+            encode_array(&["XREADGROUP", "GROUP", "g", "c", "COUNT", "2", "NOACK", "STREAMS", "s", ">"])
+        );
+        assert!(parts[0].class.logged);
+        assert_eq!(parts[0].class.unchanged_if, Some(&b"*-1\r\n"[..]));
+        let Next::Wait(then, after) = next(then.answered(b"*-1\r\n", t0)) else { panic!("a wait") };
+        let Next::Asked(then, asked, _) = next(then.woken(t0 + after)) else { panic!("a poll") };
+        assert_eq!(asked, ["XREADGROUP GROUP g c COUNT 2 NOACK STREAMS s >"]);
+        let found = b"*1\r\n*2\r\n$1\r\ns\r\n*1\r\n*2\r\n$3\r\n1-1\r\n*2\r\n$1\r\nf\r\n$1\r\nv\r\n";
+        let Next::Reply(reply) = next(then.answered(found, t0)) else { panic!("the entries") };
+        assert_eq!(reply.as_bytes(), found);
+        // Nothing within the timeout: nil, as Redis answers; the replicas' errors pass.
+        let Some(Dispatch::Ask { then, .. }) =
+            start("XREADGROUP", &request.split(' ').map(str::as_bytes).collect::<Vec<_>>(), t0)
+        else {
+            panic!("a poll")
+        };
+        let Next::Reply(reply) = next(then.answered(b"*-1\r\n", t0 + Duration::from_millis(100))) else { panic!() };
+        assert_eq!(reply, "*-1\r\n");
+        let Next::Asked(then, _, _) = begin("XREADGROUP GROUP g c BLOCK 0 STREAMS s >", t0) else { panic!() };
+        let Next::Reply(reply) = next(then.answered(b"-NOGROUP No such key 's' or consumer group 'g'\r\n", t0)) else {
+            panic!()
+        };
+        assert!(reply.starts_with("-NOGROUP"));
+        for (request, error) in [
+            ("XREADGROUP GROUP g c BLOCK x STREAMS s >", "-ERR timeout is not an integer or out of range"),
+            ("XREADGROUP GROUP g BLOCK 1", "-ERR wrong number of arguments for 'xreadgroup' command"),
+        ] {
+            let Next::Reply(reply) = begin(request, t0) else { panic!("{request}") };
+            assert!(reply.starts_with(error), "{request}: {reply}");
+        }
     }
 
     #[test]

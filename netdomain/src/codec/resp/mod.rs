@@ -493,6 +493,17 @@ impl ClientState for RespClient {
     }
 }
 
+/// What a request's agreed answer is when it changed nothing, for the few requests that may or
+/// may not change state (see [`RequestClass::unchanged_if`]): an `XREADGROUP` that found no new
+/// entry answers nil.
+pub(crate) fn unchanged_if(request: &[u8]) -> Option<&'static [u8]> {
+    // `*<count>\r\n$10\r\nXREADGROUP\r\n...`, in any case (resh's own encoding).
+    let rest = request.strip_prefix(b"*")?;
+    let line = rest.iter().position(|&b| b == b'\r')?;
+    let name = rest.get(line..)?.strip_prefix(b"\r\n$10\r\n")?.get(..10)?;
+    name.eq_ignore_ascii_case(b"XREADGROUP").then_some(b"*-1\r\n")
+}
+
 /// `SELECT index`, as resh sends it (the form [`selected_index`] recognises).
 fn select_request(index: u64) -> Bytes {
     encode_array(&[&b"SELECT"[..], index.to_string().as_bytes()])
@@ -1097,6 +1108,7 @@ impl Resp {
                 publish: false,
                 // The session's watch is checked at its EXEC (see `ordered::watch`).
                 watch: if i == last && is_alone(&requests[i], "EXEC") { WatchOp::Exec } else { WatchOp::None },
+                unchanged_if: None,
             })
             .collect()
     }
@@ -1187,7 +1199,7 @@ impl Resp {
             (command == "XREAD" || command == "XREADGROUP") && args.iter().any(|a| a.eq_ignore_ascii_case(b"BLOCK"));
         // Blocking commands are served by polling (see [`blocking`]), after the allowed set.
         let blocks = class.blocking || blocking_read;
-        if blocks && (steps.is_none() || matches!(command, "WAIT" | "WAITAOF" | "XREADGROUP")) {
+        if blocks && (steps.is_none() || matches!(command, "WAIT" | "WAITAOF")) {
             return refuse(format!(
                 "'{command}' blocks its connection, which ordered mode shares between all sessions"
             ));
@@ -1344,7 +1356,12 @@ impl Codec for Resp {
                 }
                 None => {
                     let watch = watch_marker(&requests[at]).map_or(WatchOp::None, |(op, _)| op);
-                    classes.push(RequestClass { watch, ..RequestClass::of(&self.dispatch(&requests[at])) });
+                    let unchanged_if = unchanged_if(&requests[at]);
+                    classes.push(RequestClass {
+                        watch,
+                        unchanged_if,
+                        ..RequestClass::of(&self.dispatch(&requests[at]))
+                    });
                     at += 1;
                 }
             }
@@ -1900,14 +1917,25 @@ mod tests {
     fn blocking_commands_poll_in_a_session_and_are_refused_elsewhere() {
         let r = resp();
         let mut c = r.client(1);
-        for request in
-            ["BLPOP q 0", "BRPOP a b 1", "BZPOPMIN z 1", "BLMOVE a b LEFT RIGHT 0", "XREAD BLOCK 10 STREAMS s 0"]
-        {
+        for request in [
+            "BLPOP q 0",
+            "BRPOP a b 1",
+            "BZPOPMIN z 1",
+            "BLMOVE a b LEFT RIGHT 0",
+            "XREAD BLOCK 10 STREAMS s 0",
+            "XREADGROUP GROUP g c BLOCK 0 STREAMS s >",
+        ] {
             assert!(matches!(client_says(&mut *c, request), Dispatch::Ask { .. }), "{request}");
             // Another host never gets one: a session sends only its probes and takes.
             assert!(refused(&r, request).contains("blocks its connection"), "{request}");
         }
-        for request in ["WAIT 1 0", "WAITAOF 1 0 0", "XREADGROUP GROUP g c BLOCK 0 STREAMS s >"] {
+        // A poll of XREADGROUP, as another host classifies it: it leaves the log if it found
+        // nothing.
+        let poll = encode_array(&["XREADGROUP", "GROUP", "g", "c", "STREAMS", "s", ">"]);
+        assert_eq!(r.classify(&[poll])[0].unchanged_if, Some(&b"*-1\r\n"[..]));
+        assert_eq!(r.classify(&[encode_array(&["xreadgroup", "x"])])[0].unchanged_if, Some(&b"*-1\r\n"[..]));
+        assert_eq!(r.classify(&[encode_array(&["XREAD", "STREAMS", "s", "0"])])[0].unchanged_if, None);
+        for request in ["WAIT 1 0", "WAITAOF 1 0 0"] {
             assert!(reply(client_says(&mut *c, request)).contains("blocks its connection"), "{request}");
         }
         assert!(reply(client_says(&mut *c, "BLPOP q x")).starts_with("-ERR timeout is not a float"));
