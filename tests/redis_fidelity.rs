@@ -265,6 +265,9 @@ fn protocol_edge_cases_answer_as_redis_server_does() {
         b"XREAD BLOCK 1\r\n",
         b"SELECT 99999999999\r\nSELECT -1\r\nSELECT x\r\nSELECT 0 0\r\n",
         b"PTTL\r\nTTL a b\r\nTTL missing\r\n",
+        b"PUBSUB\r\nPUBSUB foo\r\nPUBSUB CHANNELS a b\r\nPUBSUB NUMPAT x\r\nPUBSUB HELP\r\nPUBSUB HELP x\r\n",
+        b"PUBSUB shardchannels a b\r\npubsub channels\r\n",
+        b"PUBSUB CHANNELS\r\nPUBSUB NUMSUB a b\r\nPUBSUB NUMPAT\r\nPUBSUB SHARDCHANNELS\r\nPUBSUB SHARDNUMSUB a\r\n",
     ];
     let long_inline = vec![b'A'; 70_000];
     let long_count = [b"*".as_slice(), &[b'1'; 40_000]].concat();

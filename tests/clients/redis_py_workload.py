@@ -143,6 +143,11 @@ def redis_only(r, out):
     sub.psubscribe("ch*")
     confirmations = [sub.get_message(timeout=2) for _ in range(2)]
     out["subscribed"] = [(m["type"], m["channel"], m["data"]) for m in confirmations if m]
+    # Who listens to what, asked by another connection.
+    out["pubsub_channels"] = other.pubsub_channels()
+    out["pubsub_channels_matching"] = other.pubsub_channels("c*")
+    out["pubsub_numsub"] = other.pubsub_numsub("chan", "nobody")
+    out["pubsub_numpat"] = other.pubsub_numpat()
     out["publish_count"] = other.publish("chan", "hello")
     received = []
     deadline = time.time() + 5

@@ -83,6 +83,9 @@ pub enum Dispatch {
         /// The answer.
         reply: Bytes,
     },
+    /// Answer what resh's own publish/subscribe knows ([`Codec::pubsub_reply`] words it): who
+    /// listens to what on this host.
+    PubSub(PubSubQuery),
     /// Answer locally with these bytes; the replicas never see the request.
     Reply(Bytes),
     /// Answer with these bytes, then close the connection.
@@ -156,6 +159,28 @@ pub enum WatchOp {
     /// The EXEC of a transaction: if the session's watch is dirty, resh sends
     /// [`Codec::abort_request`] instead. Its watch ends either way.
     Exec,
+}
+
+/// A question to resh's own publish/subscribe ([`Dispatch::PubSub`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PubSubQuery {
+    /// The channels with subscribers, those matching a glob if one is given.
+    Channels(Option<Bytes>),
+    /// How many sessions subscribe to each of these channels (patterns not counted).
+    NumSub(Vec<Bytes>),
+    /// How many patterns sessions subscribe to, counted once each.
+    NumPat,
+}
+
+/// What resh's publish/subscribe answers to a [`PubSubQuery`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PubSubAnswer {
+    /// Names (channels).
+    Names(Vec<Bytes>),
+    /// Names with their counts.
+    Counts(Vec<(Bytes, usize)>),
+    /// A count.
+    Count(usize),
 }
 
 /// A change to a session's subscriptions ([`Dispatch::Subscriptions`]).
@@ -455,6 +480,8 @@ pub trait Codec: Send + Sync + fmt::Debug {
         let _ = request;
         None
     }
+    /// The reply to a [`Dispatch::PubSub`] question, as the protocol words it.
+    fn pubsub_reply(&self, answer: &PubSubAnswer) -> Bytes;
     /// What a subscriber receives for `message` on `channel` (through `pattern`, if any).
     fn push_message(&self, channel: &[u8], message: &[u8], pattern: Option<&[u8]>) -> Bytes;
     /// The answer to a publishing request: how many of resh's subscribers received it.

@@ -189,6 +189,11 @@ impl Ordered {
         }
     }
 
+    /// What this host's publish/subscribe answers to `query`.
+    pub fn pubsub(&self, query: &crate::codec::PubSubQuery) -> crate::codec::PubSubAnswer {
+        self.broker.lock().unwrap_or_else(|p| p.into_inner()).answer(query)
+    }
+
     /// Hands a request to the global order; waits while the sequencer is saturated.
     pub async fn submit(&self, submission: Submission) -> Result<(), SequencerGone> {
         self.submit.send(submission).await.map_err(|_| SequencerGone)

@@ -13,6 +13,8 @@ use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
 
+use crate::codec::{PubSubAnswer, PubSubQuery};
+
 /// Who listens to what. See the module documentation.
 #[derive(Debug, Default)]
 pub struct Broker {
@@ -83,6 +85,30 @@ impl Broker {
             }
         }
         out
+    }
+}
+
+impl Broker {
+    /// What `PUBSUB` asks: the channels with subscribers (matching a glob, if given), in name
+    /// order; how many sessions subscribe to each channel asked; how many patterns are
+    /// subscribed to.
+    pub fn answer(&self, query: &PubSubQuery) -> PubSubAnswer {
+        match query {
+            PubSubQuery::Channels(pattern) => {
+                let mut names: Vec<Bytes> = self
+                    .channels
+                    .keys()
+                    .filter(|name| pattern.as_ref().is_none_or(|p| glob_match(p, name)))
+                    .cloned()
+                    .collect();
+                names.sort();
+                PubSubAnswer::Names(names)
+            }
+            PubSubQuery::NumSub(channels) => PubSubAnswer::Counts(
+                channels.iter().map(|c| (c.clone(), self.channels.get(c).map_or(0, HashSet::len))).collect(),
+            ),
+            PubSubQuery::NumPat => PubSubAnswer::Count(self.patterns.len()),
+        }
     }
 }
 
@@ -180,6 +206,26 @@ fn class_match(pattern: &[u8], at: usize, c: u8) -> Option<(bool, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pubsub_is_answered_from_the_subscriptions() {
+        let mut b = Broker::default();
+        b.subscribe(1, "news".into(), false);
+        b.subscribe(2, "news".into(), false);
+        b.subscribe(2, "nerds".into(), false);
+        b.subscribe(3, "n*".into(), true);
+        b.subscribe(4, "n*".into(), true);
+        assert_eq!(b.answer(&PubSubQuery::Channels(None)), PubSubAnswer::Names(vec!["nerds".into(), "news".into()]));
+        assert_eq!(b.answer(&PubSubQuery::Channels(Some("new?".into()))), PubSubAnswer::Names(vec!["news".into()]));
+        assert_eq!(
+            b.answer(&PubSubQuery::NumSub(vec!["news".into(), "none".into()])),
+            PubSubAnswer::Counts(vec![("news".into(), 2), ("none".into(), 0)]),
+            "patterns are not counted"
+        );
+        assert_eq!(b.answer(&PubSubQuery::NumPat), PubSubAnswer::Count(1), "a pattern once, however many subscribe");
+        b.drop_session(2);
+        assert_eq!(b.answer(&PubSubQuery::Channels(None)), PubSubAnswer::Names(vec!["news".into()]));
+    }
 
     #[test]
     fn globs_match_as_redis_matches_them() {

@@ -234,6 +234,9 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
                     break;
                 }
                 Ok(Dispatch::Reply(answer)) => slots.push_back(AnswerSlot::Ready(answer)),
+                Ok(Dispatch::PubSub(query)) => {
+                    slots.push_back(AnswerSlot::Ready(codec.pubsub_reply(&ordered.pubsub(&query))))
+                }
                 Ok(Dispatch::Subscriptions { changes, reply }) => {
                     ordered.subscriptions(id, changes);
                     slots.push_back(AnswerSlot::Ready(reply));

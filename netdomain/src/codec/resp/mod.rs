@@ -29,7 +29,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{
     AnswerError, Checkpoint, ClientState, Clock, Codec, Context, Continuation, Dispatch, FrameDigest, Part,
-    ProtocolError, ReplyShape, RequestClass, RequestParser, ResponseParser, Subscription, WatchOp,
+    ProtocolError, PubSubAnswer, PubSubQuery, ReplyShape, RequestClass, RequestParser, ResponseParser, Subscription,
+    WatchOp,
 };
 
 pub mod blocking;
@@ -504,6 +505,65 @@ pub(crate) fn unchanged_if(request: &[u8]) -> Option<&'static [u8]> {
     name.eq_ignore_ascii_case(b"XREADGROUP").then_some(b"*-1\r\n")
 }
 
+/// `PUBSUB` (its arguments after the command): what resh's own publish/subscribe answers, with
+/// Redis's errors for the forms it refuses. Shard channels: there are none (`SSUBSCRIBE` is
+/// not served), so their lists are empty and their counts 0.
+fn pubsub_query(args: &[&[u8]]) -> Dispatch {
+    let Some(sub) = args.first() else { return RespClient::arity("pubsub") };
+    let given = String::from_utf8_lossy(sub).into_owned();
+    let sub = given.to_ascii_uppercase();
+    let rest = &args[1..];
+    let owned = |names: &[&[u8]]| names.iter().map(|n| Bytes::copy_from_slice(n)).collect::<Vec<_>>();
+    let query = match sub.as_str() {
+        "CHANNELS" if rest.len() <= 1 => PubSubQuery::Channels(rest.first().map(|p| Bytes::copy_from_slice(p))),
+        "NUMSUB" => PubSubQuery::NumSub(owned(rest)),
+        "NUMPAT" if rest.is_empty() => PubSubQuery::NumPat,
+        "SHARDCHANNELS" if rest.len() <= 1 => return Dispatch::Reply(Bytes::from_static(b"*0\r\n")),
+        "SHARDNUMSUB" => {
+            let mut out = format!("*{}\r\n", rest.len() * 2).into_bytes();
+            for name in rest {
+                out.extend_from_slice(&bulk(name));
+                out.extend_from_slice(b":0\r\n");
+            }
+            return Dispatch::Reply(Bytes::from(out));
+        }
+        // As Redis words them: CHANNELS checks its own arguments, NUMPAT and HELP have an
+        // exact arity in the command table.
+        "CHANNELS" | "SHARDCHANNELS" => {
+            return Dispatch::Reply(Resp::error(&format!(
+                "ERR unknown subcommand or wrong number of arguments for '{given}'. Try PUBSUB HELP."
+            )));
+        }
+        "NUMPAT" => return RespClient::arity("pubsub|numpat"),
+        "HELP" if rest.is_empty() => {
+            let lines = [
+                "PUBSUB <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "CHANNELS [<pattern>]",
+                "    Return the currently active channels matching a <pattern> (default: '*').",
+                "NUMPAT",
+                "    Return number of subscriptions to patterns.",
+                "NUMSUB [<channel> ...]",
+                "    Return the number of subscribers for the specified channels, excluding",
+                "    pattern subscriptions(default: no channels).",
+                "SHARDCHANNELS [<pattern>]",
+                "    Return the currently active shard level channels matching a <pattern> (default: '*').",
+                "SHARDNUMSUB [<shardchannel> ...]",
+                "    Return the number of subscribers for the specified shard level channel(s)",
+                "HELP",
+                "    Prints this help.",
+            ];
+            let mut out = format!("*{}\r\n", lines.len()).into_bytes();
+            for line in lines {
+                out.extend_from_slice(format!("+{line}\r\n").as_bytes());
+            }
+            return Dispatch::Reply(Bytes::from(out));
+        }
+        "HELP" => return RespClient::arity("pubsub|help"),
+        _ => return Dispatch::Reply(Resp::error(&format!("ERR unknown subcommand '{given}'. Try PUBSUB HELP."))),
+    };
+    Dispatch::PubSub(query)
+}
+
 /// `SELECT index`, as resh sends it (the form [`selected_index`] recognises).
 fn select_request(index: u64) -> Bytes {
     encode_array(&[&b"SELECT"[..], index.to_string().as_bytes()])
@@ -639,7 +699,9 @@ impl RespClient {
                     "ERR resh: '{command}' is served in steps of resh's own (a random pick checked by the quorum, or a blocking command's polls) and cannot be part of a transaction"
                 )))
             }
-            other @ (Dispatch::Close(_) | Dispatch::Ignore | Dispatch::Subscriptions { .. }) => other,
+            other @ (Dispatch::Close(_) | Dispatch::Ignore | Dispatch::Subscriptions { .. } | Dispatch::PubSub(_)) => {
+                other
+            }
         }
     }
 
@@ -723,8 +785,18 @@ impl RespClient {
                 "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
                 command.to_lowercase()
             )),
-            "SSUBSCRIBE" | "SUNSUBSCRIBE" | "SPUBLISH" | "PUBSUB" => refuse(&format!(
-                "ERR resh: '{command}' is not served: resh serves SUBSCRIBE, PSUBSCRIBE, their UNSUBSCRIBE and PUBLISH itself"
+            "PUBSUB" if !self.codec.allowed(&command) => {
+                refuse(&format!("ERR resh: command '{command}' is not in the allowed set of this service"))
+            }
+            "PUBSUB" if self.transaction.is_some() => {
+                if let Some(t) = self.transaction.as_mut() {
+                    t.aborted = true;
+                }
+                refuse("ERR resh: 'PUBSUB' is answered by resh itself and cannot be part of a transaction")
+            }
+            "PUBSUB" => Some(pubsub_query(&args[1..])),
+            "SSUBSCRIBE" | "SUNSUBSCRIBE" | "SPUBLISH" => refuse(&format!(
+                "ERR resh: '{command}' is not served: resh serves SUBSCRIBE, PSUBSCRIBE, their UNSUBSCRIBE, PUBLISH and PUBSUB itself"
             )),
             _ => None,
         }
@@ -1457,6 +1529,22 @@ impl Codec for Resp {
         Bytes::from(format!(":{receivers}\r\n"))
     }
 
+    fn pubsub_reply(&self, answer: &PubSubAnswer) -> Bytes {
+        match answer {
+            PubSubAnswer::Names(names) => encode_array(names),
+            PubSubAnswer::Counts(counts) => {
+                let mut out = BytesMut::new();
+                out.extend_from_slice(format!("*{}\r\n", counts.len() * 2).as_bytes());
+                for (name, count) in counts {
+                    out.extend_from_slice(&bulk(name));
+                    out.extend_from_slice(format!(":{count}\r\n").as_bytes());
+                }
+                out.freeze()
+            }
+            PubSubAnswer::Count(n) => Bytes::from(format!(":{n}\r\n")),
+        }
+    }
+
     fn watched_keys(&self, request: &[u8]) -> Vec<Bytes> {
         watch_marker(request).map(|(_, keys)| keys).unwrap_or_default()
     }
@@ -1988,7 +2076,18 @@ mod tests {
             Some((Bytes::from_static(b"a"), Bytes::from_static(b"hi")))
         );
         assert_eq!(&r.push_message(b"a", b"hi", None)[..], b"*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$2\r\nhi\r\n");
-        assert!(reply_of(client_says(&mut *c, "PUBSUB CHANNELS")).contains("not served"));
+        assert!(reply_of(client_says(&mut *c, "SPUBLISH c m")).contains("not served"));
+        let query = |d: Dispatch| match d {
+            Dispatch::PubSub(q) => q,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(query(client_says(&mut *c, "PUBSUB CHANNELS h*")), PubSubQuery::Channels(Some("h*".into())));
+        assert_eq!(query(client_says(&mut *c, "pubsub numsub a b")), PubSubQuery::NumSub(vec!["a".into(), "b".into()]));
+        assert_eq!(query(client_says(&mut *c, "PUBSUB NUMPAT")), PubSubQuery::NumPat);
+        assert_eq!(
+            r.pubsub_reply(&PubSubAnswer::Counts(vec![("a".into(), 2), ("b".into(), 0)])),
+            "*4\r\n$1\r\na\r\n:2\r\n$1\r\nb\r\n:0\r\n"
+        );
     }
 
     fn reply_of(d: Dispatch) -> String {
