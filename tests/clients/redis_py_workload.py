@@ -172,6 +172,14 @@ def redis_only(r, out):
     pipe.hgetall("h")
     pipe.get("tx:a")
     out["transaction"] = normal(pipe.execute())
+    # Times to live inside a transaction: each replica would tell them from its own clock.
+    pipe = r.pipeline(transaction=True)
+    pipe.set("tx:e", "v", ex=100)
+    pipe.ttl("tx:e")
+    pipe.pttl("tx:e")
+    pipe.ttl("tx:none")
+    got = pipe.execute()
+    out["transaction_ttl"] = [got[0], 0 < got[1] <= 100, 0 < got[2] <= 100000, got[3]]
     # An error at run time inside EXEC: the other commands run, as in Redis.
     pipe = r.pipeline(transaction=True)
     pipe.set("tx:s", "not a number")

@@ -168,24 +168,16 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
                 }
             };
             let request = input.split_to(len);
-            match client_state.dispatch(&request, &SystemClock) {
+            // A client in a context of its own (see `ClientState::context`) has even a lone
+            // request ordered as a unit.
+            let dispatch = match client_state.dispatch(&request, &SystemClock) {
                 Ok(Dispatch::Forward { request, logged, shape, publish }) if client_state.context().is_some() => {
                     let class = RequestClass { logged, shape, publish, ..RequestClass::default() };
-                    let Ok(()) = submit_unit(
-                        &ordered,
-                        id,
-                        &mut next_request,
-                        vec![Part { request, class }],
-                        client_state.context(),
-                        &mut slots,
-                        &mut in_flight,
-                    )
-                    .await
-                    else {
-                        end = Some(End::Dropped);
-                        break 'session;
-                    };
+                    Ok(Dispatch::Unit(vec![Part { request, class }]))
                 }
+                other => other,
+            };
+            match dispatch {
                 Ok(Dispatch::Forward { request, logged, shape, publish }) => {
                     let n = next_request;
                     next_request += 1;

@@ -169,34 +169,28 @@ pub fn start(command: &str, args: &[&[u8]], now: Instant) -> Option<Dispatch> {
         }
         "XREADGROUP" => {
             // XREADGROUP GROUP g c [COUNT n] [BLOCK ms] [NOACK] STREAMS key... id...
-            let at = args.iter().position(|a| a.eq_ignore_ascii_case(b"BLOCK"))?;
+            let blocking = without_block(args, now)?;
             if args.len() < 7 {
                 return arity();
             }
-            let deadline = match args.get(at + 1).map(|ms| millis(ms, now)) {
-                Some(Ok(d)) => d,
-                Some(Err(e)) => return Some(e),
-                None => return error("ERR syntax error"),
+            let (request, deadline) = match blocking {
+                Ok(found) => found,
+                Err(e) => return Some(e),
             };
-            let mut request = owned(&args[..at]);
-            request.extend(owned(&args[at + 2..]));
             // Its other errors (no STREAMS, an unbalanced list, no such group) are the
             // replicas', alike: the first poll gets them.
             (Take::Group { request }, deadline)
         }
         "XREAD" => {
             // XREAD [COUNT n] [BLOCK ms] STREAMS key... id...
-            let at = args.iter().position(|a| a.eq_ignore_ascii_case(b"BLOCK"))?;
+            let blocking = without_block(args, now)?;
             if args.len() < 4 {
                 return arity();
             }
-            let deadline = match args.get(at + 1).map(|ms| millis(ms, now)) {
-                Some(Ok(d)) => d,
-                Some(Err(e)) => return Some(e),
-                None => return error("ERR syntax error"),
+            let (request, deadline) = match blocking {
+                Ok(found) => found,
+                Err(e) => return Some(e),
             };
-            let mut request = owned(&args[..at]);
-            request.extend(owned(&args[at + 2..]));
             let Some(streams) = request.iter().position(|a| a.eq_ignore_ascii_case(b"STREAMS")) else {
                 return error("ERR syntax error");
             };
@@ -220,6 +214,23 @@ pub fn start(command: &str, args: &[&[u8]], now: Instant) -> Option<Dispatch> {
         _ => return None,
     };
     Some(Block { take, deadline, poll: FIRST_POLL, stage: Stage::Probing, unresolved: Vec::new() }.probe())
+}
+
+/// A stream read's arguments without `BLOCK ms`, and when that timeout ends (`None`: never).
+type Unblocked = (Vec<Bytes>, Option<Instant>);
+
+/// A stream read without its `BLOCK` (see [`Unblocked`]); Redis's error for a timeout it would
+/// refuse; `None` without `BLOCK`.
+fn without_block(args: &[&[u8]], now: Instant) -> Option<Result<Unblocked, Dispatch>> {
+    let at = args.iter().position(|a| a.eq_ignore_ascii_case(b"BLOCK"))?;
+    let deadline = match args.get(at + 1).map(|ms| millis(ms, now)) {
+        Some(Ok(d)) => d,
+        Some(Err(e)) => return Some(Err(e)),
+        None => return Some(Err(Dispatch::Reply(Resp::error("ERR syntax error")))),
+    };
+    let mut request = owned(&args[..at]);
+    request.extend(owned(&args[at + 2..]));
+    Some(Ok((request, deadline)))
 }
 
 fn read(args: &[Bytes]) -> Part {

@@ -367,6 +367,9 @@ struct Transaction {
     bytes: usize,
     /// A command was refused while queueing: EXEC answers `EXECABORT`, as Redis does.
     aborted: bool,
+    /// `TTL` and `PTTL` queued as `PEXPIRETIME`: their place in the transaction, and whether
+    /// it was `TTL` (see [`ttl`]).
+    time_left: Vec<(usize, bool)>,
 }
 
 /// A bulk string reply.
@@ -627,9 +630,12 @@ impl RespClient {
                 requests.push(encode_array(&["EXEC"]));
                 let classes = self.codec.classify_unit(&requests);
                 let parts = requests.into_iter().zip(classes).map(|(request, class)| Part { request, class }).collect();
-                if std::mem::take(&mut self.watching) {
-                    // The order decides at the EXEC whether the watch is dirty.
-                    return Dispatch::Ask { parts, then: Box::new(WatchedExec) };
+                // The order decides at the EXEC whether the watch is dirty.
+                let watched = std::mem::take(&mut self.watching);
+                if watched || !transaction.time_left.is_empty() {
+                    let then =
+                        ExecAnswer { watched, time_left: transaction.time_left, wall: clock.wall(), at: clock.now() };
+                    return Dispatch::Ask { parts, then: Box::new(then) };
                 }
                 return Dispatch::Unit(parts);
             }
@@ -654,6 +660,19 @@ impl RespClient {
             _ if named("WATCH") => return Dispatch::Reply(Resp::error("ERR WATCH inside MULTI is not allowed")),
             _ if named("QUIT") => return Dispatch::Close(Bytes::from_static(b"+OK\r\n")),
             _ => {}
+        }
+        let time_left = ttl::queued_instead(upper(args[0]).as_str(), args)
+            .filter(|_| self.codec.allowed(if named("TTL") { "TTL" } else { "PTTL" }));
+        if let Some((instead, seconds)) = time_left {
+            // Each replica would tell the time left from its own clock: see [`ttl`].
+            if let Some(transaction) = self.transaction.as_mut() {
+                if transaction.bytes + instead.len() <= self.codec.max_frame {
+                    transaction.time_left.push((transaction.queued.len(), seconds));
+                    transaction.bytes += instead.len();
+                    transaction.queued.push(instead);
+                    return Dispatch::Reply(Bytes::from_static(b"+QUEUED\r\n"));
+                }
+            }
         }
         let dispatch = if named("EXEC") || named("DISCARD") || named("MULTI") {
             RespClient::arity(&String::from_utf8_lossy(args[0]).to_lowercase())
@@ -1102,17 +1121,45 @@ impl Continuation for Answered {
     }
 }
 
-/// The EXEC of a watched transaction: a DISCARD's `+OK` means its watch was dirty (nil, as
-/// Redis answers); anything else is EXEC's own answer.
+/// The EXEC of a transaction whose answer resh finishes: if it was watched, a DISCARD's `+OK`
+/// means its watch was dirty (nil, as Redis answers); the answers of `TTL` and `PTTL`, queued
+/// as `PEXPIRETIME`, are made from the voted expiry and resh's clock (see [`ttl`]). Anything
+/// else is EXEC's own answer.
 #[derive(Debug)]
-struct WatchedExec;
+struct ExecAnswer {
+    watched: bool,
+    time_left: Vec<(usize, bool)>,
+    /// The time of day at `at`.
+    wall: SystemTime,
+    at: std::time::Instant,
+}
 
-impl Continuation for WatchedExec {
-    fn answered(self: Box<Self>, answer: &[u8], _now: std::time::Instant) -> Dispatch {
-        if answer == b"+OK\r\n" {
+impl Continuation for ExecAnswer {
+    fn answered(self: Box<Self>, answer: &[u8], now: std::time::Instant) -> Dispatch {
+        if self.watched && answer == b"+OK\r\n" {
             return Dispatch::Reply(Bytes::from_static(b"*-1\r\n"));
         }
-        Dispatch::Reply(Bytes::copy_from_slice(answer))
+        let Some((b'*', mut items)) = shape::elements(answer)
+            .map(|(kind, items)| (kind, items.into_iter().map(Bytes::copy_from_slice).collect::<Vec<_>>()))
+        else {
+            return Dispatch::Reply(Bytes::copy_from_slice(answer));
+        };
+        let wall = self.wall + now.saturating_duration_since(self.at);
+        for &(i, seconds) in &self.time_left {
+            let Some(item) = items.get_mut(i) else { continue };
+            match ttl::integer_of(item) {
+                // No such key, or no expiry: the same in either unit.
+                Some(n) if n < 0 => {}
+                Some(expires) => *item = ttl::time_left(expires, seconds, wall),
+                // An error (a server without PEXPIRETIME): as it is.
+                None => {}
+            }
+        }
+        let mut out = BytesMut::from(format!("*{}\r\n", items.len()).as_bytes());
+        for item in items {
+            out.extend_from_slice(&item);
+        }
+        Dispatch::Reply(out.freeze())
     }
     fn woken(self: Box<Self>, _now: std::time::Instant) -> Dispatch {
         Dispatch::Reply(Resp::error("ERR resh: internal: a transaction woken"))
@@ -1999,6 +2046,41 @@ mod tests {
         assert_eq!(classes[6], RequestClass { shape: ReplyShape::Set, ..RequestClass::default() });
         // Out of the transaction again.
         assert!(matches!(client_says(&mut *c, "GET k"), Dispatch::Forward { .. }));
+    }
+
+    /// TTL and PTTL inside a transaction: queued as PEXPIRETIME, and their answers in EXEC's
+    /// made from the voted expiry and resh's clock, as outside one.
+    #[test]
+    fn time_left_inside_a_transaction_is_made_from_the_expiry() {
+        let r = resp();
+        let mut c = r.client(1);
+        let wall = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_000_000);
+        let at = std::time::Instant::now();
+        let clock = FixedClock(wall, at);
+        let mut says =
+            |request: &str| c.dispatch(&encode_array(&request.split(' ').collect::<Vec<_>>()), &clock).expect("valid");
+        for (request, answer) in [
+            ("MULTI", "+OK\r\n"),
+            ("PTTL k", "+QUEUED\r\n"),
+            ("SET x 1", "+QUEUED\r\n"),
+            ("TTL k", "+QUEUED\r\n"),
+            ("TTL none", "+QUEUED\r\n"),
+        ] {
+            assert_eq!(reply(says(request)), answer, "{request}");
+        }
+        let Dispatch::Ask { parts, then } = says("EXEC") else { panic!("EXEC is finished by resh") };
+        let sent: Vec<Bytes> = parts.iter().map(|p| p.request.clone()).collect();
+        assert_eq!(sent[1], encode_array(&["PEXPIRETIME", "k"]));
+        assert_eq!(sent[3], encode_array(&["PEXPIRETIME", "k"]));
+        let exec = b"*4\r\n:1004500\r\n+OK\r\n:1004500\r\n:-2\r\n";
+        let answered = then.answered(exec, at + std::time::Duration::from_millis(100));
+        assert_eq!(reply(answered), "*4\r\n:4400\r\n+OK\r\n:4\r\n:-2\r\n");
+        // An aborted transaction's answer passes as it is.
+        for request in ["MULTI", "TTL k"] {
+            says(request);
+        }
+        let Dispatch::Ask { then, .. } = says("EXEC") else { panic!() };
+        assert_eq!(reply(then.answered(b"-EXECABORT x\r\n", at)), "-EXECABORT x\r\n");
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! so resh asks that instead (`PEXPIRETIME`, voted) and computes the time left from its own
 //! clock, as Redis does: a time already past is 0, and `TTL` rounds to the nearest second.
 //! A server without `PEXPIRETIME` (Redis before 7.0) refuses it, alike on every replica: resh
-//! then sends the request as the client sent it, voted as it is.
+//! then sends the request as the client sent it, voted as it is. Inside a transaction, resh
+//! queues `PEXPIRETIME` in their place and makes their answers in the EXEC answer the same way.
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -56,12 +57,32 @@ fn integer(frame: &[u8]) -> Option<i64> {
 impl TimeLeft {
     /// The answer for a key that expires at `expires_ms` (Unix time), at `now`.
     fn left(&self, expires_ms: i64, now: Instant) -> Bytes {
-        let wall = self.wall + now.saturating_duration_since(self.at);
-        let now_ms = wall.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_millis() as i64;
-        let ms = expires_ms.saturating_sub(now_ms).max(0);
-        let value = if self.seconds { (ms + 500) / 1000 } else { ms };
-        Bytes::from(format!(":{value}\r\n"))
+        time_left(expires_ms, self.seconds, self.wall + now.saturating_duration_since(self.at))
     }
+}
+
+/// `TTL`'s (`seconds`) or `PTTL`'s answer for a key that expires at `expires_ms` (Unix time),
+/// at the time of day `now`, as Redis computes it.
+pub(super) fn time_left(expires_ms: i64, seconds: bool, now: SystemTime) -> Bytes {
+    let now_ms = now.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_millis() as i64;
+    let ms = expires_ms.saturating_sub(now_ms).max(0);
+    let value = if seconds { (ms + 500) / 1000 } else { ms };
+    Bytes::from(format!(":{value}\r\n"))
+}
+
+/// Inside a transaction: `PEXPIRETIME key` for `TTL key` or `PTTL key` (whose answer
+/// [`time_left`] then makes the client's, in the EXEC answer), and whether it was `TTL`.
+pub(super) fn queued_instead(command: &str, args: &[&[u8]]) -> Option<(Bytes, bool)> {
+    match (command, args.len()) {
+        ("TTL", 2) => Some((encode_array(&[&b"PEXPIRETIME"[..], args[1]]), true)),
+        ("PTTL", 2) => Some((encode_array(&[&b"PEXPIRETIME"[..], args[1]]), false)),
+        _ => None,
+    }
+}
+
+/// An integer reply's value.
+pub(super) fn integer_of(frame: &[u8]) -> Option<i64> {
+    integer(frame)
 }
 
 impl Continuation for TimeLeft {
