@@ -295,6 +295,18 @@ def other_databases(port, out):
         pipe.set("db:1", "tx")
         pipe.get("db:1")
         out["db_transaction"] = pipe.execute()
+    # A watch in database 3, dirtied by another connection's write there.
+    with r3.pipeline() as pipe:
+        pipe.watch("db:w")
+        r3.set("db:w", "changed")
+        pipe.multi()
+        pipe.set("db:w", "by the watcher")
+        try:
+            pipe.execute()
+            out["db_watch"] = "ran"
+        except redis.WatchError:
+            out["db_watch"] = "aborted"
+    out["db_watched_value"] = r3.get("db:w")
     out["db_scan"] = once_each(r3.scan_iter(match="db:*"))
     r3.set("db:t", "v", ex=100)
     out["db_ttl"] = 0 < r3.ttl("db:t") <= 100

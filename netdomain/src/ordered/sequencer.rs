@@ -466,16 +466,19 @@ impl Sequencer {
                     }
                 }
                 WatchOp::None if request.class.logged && !self.watches.is_empty() => {
-                    let written = self.codec.written_keys(&request.bytes);
-                    match (request.class.continues, written) {
-                        (true, Some(keys)) => {
-                            if let Some(queued) = unit.as_mut() {
-                                queued.extend(keys);
-                            }
+                    match (self.codec.written_keys(&request.bytes), unit.as_mut()) {
+                        (Some(keys), Some(queued)) => queued.extend(keys),
+                        (Some(_), None) => {}
+                        (None, _) => unit = None,
+                    }
+                    if !request.class.continues {
+                        // A request of its own, or the end of a unit without an EXEC (a
+                        // session's database around its request, resh's own units): its
+                        // writes ran.
+                        match unit.replace(Vec::new()) {
+                            Some(keys) => self.watches.touch(keys.iter().map(|k| &k[..])),
+                            None => self.watches.touch_all(),
                         }
-                        (true, None) => unit = None,
-                        (false, Some(keys)) => self.watches.touch(keys.iter().map(|k| &k[..])),
-                        (false, None) => self.watches.touch_all(),
                     }
                 }
                 WatchOp::None => {}

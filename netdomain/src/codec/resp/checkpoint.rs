@@ -154,16 +154,23 @@ fn select(db: u64) -> Bytes {
     encode_array(&[&b"SELECT"[..], db.to_string().as_bytes()])
 }
 
-/// The databases other than 0 that hold keys, from `INFO keyspace`'s `db<n>:keys=<count>,...`
-/// lines, in order.
-fn databases(info: &[u8]) -> Vec<u64> {
+/// The databases other than 0 that hold keys, from `INFO keyspace`'s
+/// `db<n>:keys=<count>,expires=<count>,...` lines, in order; with `persistent`, only those that
+/// hold keys without a time to live. The sources are compared by these: the counts include keys
+/// whose time ran out but that a server has not reclaimed yet, which each does on its own
+/// schedule, so a database of such keys only may be listed by one source and not another (its
+/// `KEYS`, which skips them, is voted like every read).
+fn databases(info: &[u8], persistent: bool) -> Vec<u64> {
     let text = bulk(info).ok().flatten().unwrap_or_default();
     let mut found: Vec<u64> = String::from_utf8_lossy(&text)
         .lines()
         .filter_map(|line| {
             let (db, rest) = line.strip_prefix("db")?.split_once(':')?;
-            let keys: u64 = rest.strip_prefix("keys=")?.split(',').next()?.parse().ok()?;
-            db.parse().ok().filter(|&db| db > 0 && keys > 0)
+            let mut counts = rest.split(',');
+            let keys: u64 = counts.next()?.strip_prefix("keys=")?.parse().ok()?;
+            let expires: u64 = counts.next().and_then(|e| e.strip_prefix("expires=")?.parse().ok()).unwrap_or(0);
+            let holds = if persistent { keys > expires } else { keys > 0 };
+            db.parse().ok().filter(|&db| db > 0 && holds)
         })
         .collect();
     found.sort_unstable();
@@ -245,7 +252,7 @@ impl Checkpoint for RespCheckpoint {
             // Which databases hold keys, not how many keys or how long they live; a server
             // without INFO holds database 0 only.
             Some(Read::Databases) => {
-                let found = if frame.first() == Some(&b'-') { Vec::new() } else { databases(frame) };
+                let found = if frame.first() == Some(&b'-') { Vec::new() } else { databases(frame, true) };
                 Bytes::from(format!("{found:?}"))
             }
             Some(Read::Keys) => sorted(1),
@@ -263,7 +270,7 @@ impl Checkpoint for RespCheckpoint {
             self.outstanding.pop_front().ok_or_else(|| CheckpointError::Source("an answer to no read".into()))?;
         if read == Read::Databases {
             // An error: a server without INFO, whose one database is 0.
-            let found = if frame.first() == Some(&b'-') { Vec::new() } else { databases(frame) };
+            let found = if frame.first() == Some(&b'-') { Vec::new() } else { databases(frame, false) };
             self.databases = found.into();
             self.db = 0;
             self.phase = Phase::List;
@@ -590,6 +597,9 @@ mod tests {
         reads(&mut c);
         assert_eq!(c.compare_key(&one), c.compare_key(&other));
         assert_ne!(c.compare_key(&one), c.compare_key(&fewer));
+        // A database of keys with a time to live only may be listed by one source alone.
+        let volatile = info("# Keyspace\r\ndb0:keys=1,expires=0,avg_ttl=0\r\ndb6:keys=2,expires=2,avg_ttl=5");
+        assert_eq!(c.compare_key(&volatile), c.compare_key(&fewer));
         assert_eq!(
             c.compare_key(&fewer),
             c.compare_key(b"-ERR unknown command 'INFO'\r\n"),

@@ -500,14 +500,15 @@ impl ClientState for RespClient {
 }
 
 /// What a request's agreed answer is when it changed nothing, for the few requests that may or
-/// may not change state (see [`RequestClass::unchanged_if`]): an `XREADGROUP` that found no new
-/// entry answers nil.
+/// may not change state (see [`RequestClass::unchanged_if`]): a later poll of a blocked
+/// `XREADGROUP` that found no new entry answers nil.
 pub(crate) fn unchanged_if(request: &[u8]) -> Option<&'static [u8]> {
-    // `*<count>\r\n$10\r\nXREADGROUP\r\n...`, in any case (resh's own encoding).
+    // `*<count>\r\n$10\r\nxreadgroup\r\n...`: a later poll of resh's own (see [`blocking`]);
+    // a client's XREADGROUP is sent in upper case.
     let rest = request.strip_prefix(b"*")?;
     let line = rest.iter().position(|&b| b == b'\r')?;
     let name = rest.get(line..)?.strip_prefix(b"\r\n$10\r\n")?.get(..10)?;
-    name.eq_ignore_ascii_case(b"XREADGROUP").then_some(b"*-1\r\n")
+    (name == b"xreadgroup").then_some(b"*-1\r\n")
 }
 
 /// `PUBSUB` (its arguments after the command): what resh's own publish/subscribe answers, with
@@ -568,6 +569,12 @@ fn pubsub_query(args: &[&[u8]]) -> Dispatch {
     };
     Dispatch::PubSub(query)
 }
+
+/// `MULTI` and `EXEC` around a unit of resh's own (a pick's pop, a database's trial), in lower
+/// case: another host classifies them as a unit, but not as a client's transaction, whose EXEC
+/// ends the client's WATCH. A client's own are sent in upper case.
+pub(crate) const OWN_MULTI: &str = "multi";
+pub(crate) const OWN_EXEC: &str = "exec";
 
 /// `SELECT index`, as resh sends it (the form [`selected_index`] recognises).
 fn select_request(index: u64) -> Bytes {
@@ -841,7 +848,7 @@ impl RespClient {
             self.db.store(index, Ordering::Relaxed);
             return Dispatch::Reply(Bytes::from_static(b"+OK\r\n"));
         }
-        let tried = [encode_array(&["MULTI"]), select_request(index), select_request(0), encode_array(&["EXEC"])];
+        let tried = [encode_array(&[OWN_MULTI]), select_request(index), select_request(0), encode_array(&[OWN_EXEC])];
         let last = tried.len() - 1;
         let parts = tried
             .into_iter()
@@ -917,6 +924,14 @@ impl RespClient {
         // check and a byte or two.
         if first.len() <= 6 {
             match () {
+                // A client's PING that looks like resh's own WATCH marker is answered here (as
+                // Redis would: its argument back), so that the order never takes it for one.
+                _ if named("PING")
+                    && args.len() == 2
+                    && (args[1].starts_with(WATCH_MARKER) || args[1] == UNWATCH_MARKER) =>
+                {
+                    return Ok(Dispatch::Reply(bulk(args.get(1).copied().unwrap_or_default())));
+                }
                 _ if named("CLIENT") => return Ok(self.client_command(args)),
                 _ if named("HELLO") => return Ok(self.hello(args)),
                 _ if named("RESET") && args.len() == 1 => {
@@ -1190,6 +1205,8 @@ impl Resp {
         selected_index(&requests[at]).filter(|&n| n > 0)?;
         let inner_end = if requests.get(at + 1).is_some_and(|r| is_alone(r, "MULTI")) {
             (at + 2..requests.len()).find(|&i| is_alone(&requests[i], "EXEC"))?
+        } else if requests.get(at + 1).is_some_and(|r| is_alone(r, OWN_MULTI)) {
+            (at + 2..requests.len()).find(|&i| is_alone(&requests[i], OWN_EXEC))?
         } else {
             at + 1
         };
@@ -1390,7 +1407,16 @@ impl Resp {
         let read_only = class.read_only
             || debug_read
             || (command == "CONFIG" && matches!(sub.as_str(), "GET" | "HELP" | "RESETSTAT"));
-        let request = if rewrite { encode_array(args) } else { Bytes::copy_from_slice(request) };
+        let request = if rewrite {
+            encode_array(args)
+        } else if command == "XREADGROUP" && args[0] != b"XREADGROUP" {
+            // In upper case: resh's own later polls are told by their lower-case name.
+            let mut upper_case = args.to_vec();
+            upper_case[0] = b"XREADGROUP";
+            encode_array(&upper_case)
+        } else {
+            Bytes::copy_from_slice(request)
+        };
         // A message is delivered by resh to its own subscribers; the replicas, which have none,
         // still execute it (in order, for keyspace effects such as scripts' PUBLISH aside).
         let publish = command == "PUBLISH" && args.len() == 3;
@@ -1467,12 +1493,19 @@ impl Codec for Resp {
                 continue;
             }
             // A session never forwards MULTI alone: it starts a unit that ends at its EXEC.
-            let unit_end = is_alone(&requests[at], "MULTI")
-                .then(|| (at + 1..requests.len()).find(|&i| is_alone(&requests[i], "EXEC")))
+            // resh's own units (lower case) are units too, but their EXEC ends no WATCH.
+            let own = is_alone(&requests[at], OWN_MULTI);
+            let (multi, exec) = if own { (OWN_MULTI, OWN_EXEC) } else { ("MULTI", "EXEC") };
+            let unit_end = (own || is_alone(&requests[at], multi))
+                .then(|| (at + 1..requests.len()).find(|&i| is_alone(&requests[i], exec)))
                 .flatten();
             match unit_end {
                 Some(end) => {
-                    classes.extend(self.classify_unit(&requests[at..=end]));
+                    let mut unit = self.classify_unit(&requests[at..=end]);
+                    if own {
+                        unit.iter_mut().for_each(|c| c.watch = WatchOp::None);
+                    }
+                    classes.extend(unit);
                     at = end + 1;
                 }
                 None => {
@@ -1802,12 +1835,16 @@ mod tests {
         assert_eq!(
             sent,
             vec![
-                encode_array(&["MULTI"]),
+                encode_array(&["multi"]),
                 encode_array(&["SELECT", "3"]),
                 encode_array(&["SELECT", "0"]),
-                encode_array(&["EXEC"])
+                encode_array(&["exec"])
             ]
         );
+        // Another host classifies the trial as a unit of resh's own: its EXEC ends no WATCH.
+        let classes = r.classify(&sent);
+        assert_eq!(classes, parts.iter().map(|p| p.class).collect::<Vec<_>>());
+        assert!(classes.iter().all(|c| c.watch == WatchOp::None));
         assert!(parts.iter().all(|p| p.class.logged));
         assert_eq!(parts.iter().map(|p| p.class.continues).collect::<Vec<_>>(), vec![true, true, true, false]);
         assert_eq!(a.context(), None, "not before the replicas took it");
@@ -2103,9 +2140,17 @@ mod tests {
         }
         // A poll of XREADGROUP, as another host classifies it: it leaves the log if it found
         // nothing.
-        let poll = encode_array(&["XREADGROUP", "GROUP", "g", "c", "STREAMS", "s", ">"]);
+        let poll = encode_array(&["xreadgroup", "GROUP", "g", "c", "STREAMS", "s", ">"]);
         assert_eq!(r.classify(&[poll])[0].unchanged_if, Some(&b"*-1\r\n"[..]));
-        assert_eq!(r.classify(&[encode_array(&["xreadgroup", "x"])])[0].unchanged_if, Some(&b"*-1\r\n"[..]));
+        let first = encode_array(&["XREADGROUP", "GROUP", "g", "c", "STREAMS", "s", ">"]);
+        assert_eq!(r.classify(&[first])[0].unchanged_if, None, "a client's, or a first poll");
+        // A client's own XREADGROUP goes in upper case, whatever case it was sent in.
+        match client_says(&mut *c, "xreadgroup GROUP g c STREAMS s >") {
+            Dispatch::Forward { request, logged: true, .. } => {
+                assert_eq!(request, encode_array(&["XREADGROUP", "GROUP", "g", "c", "STREAMS", "s", ">"]))
+            }
+            other => panic!("{other:?}"),
+        }
         assert_eq!(r.classify(&[encode_array(&["XREAD", "STREAMS", "s", "0"])])[0].unchanged_if, None);
         for request in ["WAIT 1 0", "WAITAOF 1 0 0"] {
             assert!(reply(client_says(&mut *c, request)).contains("blocks its connection"), "{request}");
