@@ -170,8 +170,10 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
             let request = input.split_to(len);
             // A client in a context of its own (see `ClientState::context`) has even a lone
             // request ordered as a unit.
-            let dispatch = match client_state.dispatch(&request, &SystemClock) {
-                Ok(Dispatch::Forward { request, logged, shape, publish }) if client_state.context().is_some() => {
+            let dispatch = client_state.dispatch(&request, &SystemClock);
+            let context = client_state.context();
+            let dispatch = match dispatch {
+                Ok(Dispatch::Forward { request, logged, shape, publish }) if context.is_some() => {
                     let class = RequestClass { logged, shape, publish, ..RequestClass::default() };
                     Ok(Dispatch::Unit(vec![Part { request, class }]))
                 }
@@ -191,32 +193,16 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
                     slots.push_back(AnswerSlot::Pending(n));
                 }
                 Ok(Dispatch::Unit(parts)) => {
-                    let Ok(()) = submit_unit(
-                        &ordered,
-                        id,
-                        &mut next_request,
-                        parts,
-                        client_state.context(),
-                        &mut slots,
-                        &mut in_flight,
-                    )
-                    .await
+                    let Ok(()) =
+                        submit_unit(&ordered, id, &mut next_request, parts, context, &mut slots, &mut in_flight).await
                     else {
                         end = Some(End::Dropped);
                         break 'session;
                     };
                 }
                 Ok(step @ (Dispatch::Ask { .. } | Dispatch::Later { .. })) => {
-                    let Ok(slot) = step_slot(
-                        step,
-                        &ordered,
-                        id,
-                        &mut next_request,
-                        &mut in_flight,
-                        &*codec,
-                        client_state.context(),
-                    )
-                    .await
+                    let Ok(slot) =
+                        step_slot(step, &ordered, id, &mut next_request, &mut in_flight, &*codec, context).await
                     else {
                         end = Some(End::Dropped);
                         break 'session;
