@@ -1148,7 +1148,18 @@ impl OrderedCore {
             // answers lost with it once, not one request per restart.
             self.careful_until = self.careful_until.max(self.voter.next_seq());
         }
-        if let Some(held) = seq.checked_sub(self.held_base).and_then(|i| self.held.get_mut(i as usize)) {
+        let index = seq.checked_sub(self.held_base).map(|i| i as usize);
+        if let (FrameOutcome::Release { replica, vote: Vote::Frame(_) }, Some(index)) = (outcome, index) {
+            let n = self.replicas.len();
+            let unchanged = self.held.get(index).and_then(|h| h.unchanged_if);
+            let agreed = self.frames.get(index * n + replica).and_then(Option::as_ref).and_then(|f| f.bytes.as_deref());
+            if unchanged.is_some() && unchanged == agreed {
+                // It changed nothing: a replay need not run it (nor its unit). Taken out as it
+                // is decided, before a replay may reach it (replays stop at the undecided).
+                self.log.remove(seq);
+            }
+        }
+        if let Some(held) = index.and_then(|i| self.held.get_mut(i)) {
             held.outcome = Some(outcome);
             held.masked |= masked;
         }
@@ -1201,12 +1212,6 @@ impl OrderedCore {
                 FrameOutcome::Release { vote: Vote::Closed, .. } => (Answer::Error(AnswerError::ClosedByService), None),
                 FrameOutcome::Release { replica, .. } => self.agreed_answer(index, replica),
             };
-            if let (Answer::Frame(bytes), Some(unchanged)) = (&answer, held.unchanged_if) {
-                if bytes[..] == *unchanged {
-                    // It changed nothing: a replay need not run it (its unit, if any, neither).
-                    self.log.remove(self.release);
-                }
-            }
             let held = &mut self.held[index];
             held.replied = true;
             let (origin, masked, waited) = (held.origin, held.masked, now.saturating_sub(held.ordered_at));
@@ -1487,7 +1492,9 @@ impl OrderedCore {
     fn pump_sync(&mut self, r: usize, now: Duration) {
         self.issue_reads(r, now);
         let incarnation = self.replicas[r].incarnation;
-        let decided = self.decided_prefix();
+        // Not into a unit some of which is undecided: its refusal, or its changing nothing,
+        // would take all of it out of the log, after its first requests were replayed.
+        let decided = self.unit_start(self.decided_prefix());
         let join_point = self.join_point();
         let Self { replicas, actions, codec, log, config, .. } = self;
         let replica = &mut replicas[r];
@@ -1717,6 +1724,11 @@ impl OrderedCore {
             sync.last_progress = now;
         }
         self.actions.push_back(Action::Note(Note::Rebuilding { replica: target, how }));
+    }
+
+    /// The first request of the unit `seq` is inside of, or `seq` if it is in none.
+    fn unit_start(&self, seq: u64) -> u64 {
+        self.units.iter().find(|&&(first, end)| first < seq && seq < end).map_or(seq, |&(first, _)| first)
     }
 
     /// The first point at or after `seq` that is not inside a unit: a checkpoint's reads sent
