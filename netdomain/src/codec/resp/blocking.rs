@@ -107,7 +107,7 @@ fn millis(arg: &[u8], now: Instant) -> Result<Option<Instant>, Dispatch> {
 /// The first step of a blocking command, or `None` for anything else. A form resh cannot
 /// read is answered with Redis's error: it is never sent as it is (it would block).
 pub fn start(command: &str, args: &[&[u8]], now: Instant) -> Option<Dispatch> {
-    let arity = || error(&format!("ERR wrong number of arguments for '{}' command", command.to_lowercase()));
+    let arity = || Some(wrong_arity(command));
     let (take, deadline) = match command {
         "BLPOP" | "BRPOP" | "BZPOPMIN" | "BZPOPMAX" => {
             if args.len() < 3 {
@@ -169,11 +169,7 @@ pub fn start(command: &str, args: &[&[u8]], now: Instant) -> Option<Dispatch> {
         }
         "XREADGROUP" => {
             // XREADGROUP GROUP g c [COUNT n] [BLOCK ms] [NOACK] STREAMS key... id...
-            let blocking = without_block(args, now)?;
-            if args.len() < 7 {
-                return arity();
-            }
-            let (request, deadline) = match blocking {
+            let (request, deadline) = match without_block(command, args, 7, now)? {
                 Ok(found) => found,
                 Err(e) => return Some(e),
             };
@@ -183,11 +179,7 @@ pub fn start(command: &str, args: &[&[u8]], now: Instant) -> Option<Dispatch> {
         }
         "XREAD" => {
             // XREAD [COUNT n] [BLOCK ms] STREAMS key... id...
-            let blocking = without_block(args, now)?;
-            if args.len() < 4 {
-                return arity();
-            }
-            let (request, deadline) = match blocking {
+            let (request, deadline) = match without_block(command, args, 4, now)? {
                 Ok(found) => found,
                 Err(e) => return Some(e),
             };
@@ -216,13 +208,21 @@ pub fn start(command: &str, args: &[&[u8]], now: Instant) -> Option<Dispatch> {
     Some(Block { take, deadline, poll: FIRST_POLL, stage: Stage::Probing, unresolved: Vec::new() }.probe())
 }
 
+/// Redis's error for a command with too few or too many arguments.
+fn wrong_arity(command: &str) -> Dispatch {
+    Dispatch::Reply(Resp::error(&format!("ERR wrong number of arguments for '{}' command", command.to_lowercase())))
+}
+
 /// A stream read's arguments without `BLOCK ms`, and when that timeout ends (`None`: never).
 type Unblocked = (Vec<Bytes>, Option<Instant>);
 
-/// A stream read without its `BLOCK` (see [`Unblocked`]); Redis's error for a timeout it would
-/// refuse; `None` without `BLOCK`.
-fn without_block(args: &[&[u8]], now: Instant) -> Option<Result<Unblocked, Dispatch>> {
+/// A stream read without its `BLOCK` (see [`Unblocked`]); Redis's error for fewer than `least`
+/// arguments, or a timeout it would refuse; `None` without `BLOCK`.
+fn without_block(command: &str, args: &[&[u8]], least: usize, now: Instant) -> Option<Result<Unblocked, Dispatch>> {
     let at = args.iter().position(|a| a.eq_ignore_ascii_case(b"BLOCK"))?;
+    if args.len() < least {
+        return Some(Err(wrong_arity(command)));
+    }
     let deadline = match args.get(at + 1).map(|ms| millis(ms, now)) {
         Some(Ok(d)) => d,
         Some(Err(e)) => return Some(Err(e)),
