@@ -227,6 +227,29 @@ impl Resh {
         self.child.try_wait().ok().flatten()
     }
 
+    /// Sends it `signal` (`libc::SIGTERM`, `libc::SIGHUP`, ...).
+    pub fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.pid()).expect("pid");
+        // SAFETY: kill(2) takes integers only.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "cannot signal resh: {}", io::Error::last_os_error());
+    }
+
+    /// Waits (at most `timeout`) until it exits; its exit status, or `None` if it still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.exited() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Kills it with SIGKILL (its replicas are left running: see [`netns::Hosts::kill_host`]).
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -390,6 +413,11 @@ impl RespClient {
         stream.set_read_timeout(Some(Duration::from_secs(20)))?;
         stream.set_nodelay(true)?;
         Ok(RespClient { stream, buf: Vec::new() })
+    }
+
+    /// The connection itself.
+    pub fn stream(&mut self) -> &mut TcpStream {
+        &mut self.stream
     }
 
     /// Sends one command and returns its raw reply.

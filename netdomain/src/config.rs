@@ -195,6 +195,11 @@ pub struct Session {
     /// may refuse to take output.
     #[serde(default = "defaults::idle_timeout_ms")]
     pub idle_timeout_ms: u64,
+    /// On SIGTERM or SIGINT, how long sessions may take to finish before the ones left are
+    /// reset: no new client is accepted meanwhile, and a session closes (FIN) as soon as nothing
+    /// is owed either way.
+    #[serde(default = "defaults::drain_timeout_ms")]
+    pub drain_timeout_ms: u64,
 }
 
 /// `[admin]`
@@ -360,6 +365,9 @@ mod defaults {
     pub fn idle_timeout_ms() -> u64 {
         300_000
     }
+    pub fn drain_timeout_ms() -> u64 {
+        10_000
+    }
     pub fn admin_listen() -> String {
         "127.0.0.1:9090".into()
     }
@@ -396,7 +404,11 @@ impl Default for Vote {
 
 impl Default for Session {
     fn default() -> Self {
-        Session { connect_timeout_ms: defaults::connect_timeout_ms(), idle_timeout_ms: defaults::idle_timeout_ms() }
+        Session {
+            connect_timeout_ms: defaults::connect_timeout_ms(),
+            idle_timeout_ms: defaults::idle_timeout_ms(),
+            drain_timeout_ms: defaults::drain_timeout_ms(),
+        }
     }
 }
 
@@ -746,6 +758,11 @@ impl Config {
     /// Session idle timeout.
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.session.idle_timeout_ms)
+    }
+
+    /// How long sessions may finish on shutdown (0: reset at once).
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.session.drain_timeout_ms)
     }
 }
 

@@ -36,5 +36,6 @@ pub mod metrics;
 pub mod ordered;
 pub mod server;
 pub mod stream;
+mod sys;
 
 pub use server::{default_worker_threads, run, run_until, InProcess, InProcessError, RunError, Running, Shared};

@@ -7,7 +7,12 @@
 //! 3. in ordered mode, **start the sequencer** and connect it to the ready replicas;
 //! 4. **serve**: accept clients, at most `max_sessions` at once (further clients wait in the
 //!    kernel's accept queue), each served by [`serve`] in stream or ordered mode;
-//! 5. **stop** on the shutdown future: abort the sessions, stop the replicas resh started.
+//! 5. **drain** on the shutdown future: stop accepting, and let the sessions finish for up to
+//!    `session.drain_timeout_ms` ([`Stopping::Drain`]); each closes (FIN) as soon as nothing
+//!    is owed either way;
+//! 6. **stop**: cut off the sessions left ([`Stopping::Now`]): a reset for any whose output
+//!    was cut, never a FIN that could pass for a complete answer; stop the replicas resh
+//!    started.
 use std::fmt;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -39,7 +44,24 @@ pub struct Shared {
     /// Where both modes report faults.
     pub faults: FaultSink,
     next_id: AtomicU64,
+    stopping: tokio::sync::watch::Sender<Stopping>,
 }
+
+/// How far a shutdown is: sessions watch it (see [`Shared::stopping`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stopping {
+    /// Serving.
+    No,
+    /// No new client is taken; sessions finish what they owe and close.
+    Drain,
+    /// The drain time is over: sessions end at once.
+    Now,
+}
+
+/// How long a stream session must have been quiet, owing nothing, to be closed with a FIN
+/// while resh drains: stream mode cannot see where an answer ends, so quiet after an answer is
+/// taken as its end (see `stream::session::Session::owes_nothing`).
+pub const DRAIN_QUIET: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl Shared {
     /// Shared state for a running resh.
@@ -50,7 +72,17 @@ impl Shared {
         ordered: Option<crate::ordered::Ordered>,
     ) -> Arc<Shared> {
         let faults = FaultSink::new(Arc::clone(&metrics), Arc::clone(&supervisor));
-        Arc::new(Shared { config, supervisor, metrics, ordered, faults, next_id: AtomicU64::new(1) })
+        let (stopping, _) = tokio::sync::watch::channel(Stopping::No);
+        Arc::new(Shared { config, supervisor, metrics, ordered, faults, next_id: AtomicU64::new(1), stopping })
+    }
+
+    /// How far a shutdown is; a session awaits its changes.
+    pub fn stopping(&self) -> tokio::sync::watch::Receiver<Stopping> {
+        self.stopping.subscribe()
+    }
+
+    fn set_stopping(&self, stopping: Stopping) {
+        self.stopping.send_replace(stopping);
     }
 
     /// A new session number.
@@ -346,9 +378,9 @@ pub async fn run_until(
     info!(%client_addr, replicas = total, ready, quorum, "resh is serving");
 
     let slots = Arc::new(Semaphore::new(max_sessions));
+    // Sessions belong to this run: dropping the set when it ends aborts the ones still open.
+    let mut sessions = tokio::task::JoinSet::new();
     let accept = async {
-        // Sessions belong to this run: dropping the set when it ends aborts the ones still open.
-        let mut sessions = tokio::task::JoinSet::new();
         loop {
             // At most max_sessions at once: further clients wait in the kernel's accept queue.
             let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { return };
@@ -391,6 +423,29 @@ pub async fn run_until(
         _ = shutdown => Ok(()),
         why = left => Err(RunError::Left(why)),
     };
+    // Phase 5: drain. New clients are refused by the kernel once the listener is closed.
+    drop(client_listener);
+    let drain = shared.config.drain_timeout();
+    let open = sessions.len();
+    if open > 0 {
+        info!(sessions = open, drain_ms = drain.as_millis() as u64, "draining: letting sessions finish");
+        shared.set_stopping(Stopping::Drain);
+        let finished = tokio::time::timeout(drain, async { while sessions.join_next().await.is_some() {} }).await;
+        // Phase 6: cut off the rest; they end themselves (a reset where output was cut), which
+        // takes one turn of their loop. One that does not within a second is aborted.
+        if finished.is_err() {
+            warn!(sessions = sessions.len(), "drain time over: cutting off the sessions left");
+            shared.set_stopping(Stopping::Now);
+            let ended = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+                while sessions.join_next().await.is_some() {}
+            })
+            .await;
+            if ended.is_err() {
+                error!(sessions = sessions.len(), "internal: sessions did not end when told to; aborting them");
+            }
+        }
+    }
+    drop(sessions);
     if let Some(task) = admin_task {
         task.abort();
     }

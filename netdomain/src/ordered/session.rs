@@ -43,7 +43,7 @@ use tracing::{debug, error, info, warn, Instrument};
 use super::{Answer, Ordered, SequencerGone, SessionNotice, Submission};
 use crate::codec::{AnswerError, Codec, Context, Continuation, Dispatch, Part, RequestClass, SystemClock};
 use crate::metrics::Verdict;
-use crate::server::Shared;
+use crate::server::{Shared, Stopping};
 
 /// The most a session reads from its client at once.
 const READ_CHUNK: usize = 64 * 1024;
@@ -147,6 +147,9 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
     // The earliest wait of a step (a blocking command between polls).
     let step_timer = tokio::time::sleep_until(Instant::now());
     tokio::pin!(step_timer);
+    // A shutdown: draining, the session takes no more requests and closes once its answers
+    // are out; cut off, it ends at once (a reset if anything was owed).
+    let mut stopping = shared.stopping();
 
     'session: loop {
         if std::mem::take(&mut recheck_chain) {
@@ -433,6 +436,26 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
                     *slot = step;
                 }
                 recheck_chain = true;
+            }
+            changed = stopping.changed() => {
+                match changed.map(|()| *stopping.borrow_and_update()) {
+                    Ok(Stopping::No) => {}
+                    Ok(Stopping::Drain) => {
+                        if !input_done {
+                            debug!("draining: no more requests from this client");
+                        }
+                        input_done = true;
+                    }
+                    Ok(Stopping::Now) | Err(_) => {
+                        if slots.is_empty() && out.is_empty() {
+                            end.get_or_insert(End::Done);
+                        } else {
+                            info!(owed = slots.len(), unsent = out.len(), "resh stopped: cutting the session off (reset)");
+                            end = Some(End::Dropped);
+                        }
+                        break;
+                    }
+                }
             }
             _ = &mut idle_timer, if idle_applies => {
                 if !out.is_empty() {

@@ -29,6 +29,9 @@ pub trait ClientIo {
     fn peer_addr(&self) -> io::Result<SocketAddr>;
     /// The address the client connected to: for a plain proxy, the address it listens on.
     fn original_dst(&self) -> io::Result<SocketAddr>;
+    /// Whether bytes are still on their way in the connection: input resh has not read, or
+    /// output the client has not acknowledged. Asked only while resh drains.
+    fn in_flight(&self) -> bool;
 }
 
 impl ClientIo for TcpStream {
@@ -65,5 +68,10 @@ impl ClientIo for TcpStream {
 
     fn original_dst(&self) -> io::Result<SocketAddr> {
         TcpStream::local_addr(self)
+    }
+
+    fn in_flight(&self) -> bool {
+        // Unknown counts as in flight: a wrong guess costs a reset, never a false FIN.
+        crate::sys::queued(self).map_or(true, |q| !q.is_empty())
     }
 }

@@ -46,7 +46,7 @@ use tracing::{debug, info, warn};
 
 use crate::fault::{FaultEvent, Position};
 use crate::metrics::{Refusal, Verdict};
-use crate::server::Shared;
+use crate::server::{Shared, Stopping};
 use client::ClientIo;
 use replicas::inject::Tap;
 use replicas::Admitted;
@@ -158,7 +158,43 @@ async fn serve_client<C: ClientIo>(shared: Arc<Shared>, client: C, id: u64) {
         timer: Box::pin(tokio::time::sleep_until(far(start))),
         armed: far(start),
     };
-    let end = poll_fn(|cx| relay.poll(cx)).await;
+    // A shutdown reaches the session here. Draining, it is looked at every tenth of the quiet
+    // time and ends (FIN) once it owes nothing (see `Relay::done`); cut off, it ends at once, in
+    // a reset unless it is done.
+    let mut stopping = shared.stopping();
+    let mut draining: Option<tokio::time::Interval> = None;
+    let end = loop {
+        let look = async {
+            match draining.as_mut() {
+                Some(interval) => interval.tick().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            end = poll_fn(|cx| relay.poll(cx)) => break end,
+            changed = stopping.changed() => {
+                match changed.map(|()| *stopping.borrow_and_update()) {
+                    Ok(Stopping::No) => {}
+                    Ok(Stopping::Drain) => {
+                        draining = Some(tokio::time::interval(crate::server::DRAIN_QUIET / 10));
+                    }
+                    Ok(Stopping::Now) | Err(_) => {
+                        if relay.done() {
+                            relay.core.close_drained();
+                        } else {
+                            relay.core.shut_down();
+                        }
+                    }
+                }
+            }
+            _ = look => {
+                if relay.done() {
+                    relay.core.close_drained();
+                }
+            }
+        }
+    };
 
     // Phase 4: end. The replicas' connections close first.
     let Relay { links, client, .. } = relay;
@@ -240,6 +276,21 @@ enum WriteError {
 }
 
 impl<C: ClientIo> Relay<'_, C> {
+    /// Whether the session is done as far as a shutdown can tell: it owes nothing (see
+    /// `Session::owes_nothing`), no byte moved for [`DRAIN_QUIET`](crate::server::DRAIN_QUIET),
+    /// and the kernel holds nothing on its way in any of its connections.
+    fn done(&self) -> bool {
+        let quiet = Instant::now().saturating_duration_since(self.start).saturating_sub(self.core.last_activity());
+        quiet >= crate::server::DRAIN_QUIET
+            && self.core.owes_nothing()
+            && !self.client.in_flight()
+            && self
+                .links
+                .iter()
+                .filter_map(|l| l.stream.as_ref())
+                .all(|s| crate::sys::queued(s).is_ok_and(|q| q.is_empty()))
+    }
+
     /// Does all the work there is, round after round, until no socket and no deadline has more;
     /// `Ready` with how it ends once the session is over.
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<End> {

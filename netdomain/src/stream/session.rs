@@ -98,6 +98,10 @@ pub enum Reason {
     ClientGone,
     /// No quorum could be reached.
     Undecidable(Undecidable),
+    /// resh was draining and the session was quiet, owing nothing.
+    Drained,
+    /// resh stopped and cut the session off.
+    Shutdown,
 }
 
 impl fmt::Display for Reason {
@@ -108,6 +112,8 @@ impl fmt::Display for Reason {
             Reason::ClientStalled => f.write_str("client stopped taking output"),
             Reason::ClientGone => f.write_str("client connection failed"),
             Reason::Undecidable(why) => why.fmt(f),
+            Reason::Drained => f.write_str("drained on shutdown"),
+            Reason::Shutdown => f.write_str("resh stopped"),
         }
     }
 }
@@ -195,6 +201,11 @@ pub struct Session {
     actions: VecDeque<Action>,
     /// Why the session stopped early, if it did.
     stopped: Option<Reason>,
+    /// Whether output was released since the client's last input (or the client sent none): a
+    /// session whose last input has no answer yet is owed one, even if nothing is queued.
+    answered: bool,
+    /// resh cut the session off on shutdown with something owed: it ends in a reset.
+    cut_off: bool,
 }
 
 impl Session {
@@ -218,6 +229,8 @@ impl Session {
             faults_seen: 0,
             actions: VecDeque::new(),
             stopped: None,
+            answered: true,
+            cut_off: false,
         })
     }
 
@@ -359,6 +372,7 @@ impl Session {
         debug_assert!(self.wants_client_input(), "the client was read while a replica is behind on input");
         if len > 0 {
             self.last_activity = now;
+            self.answered = false;
         }
     }
 
@@ -493,6 +507,7 @@ impl Session {
         let mut waited = None;
         if bytes > 0 {
             self.last_activity = now;
+            self.answered = true;
             waited = self.waiting_since.map(|since| now.saturating_sub(since));
             self.waiting_since = (self.voter.unreleased_total() > 0).then_some(now);
         }
@@ -573,8 +588,42 @@ impl Session {
             _ if self.faults_seen > 0 => (Verdict::Masked, self.stopped.clone().unwrap_or(Reason::Done)),
             _ => (Verdict::Agreed, self.stopped.clone().unwrap_or(Reason::Done)),
         };
-        let close = if verdict == Verdict::Undecidable || incomplete { Close::Reset } else { Close::Fin };
+        let close =
+            if verdict == Verdict::Undecidable || incomplete || self.cut_off { Close::Reset } else { Close::Fin };
         Some(End { close, verdict, reason, released: self.voter.released() })
+    }
+
+    // ---- Shutdown ----
+
+    /// The session time of the last byte moved either way.
+    pub fn last_activity(&self) -> Duration {
+        self.last_activity
+    }
+
+    /// Whether nothing is owed either way, as far as the core sees: no released output waits
+    /// for the client, no output waits for its quorum, no client input waits for a replica,
+    /// and output came after the client's last input. Stream mode cannot see where an answer
+    /// ends: a front end that drains also checks that nothing is on its way in the kernel's
+    /// queues, and that the session was quiet for a while.
+    pub fn owes_nothing(&self) -> bool {
+        self.answered
+            && self.out.is_empty()
+            && !self.undrained
+            && self.voter.unreleased_total() == 0
+            && self.lanes.iter().all(|l| l.pending_in.is_none() && l.delayed.is_none())
+    }
+
+    /// resh is draining and the front end found the session done (see
+    /// [`owes_nothing`](Self::owes_nothing)): it ends, with a FIN.
+    pub fn close_drained(&mut self) {
+        self.stop(Reason::Drained);
+    }
+
+    /// resh stops now with the session not done: it ends at once, with a reset. A client whose
+    /// output was cut must never take the close for the end of a complete answer.
+    pub fn shut_down(&mut self) {
+        self.cut_off = true;
+        self.stop(Reason::Shutdown);
     }
 
     // ---- internals ----

@@ -601,3 +601,36 @@ fn randomized_sessions_release_only_what_a_quorum_produced() {
         "{seen:?}"
     );
 }
+
+/// On shutdown a session owes its client an answer from its last input until output follows;
+/// a drained session ends with a FIN, one cut off with a reset.
+#[test]
+fn a_shutdown_closes_a_session_that_owes_nothing_and_resets_one_that_does() {
+    let mut s = session(3, 2);
+    assert!(s.owes_nothing(), "a session with no traffic owes nothing");
+    send_to_all(&mut s, b"ping", ms(10));
+    assert!(!s.owes_nothing(), "the request has no answer yet");
+    s.replica_data(0, b"po", ms(20));
+    s.replica_data(1, b"po", ms(20));
+    s.release(ms(20));
+    assert!(!s.owes_nothing(), "released output the client has not taken");
+    let out = s.output().concat();
+    s.client_took(out.len(), ms(20));
+    assert!(s.owes_nothing());
+    assert_eq!(s.last_activity(), ms(20));
+    s.replica_data(0, b"ng", ms(30));
+    assert!(!s.owes_nothing(), "output waiting for its quorum");
+    s.replica_data(1, b"ng", ms(30));
+    assert_eq!(deliver(&mut s, ms(30)), b"ng");
+    assert!(s.owes_nothing());
+    let mut drained = s;
+    drained.close_drained();
+    let end = drained.end().expect("over");
+    assert_eq!((end.close, end.reason), (Close::Fin, Reason::Drained));
+
+    let mut cut = session(3, 2);
+    send_to_all(&mut cut, b"ping", ms(10));
+    cut.shut_down();
+    let end = cut.end().expect("over");
+    assert_eq!((end.close, end.reason), (Close::Reset, Reason::Shutdown));
+}

@@ -1,0 +1,155 @@
+//! End-to-end tests of what an operator does to a running resh: stop it (drain, then a reset for
+//! whatever was cut), and what resh does about the processes it started.
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::{Duration, Instant};
+
+use resh_e2e::{echo_config, exchange, payload, redis_ordered_config, Resh, RespClient};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Whether process `pid` runs (a zombie does not).
+fn alive(pid: u64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next()) != Some("Z"),
+        Err(_) => false,
+    }
+}
+
+fn replica_pids(resh: &Resh) -> Vec<u64> {
+    let status = resh.status();
+    status["replicas"].as_array().expect("replicas").iter().map(|r| r["pid"].as_u64().expect("pid")).collect()
+}
+
+/// Waits (at most `WAIT`) until none of `pids` runs.
+fn wait_gone(pids: &[u64]) {
+    let deadline = Instant::now() + WAIT;
+    while pids.iter().any(|p| alive(*p)) {
+        assert!(
+            Instant::now() < deadline,
+            "processes still running: {:?}",
+            pids.iter().filter(|p| alive(**p)).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SIGTERM while a client is in the middle of a large answer it reads slowly: resh lets it go
+/// on for the drain time, then cuts it off with a reset. A FIN there would make the part the
+/// client got look like the whole answer.
+#[test]
+fn sigterm_during_a_large_download_ends_in_a_reset_and_stops_the_replicas() {
+    let mut resh = Resh::start(&echo_config([&[], &[], &[]], "[session]\ndrain_timeout_ms = 300\n"));
+    let pids = replica_pids(&resh);
+    let data = payload(8 << 20, 11);
+    let mut stream = TcpStream::connect(resh.clients).expect("connect");
+    stream.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut writer = stream.try_clone().expect("clone");
+    let sent = data.clone();
+    let sender = std::thread::spawn(move || {
+        let _ = writer.write_all(&sent).and_then(|()| writer.shutdown(Shutdown::Write));
+    });
+    let mut received = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut signalled = false;
+    let end = loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break Ok(()),
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+            Err(e) => break Err(e),
+        }
+        if !signalled && received.len() >= 1 << 20 {
+            resh.signal(libc::SIGTERM);
+            signalled = true;
+        }
+        // A slow reader: 16 KiB per 5 ms cannot take 8 MiB within the drain time.
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let _ = sender.join();
+    assert!(signalled, "the answer ended before the signal: {} bytes, {end:?}", received.len());
+    assert!(received.len() < data.len(), "the whole answer arrived: the drain time was not enforced");
+    assert!(received == data[..received.len()], "the client got wrong bytes");
+    let Err(error) = end else { panic!("a cut answer must end in a reset, not a FIN\n{}", resh.log()) };
+    assert_eq!(error.kind(), io::ErrorKind::ConnectionReset, "{error}");
+    let status = resh.wait_exit(WAIT).expect("resh did not exit after SIGTERM");
+    assert!(status.success(), "resh exited with {status}\n{}", resh.log());
+    wait_gone(&pids);
+    let log = resh.log();
+    assert!(log.contains("draining") && log.contains("cutting off"), "{log}");
+}
+
+/// SIGTERM with a short request in flight: the request is answered in full, resh takes no new
+/// client meanwhile, and exits once the session ended, without waiting for the drain time.
+#[test]
+fn sigterm_lets_a_request_in_flight_finish() {
+    let mut resh = Resh::start(&echo_config([&["--delay-ms", "600"], &["--delay-ms", "600"], &[]], ""));
+    let pids = replica_pids(&resh);
+    let addr = resh.clients;
+    let data = payload(2000, 12);
+    let client = {
+        let data = data.clone();
+        std::thread::spawn(move || exchange(addr, &data))
+    };
+    resh.wait_until("the session is open", WAIT, |r| r.status()["sessions"]["active"] == 1);
+    let signalled = Instant::now();
+    resh.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(100));
+    let refused = TcpStream::connect(addr);
+    assert!(refused.is_err(), "resh accepted a new client while draining");
+    let got = client.join().expect("client");
+    assert!(got.error.is_none(), "the request in flight was not let finish: {:?}\n{}", got.error, resh.log());
+    assert!(got.received == data, "the client got {} of {} bytes", got.received.len(), data.len());
+    let status = resh.wait_exit(WAIT).expect("resh did not exit after SIGTERM");
+    assert!(status.success(), "resh exited with {status}");
+    // The default drain time is 10 s; an ended session must not wait for it.
+    assert!(signalled.elapsed() < Duration::from_secs(5), "resh took {:?} to stop", signalled.elapsed());
+    wait_gone(&pids);
+}
+
+/// Ordered mode: SIGTERM while a blocking request waits. A BLPOP that ends within the drain
+/// time is answered, and the connection then closes cleanly; a subscriber, owed nothing, is
+/// closed at once; resh exits without waiting out the drain time.
+#[test]
+fn ordered_sigterm_answers_what_is_in_flight_then_closes() {
+    let mut resh = Resh::start(&redis_ordered_config("", ""));
+    let pids = replica_pids(&resh);
+    let mut subscriber = RespClient::connect(resh.clients).expect("connect");
+    assert!(subscriber.call(&["SUBSCRIBE", "news"]).expect("SUBSCRIBE").starts_with(b"*3\r\n"));
+    let mut waiter = RespClient::connect(resh.clients).expect("connect");
+    waiter.send(&RespClient::encode(&["BLPOP", "empty", "1"])).expect("send BLPOP");
+    std::thread::sleep(Duration::from_millis(200));
+    let signalled = Instant::now();
+    resh.signal(libc::SIGTERM);
+    assert_eq!(waiter.reply().expect("the BLPOP in flight is answered"), b"*-1\r\n");
+    assert!(signalled.elapsed() >= Duration::from_millis(600), "BLPOP answered early: {:?}", signalled.elapsed());
+    // Then a clean close: no more requests are taken.
+    let mut rest = Vec::new();
+    let end = waiter.stream().read_to_end(&mut rest);
+    assert!(end.is_ok() && rest.is_empty(), "after its answer: {end:?}, {rest:?}");
+    let mut rest = Vec::new();
+    let end = subscriber.stream().read_to_end(&mut rest);
+    assert!(end.is_ok() && rest.is_empty(), "the subscriber: {end:?}, {rest:?}");
+    let status = resh.wait_exit(WAIT).expect("resh did not exit after SIGTERM");
+    assert!(status.success(), "resh exited with {status}");
+    assert!(signalled.elapsed() < Duration::from_secs(5), "resh took {:?} to stop", signalled.elapsed());
+    wait_gone(&pids);
+}
+
+/// Ordered mode: a blocking request still waiting when the drain time is over is cut off with a
+/// reset, not a close that could pass for "no answer".
+#[test]
+fn ordered_sigterm_resets_what_outlasts_the_drain() {
+    let mut resh =
+        Resh::start(&redis_ordered_config("", "").replace("[admin]", "[session]\ndrain_timeout_ms = 300\n[admin]"));
+    let mut waiter = RespClient::connect(resh.clients).expect("connect");
+    waiter.send(&RespClient::encode(&["BLPOP", "empty", "30"])).expect("send BLPOP");
+    std::thread::sleep(Duration::from_millis(200));
+    resh.signal(libc::SIGTERM);
+    let mut rest = Vec::new();
+    let end = waiter.stream().read_to_end(&mut rest);
+    let error = end.expect_err("a request cut off must end in a reset");
+    assert_eq!(error.kind(), io::ErrorKind::ConnectionReset, "{error}");
+    assert!(rest.is_empty());
+    let status = resh.wait_exit(WAIT).expect("resh did not exit after SIGTERM");
+    assert!(status.success(), "resh exited with {status}");
+}
