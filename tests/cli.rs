@@ -57,3 +57,18 @@ fn help_describes_every_command() {
         assert!(text.contains(word), "{text}");
     }
 }
+
+#[test]
+fn check_warns_about_likely_mistakes() {
+    let (code, _, stderr) = check(
+        "[[replica]]\nname = \"a\"\ncommand = [\"redis-server\", \"--port\", \"6379\"]\n\
+         [[replica]]\nname = \"b\"\ncommand = [\"/opt/nowhere/server\", \"{port}\"]\n\
+         [[replica]]\nname = \"c\"\naddress = \"127.0.0.1:7001\"\n\
+         [[replica]]\nname = \"d\"\naddress = \"127.0.0.1:7001\"\n\
+         [[replica]]\nname = \"e\"\naddress = \"127.0.0.1:7002\"\n",
+    );
+    assert_eq!(code, 0, "warnings do not fail a check: {stderr}");
+    assert!(stderr.contains("warning: replica[0].command: has no {port}"), "{stderr}");
+    assert!(stderr.contains("warning: replica[1].command: /opt/nowhere/server does not exist"), "{stderr}");
+    assert!(stderr.contains("warning: replica[3].address: 127.0.0.1:7001 is replica[2]'s address too"), "{stderr}");
+}

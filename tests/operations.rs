@@ -153,3 +153,65 @@ fn ordered_sigterm_resets_what_outlasts_the_drain() {
     let status = resh.wait_exit(WAIT).expect("resh did not exit after SIGTERM");
     assert!(status.success(), "resh exited with {status}");
 }
+
+/// The processes a replica's process started, by scanning /proc for their parent.
+fn children_of(pid: u64) -> Vec<u64> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(candidate) = entry.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{candidate}/stat")) else { continue };
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else { continue };
+        if after.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()) == Some(pid) {
+            found.push(candidate);
+        }
+    }
+    found
+}
+
+/// `kill -9` of resh gives it no chance to stop its replicas: the watchdog does, including the
+/// server a wrapper shell started (which the parent-death signal of the wrapper does not reach).
+#[test]
+fn kill_9_of_resh_leaves_no_process_of_a_wrapped_replica() {
+    let echo = resh_e2e::binary("resh-echo").display().to_string();
+    let config = format!(
+        "listen = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[[replica]]\nname = \"wrapped\"\n\
+         command = [\"sh\", \"-c\", \"'{echo}' --port {{port}}; echo the server ended\"]\n"
+    );
+    let mut resh = Resh::start(&config);
+    let wrapper = replica_pids(&resh)[0];
+    let servers = children_of(wrapper);
+    assert_eq!(servers.len(), 1, "the wrapper should have started one server: {servers:?}");
+    let got = exchange(resh.clients, b"hello");
+    assert_eq!(got.received, b"hello");
+    resh.kill();
+    wait_gone(&[wrapper, servers[0]]);
+}
+
+/// Startup mistakes name their cause: a program not on the PATH (and the PATH), a missing
+/// working directory, an address nobody listens on (with the connect error), a replica that
+/// exits with an error (with the end of its standard error), and a restart loop that backs off
+/// says so. The one good replica serves meanwhile.
+#[test]
+fn startup_mistakes_name_their_cause() {
+    let echo = resh_e2e::binary("resh-echo").display().to_string();
+    let closed = resh_e2e::free_port();
+    let config = format!(
+        "listen = \"127.0.0.1:0\"\n[vote]\nquorum = 1\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [supervisor]\nready_timeout_ms = 2000\nrestart_backoff_ms = 50\nrestart_backoff_max_ms = 200\n\
+         [[replica]]\nname = \"good\"\ncommand = [{echo:?}, \"--port\", \"{{port}}\"]\n\
+         [[replica]]\nname = \"typo\"\ncommand = [\"resh-ehco\", \"--port\", \"{{port}}\"]\n\
+         [[replica]]\nname = \"nodir\"\ncommand = [{echo:?}, \"--port\", \"{{port}}\"]\ncwd = \"/nonexistent/dir\"\n\
+         [[replica]]\nname = \"failing\"\ncommand = [\"sh\", \"-c\", \"echo 'fatal: cannot open data file' >&2; exit 3\", \"{{port}}\"]\n\
+         [[replica]]\nname = \"down\"\naddress = \"127.0.0.1:{closed}\"\n"
+    );
+    let resh = Resh::start(&config);
+    resh.wait_until("the restart loop says it backs off", WAIT, |r| r.log().contains("keeps failing"));
+    let log = resh.log();
+    assert!(log.contains("`resh-ehco` was not found on the PATH ("), "{log}");
+    assert!(log.contains("cwd /nonexistent/dir: No such file or directory"), "{log}");
+    assert!(log.contains(&format!("connecting to 127.0.0.1:{closed}: Connection refused")), "{log}");
+    assert!(log.contains("the end of its standard error") && log.contains("fatal: cannot open data file"), "{log}");
+    assert!(log.contains("not ready: "), "the start summary names the replicas that are not ready: {log}");
+    let got = exchange(resh.clients, b"still served");
+    assert_eq!(got.received, b"still served");
+}

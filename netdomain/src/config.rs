@@ -661,6 +661,60 @@ impl Config {
         p
     }
 
+    /// What is valid but probably a mistake, as `(key, reason)`: `resh check` prints these
+    /// and `resh run` logs them.
+    pub fn warnings(&self) -> Vec<(String, String)> {
+        let mut w = Vec::new();
+        if self.quorum_below_majority() {
+            w.push((
+                "vote.quorum".to_string(),
+                format!(
+                    "{} is below a majority of {} replicas: two disagreeing groups could each reach it",
+                    self.quorum(),
+                    self.replicas.len()
+                ),
+            ));
+        }
+        let mut addresses: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, r) in self.replicas.iter().enumerate() {
+            if let Some(argv) = &r.command {
+                let placeholder = replicas::spec::PORT_PLACEHOLDER;
+                if !argv.iter().chain(r.env.values()).any(|a| a.contains(placeholder)) {
+                    w.push((
+                        format!("replica[{i}].command"),
+                        format!("has no {placeholder}: resh gives each replica a free port there and waits until it listens on it; a replica on a port of its own is never ready (use `address` for a replica that is already running)"),
+                    ));
+                }
+                if let Some(program) = argv.first().filter(|p| p.contains('/')) {
+                    let path = match &r.cwd {
+                        Some(dir) if !program.starts_with('/') => dir.join(program),
+                        _ => PathBuf::from(program),
+                    };
+                    if !path.is_file() {
+                        w.push((
+                            format!("replica[{i}].command"),
+                            format!("{} does not exist or is not a file", path.display()),
+                        ));
+                    }
+                }
+                if let Some(dir) = &r.cwd {
+                    if !dir.is_dir() {
+                        w.push((format!("replica[{i}].cwd"), format!("{} is not a directory", dir.display())));
+                    }
+                }
+            }
+            if let Some(addr) = &r.address {
+                if let Some(first) = addresses.insert(addr.as_str(), i) {
+                    w.push((
+                        format!("replica[{i}].address"),
+                        format!("{addr} is replica[{first}]'s address too: one server voting twice is no redundancy"),
+                    ));
+                }
+            }
+        }
+        w
+    }
+
     /// Fills in the defaults that depend on other keys.
     fn resolve(&mut self) {
         let n = self.replicas.len();

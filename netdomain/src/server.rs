@@ -286,12 +286,8 @@ pub async fn run_until(
 ) -> Result<(), RunError> {
     let started = Instant::now();
     let quorum = config.quorum();
-    if config.quorum_below_majority() {
-        warn!(
-            quorum,
-            replicas = config.replicas.len(),
-            "quorum is below a majority: two disagreeing groups could each reach it, and the first to do so wins"
-        );
+    for (key, reason) in config.warnings() {
+        warn!("configuration: {key}: {reason}");
     }
     let listen = config.listen_addr();
     let client_listener =
@@ -306,10 +302,17 @@ pub async fn run_until(
     let supervisor = Supervisor::start(config.replica_specs(), config.supervisor());
     let total = supervisor.len();
     let ready = supervisor.wait_ready(total, config.supervisor().ready_timeout).await;
-    if ready < quorum {
-        error!(ready, quorum, "fewer replicas ready than the quorum: clients are refused until more are up");
-    } else if ready < total {
-        warn!(ready, total, "not every replica is ready; serving with the ones that are");
+    if ready < total {
+        let missing = supervisor.not_ready().join("; ");
+        if ready < quorum {
+            error!(
+                ready,
+                quorum,
+                "fewer replicas ready than the quorum: clients are refused until more are up; not ready: {missing}"
+            );
+        } else {
+            warn!(ready, total, "not every replica is ready; serving with the ones that are; not ready: {missing}");
+        }
     }
     let max_sessions = config.max_sessions;
     let metrics = Arc::new(metrics::Metrics::default());

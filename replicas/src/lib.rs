@@ -8,6 +8,8 @@
 //!   new sessions go to it, it is restarted (or, for an address replica, probed) and readmitted
 //!   when it answers again. It also keeps the per-replica counters that `/status` and
 //!   `/metrics` show.
+//! - [`watchdog`]: a small process that kills the replicas' process groups if resh dies
+//!   without stopping them (SIGKILL), so a wrapped replica never outlives resh.
 //! - [`inject`]: fault injection for experiments: bit flips in a replica's output, input or
 //!   process memory, crash, hang and output delay, each seeded and recorded.
 //!
@@ -21,6 +23,7 @@ pub mod inject;
 pub mod spec;
 pub mod supervisor;
 mod sys;
+pub mod watchdog;
 
 pub use spec::{Launch, ReplicaSpec};
 pub use supervisor::{Admitted, Phase, ReplicaStatus, Supervisor, SupervisorConfig};

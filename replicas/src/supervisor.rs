@@ -13,6 +13,7 @@
 //! Every start or readmission begins a new *incarnation*. Sessions report faults with the
 //! incarnation they connected to; a fault from an older incarnation is counted but does not
 //! quarantine the replica again (it was already repaired).
+use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +32,13 @@ use voter::FaultKind;
 use crate::inject::{Injector, Tap};
 use crate::spec::{Launch, ReplicaSpec};
 use crate::sys;
+use crate::watchdog::Watchdog;
+
+/// How many of a replica's last standard-error lines are kept, to be logged when it exits with
+/// an error (the lines themselves are logged at debug as they come).
+const STDERR_TAIL_LINES: usize = 10;
+/// The longest stderr line kept (a replica that writes one huge line must not cost memory).
+const STDERR_LINE_BYTES: usize = 512;
 
 /// Timing of the supervisor.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -138,6 +146,8 @@ struct ManagedState {
     incarnation: u64,
     last_fault: Option<String>,
     last_exit: Option<String>,
+    /// Why its last probe failed, until it is ready.
+    not_ready: Option<String>,
 }
 
 /// One replica's state, shared by its monitor task, the sessions and the admin server.
@@ -155,6 +165,11 @@ struct ManagedReplica {
     sessions: AtomicU64,
     faults: [AtomicU64; FaultKind::NAMES.len()],
     restarts: AtomicU64,
+    /// The last lines its process wrote on standard error.
+    stderr_tail: Mutex<VecDeque<String>>,
+    /// The task that reads its standard error, until the process's end.
+    stderr_task: Mutex<Option<JoinHandle<()>>>,
+    watchdog: Arc<Watchdog>,
 }
 
 impl ManagedReplica {
@@ -166,6 +181,10 @@ impl ManagedReplica {
 
     fn set_phase(&self, phase: Phase) {
         self.state().phase = phase;
+    }
+
+    fn stderr_tail(&self) -> MutexGuard<'_, VecDeque<String>> {
+        self.stderr_tail.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Waits until incarnation `incarnation` is quarantined; stale wake-ups are ignored.
@@ -190,12 +209,14 @@ pub struct Supervisor {
     monitors: Mutex<Vec<JoinHandle<()>>>,
     /// Armed data-path injections and the injection log (see [`crate::inject`]).
     injector: Arc<Injector>,
+    watchdog: Arc<Watchdog>,
 }
 
 impl Supervisor {
     /// Starts one monitor task per replica on the current tokio runtime.
     pub fn start(specs: Vec<ReplicaSpec>, config: SupervisorConfig) -> Arc<Supervisor> {
         let (shutdown, _) = watch::channel(false);
+        let watchdog = Arc::new(Watchdog::start());
         let slots: Vec<Arc<ManagedReplica>> = specs
             .into_iter()
             .enumerate()
@@ -211,11 +232,15 @@ impl Supervisor {
                         incarnation: 0,
                         last_fault: None,
                         last_exit: None,
+                        not_ready: None,
                     }),
                     quarantined: Notify::new(),
                     sessions: AtomicU64::new(0),
                     faults: Default::default(),
                     restarts: AtomicU64::new(0),
+                    stderr_tail: Mutex::new(VecDeque::new()),
+                    stderr_task: Mutex::new(None),
+                    watchdog: Arc::clone(&watchdog),
                 })
             })
             .collect();
@@ -234,7 +259,7 @@ impl Supervisor {
             })
             .collect();
         let injector = Injector::new(slots.iter().map(|s| Arc::clone(&s.name)).collect());
-        Arc::new(Supervisor { slots, shutdown, monitors: Mutex::new(monitors), injector })
+        Arc::new(Supervisor { slots, shutdown, monitors: Mutex::new(monitors), injector, watchdog })
     }
 
     /// How many replicas are configured.
@@ -315,6 +340,29 @@ impl Supervisor {
         }
     }
 
+    /// The replicas that are not admitted, each as `name (address or state): why`.
+    pub fn not_ready(&self) -> Vec<String> {
+        self.slots
+            .iter()
+            .filter_map(|slot| {
+                let state = slot.state();
+                if state.phase == Phase::Ready {
+                    return None;
+                }
+                let what = match &slot.spec.launch {
+                    Launch::Address(addr) => format!("address {addr}"),
+                    Launch::Command { .. } => format!("command, {}", state.phase.name()),
+                };
+                let why = state
+                    .not_ready
+                    .clone()
+                    .or_else(|| state.last_exit.clone())
+                    .unwrap_or_else(|| "no answer yet".into());
+                Some(format!("{} ({what}): {why}", slot.name))
+            })
+            .collect()
+    }
+
     /// How many replicas are admitted now.
     pub fn ready_count(&self) -> usize {
         self.slots.iter().filter(|s| s.state().phase == Phase::Ready).count()
@@ -388,32 +436,40 @@ impl Supervisor {
         for monitor in monitors {
             let _ = monitor.await;
         }
+        self.watchdog.stop();
     }
 }
 
 /// Keeps a command replica running: start, wait until ready, watch for exit or quarantine,
 /// restart.
-async fn monitor_command(slot: &ManagedReplica, config: &SupervisorConfig, mut stop: watch::Receiver<bool>) {
+async fn monitor_command(slot: &Arc<ManagedReplica>, config: &SupervisorConfig, mut stop: watch::Receiver<bool>) {
     let mut backoff = config.restart_backoff;
+    // Failed starts and exits in a row (reset once the replica became ready).
+    let mut failures = 0u32;
     loop {
         if *stop.borrow() {
             break;
         }
         let ended_cleanly = match start_command(slot) {
             Err(e) => {
-                error!(replica = %slot.name, error = %e, "cannot start replica");
+                error!(replica = %slot.name, "cannot start replica: {e}");
                 slot.state().last_exit = Some(format!("cannot start: {e}"));
                 false
             }
             Ok(mut child) => {
+                let pgid = child.id();
                 let ready = wait_until_ready(slot, config, Some(&mut child), &mut stop).await;
                 let outcome = if ready {
                     backoff = config.restart_backoff;
+                    failures = 0;
                     run_until_repair(slot, &mut child, &mut stop).await
                 } else {
                     Outcome::Failed
                 };
                 stop_child(slot, &mut child).await;
+                if let Some(pgid) = pgid {
+                    slot.watchdog.forget(pgid);
+                }
                 outcome == Outcome::Repair
             }
         };
@@ -424,7 +480,12 @@ async fn monitor_command(slot: &ManagedReplica, config: &SupervisorConfig, mut s
         if !ended_cleanly {
             // An exit or a failed start: back off, so a replica that cannot start does not spin.
             slot.set_phase(Phase::Restarting);
-            info!(replica = %slot.name, backoff_ms = backoff.as_millis() as u64, "restarting replica after backoff");
+            failures += 1;
+            if failures > 1 {
+                warn!(replica = %slot.name, failures, backoff_ms = backoff.as_millis() as u64, "replica keeps failing: backing off before the next start (the wait doubles, up to supervisor.restart_backoff_max_ms)");
+            } else {
+                info!(replica = %slot.name, backoff_ms = backoff.as_millis() as u64, "restarting replica after backoff");
+            }
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
                 _ = stop.changed() => {}
@@ -443,13 +504,33 @@ enum Outcome {
     Failed,
 }
 
-fn start_command(slot: &ManagedReplica) -> std::io::Result<Child> {
+/// Why a command replica could not be started: what was tried, where, and the OS error.
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    /// No free port on loopback (resh's or the system's limit).
+    #[error("no free loopback port for it: {0}")]
+    Port(std::io::Error),
+    /// The configuration's command is empty (validated; a bug).
+    #[error("internal: empty command")]
+    Empty,
+    /// The working directory is not usable.
+    #[error("cwd {cwd}: {error}")]
+    Cwd { cwd: String, error: std::io::Error },
+    /// The program was not found on the PATH.
+    #[error("`{program}` was not found on the PATH ({path})")]
+    NotOnPath { program: String, path: String },
+    /// Anything else the OS said about starting the program.
+    #[error("`{program}`{where_}: {error}")]
+    Spawn { program: String, where_: String, error: std::io::Error },
+}
+
+fn start_command(slot: &Arc<ManagedReplica>) -> Result<Child, StartError> {
     let Launch::Command { argv, env, cwd } = &slot.spec.launch else {
-        return Err(std::io::Error::other("not a command replica"));
+        return Err(StartError::Empty);
     };
-    let port = free_port()?;
+    let port = free_port().map_err(StartError::Port)?;
     let argv = Launch::argv_for(argv, port);
-    let (program, args) = argv.split_first().ok_or_else(|| std::io::Error::other("empty command"))?;
+    let (program, args) = argv.split_first().ok_or(StartError::Empty)?;
     let mut command = Command::new(program);
     command
         .args(args)
@@ -467,8 +548,13 @@ fn start_command(slot: &ManagedReplica) -> std::io::Result<Child> {
     unsafe {
         command.pre_exec(sys::die_with_parent);
     }
-    let mut child = command.spawn()?;
+    let mut child = command.spawn().map_err(|error| spawn_error(program, cwd.as_deref(), error))?;
     let pid = child.id();
+    if let Some(pid) = pid {
+        // Its process group is the one to kill if resh dies (see `watchdog`).
+        slot.watchdog.watch(pid);
+    }
+    slot.stderr_tail().clear();
     {
         let mut state = slot.state();
         state.phase = Phase::Starting;
@@ -480,9 +566,31 @@ fn start_command(slot: &ManagedReplica) -> std::io::Result<Child> {
         tokio::spawn(forward_output(Arc::clone(&slot.name), "stdout", out));
     }
     if let Some(err) = child.stderr.take() {
-        tokio::spawn(forward_output(Arc::clone(&slot.name), "stderr", err));
+        let task = tokio::spawn(forward_stderr(Arc::clone(slot), err));
+        *slot.stderr_task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
     }
     Ok(child)
+}
+
+/// What the OS said about starting `program`, with what it needs to be fixed: the directory
+/// it was started in, or the PATH it was looked for on.
+fn spawn_error(program: &str, cwd: Option<&std::path::Path>, error: std::io::Error) -> StartError {
+    if let Some(dir) = cwd {
+        if let Err(e) = std::fs::read_dir(dir) {
+            return StartError::Cwd { cwd: dir.display().to_string(), error: e };
+        }
+    }
+    let where_ = match cwd {
+        Some(dir) if !program.starts_with('/') && program.contains('/') => {
+            format!(" (relative to cwd {})", dir.display())
+        }
+        _ => String::new(),
+    };
+    if error.kind() == std::io::ErrorKind::NotFound && !program.contains('/') {
+        let path = std::env::var("PATH").unwrap_or_else(|_| "PATH is not set".into());
+        return StartError::NotOnPath { program: program.to_string(), path };
+    }
+    StartError::Spawn { program: program.to_string(), where_, error }
 }
 
 /// Sends a replica's output lines to the log, so that they are not lost and do not mix with
@@ -491,6 +599,33 @@ async fn forward_output(name: Arc<str>, stream: &'static str, out: impl AsyncRea
     let mut lines = BufReader::new(out).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         debug!(replica = %name, stream, "{line}");
+    }
+}
+
+/// Like [`forward_output`] for standard error, keeping the last lines for [`note_exit`]. Reads
+/// by bytes, not `lines()`: a line without an end, or not UTF-8, must not be lost or unbounded.
+async fn forward_stderr(slot: Arc<ManagedReplica>, out: impl AsyncRead + Unpin) {
+    let mut reader = BufReader::new(out);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let mut limited = tokio::io::AsyncReadExt::take(&mut reader, 64 * 1024);
+        match limited.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end();
+        debug!(replica = %slot.name, stream = "stderr", "{text}");
+        let mut kept: String = text.chars().take(STDERR_LINE_BYTES).collect();
+        if kept.len() < text.len() {
+            kept.push_str("...");
+        }
+        let mut tail = slot.stderr_tail();
+        if tail.len() == STDERR_TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(kept);
     }
 }
 
@@ -511,19 +646,32 @@ async fn wait_until_ready(
         }
         if let Some(child) = child.as_deref_mut() {
             if let Ok(Some(status)) = child.try_wait() {
-                note_exit(slot, status);
+                note_exit(slot, status).await;
                 return false;
             }
         }
-        if let Ok(Ok(_probe)) = tokio::time::timeout(config.probe_interval * 8, TcpStream::connect(addr)).await {
-            let mut state = slot.state();
-            state.phase = Phase::Ready;
-            state.incarnation += 1;
-            info!(replica = %slot.name, %addr, incarnation = state.incarnation, "replica ready");
-            return true;
+        let why = match tokio::time::timeout(config.probe_interval * 8, TcpStream::connect(addr)).await {
+            Ok(Ok(_probe)) => {
+                let mut state = slot.state();
+                state.phase = Phase::Ready;
+                state.incarnation += 1;
+                state.not_ready = None;
+                info!(replica = %slot.name, %addr, incarnation = state.incarnation, "replica ready");
+                return true;
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "connect timed out".to_string(),
+        };
+        let why = format!("connecting to {addr}: {why}");
+        // An address replica is not resh's to start: say once why it is not admitted (a command
+        // replica is still starting; its timeout speaks for it).
+        if child.is_none() && slot.state().not_ready.is_none() {
+            warn!(replica = %slot.name, %addr, "replica does not answer: {why}; probing until it does");
         }
+        slot.state().not_ready = Some(why);
         if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-            warn!(replica = %slot.name, %addr, timeout_ms = config.ready_timeout.as_millis() as u64, "replica did not accept connections in time");
+            let why = slot.state().not_ready.clone().unwrap_or_default();
+            warn!(replica = %slot.name, %addr, timeout_ms = config.ready_timeout.as_millis() as u64, "replica did not accept connections within supervisor.ready_timeout_ms ({why}); is it listening on {{port}}?");
             slot.state().last_exit = Some("not ready within ready_timeout".into());
             return false;
         }
@@ -540,7 +688,7 @@ async fn run_until_repair(slot: &ManagedReplica, child: &mut Child, stop: &mut w
     tokio::select! {
         status = child.wait() => {
             match status {
-                Ok(status) => note_exit(slot, status),
+                Ok(status) => note_exit(slot, status).await,
                 Err(e) => warn!(replica = %slot.name, error = %e, "cannot wait for replica"),
             }
             Outcome::Failed
@@ -549,7 +697,7 @@ async fn run_until_repair(slot: &ManagedReplica, child: &mut Child, stop: &mut w
             // A replica whose crash a vote noticed first has usually exited already: keep how
             // it ended, or `/status` would show a repair without the crash that caused it.
             if let Ok(Some(status)) = child.try_wait() {
-                note_exit(slot, status);
+                note_exit(slot, status).await;
             }
             info!(replica = %slot.name, "repairing quarantined replica: restart");
             Outcome::Repair
@@ -558,8 +706,19 @@ async fn run_until_repair(slot: &ManagedReplica, child: &mut Child, stop: &mut w
     }
 }
 
-fn note_exit(slot: &ManagedReplica, status: ExitStatus) {
-    warn!(replica = %slot.name, %status, "replica exited");
+/// Notes how a replica's process ended, once its standard error was read to the end (or for at
+/// most 300 ms: a process it left behind may hold the pipe open).
+async fn note_exit(slot: &ManagedReplica, status: ExitStatus) {
+    let task = slot.stderr_task.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(task) = task {
+        let _ = tokio::time::timeout(Duration::from_millis(300), task).await;
+    }
+    let tail = slot.stderr_tail().iter().cloned().collect::<Vec<_>>();
+    if !status.success() && !tail.is_empty() {
+        warn!(replica = %slot.name, %status, "replica exited; the end of its standard error:\n  {}", tail.join("\n  "));
+    } else {
+        warn!(replica = %slot.name, %status, "replica exited");
+    }
     let mut state = slot.state();
     state.last_exit = Some(status.to_string());
     state.pid = None;

@@ -139,12 +139,8 @@ fn main() -> ExitCode {
         Command::Check { config } => match Config::load(&config) {
             Ok(c) => {
                 print!("{}", c.to_toml());
-                if c.quorum_below_majority() {
-                    eprintln!(
-                        "resh: warning: vote.quorum {} is below a majority of {} replicas",
-                        c.quorum(),
-                        c.replicas.len()
-                    );
+                for (key, reason) in c.warnings() {
+                    eprintln!("resh: warning: {key}: {reason}");
                 }
                 ExitCode::SUCCESS
             }
