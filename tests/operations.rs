@@ -215,3 +215,46 @@ fn startup_mistakes_name_their_cause() {
     let got = exchange(resh.clients, b"still served");
     assert_eq!(got.received, b"still served");
 }
+
+/// A replica that fails is counted once, however many sessions were using it: the sessions
+/// that lose it to the repair (resh kills it) count as the repair's consequences.
+#[test]
+fn a_fault_is_counted_once_and_the_repair_is_not_counted_as_new_faults() {
+    let resh = Resh::start(&echo_config([&[], &[], &["--corrupt-at", "100000"]], ""));
+    let sessions = 6;
+    let connected: Vec<TcpStream> = (0..sessions).map(|_| TcpStream::connect(resh.clients).expect("connect")).collect();
+    resh.wait_until("every session is open", WAIT, |r| r.status()["sessions"]["active"] == sessions);
+    let clients: Vec<_> = connected
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut stream)| {
+            std::thread::spawn(move || {
+                let data = payload(300_000, 40 + i as u64);
+                stream.set_read_timeout(Some(WAIT)).expect("timeout");
+                let mut writer = stream.try_clone().expect("clone");
+                let sent = data.clone();
+                let sender = std::thread::spawn(move || {
+                    let _ = writer.write_all(&sent).and_then(|()| writer.shutdown(Shutdown::Write));
+                });
+                let mut received = Vec::new();
+                let end = stream.read_to_end(&mut received);
+                let _ = sender.join();
+                end.is_ok() && received == data
+            })
+        })
+        .collect();
+    let correct = clients.into_iter().map(|c| c.join()).filter(|ok| matches!(ok, Ok(true))).count();
+    assert_eq!(correct, sessions as usize, "every client gets the right answer\n{}", resh.log());
+    resh.wait_until("every session ended", WAIT, |r| r.status()["sessions"]["active"] == 0);
+    let c = resh.replica("c");
+    let faults: u64 = c["faults"].as_array().expect("faults").iter().map(|f| f[1].as_u64().unwrap_or(0)).sum();
+    assert_eq!(faults, 1, "one incarnation failed once: {c}");
+    assert_eq!(resh.faults("c", "diverged"), 1, "{c}");
+    assert_eq!(c["repair_cuts"], sessions - 1, "the other sessions lost c to its repair: {c}");
+    let metrics = resh.metrics();
+    assert!(
+        metrics.contains(&format!("resh_replica_repair_cuts_total{{replica=\"c\"}} {}\n", sessions - 1)),
+        "{metrics}"
+    );
+    assert_eq!(resh.status()["recent_faults"].as_array().map(Vec::len), Some(1));
+}

@@ -13,7 +13,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use replicas::Supervisor;
-use tracing::warn;
+use tracing::{info, warn};
 use voter::fault::short;
 use voter::FaultKind;
 
@@ -97,10 +97,22 @@ impl FaultSink {
         FaultSink { metrics, supervisor }
     }
 
-    /// Logs, counts and reports one fault; the supervisor quarantines the replica if the
-    /// incarnation is still the admitted one.
+    /// Reports one fault to the supervisor; if it is the incarnation's first (see
+    /// [`Supervisor::report_fault`]), logs it as a fault and records it for `/status` and the
+    /// metrics; otherwise it is a consequence of that fault's repair, logged as such.
     pub fn report(&self, event: &FaultEvent) {
         let detail = event.to_string();
+        let reported = self.supervisor.report_fault(event.replica, event.incarnation, &event.kind, detail.clone());
+        if reported == replicas::Reported::Consequence {
+            info!(
+                session = event.session,
+                replica = %event.name,
+                kind = event.kind.name(),
+                "lost replica {} to the repair of a fault already counted against it ({detail}): not a new fault",
+                event.name
+            );
+            return;
+        }
         warn!(
             session = event.session,
             replica = %event.name,
@@ -116,9 +128,8 @@ impl FaultSink {
             kind: event.kind.name(),
             offset: event.position.value(),
             unit: event.position.unit(),
-            detail: detail.clone(),
+            detail,
         });
-        self.supervisor.report_fault(event.replica, event.incarnation, &event.kind, detail);
     }
 }
 

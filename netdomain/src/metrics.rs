@@ -252,6 +252,7 @@ impl Metrics {
         );
         let mut faults = Vec::new();
         let mut restarts = Vec::new();
+        let mut repair_cuts = Vec::new();
         let mut sessions = Vec::new();
         let mut up = Vec::new();
         let mut vote_states = Vec::new();
@@ -260,6 +261,7 @@ impl Metrics {
                 faults.push((label(&[("replica", &r.name), ("kind", kind)]), *n));
             }
             restarts.push((label(&[("replica", &r.name)]), r.restarts));
+            repair_cuts.push((label(&[("replica", &r.name)]), r.repair_cuts));
             sessions.push((label(&[("replica", &r.name)]), r.sessions));
             // Up: it serves clients. In ordered mode that means it votes: a replica the
             // supervisor runs but that is being rebuilt, or out of the vote, is not up.
@@ -277,6 +279,12 @@ impl Metrics {
         }
         metric("resh_replica_faults_total", "counter", "Faults found by the voter, by replica and kind.", &faults);
         metric("resh_replica_restarts_total", "counter", "Replica restarts (exit, failed start or repair).", &restarts);
+        metric(
+            "resh_replica_repair_cuts_total",
+            "counter",
+            "Reports against a replica incarnation that already had its fault counted: sessions that lost it to that fault's repair or exit.",
+            &repair_cuts,
+        );
         metric("resh_replica_sessions_total", "counter", "Sessions each replica took part in.", &sessions);
         metric(
             "resh_replica_up",

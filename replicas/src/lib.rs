@@ -26,4 +26,4 @@ mod sys;
 pub mod watchdog;
 
 pub use spec::{Launch, ReplicaSpec};
-pub use supervisor::{Admitted, Phase, ReplicaStatus, Supervisor, SupervisorConfig};
+pub use supervisor::{Admitted, Phase, ReplicaStatus, Reported, Supervisor, SupervisorConfig};

@@ -96,6 +96,16 @@ impl Phase {
     }
 }
 
+/// What [`Supervisor::report_fault`] made of a report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reported {
+    /// The incarnation's fault: counted (and the replica quarantined if it was admitted).
+    Fault,
+    /// A consequence of a fault already counted against the incarnation (its repair or its
+    /// exit): counted as such, not as a fault.
+    Consequence,
+}
+
 /// A replica a new session may connect to.
 #[derive(Clone, Debug)]
 pub struct Admitted {
@@ -132,6 +142,10 @@ pub struct ReplicaStatus {
     pub faults: Vec<(String, u64)>,
     /// How many times it was restarted (after an exit, a failed start or a quarantine).
     pub restarts: u64,
+    /// Faults reported against an incarnation that already had one counted: sessions that
+    /// lost the replica to that fault's repair (resh killing it) or to its exit. They are the
+    /// repair's consequences, not new faults.
+    pub repair_cuts: u64,
     /// The last fault, as a sentence.
     pub last_fault: Option<String>,
     /// How its last process ended.
@@ -148,6 +162,8 @@ struct ManagedState {
     last_exit: Option<String>,
     /// Why its last probe failed, until it is ready.
     not_ready: Option<String>,
+    /// The newest incarnation a fault was counted against: one per incarnation.
+    counted: u64,
 }
 
 /// One replica's state, shared by its monitor task, the sessions and the admin server.
@@ -165,6 +181,7 @@ struct ManagedReplica {
     sessions: AtomicU64,
     faults: [AtomicU64; FaultKind::NAMES.len()],
     restarts: AtomicU64,
+    repair_cuts: AtomicU64,
     /// The last lines its process wrote on standard error.
     stderr_tail: Mutex<VecDeque<String>>,
     /// The task that reads its standard error, until the process's end.
@@ -233,11 +250,13 @@ impl Supervisor {
                         last_fault: None,
                         last_exit: None,
                         not_ready: None,
+                        counted: 0,
                     }),
                     quarantined: Notify::new(),
                     sessions: AtomicU64::new(0),
                     faults: Default::default(),
                     restarts: AtomicU64::new(0),
+                    repair_cuts: AtomicU64::new(0),
                     stderr_tail: Mutex::new(VecDeque::new()),
                     stderr_task: Mutex::new(None),
                     watchdog: Arc::clone(&watchdog),
@@ -368,14 +387,25 @@ impl Supervisor {
         self.slots.iter().filter(|s| s.state().phase == Phase::Ready).count()
     }
 
-    /// A session found `replica` (in `incarnation`) faulty: count it and, if that incarnation
-    /// is still the admitted one, quarantine the replica and have it repaired.
-    pub fn report_fault(&self, replica: usize, incarnation: u64, kind: &FaultKind, what: String) {
-        let Some(slot) = self.slots.get(replica) else { return };
+    /// A session found `replica` (in `incarnation`) faulty. The first report against an
+    /// incarnation is its fault: counted, and if that incarnation is still the admitted one, the
+    /// replica is quarantined and repaired. Later reports against the same incarnation are
+    /// other sessions losing it to that fault: to its repair (resh kills the process, and
+    /// every session using it sees a crash or an early close), or to the exit the first report
+    /// was about. They are counted as the repair's consequences, never as new faults, so a
+    /// replica that failed once shows one fault however many sessions it was in.
+    pub fn report_fault(&self, replica: usize, incarnation: u64, kind: &FaultKind, what: String) -> Reported {
+        let Some(slot) = self.slots.get(replica) else { return Reported::Consequence };
+        let mut state = slot.state();
+        if incarnation <= state.counted {
+            drop(state);
+            slot.repair_cuts.fetch_add(1, Ordering::Relaxed);
+            return Reported::Consequence;
+        }
+        state.counted = incarnation;
         if let Some(i) = FaultKind::NAMES.iter().position(|n| *n == kind.name()) {
             slot.faults[i].fetch_add(1, Ordering::Relaxed);
         }
-        let mut state = slot.state();
         state.last_fault = Some(what);
         if state.incarnation == incarnation && state.phase == Phase::Ready {
             state.phase = Phase::Quarantined;
@@ -383,6 +413,7 @@ impl Supervisor {
             warn!(replica = %slot.name, fault = kind.name(), "replica quarantined");
             slot.quarantined.notify_one();
         }
+        Reported::Fault
     }
 
     /// Waits until at least `want` replicas are admitted, or `timeout` passes; returns how
@@ -422,6 +453,7 @@ impl Supervisor {
                         .map(|(n, c)| (n.to_string(), c.load(Ordering::Relaxed)))
                         .collect(),
                     restarts: slot.restarts.load(Ordering::Relaxed),
+                    repair_cuts: slot.repair_cuts.load(Ordering::Relaxed),
                     last_fault: state.last_fault.clone(),
                     last_exit: state.last_exit.clone(),
                 }
