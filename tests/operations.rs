@@ -258,3 +258,88 @@ fn a_fault_is_counted_once_and_the_repair_is_not_counted_as_new_faults() {
     );
     assert_eq!(resh.status()["recent_faults"].as_array().map(Vec::len), Some(1));
 }
+
+/// `/health` says the process is alive; `/ready` whether a quorum serves: it turns 503, with
+/// the reason, while two of three replicas cannot start, and back to 200 once they can.
+#[test]
+fn ready_flips_when_the_quorum_is_lost_and_back() {
+    let echo = resh_e2e::binary("resh-echo").display().to_string();
+    let dir = resh_e2e::TempDir::new("ready");
+    let gate = dir.path().join("may-start");
+    std::fs::write(&gate, "").expect("gate");
+    let gated = format!(
+        "command = [\"sh\", \"-c\", \"[ -e \\\"$1\\\" ] && exec \\\"$2\\\" --port \\\"$0\\\"\", \"{{port}}\", {:?}, {echo:?}]\n",
+        gate.display().to_string()
+    );
+    let config = format!(
+        "listen = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [supervisor]\nrestart_backoff_ms = 50\nrestart_backoff_max_ms = 200\n\
+         [[replica]]\nname = \"a\"\ncommand = [{echo:?}, \"--port\", \"{{port}}\"]\n\
+         [[replica]]\nname = \"b\"\n{gated}[[replica]]\nname = \"c\"\n{gated}"
+    );
+    let resh = Resh::start(&config);
+    let get = |path: &str| resh_e2e::http(resh.admin, "GET", path, None, "");
+    assert_eq!(get("/health"), (200, "ok\n".to_string()));
+    assert_eq!(get("/ready"), (200, "ready\n".to_string()));
+    std::fs::remove_file(&gate).expect("close the gate");
+    for name in ["b", "c"] {
+        let pid = resh.replica(name)["pid"].as_u64().expect("pid");
+        // SAFETY: kill(2) takes integers only.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGKILL);
+        }
+    }
+    resh.wait_until("/ready says no quorum", WAIT, |_| get("/ready").0 == 503);
+    let (_, why) = get("/ready");
+    assert!(why.contains("fewer than the quorum of 2"), "{why}");
+    assert_eq!(get("/health").0, 200, "resh is alive without a quorum");
+    std::fs::write(&gate, "").expect("open the gate");
+    resh.wait_until("/ready is back", WAIT, |_| get("/ready").0 == 200);
+    let got = exchange(resh.clients, b"served again");
+    assert_eq!(got.received, b"served again");
+}
+
+/// Hundreds of half-sent admin requests under a low limit on open files: the admin server holds
+/// a bounded number of them, times them out, and data clients are served meanwhile.
+#[test]
+fn half_open_admin_connections_do_not_stop_data_clients() {
+    let resh = resh_e2e::Resh::start_with_limit(&echo_config([&[], &[], &[]], ""), Some("-n 128"));
+    let half_sent = |count: usize| {
+        let mut open = Vec::new();
+        for _ in 0..count {
+            // Past the accept queue's length the kernel drops the SYN: do not wait for retries.
+            if let Ok(mut c) = TcpStream::connect_timeout(&resh.admin, Duration::from_millis(20)) {
+                let _ = c.write_all(b"GET /sta");
+                open.push(c);
+            }
+        }
+        open
+    };
+    // More than the admin server serves at once: a fresh request waits until the held ones
+    // time out (5 s), then it is answered.
+    let held = half_sent(40);
+    assert_eq!(held.len(), 40);
+    let started = Instant::now();
+    let mut probe = TcpStream::connect(resh.admin).expect("connect admin");
+    probe.set_read_timeout(Some(Duration::from_secs(40))).expect("timeout");
+    probe.write_all(b"GET /health HTTP/1.1\r\nHost: resh\r\nConnection: close\r\n\r\n").expect("send");
+    let mut answer = String::new();
+    probe.read_to_string(&mut answer).expect("the admin server answers once held connections time out");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(3), "answered after {waited:?}: the connection limit did not hold");
+    drop(held);
+
+    // Hundreds at once, under a limit of 128 open files: data clients are served meanwhile.
+    let idle = half_sent(500);
+    assert!(idle.len() >= 100, "only {} admin connections could be opened", idle.len());
+    let served = Instant::now();
+    for i in 0..20u64 {
+        let data = payload(10_000, 60 + i);
+        let got = exchange(resh.clients, &data);
+        assert!(got.error.is_none() && got.received == data, "data client {i}: {:?}\n{}", got.error, resh.log());
+    }
+    assert!(served.elapsed() < Duration::from_secs(3), "data clients waited {:?}", served.elapsed());
+    drop(idle);
+}

@@ -1,6 +1,12 @@
-//! The admin HTTP server (hyper, HTTP/1.1): `GET /status` (JSON), `GET /metrics`
-//! (Prometheus text format), `GET /injections` (the injection log) and `POST /inject` (fault
-//! injection). It listens on loopback unless the configuration allows more.
+//! The admin HTTP server (hyper, HTTP/1.1): `GET /health` (alive), `GET /ready` (a quorum
+//! serves), `GET /status` (JSON), `GET /metrics` (Prometheus text format), `GET /injections`
+//! (the injection log) and `POST /inject` (fault injection). It listens on loopback unless the
+//! configuration allows more.
+//!
+//! It is bounded like the data port: at most [`MAX_CONNECTIONS`] connections at once (more wait
+//! in the kernel's accept queue, holding no descriptor of resh's), request headers must arrive
+//! within [`HEADER_TIMEOUT`], and a connection lives at most [`CONNECTION_LIFETIME`]. Half-sent
+//! requests must not hold descriptors the data port needs.
 //!
 //! Mutating endpoints (`POST /inject`) need `Authorization: Bearer TOKEN` with the token from
 //! `admin.token` or `admin.token_file`; without either they are disabled (403). A missing or
@@ -26,11 +32,35 @@ use crate::server::Shared;
 
 /// The largest `POST /inject` body accepted.
 const MAX_BODY: usize = 64 * 1024;
+/// Admin connections served at once.
+pub const MAX_CONNECTIONS: usize = 32;
+/// How long a request's headers may take to arrive (and an idle keep-alive connection may wait).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest an admin connection lives (`POST /inject` with `wait_ms` is the slowest request).
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(120);
 
 /// Serves admin requests on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, started: Instant) {
     let auth = Arc::new(Auth::from_config(&shared.config.admin));
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut said_full = false;
     loop {
+        let slot = match Arc::clone(&slots).try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                if !said_full {
+                    warn!(limit = MAX_CONNECTIONS, "admin: connection limit reached; further connections wait");
+                    said_full = true;
+                }
+                match Arc::clone(&slots).acquire_owned().await {
+                    Ok(slot) => slot,
+                    Err(_) => return,
+                }
+            }
+        };
+        if slots.available_permits() > MAX_CONNECTIONS / 2 {
+            said_full = false;
+        }
         let (stream, peer) = match listener.accept().await {
             Ok(conn) => conn,
             Err(e) => {
@@ -47,9 +77,16 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, started: Instant)
                 let auth = Arc::clone(&auth);
                 async move { Ok::<_, Infallible>(handle(req, &shared, started, &auth, peer).await) }
             });
-            if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
-                debug!(%peer, error = %e, "admin connection ended with an error");
+            let connection = http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            match tokio::time::timeout(CONNECTION_LIFETIME, connection).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => debug!(%peer, error = %e, "admin connection ended with an error"),
+                Err(_) => debug!(%peer, "admin connection closed: it lived the longest an admin connection may"),
             }
+            drop(slot);
         });
     }
 }
@@ -213,6 +250,14 @@ fn json_text<T: serde::Serialize>(value: &T) -> String {
 
 fn route(req: &Request<Incoming>, shared: &Shared, started: Instant) -> Response<Full<Bytes>> {
     match (req.method(), req.uri().path()) {
+        // Liveness: the process runs and answers. Nothing else: a liveness probe that failed
+        // for lack of quorum would have an orchestrator restart resh, which cannot help.
+        (&Method::GET | &Method::HEAD, "/health") => respond(StatusCode::OK, "text/plain", "ok\n".into()),
+        // Readiness: clients sent here are served now.
+        (&Method::GET | &Method::HEAD, "/ready") => match shared.readiness() {
+            Ok(()) => respond(StatusCode::OK, "text/plain", "ready\n".into()),
+            Err(why) => respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("not ready: {why}\n")),
+        },
         (&Method::GET, "/status") => {
             let body = status_json(shared, started);
             respond(StatusCode::OK, "application/json", body)
@@ -226,13 +271,13 @@ fn route(req: &Request<Incoming>, shared: &Shared, started: Instant) -> Response
             }
             respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", body)
         }
-        (_, "/status" | "/metrics") => {
+        (_, "/status" | "/metrics" | "/health" | "/ready") => {
             respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "only GET is allowed here\n".into())
         }
         _ => respond(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: try /status, /metrics, /injections or POST /inject\n".into(),
+            "not found: try /health, /ready, /status, /metrics, /injections or POST /inject\n".into(),
         ),
     }
 }

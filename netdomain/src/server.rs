@@ -81,6 +81,32 @@ impl Shared {
         self.stopping.subscribe()
     }
 
+    /// Whether clients sent here now are served (`GET /ready`); the error says why not.
+    pub fn readiness(&self) -> Result<(), String> {
+        if *self.stopping.borrow() != Stopping::No {
+            return Err("resh is shutting down".into());
+        }
+        let quorum = self.config.quorum();
+        match &self.ordered {
+            Some(ordered) => {
+                if !ordered.serving() {
+                    return Err("this host is not serving (joining its group, or cut off from it)".into());
+                }
+                let voting = ordered.views().iter().filter(|v| v.state == "voting").count();
+                if voting < quorum {
+                    return Err(format!("{voting} replicas vote, fewer than the quorum of {quorum}"));
+                }
+            }
+            None => {
+                let ready = self.supervisor.ready_count();
+                if ready < quorum {
+                    return Err(format!("{ready} replicas are ready, fewer than the quorum of {quorum}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn set_stopping(&self, stopping: Stopping) {
         self.stopping.send_replace(stopping);
     }
@@ -391,9 +417,13 @@ pub async fn run_until(
             match client_listener.accept().await {
                 Ok((stream, _)) if !shared.ordered.as_ref().is_none_or(|o| o.serving()) => {
                     // D-RESH: a host that does not serve (joining, or cut off from the group)
-                    // takes no clients; a reset tells them to try another host at once.
+                    // takes no clients; the protocol's error says why (a Redis client shows it
+                    // to the application, where a bare close looks like resh being down).
                     shared.metrics.refused(metrics::Refusal::NoQuorum);
-                    let _ = stream.set_zero_linger();
+                    let said =
+                        shared.ordered.as_ref().and_then(|o| o.codec.answer_error(&codec::AnswerError::NotServing));
+                    drop(slot);
+                    tokio::spawn(refuse(stream, said));
                 }
                 Ok((stream, peer)) => {
                     let shared = Arc::clone(&shared);
@@ -456,6 +486,28 @@ pub async fn run_until(
     outcome
 }
 
+/// Refuses a client: sends it `said` (the protocol's error) and closes. Its requests are read
+/// and dropped for a moment after the close of our side, since closing a socket with unread
+/// input sends a reset, which may destroy the error before the client reads it. Bounded: a
+/// client that neither reads nor closes is reset after two seconds.
+async fn refuse(mut stream: TcpStream, said: Option<bytes::Bytes>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(said) = said else {
+        let _ = stream.set_zero_linger();
+        return;
+    };
+    let polite = async {
+        stream.write_all(&said).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<(), std::io::Error>(())
+    };
+    if !matches!(tokio::time::timeout(std::time::Duration::from_secs(2), polite).await, Ok(Ok(()))) {
+        let _ = stream.set_zero_linger();
+    }
+}
+
 /// Joins the group `[group]` names, through its engine; while the engine is not there yet
 /// (resh started before the local Corosync), tries again for up to `wait`.
 async fn join_group(
@@ -504,5 +556,32 @@ async fn shutdown_signal() -> &'static str {
     tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = tokio::signal::ctrl_c() => "SIGINT",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A refused client that already sent requests still reads the error, then a clean close:
+    /// closing with its requests unread would reset the connection and could destroy the error.
+    #[tokio::test]
+    async fn a_refused_client_reads_the_reason_before_the_close() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let client = tokio::spawn(async move {
+            let mut stream = TcpStream::connect(addr).await.expect("connect");
+            stream.write_all(&b"*1\r\n$4\r\nPING\r\n".repeat(1000)).await.expect("send");
+            let mut got = Vec::new();
+            let end = stream.read_to_end(&mut got).await;
+            (got, end.map(|_| ()))
+        });
+        let (stream, _) = listener.accept().await.expect("accept");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        refuse(stream, Some(bytes::Bytes::from_static(b"-TRYAGAIN resh: not serving\r\n"))).await;
+        let (got, end) = client.await.expect("client");
+        assert_eq!(got, b"-TRYAGAIN resh: not serving\r\n");
+        assert!(end.is_ok(), "{end:?}");
     }
 }
