@@ -194,6 +194,11 @@ impl Resh {
         self.dir.path()
     }
 
+    /// Replaces the configuration file it was started with (for a reload).
+    pub fn rewrite_config(&self, config: &str) {
+        std::fs::write(self.dir.path().join("resh.toml"), config).expect("rewrite config");
+    }
+
     /// resh's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("resh.log")).unwrap_or_default()

@@ -343,3 +343,81 @@ fn half_open_admin_connections_do_not_stop_data_clients() {
     assert!(served.elapsed() < Duration::from_secs(3), "data clients waited {:?}", served.elapsed());
     drop(idle);
 }
+
+/// How long until the server closes an idle connection: `None` if it is still open after `limit`.
+fn closed_when_idle(addr: std::net::SocketAddr, limit: Duration) -> Option<Duration> {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(limit)).expect("timeout");
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    match stream.read(&mut buf) {
+        Ok(0) => Some(started.elapsed()),
+        _ => None,
+    }
+}
+
+/// SIGHUP re-reads the configuration: a changed timeout applies to the sessions that start
+/// afterwards, a key that cannot change live is named, an invalid file is refused with its
+/// errors and the running configuration stays; resh and its replicas keep running throughout.
+/// `resh reload` (POST /reload) does the same.
+#[test]
+fn sighup_reloads_what_can_change_live_and_keeps_running_on_a_bad_file() {
+    let token = "reload-token-0123456789";
+    let echo = resh_e2e::binary("resh-echo").display().to_string();
+    let config = |listen: &str, vote_timeout: u64, session: &str| {
+        let mut text = format!(
+            "listen = \"{listen}\"\n[vote]\nvote_timeout_ms = {vote_timeout}\n[session]\n{session}\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{token}\"\n"
+        );
+        for name in ["a", "b", "c"] {
+            text.push_str(&format!("[[replica]]\nname = \"{name}\"\ncommand = [{echo:?}, \"--port\", \"{{port}}\"]\n"));
+        }
+        text
+    };
+    let base = config("127.0.0.1:0", 2000, "");
+    let resh = Resh::start(&base);
+    let pids = replica_pids(&resh);
+    assert_eq!(closed_when_idle(resh.clients, Duration::from_millis(800)), None, "idle timeout is 300 s");
+
+    let changed = config("127.0.0.1:1", 1500, "idle_timeout_ms = 300");
+    resh.rewrite_config(&changed);
+    resh.signal(libc::SIGHUP);
+    resh.wait_until("the reload is logged", WAIT, |r| r.log().contains("reload: applied"));
+    let log = resh.log();
+    // The lag timeout defaults to the vote timeout: it changed with it.
+    assert!(log.contains("changed=session.idle_timeout_ms, vote.lag_timeout_ms, vote.vote_timeout_ms"), "{log}");
+    assert!(log.contains("these changes need a restart of resh") && log.contains("keys=listen"), "{log}");
+    let closed = closed_when_idle(resh.clients, Duration::from_secs(5)).expect("the new idle timeout applies");
+    assert!(closed >= Duration::from_millis(250), "closed after {closed:?}");
+
+    // An invalid file: refused, the running configuration stays.
+    resh.rewrite_config(&changed.replace("idle_timeout_ms = 300", "idle_timeout_ms = 0"));
+    resh.signal(libc::SIGHUP);
+    resh.wait_until("the refusal is logged", WAIT, |r| r.log().contains("reload refused"));
+    assert!(resh.log().contains("session.idle_timeout_ms: must be at least 1"), "{}", resh.log());
+    assert!(closed_when_idle(resh.clients, Duration::from_secs(5)).is_some(), "the running idle timeout stays");
+    let data = payload(5000, 70);
+    let got = exchange(resh.clients, &data);
+    assert!(got.error.is_none() && got.received == data, "resh serves after a refused reload");
+    assert_eq!(replica_pids(&resh), pids, "a reload must not restart the replicas");
+
+    // `resh reload`: the same through the admin API, with its report; refused without the token.
+    resh.rewrite_config(&changed.replace("idle_timeout_ms = 300", "idle_timeout_ms = 60000"));
+    let reload = |token: Option<&str>| {
+        let mut command = std::process::Command::new(resh_e2e::binary("resh"));
+        command.args(["reload", "--admin", &format!("http://{}", resh.admin)]);
+        if let Some(t) = token {
+            command.args(["--token", t]);
+        }
+        command.env_remove("RESH_ADMIN_TOKEN").output().expect("run resh reload")
+    };
+    let denied = reload(None);
+    assert!(!denied.status.success());
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("HTTP 401"), "{denied:?}");
+    let out = reload(Some(token));
+    assert!(out.status.success(), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    assert_eq!(report["applied"], serde_json::json!(["session.idle_timeout_ms"]), "{report}");
+    assert_eq!(report["not_live"], serde_json::json!(["listen"]), "{report}");
+    assert_eq!(closed_when_idle(resh.clients, Duration::from_millis(800)), None, "idle timeout is 60 s again");
+}

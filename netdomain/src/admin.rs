@@ -41,7 +41,8 @@ pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(120);
 
 /// Serves admin requests on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, started: Instant) {
-    let auth = Arc::new(Auth::from_config(&shared.config.admin));
+    // Said once at start; the token itself is looked up per request (a reload may change it).
+    let _ = Auth::from_config(&shared.config().admin, true);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let mut said_full = false;
     loop {
@@ -70,12 +71,10 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, started: Instant)
             }
         };
         let shared = Arc::clone(&shared);
-        let auth = Arc::clone(&auth);
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let shared = Arc::clone(&shared);
-                let auth = Arc::clone(&auth);
-                async move { Ok::<_, Infallible>(handle(req, &shared, started, &auth, peer).await) }
+                async move { Ok::<_, Infallible>(handle(req, &shared, started, peer).await) }
             });
             let connection = http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -97,10 +96,11 @@ struct Auth {
 }
 
 impl Auth {
-    fn from_config(admin: &crate::config::Admin) -> Auth {
+    /// The token in force; `say` logs that mutating endpoints are off when there is none.
+    fn from_config(admin: &crate::config::Admin, say: bool) -> Auth {
         match admin.resolve_token() {
             Ok(token) => {
-                if token.is_none() {
+                if token.is_none() && say {
                     info!("admin: mutating endpoints (POST /inject) are disabled: no admin.token or admin.token_file");
                 }
                 Auth { token }
@@ -176,24 +176,46 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn handle(
-    req: Request<Incoming>,
-    shared: &Shared,
-    started: Instant,
-    auth: &Auth,
-    peer: SocketAddr,
-) -> Response<Full<Bytes>> {
+async fn handle(req: Request<Incoming>, shared: &Shared, started: Instant, peer: SocketAddr) -> Response<Full<Bytes>> {
+    let auth = || Auth::from_config(&shared.config().admin, false);
     match (req.method(), req.uri().path()) {
-        (&Method::POST, "/inject") => match auth.check(&req, peer) {
+        (&Method::POST, "/inject") => match auth().check(&req, peer) {
             Ok(()) => post_inject(req, shared, peer).await,
             Err(denied) => denied.response(),
         },
-        (_, "/inject") => respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "only POST is allowed here\n".into()),
+        (&Method::POST, "/reload") => match auth().check(&req, peer) {
+            Ok(()) => post_reload(shared, peer).await,
+            Err(denied) => denied.response(),
+        },
+        (_, "/inject" | "/reload") => {
+            respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "only POST is allowed here\n".into())
+        }
         (&Method::GET, "/injections") => {
             let records = shared.supervisor.injector().records();
             respond(StatusCode::OK, "application/json", json_text(&records))
         }
         _ => route(&req, shared, started),
+    }
+}
+
+/// `POST /reload`: re-reads the configuration file, as SIGHUP does; answers with what changed
+/// (`applied`) and what needs a restart (`not_live`), or 400 with why the file was refused.
+async fn post_reload(shared: &Shared, peer: SocketAddr) -> Response<Full<Bytes>> {
+    info!(%peer, "admin: reload requested");
+    match shared.reload_and_log("POST /reload").await {
+        Ok(plan) => respond(
+            StatusCode::OK,
+            "application/json",
+            json_text(&serde_json::json!({"applied": plan.applied, "not_live": plan.not_live})),
+        ),
+        Err(e @ crate::server::ReloadError::NoFile) => {
+            respond(StatusCode::CONFLICT, "text/plain", format!("cannot reload: {e}\n"))
+        }
+        Err(e) => respond(
+            StatusCode::BAD_REQUEST,
+            "text/plain",
+            format!("reload refused, the running configuration stays: {e}\n"),
+        ),
     }
 }
 
@@ -277,7 +299,7 @@ fn route(req: &Request<Incoming>, shared: &Shared, started: Instant) -> Response
         _ => respond(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: try /health, /ready, /status, /metrics, /injections or POST /inject\n".into(),
+            "not found: try /health, /ready, /status, /metrics, /injections, POST /inject or POST /reload\n".into(),
         ),
     }
 }
@@ -286,14 +308,15 @@ fn route(req: &Request<Incoming>, shared: &Shared, started: Instant) -> Response
 pub fn status_json(shared: &Shared, started: Instant) -> String {
     let mut doc = shared.metrics.status();
     if let Some(map) = doc.as_object_mut() {
-        map.insert("listen".into(), shared.config.listen.clone().into());
+        let config = shared.config();
+        map.insert("listen".into(), config.listen.clone().into());
         map.insert("uptime_seconds".into(), started.elapsed().as_secs_f64().into());
-        let mode = match shared.config.vote.mode {
+        let mode = match config.vote.mode {
             crate::config::Mode::Stream => "stream",
             crate::config::Mode::Ordered => "ordered",
         };
         map.insert("mode".into(), mode.into());
-        map.insert("quorum".into(), shared.config.quorum().into());
+        map.insert("quorum".into(), config.quorum().into());
         let mut replicas = serde_json::to_value(shared.supervisor.status()).unwrap_or(serde_json::Value::Null);
         if let (Some(ordered), Some(list)) = (&shared.ordered, replicas.as_array_mut()) {
             // Ordered mode: where each replica stands in the vote, besides its process's phase.

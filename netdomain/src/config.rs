@@ -25,6 +25,10 @@ pub struct Config {
     /// The most client sessions served at once; further clients wait in the accept queue.
     #[serde(default = "defaults::max_sessions")]
     pub max_sessions: usize,
+    /// The log filter (`info`, `netdomain=debug,replicas=info`, ...) when neither `--log` nor
+    /// `RUST_LOG` gives one; a reload changes it live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
     /// How output is voted.
     #[serde(default)]
     pub vote: Vote,
@@ -495,6 +499,11 @@ impl Config {
         }
         if self.max_sessions == 0 {
             bad("max_sessions", "must be at least 1".into());
+        }
+        if let Some(filter) = &self.log {
+            if let Err(e) = tracing_subscriber::EnvFilter::try_new(filter) {
+                bad("log", format!("`{filter}` is not a log filter: {e}"));
+            }
         }
         let n = self.replicas.len();
         if n == 0 {

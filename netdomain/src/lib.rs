@@ -34,8 +34,11 @@ pub mod config;
 pub mod fault;
 pub mod metrics;
 pub mod ordered;
+pub mod reload;
 pub mod server;
 pub mod stream;
 mod sys;
 
-pub use server::{default_worker_threads, run, run_until, InProcess, InProcessError, RunError, Running, Shared};
+pub use server::{
+    default_worker_threads, run, run_until, run_with, InProcess, InProcessError, RunError, RunOptions, Running, Shared,
+};

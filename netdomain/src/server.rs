@@ -33,8 +33,16 @@ use crate::{admin, codec, ordered};
 /// What every session shares.
 #[derive(Debug)]
 pub struct Shared {
-    /// The effective configuration.
-    pub config: Config,
+    /// The effective configuration; a reload replaces it (see [`Shared::config`]).
+    config: std::sync::RwLock<Arc<Config>>,
+    /// Where it was read from (a reload reads it again); `None` for a resh started in-process.
+    config_path: Option<std::path::PathBuf>,
+    /// Sets the log filter (`None`: the filter cannot change, e.g. `--log` was given).
+    log_filter: Option<LogFilterHook>,
+    /// Session slots: `max_sessions` of them.
+    slots: Arc<Semaphore>,
+    /// Reloads run one at a time.
+    reloading: tokio::sync::Mutex<()>,
     /// The replica supervisor.
     pub supervisor: Arc<Supervisor>,
     /// Process-wide counters.
@@ -45,6 +53,30 @@ pub struct Shared {
     pub faults: FaultSink,
     next_id: AtomicU64,
     stopping: tokio::sync::watch::Sender<Stopping>,
+}
+
+/// Sets the process's log filter (the `resh` binary's tracing subscriber); the error says why
+/// the filter was refused.
+pub struct LogFilterHook(pub Box<SetLogFilter>);
+
+/// What a [`LogFilterHook`] calls.
+pub type SetLogFilter = dyn Fn(&str) -> Result<(), String> + Send + Sync;
+
+impl fmt::Debug for LogFilterHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LogFilterHook")
+    }
+}
+
+/// Why a reload did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// resh was started in-process, not from a file.
+    #[error("this resh was not started from a configuration file")]
+    NoFile,
+    /// The user's file does not load or validate.
+    #[error(transparent)]
+    Invalid(config::ConfigError),
 }
 
 /// How far a shutdown is: sessions watch it (see [`Shared::stopping`]).
@@ -71,9 +103,97 @@ impl Shared {
         metrics: Arc<Metrics>,
         ordered: Option<crate::ordered::Ordered>,
     ) -> Arc<Shared> {
+        Shared::with_options(config, supervisor, metrics, ordered, RunOptions::default())
+    }
+
+    /// [`new`](Self::new), with `resh run`'s options (the file a reload reads, the log hook).
+    pub fn with_options(
+        config: Config,
+        supervisor: Arc<Supervisor>,
+        metrics: Arc<Metrics>,
+        ordered: Option<crate::ordered::Ordered>,
+        options: RunOptions,
+    ) -> Arc<Shared> {
         let faults = FaultSink::new(Arc::clone(&metrics), Arc::clone(&supervisor));
         let (stopping, _) = tokio::sync::watch::channel(Stopping::No);
-        Arc::new(Shared { config, supervisor, metrics, ordered, faults, next_id: AtomicU64::new(1), stopping })
+        let slots = Arc::new(Semaphore::new(config.max_sessions));
+        Arc::new(Shared {
+            config: std::sync::RwLock::new(Arc::new(config)),
+            config_path: options.config_path,
+            log_filter: options.log_filter,
+            slots,
+            reloading: tokio::sync::Mutex::new(()),
+            supervisor,
+            metrics,
+            ordered,
+            faults,
+            next_id: AtomicU64::new(1),
+            stopping,
+        })
+    }
+
+    /// The configuration in force: a session takes it once, when it starts, and keeps it.
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.config.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Re-reads the configuration file and applies what can change live (see
+    /// [`crate::reload`]); a file that does not load is an error and the running configuration
+    /// stays.
+    pub async fn reload(&self) -> Result<crate::reload::Plan, ReloadError> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let path = self.config_path.as_ref().ok_or(ReloadError::NoFile)?;
+        let new = Config::load(path).map_err(ReloadError::Invalid)?;
+        let running = self.config();
+        let plan = crate::reload::plan(&running, &new);
+        if plan.applied.is_empty() {
+            return Ok(plan);
+        }
+        if plan.config.log != running.log {
+            if let (Some(set), Some(filter)) = (&self.log_filter, plan.config.log.as_deref()) {
+                if let Err(e) = (set.0)(filter) {
+                    warn!(error = %e, "reload: cannot change the log filter");
+                }
+            } else if plan.config.log.is_some() {
+                warn!("reload: the log filter is set on the command line (--log or RUST_LOG): `log` is ignored");
+            }
+        }
+        let (was, now) = (running.max_sessions, plan.config.max_sessions);
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(plan.config.clone());
+        if now > was {
+            self.slots.add_permits(now - was);
+        } else if now < was {
+            // Fewer slots: taken out as sessions end (a session is never cut for it).
+            let slots = Arc::clone(&self.slots);
+            let fewer = u32::try_from(was - now).unwrap_or(u32::MAX);
+            tokio::spawn(async move {
+                if let Ok(permits) = slots.acquire_many_owned(fewer).await {
+                    permits.forget();
+                }
+            });
+        }
+        Ok(plan)
+    }
+
+    /// [`reload`](Self::reload), with its outcome logged: what changed, what needs a restart,
+    /// or why the file was refused (the running configuration stays).
+    pub async fn reload_and_log(&self, trigger: &str) -> Result<crate::reload::Plan, ReloadError> {
+        let outcome = self.reload().await;
+        match &outcome {
+            Ok(plan) if plan.applied.is_empty() && plan.not_live.is_empty() => {
+                info!(trigger, "reload: the configuration is unchanged")
+            }
+            Ok(plan) => {
+                if !plan.applied.is_empty() {
+                    info!(trigger, changed = %plan.applied.join(", "), "reload: applied to the sessions that start from now on");
+                }
+                if !plan.not_live.is_empty() {
+                    warn!(trigger, keys = %plan.not_live.join(", "), "reload: these changes need a restart of resh; the running values stay");
+                }
+            }
+            Err(e) => error!(trigger, "reload refused, the running configuration stays: {e}"),
+        }
+        outcome
     }
 
     /// How far a shutdown is; a session awaits its changes.
@@ -86,7 +206,7 @@ impl Shared {
         if *self.stopping.borrow() != Stopping::No {
             return Err("resh is shutting down".into());
         }
-        let quorum = self.config.quorum();
+        let quorum = self.config().quorum();
         match &self.ordered {
             Some(ordered) => {
                 if !ordered.serving() {
@@ -208,6 +328,21 @@ impl std::error::Error for RunError {}
 /// Prints the addresses it serves on standard output once it is ready, one per line:
 /// `resh: clients on ADDR` and `resh: admin on http://ADDR`.
 pub async fn run(config: Config) -> Result<(), RunError> {
+    run_with(config, RunOptions::default()).await
+}
+
+/// What `resh run` adds to [`run`]: where the configuration came from (SIGHUP re-reads it) and
+/// how to change the log filter.
+#[derive(Debug, Default)]
+pub struct RunOptions {
+    /// The configuration file.
+    pub config_path: Option<std::path::PathBuf>,
+    /// Sets the log filter on a reload.
+    pub log_filter: Option<LogFilterHook>,
+}
+
+/// [`run`], with the options of `resh run`: SIGHUP reloads the configuration file.
+pub async fn run_with(config: Config, options: RunOptions) -> Result<(), RunError> {
     match raise_fd_limit() {
         Ok(limit) => info!(open_files = limit, "limit on open files"),
         Err(e) => warn!(error = %e, "cannot raise the limit on open files"),
@@ -218,7 +353,16 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         let signal = shutdown_signal().await;
         info!(signal, "stopping");
     };
-    run_until(config, stop, |running| {
+    // SIGHUP reloads; its handler is installed before anything starts, since the default action
+    // (terminate) would take the replicas down with resh.
+    let hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            warn!(error = %e, "cannot handle SIGHUP: reload through POST /reload only");
+            None
+        }
+    };
+    run_inner(config, options, hangups, stop, |running| {
         let mut stdout = std::io::stdout();
         let _ = writeln!(stdout, "resh: clients on {}", running.clients);
         if let Some(a) = running.admin {
@@ -310,6 +454,16 @@ pub async fn run_until(
     shutdown: impl std::future::Future<Output = ()>,
     on_ready: impl FnOnce(&Running),
 ) -> Result<(), RunError> {
+    run_inner(config, RunOptions::default(), None, shutdown, on_ready).await
+}
+
+async fn run_inner(
+    config: Config,
+    options: RunOptions,
+    mut hangups: Option<tokio::signal::unix::Signal>,
+    shutdown: impl std::future::Future<Output = ()>,
+    on_ready: impl FnOnce(&Running),
+) -> Result<(), RunError> {
     let started = Instant::now();
     let quorum = config.quorum();
     for (key, reason) in config.warnings() {
@@ -340,7 +494,6 @@ pub async fn run_until(
             warn!(ready, total, "not every replica is ready; serving with the ones that are; not ready: {missing}");
         }
     }
-    let max_sessions = config.max_sessions;
     let metrics = Arc::new(metrics::Metrics::default());
     let ordered = match config.vote.mode {
         config::Mode::Stream => None,
@@ -398,7 +551,15 @@ pub async fn run_until(
             }
         }
     };
-    let shared = Shared::new(config, Arc::clone(&supervisor), metrics, ordered);
+    let shared = Shared::with_options(config, Arc::clone(&supervisor), metrics, ordered, options);
+    let reloader = hangups.take().map(|mut hangups| {
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                let _ = shared.reload_and_log("SIGHUP").await;
+            }
+        })
+    });
 
     let client_addr = client_listener.local_addr().unwrap_or(listen);
     let admin_addr = admin_listener.as_ref().and_then(|a| a.local_addr().ok());
@@ -406,7 +567,7 @@ pub async fn run_until(
     on_ready(&Running { clients: client_addr, admin: admin_addr, shared: Arc::clone(&shared) });
     info!(%client_addr, replicas = total, ready, quorum, "resh is serving");
 
-    let slots = Arc::new(Semaphore::new(max_sessions));
+    let slots = Arc::clone(&shared.slots);
     // Sessions belong to this run: dropping the set when it ends aborts the ones still open.
     let mut sessions = tokio::task::JoinSet::new();
     let accept = async {
@@ -458,7 +619,7 @@ pub async fn run_until(
     };
     // Phase 5: drain. New clients are refused by the kernel once the listener is closed.
     drop(client_listener);
-    let drain = shared.config.drain_timeout();
+    let drain = shared.config().drain_timeout();
     let open = sessions.len();
     if open > 0 {
         info!(sessions = open, drain_ms = drain.as_millis() as u64, "draining: letting sessions finish");
@@ -480,6 +641,9 @@ pub async fn run_until(
     }
     drop(sessions);
     if let Some(task) = admin_task {
+        task.abort();
+    }
+    if let Some(task) = reloader {
         task.abort();
     }
     supervisor.shutdown().await;

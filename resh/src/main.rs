@@ -43,6 +43,15 @@ enum Command {
         #[arg(long, env = "RESH_THREADS", value_name = "N")]
         threads: Option<usize>,
     },
+    /// Have a running resh re-read its configuration file, as SIGHUP does, and print what
+    /// changed.
+    ///
+    /// Talks to the admin API (`POST /reload`) with the admin bearer token. What can change
+    /// live (the stream vote, session timeouts and limits, max_sessions, the admin token, the
+    /// log filter) does so for sessions that start afterwards; other changed keys are named and
+    /// need a restart. A file that does not validate is refused and the running configuration
+    /// stays; the errors are printed and resh reload exits non-zero.
+    Reload(resh::reload::ReloadArgs),
     /// Validate a configuration file and print the effective configuration (defaults filled in).
     Check {
         /// The configuration file (TOML).
@@ -93,6 +102,9 @@ fn main() -> ExitCode {
     } else {
         "info"
     };
+    // The filter is fixed by `--log` or RUST_LOG; otherwise `resh run` takes the configuration's
+    // `log` and a reload may change it.
+    let fixed_filter = cli.log.is_some() || std::env::var_os("RUST_LOG").is_some();
     let filter = match &cli.log {
         Some(f) => EnvFilter::try_new(f),
         None => EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(default_filter)),
@@ -104,14 +116,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
+    let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_filter_reloading();
+    let filter_handle = subscriber.reload_handle();
+    subscriber.init();
 
     match cli.command {
         Command::Inject(args) => resh::inject::main(&args),
+        Command::Reload(args) => resh::reload::main(&args),
         Command::Campaign(args) => resh::campaign::main(&args),
         Command::Bench(args) => resh::bench::main(&args),
         Command::Demo { keep, seconds, clients } => {
@@ -149,14 +164,30 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Run { config, threads } => {
-            let config = match Config::load(&config) {
+        Command::Run { config: path, threads } => {
+            let config = match Config::load(&path) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("resh: {e}");
                     return ExitCode::from(2);
                 }
             };
+            let log_filter = if fixed_filter {
+                None
+            } else {
+                if let Some(filter) = config.log.as_deref() {
+                    // Validated with the configuration.
+                    if let Ok(f) = EnvFilter::try_new(filter) {
+                        let _ = filter_handle.reload(f);
+                    }
+                }
+                let handle = filter_handle.clone();
+                Some(netdomain::server::LogFilterHook(Box::new(move |filter: &str| {
+                    let f = EnvFilter::try_new(filter).map_err(|e| e.to_string())?;
+                    handle.reload(f).map_err(|e| e.to_string())
+                })))
+            };
+            let options = netdomain::RunOptions { config_path: Some(path), log_filter };
             let threads = threads.unwrap_or_else(netdomain::default_worker_threads).max(1);
             // One thread: tokio's current-thread scheduler, which runs everything on this thread
             // without the work-stealing machinery (queues, idle/notify bookkeeping) that a single
@@ -175,7 +206,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(netdomain::run(config)) {
+            match runtime.block_on(netdomain::run_with(config, options)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("resh: {e}");

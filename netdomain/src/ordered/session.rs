@@ -114,8 +114,9 @@ impl Drop for HeldAnswers<'_> {
 async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) {
     let _ = client.set_nodelay(true);
     shared.metrics.session_started();
-    let limits = &shared.config.ordered;
-    let idle = shared.config.idle_timeout();
+    let config = shared.config();
+    let limits = &config.ordered;
+    let idle = config.idle_timeout();
     let codec = Arc::clone(&ordered.codec);
     let mut client_state = codec.client(id);
     let mut registration = ordered.register(id);

@@ -86,7 +86,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: TcpStream, id: u64) {
 
 /// Serves one client, reached through any [`ClientIo`], in stream mode to its end.
 async fn serve_client<C: ClientIo>(shared: Arc<Shared>, client: C, id: u64) {
-    let config = &shared.config;
+    let config = shared.config();
     let quorum = config.quorum();
     let admitted = shared.supervisor.admit_session();
     if admitted.len() < quorum {
