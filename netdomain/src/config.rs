@@ -438,6 +438,18 @@ pub const MAX_GROUP_HOSTS: usize = 32;
 /// The largest `group.max_message_bytes`: Corosync carries about 1 MiB in one message.
 pub const MAX_GROUP_MESSAGE_BYTES: usize = 512 * 1024;
 
+/// The largest count limit (sessions, requests in flight or outstanding).
+pub const MAX_COUNT: u64 = 1_000_000;
+/// The largest stream-mode window (`max_unreleased_bytes`, `max_lag_bytes`): per session and
+/// replica, so it multiplies.
+pub const MAX_WINDOW_BYTES: u64 = 1 << 30;
+/// The largest request or answer (Redis's own default limit on a bulk string is 512 MiB).
+pub const MAX_FRAME_BYTES: u64 = 512 << 20;
+/// The largest byte budget held in memory (answers held, the replay log).
+pub const MAX_HELD_BYTES: u64 = 64 << 30;
+/// The longest timeout: a day.
+pub const MAX_TIMEOUT_MS: u64 = 86_400_000;
+
 /// The smallest `max_unreleased_bytes`: one read from a replica must fit.
 pub const MIN_UNRELEASED_BYTES: usize = 4096;
 
@@ -475,9 +487,18 @@ impl Config {
 
     /// Parses and validates configuration text; `source` names it in errors.
     pub fn parse(text: &str, source: &str) -> Result<Config, ConfigError> {
-        let mut config: Config = toml::from_str(text)
-            .map_err(|e| ConfigError { source: source.to_string(), problems: vec![parse_problem(&e, text)] })?;
-        let problems = config.validate();
+        let (config, mut problems) = parse_repaired::<Config>(text);
+        let Some(mut config) = config else {
+            return Err(ConfigError { source: source.to_string(), problems });
+        };
+        // The rest of the file's problems too, but for keys already named (a key taken out for
+        // its type must not also be reported as missing).
+        let schema: Vec<String> = problems.iter().map(|(k, _)| k.clone()).collect();
+        let related = |k: &str| schema.iter().any(|s| k.starts_with(s.as_str()) || s.starts_with(k));
+        problems.extend(config.validate().into_iter().filter(|(k, _)| !related(k)));
+        if let Ok(table) = text.parse::<toml::Table>() {
+            problems.extend(config.keys_without_effect(&table).into_iter().filter(|(k, _)| !related(k)));
+        }
         if problems.is_empty() {
             config.resolve();
             Ok(config)
@@ -487,8 +508,25 @@ impl Config {
     }
 
     /// The effective configuration as TOML.
+    /// Keys that have no effect in the configuration's mode are left out (see
+    /// [`keys_without_effect`](Self::keys_without_effect)), so the output reads back.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"))
+        let mut table = match toml::Table::try_from(self) {
+            Ok(t) => t,
+            Err(e) => return format!("# cannot print the configuration: {e}\n"),
+        };
+        match self.vote.mode {
+            Mode::Stream => {
+                table.remove("ordered");
+            }
+            Mode::Ordered => {
+                if let Some(vote) = table.get_mut("vote").and_then(toml::Value::as_table_mut) {
+                    vote.remove("max_unreleased_bytes");
+                    vote.remove("max_lag_bytes");
+                }
+            }
+        }
+        toml::to_string_pretty(&table).unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"))
     }
 
     fn validate(&self) -> Vec<(String, String)> {
@@ -515,6 +553,34 @@ impl Config {
         if let Some(q) = self.vote.quorum {
             if q == 0 || (n > 0 && q > n) {
                 bad("vote.quorum", format!("must be between 1 and the number of replicas ({n}), not {q}"));
+            }
+        }
+        for (key, value, max) in [
+            ("max_sessions", self.max_sessions as u64, MAX_COUNT),
+            ("vote.max_unreleased_bytes", self.vote.max_unreleased_bytes as u64, MAX_WINDOW_BYTES),
+            ("vote.max_lag_bytes", self.vote.max_lag_bytes as u64, MAX_WINDOW_BYTES),
+            ("ordered.max_in_flight", self.ordered.max_in_flight as u64, MAX_COUNT),
+            ("ordered.max_outstanding", self.ordered.max_outstanding as u64, MAX_COUNT),
+            ("ordered.max_frame_bytes", self.ordered.max_frame_bytes as u64, MAX_FRAME_BYTES),
+            ("ordered.max_session_bytes", self.ordered.max_session_bytes as u64, MAX_HELD_BYTES),
+            ("ordered.max_held_bytes", self.ordered.max_held_bytes as u64, MAX_HELD_BYTES),
+            ("ordered.log_max_bytes", self.ordered.log_max_bytes as u64, MAX_HELD_BYTES),
+            ("vote.vote_timeout_ms", self.vote.vote_timeout_ms, MAX_TIMEOUT_MS),
+            ("vote.lag_timeout_ms", self.vote.lag_timeout_ms.unwrap_or(1), MAX_TIMEOUT_MS),
+            ("ordered.request_timeout_ms", self.ordered.request_timeout_ms, MAX_TIMEOUT_MS),
+            ("session.connect_timeout_ms", self.session.connect_timeout_ms, MAX_TIMEOUT_MS),
+            ("session.idle_timeout_ms", self.session.idle_timeout_ms, MAX_TIMEOUT_MS),
+            ("session.drain_timeout_ms", self.session.drain_timeout_ms, MAX_TIMEOUT_MS),
+            ("supervisor.ready_timeout_ms", self.supervisor.ready_timeout_ms, MAX_TIMEOUT_MS),
+            ("supervisor.restart_backoff_ms", self.supervisor.restart_backoff_ms, MAX_TIMEOUT_MS),
+            ("supervisor.restart_backoff_max_ms", self.supervisor.restart_backoff_max_ms, MAX_TIMEOUT_MS),
+            ("supervisor.quarantine_ms", self.supervisor.quarantine_ms, MAX_TIMEOUT_MS),
+        ] {
+            if value > max {
+                bad(
+                    key,
+                    format!("{value} is more than the most resh accepts ({max}): a limit this high protects nothing"),
+                );
             }
         }
         for (key, value) in [
@@ -663,6 +729,37 @@ impl Config {
                     }
                     if r.cwd.is_some() {
                         bad(&key("cwd"), "only applies to `command` replicas".into());
+                    }
+                }
+            }
+        }
+        p
+    }
+
+    /// Keys the file sets that have no effect in its mode: errors, since `run` would silently
+    /// ignore them (an `[ordered] allow` list in stream mode filters nothing).
+    fn keys_without_effect(&self, table: &toml::Table) -> Vec<(String, String)> {
+        let set = |section: &str| -> Vec<String> {
+            table.get(section).and_then(toml::Value::as_table).map(|t| t.keys().cloned().collect()).unwrap_or_default()
+        };
+        let mut p = Vec::new();
+        match self.vote.mode {
+            Mode::Stream => {
+                for key in set("ordered") {
+                    p.push((
+                        format!("ordered.{key}"),
+                        "only applies to vote.mode = \"ordered\": stream mode passes bytes and does not see requests"
+                            .to_string(),
+                    ));
+                }
+            }
+            Mode::Ordered => {
+                for key in set("vote") {
+                    if matches!(key.as_str(), "max_unreleased_bytes" | "max_lag_bytes") {
+                        p.push((
+                            format!("vote.{key}"),
+                            "only applies to stream mode: ordered mode votes whole answers (see ordered.max_frame_bytes and ordered.max_session_bytes)".to_string(),
+                        ));
                     }
                 }
             }
@@ -857,6 +954,177 @@ fn check_host_port(addr: &str) -> Result<(), HostPortError> {
     }
 }
 
+/// Deserializes `text`, naming every schema problem (a wrong type, an unknown key, a missing
+/// field) by its key, all at once: after each problem the offending key is taken out and the
+/// rest is tried again, so a user fixes a file in one round. A syntax error stops the parse
+/// (the rest cannot be read reliably) and is named by line and column.
+pub fn parse_all<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Vec<(String, String)>> {
+    match parse_repaired(text) {
+        (Some(value), problems) if problems.is_empty() => Ok(value),
+        (_, problems) => Err(problems),
+    }
+}
+
+/// [`parse_all`], with what is left once the faulty keys are out (`None` if even that does not
+/// parse), so that its other problems can be found too.
+pub fn parse_repaired<T: serde::de::DeserializeOwned>(text: &str) -> (Option<T>, Vec<(String, String)>) {
+    let mut table: toml::Table = match text.parse() {
+        Ok(t) => t,
+        Err(e) => return (None, vec![parse_problem(&e, text)]),
+    };
+    let mut problems = Vec::new();
+    let mut current = text.to_string();
+    // Each round takes one key out: bounded by the keys there are.
+    for _ in 0..256 {
+        let e = match toml::from_str::<T>(&current) {
+            Ok(value) => return (Some(value), problems),
+            Err(e) => e,
+        };
+        let path = e.span().map(|span| key_path_at(&current, span.start)).unwrap_or_default();
+        let message = e.message().trim().to_string();
+        if path.is_empty() || !remove_path(&mut table, &path) {
+            problems.push(if problems.is_empty() { parse_problem(&e, &current) } else { ("toml".into(), message) });
+            return (None, problems);
+        }
+        // Where in the user's file: the key's line there (the text tried now is a rewrite).
+        let line = line_of(text, &path).map(|n| format!(" (line {n})")).unwrap_or_default();
+        problems.push((path_name(&path), format!("{message}{line}")));
+        current = match toml::to_string(&table) {
+            Ok(t) => t,
+            Err(_) => return (None, problems),
+        };
+    }
+    (None, problems)
+}
+
+/// One step of a key path: a table key or an index of an array of tables.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+fn path_name(path: &[Step]) -> String {
+    let mut name = String::new();
+    for step in path {
+        match step {
+            Step::Key(k) if name.is_empty() => name.push_str(k),
+            Step::Key(k) => {
+                name.push('.');
+                name.push_str(k);
+            }
+            Step::Index(i) => name.push_str(&format!("[{i}]")),
+        }
+    }
+    name
+}
+
+/// The key path of what is at byte `at` of TOML `text`: the key of its line (or of the nearest
+/// line above it with one, for a value spread over lines), under the table header above it; a
+/// header line itself names the table. `[[name]]` tables are numbered as they come.
+fn key_path_at(text: &str, at: usize) -> Vec<Step> {
+    let at = at.min(text.len());
+    let lines: Vec<&str> = text.split('\n').collect();
+    let line_no = text.get(..at).map_or(0, |b| b.matches('\n').count());
+    let header = |line: &str| -> Option<(bool, String)> {
+        let t = line.trim();
+        if let Some(inner) = t.strip_prefix("[[").and_then(|r| r.split("]]").next()) {
+            return Some((true, inner.trim().to_string()));
+        }
+        t.strip_prefix('[').and_then(|r| r.split(']').next()).map(|inner| (false, inner.trim().to_string()))
+    };
+    // The table the line is in, with the array tables numbered.
+    let table_of = |upto: usize| -> Vec<Step> {
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        let mut path = Vec::new();
+        for line in lines.iter().take(upto + 1) {
+            if let Some((array, name)) = header(line) {
+                let parts: Vec<String> = name.split('.').map(|p| p.trim().trim_matches('"').to_string()).collect();
+                path = Vec::new();
+                let mut prefix = String::new();
+                for (i, part) in parts.iter().enumerate() {
+                    prefix = if prefix.is_empty() { part.clone() } else { format!("{prefix}.{part}") };
+                    path.push(Step::Key(part.clone()));
+                    let last = i + 1 == parts.len();
+                    if array && last {
+                        let n = counts.entry(prefix.clone()).and_modify(|n| *n += 1).or_insert(0);
+                        path.push(Step::Index(*n));
+                    } else if let Some(n) = counts.get(&prefix) {
+                        path.push(Step::Index(*n));
+                    }
+                }
+            }
+        }
+        path
+    };
+    let line = lines.get(line_no).copied().unwrap_or("");
+    if header(line).is_some() {
+        return table_of(line_no);
+    }
+    for n in (0..=line_no).rev() {
+        let candidate = lines.get(n).copied().unwrap_or("");
+        if header(candidate).is_some() {
+            break;
+        }
+        if let Some((key, _)) = candidate.split_once('=') {
+            let key = key.trim().trim_matches('"');
+            if !key.is_empty() && !key.starts_with('#') {
+                let mut path = table_of(n);
+                path.extend(key.split('.').map(|k| Step::Key(k.trim().trim_matches('"').to_string())));
+                return path;
+            }
+        }
+    }
+    table_of(line_no)
+}
+
+/// The line (from 1) of `text` that holds the key at `path`, if one does.
+fn line_of(text: &str, path: &[Step]) -> Option<usize> {
+    let mut offset = 0;
+    for (n, line) in text.split('\n').enumerate() {
+        if !line.trim().is_empty() && key_path_at(text, offset) == path {
+            return Some(n + 1);
+        }
+        offset += line.len() + 1;
+    }
+    None
+}
+
+/// Takes the value at `path` out of `table`; false if there is none.
+fn remove_path(table: &mut toml::Table, path: &[Step]) -> bool {
+    let Some((Step::Key(first), rest)) = path.split_first() else { return false };
+    if rest.is_empty() {
+        return table.remove(first).is_some();
+    }
+    let mut value = match table.get_mut(first) {
+        Some(v) => v,
+        None => return false,
+    };
+    for (i, step) in rest.iter().enumerate() {
+        let last = i + 1 == rest.len();
+        match (step, value) {
+            (Step::Key(k), toml::Value::Table(t)) if last => return t.remove(k).is_some(),
+            (Step::Index(n), toml::Value::Array(a)) if last => {
+                if *n < a.len() {
+                    a.remove(*n);
+                    return true;
+                }
+                return false;
+            }
+            (Step::Key(k), toml::Value::Table(t)) => match t.get_mut(k) {
+                Some(v) => value = v,
+                None => return false,
+            },
+            (Step::Index(n), toml::Value::Array(a)) => match a.get_mut(*n) {
+                Some(v) => value = v,
+                None => return false,
+            },
+            _ => return false,
+        }
+    }
+    false
+}
+
 /// A TOML syntax or schema error as `line L, column C: reason` (the parser knows where, and
 /// names the key in its message, e.g. "unknown field `quorom`, expected one of ...").
 pub fn parse_problem(e: &toml::de::Error, text: &str) -> (String, String) {
@@ -978,6 +1246,50 @@ address = "7002"
         let p = problems(&text);
         assert_eq!(p.len(), 1);
         assert!(p[0].1.contains("vote_timout_ms"), "{p:?}");
+    }
+
+    #[test]
+    fn every_schema_problem_is_named_by_its_key_at_once() {
+        let text = "listen = \"nowhere\"\nmax_sessions = \"many\"\n[vote]\nvote_timeout_ms = \"2s\"\n\
+                    [[replica]]\nname = \"a\"\naddress = 5\nbogus = 1\n[[replica]]\nname = \"b\"\ncommand = \"srv\"\n";
+        let p = problems(text);
+        let keys: Vec<&str> = p.iter().map(|(k, _)| k.as_str()).collect();
+        for key in [
+            "max_sessions",
+            "vote.vote_timeout_ms",
+            "replica[0].address",
+            "replica[0].bogus",
+            "replica[1].command",
+            "listen",
+        ] {
+            assert!(keys.contains(&key), "{key} is not named: {p:?}");
+        }
+        // A key taken out for its type is not also reported missing.
+        assert!(!keys.contains(&"replica[0]"), "{p:?}");
+        assert!(!keys.contains(&"replica[1]"), "{p:?}");
+    }
+
+    #[test]
+    fn keys_without_effect_in_the_mode_are_errors() {
+        let p = problems(&format!("{GOOD}\n[ordered]\nallow = [\"GET\"]\n"));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].0, "ordered.allow");
+        let ordered =
+            GOOD.replace("quorum = 2", "quorum = 2\nmode = \"ordered\"\nprotocol = \"resp\"\nmax_lag_bytes = 4096");
+        let p = problems(&ordered);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].0, "vote.max_lag_bytes");
+    }
+
+    #[test]
+    fn absurd_limits_are_errors() {
+        let p =
+            problems(&GOOD.replace(
+                "vote_timeout_ms = 2000",
+                "vote_timeout_ms = 99999999999\nmax_unreleased_bytes = 99999999999999",
+            ));
+        let keys: Vec<&str> = p.iter().map(|(k, _)| k.as_str()).collect();
+        assert!(keys.contains(&"vote.vote_timeout_ms") && keys.contains(&"vote.max_unreleased_bytes"), "{p:?}");
     }
 
     #[test]

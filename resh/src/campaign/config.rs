@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use replicas::inject::{InjectKind, MemRegion, MAX_BITS, MAX_DURATION_MS, MAX_SPAN_BYTES};
 use serde::{Deserialize, Serialize};
 
-use netdomain::config::{parse_problem, ConfigError};
+use netdomain::config::{parse_all, ConfigError};
 
 /// The placeholder in `service.command` and `service.env` for the directory of the running
 /// `resh` executable, so a campaign file can name `resh-echo` built beside it.
@@ -224,8 +224,8 @@ impl CampaignConfig {
 
     /// Parses and validates campaign text; `source` names it in errors.
     pub fn parse(text: &str, source: &str) -> Result<CampaignConfig, ConfigError> {
-        let config: CampaignConfig = toml::from_str(text)
-            .map_err(|e| ConfigError { source: source.to_string(), problems: vec![parse_problem(&e, text)] })?;
+        let config: CampaignConfig =
+            parse_all(text).map_err(|problems| ConfigError { source: source.to_string(), problems })?;
         let problems = config.validate();
         if problems.is_empty() {
             Ok(config)
@@ -367,7 +367,7 @@ mod tests {
             CampaignConfig::parse(&MINIMAL.replace("experiments = 4", "experiments = 4\nkinds = [\"bitflip\"]"), "t")
                 .expect_err("unknown kind");
         assert!(e.to_string().contains("unknown variant `bitflip`"), "{e}");
-        assert_eq!(problems(&MINIMAL.replace("seed", "sead"))[0], "line 1, column 1");
+        assert_eq!(problems(&MINIMAL.replace("seed", "sead"))[0], "sead");
     }
 
     #[test]
