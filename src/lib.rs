@@ -273,7 +273,7 @@ impl Resh {
     /// How many faults of `kind` `/status` counts for replica `name`.
     pub fn faults(&self, name: &str, kind: &str) -> u64 {
         let r = self.replica(name);
-        r["faults"].as_array().and_then(|f| f.iter().find(|p| p[0] == kind)).and_then(|p| p[1].as_u64()).unwrap_or(0)
+        r["faults"][kind].as_u64().unwrap_or(0)
     }
 
     /// Polls `/status` until `check` holds, or panics with `what` and resh's log after `timeout`.
@@ -293,6 +293,11 @@ impl Drop for Resh {
     fn drop(&mut self) {
         resh::bench::procs::stop(&mut self.child);
     }
+}
+
+/// The faults `/status` counts for one replica entry, all kinds together.
+pub fn fault_total(replica: &serde_json::Value) -> u64 {
+    replica["faults"].as_object().map_or(0, |kinds| kinds.values().filter_map(serde_json::Value::as_u64).sum())
 }
 
 /// A configuration with three `resh-echo` replicas `a`, `b`, `c`, each with its own extra

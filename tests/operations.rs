@@ -247,7 +247,7 @@ fn a_fault_is_counted_once_and_the_repair_is_not_counted_as_new_faults() {
     assert_eq!(correct, sessions as usize, "every client gets the right answer\n{}", resh.log());
     resh.wait_until("every session ended", WAIT, |r| r.status()["sessions"]["active"] == 0);
     let c = resh.replica("c");
-    let faults: u64 = c["faults"].as_array().expect("faults").iter().map(|f| f[1].as_u64().unwrap_or(0)).sum();
+    let faults = resh_e2e::fault_total(&c);
     assert_eq!(faults, 1, "one incarnation failed once: {c}");
     assert_eq!(resh.faults("c", "diverged"), 1, "{c}");
     assert_eq!(c["repair_cuts"], sessions - 1, "the other sessions lost c to its repair: {c}");
@@ -420,4 +420,53 @@ fn sighup_reloads_what_can_change_live_and_keeps_running_on_a_bad_file() {
     assert_eq!(report["applied"], serde_json::json!(["session.idle_timeout_ms"]), "{report}");
     assert_eq!(report["not_live"], serde_json::json!(["listen"]), "{report}");
     assert_eq!(closed_when_idle(resh.clients, Duration::from_millis(800)), None, "idle timeout is 60 s again");
+}
+
+/// What an operator watches: one log line per session, `resh status` (once and `--watch`), the
+/// status document's objects and times, and the build and state metrics.
+#[test]
+fn observability_session_lines_status_view_and_metrics() {
+    let resh = Resh::start(&echo_config([&[], &[], &[]], ""));
+    let data = payload(3000, 80);
+    let got = exchange(resh.clients, &data);
+    assert!(got.error.is_none() && got.received == data);
+    resh.wait_until("the session's line is logged", WAIT, |r| r.log().contains("session ended"));
+    let log = resh.log();
+    let line = log.lines().find(|l| l.contains("session ended")).expect("line");
+    for field in ["verdict=\"agreed\"", "close=\"fin\"", "from_client=3000", "to_client=3000", "duration_ms=", "peer="]
+    {
+        assert!(line.contains(field), "{field} missing: {line}");
+    }
+
+    let status = resh.status();
+    assert!(status["replicas"][0]["faults"].is_object(), "{status}");
+    let started = status["started_at"].as_str().expect("started_at");
+    assert!(started.len() == 24 && started.ends_with('Z') && started.as_bytes()[10] == b'T', "{started}");
+    let metrics = resh.metrics();
+    assert!(metrics.contains("resh_build_info{version=\""), "{metrics}");
+    assert!(metrics.contains("resh_replica_state{replica=\"a\",state=\"ready\"} 1\n"), "{metrics}");
+
+    let admin = format!("http://{}", resh.admin);
+    let view = std::process::Command::new(resh_e2e::binary("resh"))
+        .args(["status", "--admin", &admin])
+        .output()
+        .expect("resh status");
+    let text = String::from_utf8_lossy(&view.stdout);
+    assert!(view.status.success(), "{view:?}");
+    assert!(text.contains("stream mode · quorum 2") && text.contains("no faults"), "{text}");
+    for name in ["a", "b", "c"] {
+        assert!(text.lines().any(|l| l.starts_with(name) && l.contains("ready")), "{text}");
+    }
+    let watched = std::process::Command::new(resh_e2e::binary("resh"))
+        .args(["status", "--admin", &admin, "--watch", "--count", "2", "--interval-ms", "100"])
+        .output()
+        .expect("resh status --watch");
+    let text = String::from_utf8_lossy(&watched.stdout);
+    assert_eq!(text.matches("REPLICA").count(), 2, "{text}");
+    let down = std::process::Command::new(resh_e2e::binary("resh"))
+        .args(["status", "--admin", "http://127.0.0.1:1"])
+        .output()
+        .expect("resh status");
+    assert_eq!(down.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&down.stderr).contains("cannot connect to the admin API"), "{down:?}");
 }

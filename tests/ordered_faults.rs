@@ -52,15 +52,7 @@ fn assert_identical(resh: &Resh) {
 
 fn total_faults(resh: &Resh) -> u64 {
     let status = resh.status();
-    status["replicas"]
-        .as_array()
-        .map(|rs| {
-            rs.iter()
-                .flat_map(|r| r["faults"].as_array().cloned().unwrap_or_default())
-                .filter_map(|p| p[1].as_u64())
-                .sum()
-        })
-        .unwrap_or(0)
+    status["replicas"].as_array().map(|rs| rs.iter().map(resh_e2e::fault_total).sum()).unwrap_or(0)
 }
 
 /// Sends raw bytes and reads until the server closes (or 10 s pass).

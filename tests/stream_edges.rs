@@ -75,7 +75,7 @@ fn is_closed(e: &io::Error) -> bool {
 
 /// How many faults of any kind `/status` counts for replica `name`.
 fn all_faults(resh: &Resh, name: &str) -> u64 {
-    resh.replica(name)["faults"].as_array().expect("faults").iter().filter_map(|f| f[1].as_u64()).sum()
+    resh_e2e::fault_total(&resh.replica(name))
 }
 
 fn active_sessions(resh: &Resh) -> u64 {

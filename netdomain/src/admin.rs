@@ -311,6 +311,10 @@ pub fn status_json(shared: &Shared, started: Instant) -> String {
         let config = shared.config();
         map.insert("listen".into(), config.listen.clone().into());
         map.insert("uptime_seconds".into(), started.elapsed().as_secs_f64().into());
+        let now = crate::metrics::unix_now();
+        map.insert("now".into(), crate::metrics::rfc3339(now).into());
+        map.insert("started_at".into(), crate::metrics::rfc3339(now - started.elapsed().as_secs_f64()).into());
+        map.insert("version".into(), env!("CARGO_PKG_VERSION").into());
         let mode = match config.vote.mode {
             crate::config::Mode::Stream => "stream",
             crate::config::Mode::Ordered => "ordered",

@@ -56,7 +56,8 @@ const RECENT_FAULTS: usize = 64;
 /// One fault as the admin API reports it.
 #[derive(Clone, Debug, Serialize)]
 pub struct FaultRecord {
-    /// Wall-clock time, seconds since the Unix epoch.
+    /// Wall-clock time, seconds since the Unix epoch (RFC 3339 in the admin API).
+    #[serde(serialize_with = "serialize_rfc3339")]
     pub time: f64,
     /// The client session.
     pub session: u64,
@@ -203,6 +204,12 @@ impl Metrics {
             }
         };
         metric(
+            "resh_build_info",
+            "gauge",
+            "Always 1; the labels say which resh this is.",
+            &[(label(&[("version", env!("CARGO_PKG_VERSION"))]), 1)],
+        );
+        metric(
             "resh_sessions_total",
             "counter",
             "Client sessions begun.",
@@ -256,11 +263,18 @@ impl Metrics {
         let mut sessions = Vec::new();
         let mut up = Vec::new();
         let mut vote_states = Vec::new();
+        let mut phases = Vec::new();
         for (i, r) in replicas.iter().enumerate() {
             for (kind, n) in &r.faults {
                 faults.push((label(&[("replica", &r.name), ("kind", kind)]), *n));
             }
             restarts.push((label(&[("replica", &r.name)]), r.restarts));
+            for phase in replicas::Phase::ALL {
+                phases.push((
+                    label(&[("replica", &r.name), ("state", phase.name())]),
+                    u64::from(r.state == phase.name()),
+                ));
+            }
             repair_cuts.push((label(&[("replica", &r.name)]), r.repair_cuts));
             sessions.push((label(&[("replica", &r.name)]), r.sessions));
             // Up: it serves clients. In ordered mode that means it votes: a replica the
@@ -286,6 +300,12 @@ impl Metrics {
             &repair_cuts,
         );
         metric("resh_replica_sessions_total", "counter", "Sessions each replica took part in.", &sessions);
+        metric(
+            "resh_replica_state",
+            "gauge",
+            "1 for the phase the replica's process is in (starting, ready, quarantined, restarting, stopped).",
+            &phases,
+        );
         metric(
             "resh_replica_up",
             "gauge",
@@ -353,6 +373,28 @@ fn label(pairs: &[(&str, &str)]) -> String {
     format!("{{{}}}", body.join(","))
 }
 
+/// Unix time `secs` as RFC 3339 in UTC with milliseconds, e.g. `2026-12-02T06:55:01.123Z`.
+pub fn rfc3339(secs: f64) -> String {
+    let millis = (secs.max(0.0) * 1000.0).round() as u64;
+    let (days, ms_of_day) = ((millis / 86_400_000) as i64, millis % 86_400_000);
+    // Days since 1970-01-01 to a civil date (H. Hinnant's algorithm, proleptic Gregorian).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (h, m, sec, ms) = (ms_of_day / 3_600_000, ms_of_day / 60_000 % 60, ms_of_day / 1000 % 60, ms_of_day % 1000);
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{sec:02}.{ms:03}Z")
+}
+
+fn serialize_rfc3339<S: serde::Serializer>(secs: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&rfc3339(*secs))
+}
+
 /// Seconds since the Unix epoch, for event records.
 pub fn unix_now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
@@ -361,6 +403,13 @@ pub fn unix_now() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_are_rfc3339_in_utc() {
+        assert_eq!(rfc3339(0.0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400.5), "2000-02-29T00:00:00.500Z");
+        assert_eq!(rfc3339(1_796_186_101.123), "2026-12-02T04:35:01.123Z");
+    }
 
     #[test]
     fn histogram_buckets_are_cumulative() {

@@ -84,6 +84,9 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// Every phase, in life-cycle order.
+    pub const ALL: [Phase; 5] = [Phase::Starting, Phase::Ready, Phase::Quarantined, Phase::Restarting, Phase::Stopped];
+
     /// The name used in the admin API and in metrics.
     pub fn name(self) -> &'static str {
         match self {
@@ -138,8 +141,8 @@ pub struct ReplicaStatus {
     pub incarnation: u64,
     /// Sessions that used it.
     pub sessions: u64,
-    /// Faults found, by kind.
-    pub faults: Vec<(String, u64)>,
+    /// Faults found, by kind (every kind, zero included).
+    pub faults: std::collections::BTreeMap<String, u64>,
     /// How many times it was restarted (after an exit, a failed start or a quarantine).
     pub restarts: u64,
     /// Faults reported against an incarnation that already had one counted: sessions that

@@ -234,7 +234,7 @@ async fn run_in(options: &DemoOptions, work: &Path) -> Result<bool, DemoError> {
         }
         // Say so when resh catches a fault.
         for r in supervisor.status() {
-            let faults: u64 = r.faults.iter().map(|(_, n)| n).sum();
+            let faults: u64 = r.faults.values().sum();
             if faults > 0 && faults_shown == 0 {
                 faults_shown = faults;
                 if terminal {
@@ -287,7 +287,7 @@ async fn run_in(options: &DemoOptions, work: &Path) -> Result<bool, DemoError> {
     let errors = tally.errors.load(Ordering::Relaxed);
     println!("  clients sent {requests} requests; wrong answers seen by clients: {wrong}; errors: {errors}");
     for r in &status {
-        let faults: Vec<String> = r.faults.iter().filter(|(_, n)| *n > 0).map(|(k, n)| format!("{k} {n}")).collect();
+        let faults: Vec<String> = r.faults.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k} {n}")).collect();
         println!(
             "  version {:<8} state {:<11} faults: {:<14} restarts: {}",
             r.name,
@@ -396,7 +396,7 @@ fn progress(running: &Running, tally: &Tally, elapsed: Duration) -> String {
         tally.wrong.load(Ordering::Relaxed)
     );
     for r in running.shared.supervisor.status() {
-        let faults: u64 = r.faults.iter().map(|(_, n)| n).sum();
+        let faults: u64 = r.faults.values().sum();
         line.push_str(&format!(" | {} {} f{} r{}", r.name, r.state, faults, r.restarts));
     }
     line

@@ -229,6 +229,12 @@ pub fn main(args: &InjectArgs) -> ExitCode {
     }
 }
 
+/// `GET path` of the admin API at `admin` (`http://host:port`); returns the status code and the
+/// body.
+pub fn get(admin: &str, path: &str, timeout: Duration) -> Result<(u16, String), PostError> {
+    exchange(admin, "GET", path, None, None, timeout)
+}
+
 /// `POST path` with a JSON body to the admin API at `admin` (`http://host:port`); returns the
 /// status code and the body.
 pub fn post(
@@ -236,6 +242,17 @@ pub fn post(
     path: &str,
     token: Option<&str>,
     body: &str,
+    timeout: Duration,
+) -> Result<(u16, String), PostError> {
+    exchange(admin, "POST", path, token, Some(body), timeout)
+}
+
+fn exchange(
+    admin: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
     timeout: Duration,
 ) -> Result<(u16, String), PostError> {
     let authority =
@@ -248,15 +265,15 @@ pub fn post(
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .map_err(|error| PostError::Connect { addr, error })?;
     stream.set_read_timeout(Some(timeout)).map_err(|error| PostError::Io { what: "set the read timeout", error })?;
-    let mut request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n");
+    if let Some(body) = body {
+        request.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+    }
     if let Some(token) = token {
         request.push_str(&format!("Authorization: Bearer {token}\r\n"));
     }
     request.push_str("\r\n");
-    request.push_str(body);
+    request.push_str(body.unwrap_or(""));
     stream.write_all(request.as_bytes()).map_err(|error| PostError::Io { what: "send the request", error })?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response).map_err(|error| match error.kind() {

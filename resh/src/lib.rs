@@ -3,10 +3,11 @@
 //! The data path (configuration, sessions, votes, admin API) is the `netdomain` crate; this
 //! crate holds what is *not* on the data path, so that none of it (plotting, progress bars,
 //! benchmark histograms) is linked into the code that handles client traffic:
-//! - `src/main.rs`: the `resh` binary: `run`, `check`, `reload`, `inject`, `campaign`, `bench`, `demo`.
+//! - `src/main.rs`: the `resh` binary: `run`, `check`, `status`, `reload`, `inject`, `campaign`, `bench`, `demo`.
 //! - [`demo`]: the scenario `resh demo` runs (three diverse versions, a planted bug).
 //! - [`inject`]: `resh inject`, a small client of the admin API's `POST /inject`.
 //! - [`reload`]: `resh reload`, the same for `POST /reload`.
+//! - [`status`]: `resh status [--watch]`, a terminal view of `GET /status`.
 //! - [`campaign`]: `resh campaign`: fault-injection experiments on fresh in-process resh
 //!   instances ([`netdomain::run_until`]), classified against a golden run, with reports.
 //! - [`bench`](mod@bench): `resh bench`: throughput, latency, CPU and memory of resh against the service
@@ -25,3 +26,4 @@ pub mod demo;
 pub mod error;
 pub mod inject;
 pub mod reload;
+pub mod status;

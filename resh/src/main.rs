@@ -43,6 +43,11 @@ enum Command {
         #[arg(long, env = "RESH_THREADS", value_name = "N")]
         threads: Option<usize>,
     },
+    /// Show a running resh at a glance: its replicas, verdicts and recent faults.
+    ///
+    /// Reads the admin API's `GET /status`; `--watch` redraws it every second (`--interval-ms`),
+    /// `--json` prints the document itself.
+    Status(resh::status::StatusArgs),
     /// Have a running resh re-read its configuration file, as SIGHUP does, and print what
     /// changed.
     ///
@@ -127,6 +132,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Inject(args) => resh::inject::main(&args),
         Command::Reload(args) => resh::reload::main(&args),
+        Command::Status(args) => resh::status::main(&args),
         Command::Campaign(args) => resh::campaign::main(&args),
         Command::Bench(args) => resh::bench::main(&args),
         Command::Demo { keep, seconds, clients } => {

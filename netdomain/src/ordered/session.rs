@@ -151,6 +151,8 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
     // A shutdown: draining, the session takes no more requests and closes once its answers
     // are out; cut off, it ends at once (a reset if anything was owed).
     let mut stopping = shared.stopping();
+    let started = Instant::now();
+    let (mut from_client, mut to_client) = (0u64, 0u64);
 
     'session: loop {
         if std::mem::take(&mut recheck_chain) {
@@ -401,6 +403,7 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
                     out.advance(n);
                     held.sub(n);
                     shared.metrics.client_out(n);
+                    to_client += n as u64;
                     last_activity = Instant::now();
                     blocked_since = if out.is_empty() { None } else { Some(last_activity) };
                 }
@@ -414,6 +417,7 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
                 Ok(0) => input_done = true,
                 Ok(n) => {
                     shared.metrics.client_in(n);
+                    from_client += n as u64;
                     last_activity = Instant::now();
                 }
                 Err(e) => {
@@ -503,6 +507,16 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
         _ => Verdict::Agreed,
     };
     shared.metrics.session_ended(verdict);
+    // One line per session, as an access log has it (the span adds the session id and client).
+    info!(
+        verdict = verdict.name(),
+        close = if end == End::Dropped { "reset" } else { "fin" },
+        duration_ms = started.elapsed().as_millis() as u64,
+        requests = next_request,
+        from_client,
+        to_client,
+        "session ended"
+    );
 }
 
 impl AnswerSlot {

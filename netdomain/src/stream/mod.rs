@@ -157,6 +157,7 @@ async fn serve_client<C: ClientIo>(shared: Arc<Shared>, client: C, id: u64) {
         start,
         timer: Box::pin(tokio::time::sleep_until(far(start))),
         armed: far(start),
+        from_client: 0,
     };
     // A shutdown reaches the session here. Draining, it is looked at every tenth of the quiet
     // time and ends (FIN) once it owes nothing (see `Relay::done`); cut off, it ends at once, in
@@ -197,7 +198,7 @@ async fn serve_client<C: ClientIo>(shared: Arc<Shared>, client: C, id: u64) {
     };
 
     // Phase 4: end. The replicas' connections close first.
-    let Relay { links, client, .. } = relay;
+    let Relay { links, client, from_client, .. } = relay;
     drop(links);
     let idle_ms = config.idle_timeout().as_millis() as u64;
     let End { close, verdict, reason, released } = end;
@@ -220,7 +221,16 @@ async fn serve_client<C: ClientIo>(shared: Arc<Shared>, client: C, id: u64) {
         drop(client);
     }
     shared.metrics.session_ended(verdict);
-    debug!(verdict = verdict.name(), released, "session ended");
+    // One line per session, as an access log has it (the span adds the session id and client).
+    info!(
+        verdict = verdict.name(),
+        %reason,
+        close = if verdict == Verdict::Undecidable || close == Close::Reset { "reset" } else { "fin" },
+        duration_ms = start.elapsed().as_millis() as u64,
+        from_client,
+        to_client = released,
+        "session ended"
+    );
 }
 
 /// Awaits every future, all at once; their outputs in order.
@@ -265,6 +275,8 @@ struct Relay<'a, C> {
     /// Re-arming it on every chunk would cost a timer-wheel update per chunk.
     timer: Pin<Box<Sleep>>,
     armed: Instant,
+    /// Bytes the client sent (for the session's log line).
+    from_client: u64,
 }
 
 /// Why a write did not complete.
@@ -381,6 +393,7 @@ impl<C: ClientIo> Relay<'_, C> {
             Poll::Ready(Ok(n)) => {
                 let chunk = &scratch[..n.min(scratch.len())];
                 self.shared.metrics.client_in(chunk.len());
+                self.from_client += chunk.len() as u64;
                 self.core.client_data(chunk.len(), now);
                 for i in 0..self.links.len() {
                     if !self.core.takes_input(i) {
