@@ -104,16 +104,22 @@ impl Resh {
     /// operator's limits would be: `ulimit` is given `limit`, e.g. `-n 80` (soft and hard) or
     /// `-Sn 256` (soft only).
     pub fn start_with_limit(config: &str, limit: Option<&str>) -> Resh {
-        Resh::launch(config, limit, None)
+        Resh::launch(config, limit, None, &["--log", "info,replicas=debug"])
+    }
+
+    /// Like [`start`](Self::start), with `log_args` in place of the tests' `--log` filter (e.g.
+    /// `--log-format json`, or nothing: the configuration's `log` applies). RUST_LOG is removed.
+    pub fn start_logging(config: &str, log_args: &[&str]) -> Resh {
+        Resh::launch(config, None, None, log_args)
     }
 
     /// Like [`start`](Self::start), in network namespace `ns` (a D-RESH host of
     /// [`netns::Hosts`]); its addresses are those of that namespace.
     pub fn start_in(ns: &str, config: &str) -> Resh {
-        Resh::launch(config, None, Some(ns))
+        Resh::launch(config, None, Some(ns), &["--log", "info,replicas=debug"])
     }
 
-    fn launch(config: &str, limit: Option<&str>, ns: Option<&str>) -> Resh {
+    fn launch(config: &str, limit: Option<&str>, ns: Option<&str>, log_args: &[&str]) -> Resh {
         let dir = TempDir::new("resh");
         let config_path = dir.path().join("resh.toml");
         std::fs::write(&config_path, config).expect("write config");
@@ -133,8 +139,10 @@ impl Resh {
             }
         };
         let mut child = command
-            .args(["run", "--log", "info,replicas=debug", "-c"])
+            .args(log_args)
+            .args(["run", "-c"])
             .arg(&config_path)
+            .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)

@@ -470,3 +470,29 @@ fn observability_session_lines_status_view_and_metrics() {
     assert_eq!(down.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&down.stderr).contains("cannot connect to the admin API"), "{down:?}");
 }
+
+/// `--log-format json` writes one JSON object per line; without `--log` the configuration's
+/// `log` filter applies, and a reload changes it.
+#[test]
+fn json_logs_and_the_configured_filter_change_on_reload() {
+    let quiet = echo_config([&[], &[], &[]], "").replacen("listen", "log = \"warn\"\nlisten", 1);
+    let resh = Resh::start_logging(&quiet, &["--log-format", "json"]);
+    let data = payload(100, 90);
+    assert!(exchange(resh.clients, &data).received == data);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!resh.log().contains("session ended"), "info lines with log = warn:\n{}", resh.log());
+    resh.rewrite_config(&quiet.replacen("log = \"warn\"", "log = \"info\"", 1));
+    resh.signal(libc::SIGHUP);
+    resh.wait_until("the reload is applied", WAIT, |r| r.log().contains("reload: applied"));
+    assert!(exchange(resh.clients, &data).received == data);
+    resh.wait_until("the session's line is logged", WAIT, |r| r.log().contains("session ended"));
+    let log = resh.log();
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let object: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(object["level"].is_string() && object["fields"].is_object(), "{line}");
+    }
+    let ended = log.lines().find(|l| l.contains("session ended")).expect("line");
+    let ended: serde_json::Value = serde_json::from_str(ended).expect("JSON");
+    assert_eq!(ended["fields"]["verdict"], "agreed", "{ended}");
+    assert!(ended["span"]["peer"].is_string(), "the session's span is in the line: {ended}");
+}

@@ -20,9 +20,22 @@ struct Cli {
     /// Log filter, e.g. `info`, `debug`, `netdomain=debug,replicas=info` (overrides RUST_LOG).
     #[arg(long, global = true, value_name = "FILTER")]
     log: Option<String>,
+    /// How log lines are written on standard error: `text` for people, `json` (one object per
+    /// line, with the span's fields) for log collectors.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Replaces the log filter of the installed subscriber.
+type SetFilter = std::sync::Arc<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
 
 #[derive(Subcommand, Debug)]
 enum Command {
@@ -121,13 +134,29 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_filter_reloading();
-    let filter_handle = subscriber.reload_handle();
-    subscriber.init();
+    let set_filter: SetFilter = match cli.log_format {
+        LogFormat::Text => {
+            let subscriber = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_filter_reloading();
+            let handle = subscriber.reload_handle();
+            subscriber.init();
+            std::sync::Arc::new(move |f| handle.reload(f).map_err(|e| e.to_string()))
+        }
+        LogFormat::Json => {
+            let subscriber = tracing_subscriber::fmt()
+                .json()
+                .with_current_span(true)
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_filter_reloading();
+            let handle = subscriber.reload_handle();
+            subscriber.init();
+            std::sync::Arc::new(move |f| handle.reload(f).map_err(|e| e.to_string()))
+        }
+    };
 
     match cli.command {
         Command::Inject(args) => resh::inject::main(&args),
@@ -184,13 +213,13 @@ fn main() -> ExitCode {
                 if let Some(filter) = config.log.as_deref() {
                     // Validated with the configuration.
                     if let Ok(f) = EnvFilter::try_new(filter) {
-                        let _ = filter_handle.reload(f);
+                        let _ = set_filter(f);
                     }
                 }
-                let handle = filter_handle.clone();
+                let set_filter = std::sync::Arc::clone(&set_filter);
                 Some(netdomain::server::LogFilterHook(Box::new(move |filter: &str| {
                     let f = EnvFilter::try_new(filter).map_err(|e| e.to_string())?;
-                    handle.reload(f).map_err(|e| e.to_string())
+                    set_filter(f)
                 })))
             };
             let options = netdomain::RunOptions { config_path: Some(path), log_filter };
