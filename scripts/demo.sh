@@ -17,5 +17,5 @@ if ! command -v redis-server >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-
     || echo "   (could not install it; the threaded Rust version stands in)"
 fi
 echo "== building resh and the demo services (cargo build --release)"
-cargo build --release --quiet -p resh -p demo
+cargo build --release -p resh -p demo   # the first build takes a few minutes
 exec target/release/resh demo "$@"

@@ -303,6 +303,23 @@ impl Drop for Resh {
     }
 }
 
+/// Sends `signal` to process `pid` (no shell `kill`, which prints to the test output when the
+/// process is gone).
+pub fn signal_pid(pid: u64, signal: libc::c_int) -> io::Result<()> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    if pid <= 0 {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    // SAFETY: kill(2) takes integers only.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::kill(pid, signal) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// The faults `/status` counts for one replica entry, all kinds together.
 pub fn fault_total(replica: &serde_json::Value) -> u64 {
     replica["faults"].as_object().map_or(0, |kinds| kinds.values().filter_map(serde_json::Value::as_u64).sum())

@@ -127,6 +127,11 @@ fn voting_masks_what_reaches_the_client_without_it_and_the_seed_fixes_the_plan()
     let sdc1: u64 = counts.iter().filter(|((r, _, o), _)| r == "1" && o == "sdc").map(|(_, c)| c).sum();
     assert!(sdc1 >= 1);
     assert!(first.md.contains("## What voting buys") && first.md.contains("| outflip |"), "{}", first.md);
+    assert!(first.md.contains("## Client-visible time of the workload, by outcome"), "{}", first.md);
+    assert!(first.lines.iter().all(|l| l["workload_ms"].as_f64().is_some_and(|ms| ms > 0.0)));
+    // The chart lists the replica counts in the configuration's order (3, then 1), as the tables.
+    let (n3, n1) = (first.svg.find("N=3"), first.svg.find("N=1"));
+    assert!(n3.zip(n1).is_some_and(|(a, b)| a < b), "N=3 should come before N=1 in the chart");
     assert!(first.svg.starts_with("<svg") && first.svg.contains("N=1") && first.svg.contains("outflip"));
 
     // The same seed gives the same injections.

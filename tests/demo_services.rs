@@ -486,7 +486,7 @@ fn each_version_is_rebuilt_from_the_others_by_a_checkpoint() {
     assert_eq!(client.call(&[b"SET", b"\xc3\x00binary key", b"\r\n\xff"]), b"+OK\r\n");
     for (round, victim) in ["threads", "python", "rust"].into_iter().enumerate() {
         let pid = resh.replica(victim)["pid"].as_u64().expect("pid");
-        assert!(Command::new("kill").args(["-KILL", &pid.to_string()]).status().expect("kill").success());
+        resh_e2e::signal_pid(pid as u64, libc::SIGKILL).expect("kill");
         for i in 0..20 {
             let key = format!("during:{round}:{}", i % 3);
             assert!(client.call(&[b"INCR", key.as_bytes()]).starts_with(b":"));

@@ -355,3 +355,18 @@ fn resh_inject_memflip_reports_what_it_flipped() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--delay-ms: only applies to delay"));
 }
+
+#[test]
+fn resh_inject_wait_ms_fails_when_nothing_fired() {
+    let resh = resh_with_token("");
+    let out = Command::new(binary("resh"))
+        .args(["inject", "--admin", &format!("http://{}", resh.admin), "--replica", "a", "--kind", "outflip"])
+        .args(["--wait-ms", "200"])
+        .env("RESH_ADMIN_TOKEN", TOKEN)
+        .output()
+        .expect("run resh inject");
+    assert_eq!(out.status.code(), Some(1), "no session ran: nothing can have fired");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("nothing fired within --wait-ms 200"), "{stderr}");
+    assert_eq!(json(&String::from_utf8_lossy(&out.stdout))["status"], "armed");
+}

@@ -113,6 +113,11 @@ fn sigterm_lets_a_request_in_flight_finish() {
 fn ordered_sigterm_answers_what_is_in_flight_then_closes() {
     let mut resh = Resh::start(&redis_ordered_config("", ""));
     let pids = replica_pids(&resh);
+    let status = resh.status();
+    for r in status["replicas"].as_array().expect("replicas") {
+        assert_eq!(r["vote"]["behind"], 0, "an idle voting replica owes nothing: {r}");
+    }
+    assert!(resh.metrics().contains("resh_replica_behind_requests{replica=\"r1\"} 0\n"));
     let mut subscriber = RespClient::connect(resh.clients).expect("connect");
     assert!(subscriber.call(&["SUBSCRIBE", "news"]).expect("SUBSCRIBE").starts_with(b"*3\r\n"));
     let mut waiter = RespClient::connect(resh.clients).expect("connect");
@@ -445,6 +450,7 @@ fn observability_session_lines_status_view_and_metrics() {
     let metrics = resh.metrics();
     assert!(metrics.contains("resh_build_info{version=\""), "{metrics}");
     assert!(metrics.contains("resh_replica_state{replica=\"a\",state=\"ready\"} 1\n"), "{metrics}");
+    assert!(metrics.contains("resh_replica_output_bytes_total{replica=\"b\"} 3000\n"), "{metrics}");
 
     let admin = format!("http://{}", resh.admin);
     let view = std::process::Command::new(resh_e2e::binary("resh"))

@@ -190,8 +190,7 @@ fn killing_a_replica_mid_workload_loses_nothing() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(300));
-    let killed = Command::new("kill").args(["-KILL", &first_pid.to_string()]).status().expect("kill");
-    assert!(killed.success());
+    resh_e2e::signal_pid(first_pid as u64, libc::SIGKILL).expect("kill");
     for w in workers {
         w.join().expect("the workload finished without errors");
     }
@@ -213,7 +212,7 @@ fn a_hung_replica_is_reported_late_and_the_service_goes_on() {
     let mut c = RespClient::connect(resh.clients).expect("connect");
     assert_eq!(c.call(&["SET", "before", "1"]).expect("SET"), b"+OK\r\n");
     // SIGSTOP: the process is alive but answers nothing, like a hang.
-    assert!(Command::new("kill").args(["-STOP", &pid.to_string()]).status().expect("kill").success());
+    resh_e2e::signal_pid(pid as u64, libc::SIGSTOP).expect("kill");
     for i in 0..200 {
         assert_eq!(c.call(&["INCR", "during"]).expect("INCR"), format!(":{}\r\n", i + 1).into_bytes());
     }
@@ -223,7 +222,7 @@ fn a_hung_replica_is_reported_late_and_the_service_goes_on() {
         r.replica("python")["pid"].as_u64() != Some(pid) && r.log().contains("replica resynchronised")
     });
     assert_identical_state(&resh, &["before".to_string(), "during".to_string()], &[]);
-    let _ = Command::new("kill").args(["-CONT", &pid.to_string()]).status();
+    let _ = resh_e2e::signal_pid(pid as u64, libc::SIGCONT);
 }
 
 #[test]

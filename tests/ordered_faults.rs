@@ -259,7 +259,7 @@ fn a_replica_rebuilt_from_a_large_log_catches_up_without_stalling_the_service() 
     assert_eq!(c.call(&["EVAL", busy, "0"]).expect("EVAL"), b"+OK\r\n");
     assert_eq!(total_faults(&resh), 0, "a script every replica runs alike blames nobody: {}", resh.status());
     let pid = resh.replica("r2")["pid"].as_u64().expect("pid");
-    assert!(Command::new("kill").args(["-KILL", &pid.to_string()]).status().expect("kill").success());
+    resh_e2e::signal_pid(pid, libc::SIGKILL).expect("kill");
     // While r2 replays 40 MiB, the others serve, and take more large writes: no request waits
     // for r2.
     let mut slowest = Duration::ZERO;
@@ -352,7 +352,7 @@ fn after_the_log_overflowed_a_restarted_replica_is_rebuilt_by_a_checkpoint() {
         c.call(&["SET", &format!("k:{i}"), &format!("value number {i}")]).expect("SET");
     }
     let pid = resh.replica("r3")["pid"].as_u64().expect("pid");
-    assert!(Command::new("kill").args(["-KILL", &pid.to_string()]).status().expect("kill").success());
+    resh_e2e::signal_pid(pid, libc::SIGKILL).expect("kill");
     for i in 0..20 {
         c.call(&["INCR", &format!("during:{}", i % 3)]).expect("INCR");
     }

@@ -185,7 +185,7 @@ fn transactions_stay_whole_across_sessions_and_rebuilds() {
     for victim in ["r2", "r3"] {
         std::thread::sleep(Duration::from_millis(200));
         let pid = resh.replica(victim)["pid"].as_u64().expect("pid");
-        assert!(Command::new("kill").args(["-KILL", &pid.to_string()]).status().expect("kill").success());
+        resh_e2e::signal_pid(pid, libc::SIGKILL).expect("kill");
         resh.wait_until("the killed replica votes again", WAIT, |r| {
             let x = r.replica(victim);
             x["vote"]["state"] == "voting" && x["vote"]["incarnation"] == 2

@@ -286,7 +286,8 @@ fn route(req: &Request<Incoming>, shared: &Shared, started: Instant) -> Response
         }
         (&Method::GET, "/metrics") => {
             let views = shared.ordered.as_ref().map(|o| o.views());
-            let states: Option<Vec<&str>> = views.as_ref().map(|v| v.iter().map(|v| v.state).collect());
+            let states: Option<Vec<(&str, u64)>> =
+                views.as_ref().map(|v| v.iter().map(|v| (v.state, v.behind)).collect());
             let mut body = shared.metrics.prometheus(&shared.supervisor.status(), states.as_deref());
             if let Some(group) = shared.ordered.as_ref().and_then(|o| o.group.as_ref()) {
                 group.prometheus(&mut body);
@@ -334,6 +335,7 @@ pub fn status_json(shared: &Shared, started: Instant) -> String {
                             "detail": view.detail,
                             "progress": progress,
                             "incarnation": view.incarnation,
+                            "behind": view.behind,
                         }),
                     );
                 }

@@ -193,8 +193,9 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of all metrics. `votes`: in ordered mode, each replica's
-    /// place in the vote (`voting`, `syncing`, `out`, `down`), in the order of `replicas`.
-    pub fn prometheus(&self, replicas: &[ReplicaStatus], votes: Option<&[&str]>) -> String {
+    /// place in the vote (`voting`, `syncing`, `out`, `down`) and the answers it owes, in the
+    /// order of `replicas`.
+    pub fn prometheus(&self, replicas: &[ReplicaStatus], votes: Option<&[(&str, u64)]>) -> String {
         let mut out = String::with_capacity(4096);
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
@@ -264,6 +265,8 @@ impl Metrics {
         let mut up = Vec::new();
         let mut vote_states = Vec::new();
         let mut phases = Vec::new();
+        let mut output = Vec::new();
+        let mut behind = Vec::new();
         for (i, r) in replicas.iter().enumerate() {
             for (kind, n) in &r.faults {
                 faults.push((label(&[("replica", &r.name), ("kind", kind)]), *n));
@@ -279,7 +282,11 @@ impl Metrics {
             sessions.push((label(&[("replica", &r.name)]), r.sessions));
             // Up: it serves clients. In ordered mode that means it votes: a replica the
             // supervisor runs but that is being rebuilt, or out of the vote, is not up.
-            let vote = votes.and_then(|v| v.get(i).copied());
+            output.push((label(&[("replica", &r.name)]), r.output_bytes));
+            let vote = votes.and_then(|v| v.get(i).map(|(state, _)| *state));
+            if let Some((_, owed)) = votes.and_then(|v| v.get(i)) {
+                behind.push((label(&[("replica", &r.name)]), *owed));
+            }
             let serving = match vote {
                 Some(state) => state == "voting",
                 None => r.state == "ready",
@@ -301,6 +308,12 @@ impl Metrics {
         );
         metric("resh_replica_sessions_total", "counter", "Sessions each replica took part in.", &sessions);
         metric(
+            "resh_replica_output_bytes_total",
+            "counter",
+            "Bytes of output read from each replica (ordered mode: its answers), in all sessions.",
+            &output,
+        );
+        metric(
             "resh_replica_state",
             "gauge",
             "1 for the phase the replica's process is in (starting, ready, quarantined, restarting, stopped).",
@@ -318,6 +331,12 @@ impl Metrics {
                 "gauge",
                 "Ordered mode: 1 for the replica's place in the vote (voting, syncing: being rebuilt, out, down).",
                 &vote_states,
+            );
+            metric(
+                "resh_replica_behind_requests",
+                "gauge",
+                "Ordered mode: requests a voting replica has been sent and not answered yet (its lag).",
+                &behind,
             );
         }
 

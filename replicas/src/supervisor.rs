@@ -149,6 +149,8 @@ pub struct ReplicaStatus {
     /// lost the replica to that fault's repair (resh killing it) or to its exit. They are the
     /// repair's consequences, not new faults.
     pub repair_cuts: u64,
+    /// Bytes of output resh read from it (answers, in ordered mode), in all sessions.
+    pub output_bytes: u64,
     /// The last fault, as a sentence.
     pub last_fault: Option<String>,
     /// How its last process ended.
@@ -185,6 +187,7 @@ struct ManagedReplica {
     faults: [AtomicU64; FaultKind::NAMES.len()],
     restarts: AtomicU64,
     repair_cuts: AtomicU64,
+    output_bytes: AtomicU64,
     /// The last lines its process wrote on standard error.
     stderr_tail: Mutex<VecDeque<String>>,
     /// The task that reads its standard error, until the process's end.
@@ -260,6 +263,7 @@ impl Supervisor {
                     faults: Default::default(),
                     restarts: AtomicU64::new(0),
                     repair_cuts: AtomicU64::new(0),
+                    output_bytes: AtomicU64::new(0),
                     stderr_tail: Mutex::new(VecDeque::new()),
                     stderr_task: Mutex::new(None),
                     watchdog: Arc::clone(&watchdog),
@@ -353,6 +357,13 @@ impl Supervisor {
             }
         }
         admitted
+    }
+
+    /// Counts `n` bytes of output read from `replica`.
+    pub fn count_output(&self, replica: usize, n: usize) {
+        if let Some(slot) = self.slots.get(replica) {
+            slot.output_bytes.fetch_add(n as u64, Ordering::Relaxed);
+        }
     }
 
     /// Counts a session that `replica` takes part in.
@@ -457,6 +468,7 @@ impl Supervisor {
                         .collect(),
                     restarts: slot.restarts.load(Ordering::Relaxed),
                     repair_cuts: slot.repair_cuts.load(Ordering::Relaxed),
+                    output_bytes: slot.output_bytes.load(Ordering::Relaxed),
                     last_fault: state.last_fault.clone(),
                     last_exit: state.last_exit.clone(),
                 }

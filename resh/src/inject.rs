@@ -216,6 +216,15 @@ pub fn main(args: &InjectArgs) -> ExitCode {
     match args.exchange() {
         Ok((200, body)) => {
             print!("{body}");
+            // Asked to wait for a data-path fault to fire, and it did not: say so, and fail, so
+            // that a script does not take an armed injection for one that happened.
+            let still_armed = serde_json::from_str::<serde_json::Value>(&body).is_ok_and(|r| r["status"] == "armed");
+            if let (Some(ms), true) = (args.wait_ms, still_armed) {
+                eprintln!(
+                    "resh inject: nothing fired within --wait-ms {ms}: no bytes passed the replica's connection meanwhile; the injection stays armed and fires with the next ones (GET /injections shows it)"
+                );
+                return ExitCode::FAILURE;
+            }
             ExitCode::SUCCESS
         }
         Ok((status, body)) => {

@@ -294,6 +294,9 @@ pub struct ReplicaView {
     pub progress: Option<(u64, u64)>,
     /// The incarnation the core works with (0: none yet).
     pub incarnation: u64,
+    /// A voting replica's answers still owed: requests sent in the order that it has not
+    /// answered yet (its lag; 0 when it is not voting).
+    pub behind: u64,
 }
 
 /// What a replica's next answers are.
@@ -649,7 +652,11 @@ impl OrderedCore {
                 ("syncing", Some(detail), Some((sync.cursor.min(next), next)))
             }
         };
-        Some(ReplicaView { state, detail, progress, incarnation: replica.incarnation })
+        let behind = match replica.role {
+            Role::Voting => next.saturating_sub(self.voter.next_answer(r).unwrap_or(next)),
+            _ => 0,
+        };
+        Some(ReplicaView { state, detail, progress, incarnation: replica.incarnation, behind })
     }
 
     // ----- inputs -----

@@ -535,6 +535,7 @@ impl Sequencer {
             ConnEvent::Frames { replica, incarnation, frames } => {
                 if self.conns[replica].as_ref().is_some_and(|c| c.incarnation == incarnation) {
                     for frame in frames {
+                        self.supervisor.count_output(replica, usize::try_from(frame.len).unwrap_or(usize::MAX));
                         self.core.response(replica, incarnation, frame, now);
                     }
                 }

@@ -456,6 +456,7 @@ impl<C: ClientIo> Relay<'_, C> {
                 Poll::Ready(_) => {
                     // Data (errors and the end are taken above).
                     let n = buf.filled().len();
+                    self.shared.supervisor.count_output(link.admitted.index, n);
                     let output = &mut scratch[..n];
                     match link.out_tap.output_now(output) {
                         Some(delay) => self.core.replica_data_delayed(i, output, now.saturating_add(delay)),

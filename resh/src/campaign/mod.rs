@@ -121,6 +121,7 @@ pub async fn run(
     let mut records = Vec::with_capacity(config.experiments * config.replicas.len());
     let mut first_golden: Option<(usize, Vec<Vec<u8>>)> = None;
     for &n in &config.replicas {
+        let batch_began = Instant::now();
         bar.set_message(format!("N={n}: golden run"));
         let golden = runner.golden(n).await?;
         if let Some((m, g)) = &first_golden {
@@ -141,8 +142,9 @@ pub async fn run(
         }
         if bar.is_hidden() && progress {
             eprintln!(
-                "resh campaign: {n} replica(s): {} experiments done ({:.0} s)",
+                "resh campaign: {n} replica(s): {} experiments done in {:.0} s ({:.0} s in all)",
                 config.experiments,
+                batch_began.elapsed().as_secs_f64(),
                 began.elapsed().as_secs_f64()
             );
         }

@@ -129,6 +129,29 @@ pub fn summary_md(config: &CampaignConfig, records: &[ExperimentRecord], runtime
             c.count(Outcome::NoEffect)
         );
     }
+    // The same outcome can cost the client very different time: a hang masked by the vote
+    // costs nothing, the same hang without voting stalls the client for as long as it lasts.
+    let _ = writeln!(out, "\n## Client-visible time of the workload, by outcome\n");
+    let _ = writeln!(out, "| replicas | outcome | experiments | median ms | max ms |");
+    let _ = writeln!(out, "|---:|---|---:|---:|---:|");
+    for &n in &config.replicas {
+        for outcome in Outcome::ALL {
+            let times: Vec<f64> =
+                records.iter().filter(|r| r.replicas == n && r.outcome == outcome).map(|r| r.workload_ms).collect();
+            if times.is_empty() {
+                continue;
+            }
+            let max = times.iter().copied().fold(f64::NAN, f64::max);
+            let _ = writeln!(
+                out,
+                "| {n} | {} | {} | {} | {} |",
+                outcome.name(),
+                times.len(),
+                ms(median(&times)),
+                ms(Some(max))
+            );
+        }
+    }
     for &n in &config.replicas {
         let _ = writeln!(out, "\n## {n} replica{}\n", if n == 1 { " (no voting: the baseline)" } else { "s" });
         let _ = writeln!(
@@ -189,12 +212,11 @@ fn colour(o: Outcome) -> RGBColor {
 #[error("cannot draw the chart: {0}")]
 pub struct PlotError(#[from] DrawingAreaErrorKind<io::Error>);
 
-/// `outcomes.svg`: for every fault kind, one stacked bar per replica count (ascending, so the
-/// N=1 baseline stands left of the voted runs), stacked by outcome.
+/// `outcomes.svg`: for every fault kind, one stacked bar per replica count (in the order of the
+/// configuration, as the tables have them), stacked by outcome.
 pub fn outcomes_svg(config: &CampaignConfig, records: &[ExperimentRecord]) -> Result<String, PlotError> {
     let cells = tally(records);
-    let mut counts: Vec<usize> = config.replicas.clone();
-    counts.sort_unstable();
+    let counts: Vec<usize> = config.replicas.clone();
     let kinds = &config.kinds;
     let tallest = cells.iter().filter(|((_, k), _)| k.is_some()).map(|(_, c)| c.experiments).max().unwrap_or(1).max(1);
     let mut svg = String::new();

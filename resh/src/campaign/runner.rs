@@ -138,6 +138,9 @@ pub struct ExperimentRecord {
     pub host_stopped: bool,
     /// Wall time of the experiment, ms.
     pub duration_ms: f64,
+    /// How long the workload took as its client saw it (a masked hang costs no time at N=3; a
+    /// stall at N=1 costs the client all of it).
+    pub workload_ms: f64,
 }
 
 /// One client session of an experiment, compared with the golden run.
@@ -288,6 +291,7 @@ impl<'a> Runner<'a> {
         let request = injection.request(&target, self.config);
         let mut done: Option<Result<InjectionRecord, InjectError>> = None;
         let deadline = Instant::now() + Duration::from_millis(self.config.workload.timeout_ms);
+        let workload_began = Instant::now();
         let sessions = {
             let mut step = |s: usize, r: usize| {
                 if done.is_none() && (s, r) == (injection.session, injection.request) {
@@ -296,6 +300,7 @@ impl<'a> Runner<'a> {
             };
             workload::run(instance.running.clients, &self.config.workload, deadline, &mut step).await
         };
+        let workload_ms = workload_began.elapsed().as_secs_f64() * 1000.0;
         let host_stopped = instance.is_finished();
         let injected_ok = matches!(done, Some(Ok(_)));
         // Faults of the target surface after the workload too (a late replica is found when
@@ -362,6 +367,7 @@ impl<'a> Runner<'a> {
                 .collect(),
             host_stopped,
             duration_ms: began.elapsed().as_secs_f64() * 1000.0,
+            workload_ms,
         })
     }
 
