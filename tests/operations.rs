@@ -502,3 +502,24 @@ fn json_logs_and_the_configured_filter_change_on_reload() {
     assert_eq!(ended["fields"]["verdict"], "agreed", "{ended}");
     assert!(ended["span"]["peer"].is_string(), "the session's span is in the line: {ended}");
 }
+
+/// A replica's first process exits and leaves a process of its group running (a wrapper that
+/// backgrounds its server): resh stops the whole group, not only what it reaped.
+#[test]
+fn a_wrapper_that_exits_takes_its_group_with_it() {
+    let echo = resh_e2e::binary("resh-echo").display().to_string();
+    let config = format!(
+        "listen = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[supervisor]\nrestart_backoff_ms = 5000\n\
+         [[replica]]\nname = \"wrapped\"\n\
+         command = [\"sh\", \"-c\", \"'{echo}' --port {{port}} & sleep 1; exit 3\"]\n"
+    );
+    let resh = Resh::start(&config);
+    let wrapper = replica_pids(&resh)[0];
+    let servers = children_of(wrapper)
+        .into_iter()
+        .filter(|p| std::fs::read_to_string(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.contains("resh-echo")));
+    let servers: Vec<u64> = servers.collect();
+    assert_eq!(servers.len(), 1, "the wrapper started one server");
+    resh.wait_until("the wrapper's exit is noted", WAIT, |r| r.replica("wrapped")["last_exit"].is_string());
+    wait_gone(&servers);
+}

@@ -968,7 +968,7 @@ pub fn parse_all<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Vec<(S
 /// [`parse_all`], with what is left once the faulty keys are out (`None` if even that does not
 /// parse), so that its other problems can be found too.
 pub fn parse_repaired<T: serde::de::DeserializeOwned>(text: &str) -> (Option<T>, Vec<(String, String)>) {
-    let mut table: toml::Table = match text.parse() {
+    let mut table_of_file: toml::Table = match text.parse() {
         Ok(t) => t,
         Err(e) => return (None, vec![parse_problem(&e, text)]),
     };
@@ -980,16 +980,44 @@ pub fn parse_repaired<T: serde::de::DeserializeOwned>(text: &str) -> (Option<T>,
             Ok(value) => return (Some(value), problems),
             Err(e) => e,
         };
-        let path = e.span().map(|span| key_path_at(&current, span.start)).unwrap_or_default();
         let message = e.message().trim().to_string();
-        if path.is_empty() || !remove_path(&mut table, &path) {
+        // A missing field is reported at the table that lacks it (its span is the table's: the
+        // whole file for the top level), and nothing is taken out: the rest cannot be read
+        // without it, and taking out whatever key the span starts at would blame that one.
+        if let Some(field) = message.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
+            let table = e
+                .span()
+                .filter(|s| !(s.start == 0 && s.end >= current.trim_end().len()))
+                .map(|span| key_path_at(&current, span.start))
+                .filter(|p| !p.is_empty());
+            match table {
+                // A table that lacks a field: named, then taken out whole, to go on.
+                Some(path) => {
+                    problems.push((format!("{}.{field}", path_name(&path)), "is required".to_string()));
+                    if !remove_path(&mut table_of_file, &path) {
+                        return (None, problems);
+                    }
+                }
+                None => {
+                    problems.push((field.to_string(), "is required".to_string()));
+                    return (None, problems);
+                }
+            }
+            current = match toml::to_string(&table_of_file) {
+                Ok(t) => t,
+                Err(_) => return (None, problems),
+            };
+            continue;
+        }
+        let path = e.span().map(|span| key_path_at(&current, span.start)).unwrap_or_default();
+        if path.is_empty() || !remove_path(&mut table_of_file, &path) {
             problems.push(if problems.is_empty() { parse_problem(&e, &current) } else { ("toml".into(), message) });
             return (None, problems);
         }
         // Where in the user's file: the key's line there (the text tried now is a rewrite).
         let line = line_of(text, &path).map(|n| format!(" (line {n})")).unwrap_or_default();
         problems.push((path_name(&path), format!("{message}{line}")));
-        current = match toml::to_string(&table) {
+        current = match toml::to_string(&table_of_file) {
             Ok(t) => t,
             Err(_) => return (None, problems),
         };
@@ -1266,6 +1294,10 @@ address = "7002"
         }
         // A key taken out for its type is not also reported missing.
         assert!(!keys.contains(&"replica[0]"), "{p:?}");
+        // A missing field is named in its table, and blames no other key.
+        let ordered = GOOD.replace("quorum = 2", "quorum = 2\nmode = \"ordered\"\nprotocol = \"resp\"");
+        let p = problems(&format!("{ordered}\n[group]\nname = \"g\"\nhosts = 3\n"));
+        assert_eq!(p, [("group.engine".to_string(), "is required".to_string())]);
         assert!(!keys.contains(&"replica[1]"), "{p:?}");
     }
 

@@ -47,7 +47,16 @@ pub fn plan(running: &Config, new: &Config) -> Plan {
         changed.push("admin.token".to_string());
     }
     let mode = running.vote.mode;
-    let (applied, not_live): (Vec<String>, Vec<String>) = changed.into_iter().partition(|k| is_live(k, mode));
+    let (mut applied, mut not_live): (Vec<String>, Vec<String>) = changed.into_iter().partition(|k| is_live(k, mode));
+    // The quorum belongs with the replicas it counts: the new file's quorum (given, or the
+    // majority of its replicas) must not apply to the running replicas when those changed.
+    let replicas_changed = not_live.iter().any(|k| k == "replica");
+    if replicas_changed {
+        if let Some(at) = applied.iter().position(|k| k == "vote.quorum") {
+            not_live.push(applied.remove(at));
+            not_live.sort();
+        }
+    }
     let mut config = running.clone();
     if !applied.is_empty() {
         config.max_sessions = new.max_sessions;
@@ -58,6 +67,9 @@ pub fn plan(running: &Config, new: &Config) -> Plan {
             config.vote = new.vote.clone();
             config.vote.mode = kept_mode;
             config.vote.protocol = kept_protocol;
+            if replicas_changed {
+                config.vote.quorum = running.vote.quorum;
+            }
         }
         config.ordered.max_in_flight = new.ordered.max_in_flight;
         config.ordered.max_session_bytes = new.ordered.max_session_bytes;
@@ -126,6 +138,19 @@ mod tests {
         let fewer = plan(&running, &more);
         assert_eq!(fewer.not_live, ["replica"]);
         assert_eq!(fewer.config.replicas.len(), 3);
+    }
+
+    #[test]
+    fn the_quorum_stays_with_the_running_replicas() {
+        let running = config("");
+        // One replica fewer: its default quorum would be 2 of 2, then applied to 3.
+        let mut new = config("[vote]\nquorum = 1\nvote_timeout_ms = 700");
+        new.replicas.pop();
+        let plan = plan(&running, &new);
+        assert_eq!(plan.applied, ["vote.lag_timeout_ms", "vote.vote_timeout_ms"]);
+        assert_eq!(plan.not_live, ["replica", "vote.quorum"]);
+        assert_eq!(plan.config.vote.quorum, Some(2));
+        assert_eq!(plan.config.vote.vote_timeout_ms, 700);
     }
 
     #[test]

@@ -150,8 +150,9 @@ impl Shared {
             return Ok(plan);
         }
         if plan.config.log != running.log {
-            if let (Some(set), Some(filter)) = (&self.log_filter, plan.config.log.as_deref()) {
-                if let Err(e) = (set.0)(filter) {
+            if let Some(set) = &self.log_filter {
+                // No `log` any more: back to the default.
+                if let Err(e) = (set.0)(plan.config.log.as_deref().unwrap_or("info")) {
                     warn!(error = %e, "reload: cannot change the log filter");
                 }
             } else if plan.config.log.is_some() {
@@ -190,6 +191,9 @@ impl Shared {
                 if !plan.not_live.is_empty() {
                     warn!(trigger, keys = %plan.not_live.join(", "), "reload: these changes need a restart of resh; the running values stay");
                 }
+                for (key, reason) in plan.config.warnings() {
+                    warn!("configuration: {key}: {reason}");
+                }
             }
             Err(e) => error!(trigger, "reload refused, the running configuration stays: {e}"),
         }
@@ -227,8 +231,13 @@ impl Shared {
         Ok(())
     }
 
+    /// Moves the shutdown on; stream sessions watch it, ordered sessions are told through
+    /// their answer channels (a session that registers later reads the state when it starts).
     fn set_stopping(&self, stopping: Stopping) {
         self.stopping.send_replace(stopping);
+        if let Some(ordered) = &self.ordered {
+            ordered.notify_stopping(stopping);
+        }
     }
 
     /// A new session number.
@@ -239,6 +248,9 @@ impl Shared {
 
 /// Serves one client connection to its end, in the configured mode.
 pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr) {
+    // Until the session closes it cleanly (and clears this), any end resets the connection:
+    // a session aborted on shutdown must not close with a FIN that could end a cut answer.
+    let _ = client.set_zero_linger();
     let id = shared.next_session_id();
     if let Some(ordered) = shared.ordered.clone() {
         return crate::ordered::session::serve(shared, ordered, client, peer, id).await;
@@ -435,8 +447,10 @@ impl InProcess {
         self.task.is_finished()
     }
 
-    /// Stops it and waits (at most `limit`) until its replicas are gone.
+    /// Stops it and waits (at most `limit`, and at least the drain time and a little more)
+    /// until its replicas are gone.
     pub async fn stop(self, limit: std::time::Duration) {
+        let limit = limit.max(self.running.shared.config().drain_timeout() + std::time::Duration::from_secs(3));
         let _ = self.stop.send(());
         let mut task = self.task;
         if tokio::time::timeout(limit, &mut task).await.is_err() {
@@ -583,8 +597,12 @@ async fn run_inner(
                     shared.metrics.refused(metrics::Refusal::NoQuorum);
                     let said =
                         shared.ordered.as_ref().and_then(|o| o.codec.answer_error(&codec::AnswerError::NotServing));
-                    drop(slot);
-                    tokio::spawn(refuse(stream, said));
+                    // The refusal holds a session slot while it lasts (at most two seconds), so
+                    // refused clients are bounded like served ones.
+                    tokio::spawn(async move {
+                        refuse(stream, said).await;
+                        drop(slot);
+                    });
                 }
                 Ok((stream, peer)) => {
                     let shared = Arc::clone(&shared);
@@ -621,9 +639,10 @@ async fn run_inner(
     drop(client_listener);
     let drain = shared.config().drain_timeout();
     let open = sessions.len();
+    // Set even with no session open: `/ready` says so while the rest of the stop runs.
+    shared.set_stopping(Stopping::Drain);
     if open > 0 {
         info!(sessions = open, drain_ms = drain.as_millis() as u64, "draining: letting sessions finish");
-        shared.set_stopping(Stopping::Drain);
         let finished = tokio::time::timeout(drain, async { while sessions.join_next().await.is_some() {} }).await;
         // Phase 6: cut off the rest; they end themselves (a reset where output was cut), which
         // takes one turn of their loop. One that does not within a second is aborted.

@@ -1,6 +1,7 @@
-//! The one socket query tokio does not offer: how many bytes the kernel still holds for a
-//! connection. Used only while resh drains on shutdown, to tell a quiet stream session from
-//! one whose bytes are still on their way (see `stream::serve_client`).
+//! Two socket calls tokio does not offer: how many bytes the kernel still holds for a
+//! connection (used only while resh drains on shutdown, to tell a quiet stream session from
+//! one whose bytes are still on their way: see `stream::serve_client`), and turning a
+//! connection's close back into a normal one after a zero linger time was set.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -39,4 +40,27 @@ pub fn queued(socket: &impl AsRawFd) -> io::Result<Queued> {
         return Err(io::Error::last_os_error());
     }
     Ok(Queued { unread: usize::try_from(unread).unwrap_or(0), unacked: usize::try_from(unacked).unwrap_or(0) })
+}
+
+/// Clears `SO_LINGER` on `socket`: its close is a normal one (FIN) again. A session's client
+/// connection gets a zero linger time when it is accepted, so that a session that ends
+/// abnormally (aborted, or a panic) resets it; the session clears it where it closes cleanly.
+pub fn clear_linger(socket: &impl AsRawFd) -> io::Result<()> {
+    let off = libc::linger { l_onoff: 0, l_linger: 0 };
+    // SAFETY: setsockopt reads one `linger` from the struct we own; `fd` is an open socket
+    // borrowed for the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            std::ptr::addr_of!(off).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }

@@ -513,7 +513,10 @@ async fn monitor_command(slot: &Arc<ManagedReplica>, config: &SupervisorConfig, 
                 } else {
                     Outcome::Failed
                 };
-                stop_child(slot, &mut child).await;
+                // The group is the one started with the child, by the pid saved at its start: once
+                // the leader was reaped tokio no longer knows it, and the rest of the group (a
+                // wrapper's server) may still run.
+                stop_child(slot, &mut child, pgid).await;
                 if let Some(pgid) = pgid {
                     slot.watchdog.forget(pgid);
                 }
@@ -774,11 +777,12 @@ async fn note_exit(slot: &ManagedReplica, status: ExitStatus) {
     }
 }
 
-/// Kills the replica's whole process group and reaps it.
-async fn stop_child(slot: &ManagedReplica, child: &mut Child) {
-    if let Some(pid) = child.id() {
-        if let Err(e) = sys::signal_group(pid, libc::SIGKILL) {
-            debug!(replica = %slot.name, pid, error = %e, "cannot signal replica group");
+/// Kills the replica's whole process group (`pgid`: its first process's pid) and reaps it.
+async fn stop_child(slot: &ManagedReplica, child: &mut Child, pgid: Option<u32>) {
+    if let Some(pgid) = pgid {
+        if let Err(e) = sys::signal_group(pgid, libc::SIGKILL) {
+            // ESRCH: the whole group is gone already.
+            debug!(replica = %slot.name, pgid, error = %e, "cannot signal replica group");
         }
     }
     let _ = child.kill().await;

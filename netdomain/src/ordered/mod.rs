@@ -110,6 +110,9 @@ pub enum SessionNotice {
     Ended(AnswerError),
     /// A message for a subscriber, after whatever answers it has waiting.
     Push(Bytes),
+    /// resh is shutting down (see `server::Stopping`). Sent through the session's own channel,
+    /// which it waits on anyway: a shutdown costs its loop nothing while resh serves.
+    Stopping(crate::server::Stopping),
 }
 
 /// Why a request could not be handed to the order.
@@ -192,6 +195,13 @@ impl Ordered {
     /// What this host's publish/subscribe answers to `query`.
     pub fn pubsub(&self, query: &crate::codec::PubSubQuery) -> crate::codec::PubSubAnswer {
         self.broker.lock().unwrap_or_else(|p| p.into_inner()).answer(query)
+    }
+
+    /// Tells every session how far a shutdown is.
+    pub fn notify_stopping(&self, stopping: crate::server::Stopping) {
+        for tx in self.sessions.lock().values() {
+            let _ = tx.send(SessionNotice::Stopping(stopping));
+        }
     }
 
     /// Hands a request to the global order; waits while the sequencer is saturated.

@@ -148,9 +148,11 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
     // The earliest wait of a step (a blocking command between polls).
     let step_timer = tokio::time::sleep_until(Instant::now());
     tokio::pin!(step_timer);
-    // A shutdown: draining, the session takes no more requests and closes once its answers
-    // are out; cut off, it ends at once (a reset if anything was owed).
-    let mut stopping = shared.stopping();
+    // A shutdown comes as a `SessionNotice::Stopping` (see `Ordered::notify_stopping`), or is
+    // under way already when the session registers: draining, the session reads no more from
+    // its client, submits the requests it has read, and closes once their answers are out; cut
+    // off, it ends at once (a reset if anything was owed).
+    let mut draining = *shared.stopping().borrow() != Stopping::No;
     let started = Instant::now();
     let (mut from_client, mut to_client) = (0u64, 0u64);
 
@@ -269,9 +271,16 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
             end.get_or_insert(End::Done);
             break;
         }
+        // Draining and every request read was answered (nothing waits, so the submit loop ran
+        // until it found no whole request): a partial one left is a request cut off.
+        if draining && slots.is_empty() && out.is_empty() {
+            end = Some(if input.is_empty() { End::Done } else { End::Dropped });
+            break;
+        }
 
         // 2. Wait for an answer, the client, or a deadline.
         let can_read = !input_done
+            && !draining
             && !chain_pending
             && in_flight < limits.max_in_flight
             && held.mine < limits.max_session_bytes
@@ -313,6 +322,23 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
                     Some(SessionNotice::Masked) => {
                         masked = true;
                         continue;
+                    }
+                    Some(SessionNotice::Stopping(Stopping::No)) => continue,
+                    Some(SessionNotice::Stopping(Stopping::Drain)) => {
+                        if !input_done {
+                            debug!("draining: no more requests from this client");
+                        }
+                        draining = true;
+                        continue;
+                    }
+                    Some(SessionNotice::Stopping(Stopping::Now)) => {
+                        if slots.is_empty() && out.is_empty() && input.is_empty() {
+                            end.get_or_insert(End::Done);
+                        } else {
+                            info!(owed = slots.len(), unsent = out.len(), "resh stopped: cutting the session off (reset)");
+                            end = Some(End::Dropped);
+                        }
+                        break;
                     }
                     Some(SessionNotice::Push(message)) => {
                         // After the answers the client is owed before it (in order, as Redis).
@@ -442,26 +468,6 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
                 }
                 recheck_chain = true;
             }
-            changed = stopping.changed() => {
-                match changed.map(|()| *stopping.borrow_and_update()) {
-                    Ok(Stopping::No) => {}
-                    Ok(Stopping::Drain) => {
-                        if !input_done {
-                            debug!("draining: no more requests from this client");
-                        }
-                        input_done = true;
-                    }
-                    Ok(Stopping::Now) | Err(_) => {
-                        if slots.is_empty() && out.is_empty() {
-                            end.get_or_insert(End::Done);
-                        } else {
-                            info!(owed = slots.len(), unsent = out.len(), "resh stopped: cutting the session off (reset)");
-                            end = Some(End::Dropped);
-                        }
-                        break;
-                    }
-                }
-            }
             _ = &mut idle_timer, if idle_applies => {
                 if !out.is_empty() {
                     info!(idle_ms = idle.as_millis() as u64, "client took no answers for the idle timeout: disconnecting");
@@ -488,6 +494,20 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
     match end {
         End::Done | End::Undecidable => {
             let _ = write.shutdown().await;
+            if draining {
+                // Closing with the client's later requests unread would send a reset, which
+                // can destroy answers it has not read yet: read and drop them for a moment.
+                let mut sink = [0u8; 4096];
+                let _ = tokio::time::timeout(std::time::Duration::from_millis(500), async {
+                    while matches!(read.read(&mut sink).await, Ok(n) if n > 0) {}
+                })
+                .await;
+            }
+            // The zero linger time set at accept (see `server::serve`) would make the close a
+            // reset.
+            if let Ok(stream) = read.reunite(write) {
+                let _ = crate::sys::clear_linger(&stream);
+            }
         }
         End::Dropped => {
             // Unanswered requests or unsent answers: a reset, so a client cannot take the

@@ -25,6 +25,9 @@ pub trait ClientIo {
     /// Closes the connection with a reset (RST), so that the client cannot take what it got for
     /// a complete answer.
     fn reset(self);
+    /// Closes the connection normally (FIN after the last byte): the client got all of its
+    /// output.
+    fn close(self);
     /// The client's address.
     fn peer_addr(&self) -> io::Result<SocketAddr>;
     /// The address the client connected to: for a plain proxy, the address it listens on.
@@ -59,6 +62,12 @@ impl ClientIo for TcpStream {
     fn reset(self) {
         // A zero linger time makes the close a reset.
         let _ = self.set_zero_linger();
+        drop(self);
+    }
+
+    fn close(self) {
+        // The zero linger time set at accept (see `server::serve`) would make this a reset.
+        let _ = crate::sys::clear_linger(&self);
         drop(self);
     }
 

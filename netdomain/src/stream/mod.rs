@@ -163,6 +163,8 @@ async fn serve_client<C: ClientIo>(shared: Arc<Shared>, client: C, id: u64) {
     // time and ends (FIN) once it owes nothing (see `Relay::done`); cut off, it ends at once, in
     // a reset unless it is done.
     let mut stopping = shared.stopping();
+    // A shutdown that began before this session subscribed is acted on at once.
+    stopping.mark_changed();
     let mut draining: Option<tokio::time::Interval> = None;
     let end = loop {
         let look = async {
@@ -218,7 +220,7 @@ async fn serve_client<C: ClientIo>(shared: Arc<Shared>, client: C, id: u64) {
         if reason == Reason::ClientStalled {
             info!(%reason, "session closed");
         }
-        drop(client);
+        client.close();
     }
     shared.metrics.session_ended(verdict);
     // One line per session, as an access log has it (the span adds the session id and client).
