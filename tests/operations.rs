@@ -523,3 +523,55 @@ fn a_wrapper_that_exits_takes_its_group_with_it() {
     resh.wait_until("the wrapper's exit is noted", WAIT, |r| r.replica("wrapped")["last_exit"].is_string());
     wait_gone(&servers);
 }
+
+/// Stream mode: a reload that drops a replica stops it, one that adds a replica starts it, and
+/// new sessions use the new set; nothing is counted as a fault.
+#[test]
+fn a_reload_adds_and_removes_replicas_in_stream_mode() {
+    let echo = resh_e2e::binary("resh-echo").display().to_string();
+    let config = |names: &[&str]| {
+        let mut text = String::from("listen = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n");
+        for name in names {
+            text.push_str(&format!("[[replica]]\nname = \"{name}\"\ncommand = [{echo:?}, \"--port\", \"{{port}}\"]\n"));
+        }
+        text
+    };
+    let resh = Resh::start(&config(&["a", "b", "c"]));
+    let c_pid = resh.replica("c")["pid"].as_u64().expect("pid");
+    // A session open across the reload keeps the replicas it started with.
+    let mut open = TcpStream::connect(resh.clients).expect("connect");
+    resh.wait_until("the session is open", WAIT, |r| r.status()["sessions"]["active"] == 1);
+
+    resh.rewrite_config(&config(&["a", "b", "d"]));
+    resh.signal(libc::SIGHUP);
+    resh.wait_until("d is ready and c gone", WAIT, |r| {
+        let names: Vec<String> = r.status()["replicas"]
+            .as_array()
+            .map(|rs| {
+                rs.iter()
+                    .filter(|x| x["state"] == "ready")
+                    .filter_map(|x| x["name"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names == ["a", "b", "d"]
+    });
+    wait_gone(&[c_pid]);
+    assert!(resh.log().contains("changed=replica"), "{}", resh.log());
+    let data = payload(20_000, 95);
+    let got = exchange(resh.clients, &data);
+    assert!(got.error.is_none() && got.received == data, "{:?}", got.error);
+    resh.wait_until("d served a session", WAIT, |r| r.replica("d")["sessions"] == 1);
+    // The session that had c: its answers still agree (a and b are a quorum), and c's removal is
+    // no fault.
+    open.set_read_timeout(Some(WAIT)).expect("timeout");
+    open.write_all(b"still here").expect("send");
+    open.shutdown(Shutdown::Write).expect("half-close");
+    let mut answer = Vec::new();
+    open.read_to_end(&mut answer).expect("answer");
+    assert_eq!(answer, b"still here");
+    for name in ["a", "b", "d"] {
+        assert_eq!(resh_e2e::fault_total(&resh.replica(name)), 0, "{}", resh.status());
+    }
+    assert!(resh.status()["recent_faults"].as_array().is_some_and(Vec::is_empty), "{}", resh.status());
+}

@@ -6,11 +6,12 @@
 //! result (`Shared::reload`) on SIGHUP, `resh reload` or `POST /reload`.
 //!
 //! Live, for the sessions that start from then on: the stream vote (`vote.*` but `mode` and
-//! `protocol`, stream mode only: ordered mode's core is built once), the session timeouts,
-//! ordered mode's per-session limits (`ordered.max_in_flight`, `ordered.max_session_bytes`),
-//! `max_sessions`, the admin token, and the log filter (`log`). Everything else needs a
-//! restart: addresses, the mode, the replicas, the supervisor's timing, ordered mode's core and
-//! the group. A session keeps the values it started with.
+//! `protocol`) and the replicas, in stream mode (ordered mode's core, with its replica set, is
+//! built once); the session timeouts, ordered mode's per-session limits
+//! (`ordered.max_in_flight`, `ordered.max_session_bytes`), `max_sessions`, the admin token, and
+//! the log filter (`log`). Everything else needs a restart: addresses, the mode, the
+//! supervisor's timing, ordered mode's core and replicas, and the group. A session keeps the
+//! values (and the replicas) it started with.
 use serde_json::Value;
 
 use crate::config::{Config, Mode};
@@ -31,6 +32,9 @@ pub fn is_live(key: &str, mode: Mode) -> bool {
     let top = key.split('.').next().unwrap_or(key);
     match top {
         "max_sessions" | "log" | "session" => true,
+        // A stream session takes the replicas admitted when it starts; the supervisor starts
+        // and stops replicas as they come and go (`Supervisor::add`, `Supervisor::remove`).
+        "replica" => mode == Mode::Stream,
         "vote" => mode == Mode::Stream && !matches!(key, "vote.mode" | "vote.protocol"),
         "ordered" => matches!(key, "ordered.max_in_flight" | "ordered.max_session_bytes"),
         "admin" => matches!(key, "admin.token" | "admin.token_file"),
@@ -49,7 +53,8 @@ pub fn plan(running: &Config, new: &Config) -> Plan {
     let mode = running.vote.mode;
     let (mut applied, mut not_live): (Vec<String>, Vec<String>) = changed.into_iter().partition(|k| is_live(k, mode));
     // The quorum belongs with the replicas it counts: the new file's quorum (given, or the
-    // majority of its replicas) must not apply to the running replicas when those changed.
+    // majority of its replicas) must not apply to the running replicas when those changed and
+    // stay (ordered mode).
     let replicas_changed = not_live.iter().any(|k| k == "replica");
     if replicas_changed {
         if let Some(at) = applied.iter().position(|k| k == "vote.quorum") {
@@ -63,6 +68,7 @@ pub fn plan(running: &Config, new: &Config) -> Plan {
         config.log.clone_from(&new.log);
         config.session = new.session.clone();
         if mode == Mode::Stream {
+            config.replicas.clone_from(&new.replicas);
             let (kept_mode, kept_protocol) = (config.vote.mode, config.vote.protocol);
             config.vote = new.vote.clone();
             config.vote.mode = kept_mode;
@@ -135,22 +141,25 @@ mod tests {
         assert_eq!(same.config, running);
         let mut more = config("");
         more.replicas.pop();
+        // Stream mode takes the replicas, with the quorum of the new file.
         let fewer = plan(&running, &more);
-        assert_eq!(fewer.not_live, ["replica"]);
-        assert_eq!(fewer.config.replicas.len(), 3);
+        assert_eq!(fewer.applied, ["replica"]);
+        assert_eq!(fewer.config.replicas.len(), 2);
     }
 
     #[test]
     fn the_quorum_stays_with_the_running_replicas() {
-        let running = config("");
-        // One replica fewer: its default quorum would be 2 of 2, then applied to 3.
-        let mut new = config("[vote]\nquorum = 1\nvote_timeout_ms = 700");
+        let ordered = "[vote]\nmode = \"ordered\"\nprotocol = \"resp\"\n";
+        let running = config(ordered);
+        // Ordered mode keeps its replicas: one fewer in the file, with a quorum of 1, must not
+        // lower the quorum of the three that run.
+        let mut new = config(&format!("{ordered}quorum = 1\n[session]\nidle_timeout_ms = 700"));
         new.replicas.pop();
         let plan = plan(&running, &new);
-        assert_eq!(plan.applied, ["vote.lag_timeout_ms", "vote.vote_timeout_ms"]);
+        assert_eq!(plan.applied, ["session.idle_timeout_ms"]);
         assert_eq!(plan.not_live, ["replica", "vote.quorum"]);
         assert_eq!(plan.config.vote.quorum, Some(2));
-        assert_eq!(plan.config.vote.vote_timeout_ms, 700);
+        assert_eq!(plan.config.replicas.len(), 3);
     }
 
     #[test]

@@ -160,6 +160,9 @@ impl Shared {
             }
         }
         let (was, now) = (running.max_sessions, plan.config.max_sessions);
+        if plan.applied.iter().any(|k| k == "replica") {
+            self.apply_replicas(&running, &plan.config);
+        }
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(plan.config.clone());
         if now > was {
             self.slots.add_permits(now - was);
@@ -174,6 +177,27 @@ impl Shared {
             });
         }
         Ok(plan)
+    }
+
+    /// Starts the replicas `new` adds to `running` and stops the ones it drops; a replica whose
+    /// spec changed (command, address, environment...) is stopped and started afresh.
+    fn apply_replicas(&self, running: &Config, new: &Config) {
+        let old: std::collections::BTreeMap<String, replicas::ReplicaSpec> =
+            running.replica_specs().into_iter().map(|s| (s.name.clone(), s)).collect();
+        let new_specs = new.replica_specs();
+        for (name, spec) in &old {
+            if new_specs.iter().all(|s| s != spec) && !self.supervisor.remove(name) {
+                warn!(replica = %name, "reload: the replica to remove is not running");
+            }
+        }
+        for spec in new_specs {
+            if old.get(&spec.name) != Some(&spec) {
+                let name = spec.name.clone();
+                if let Err(e) = self.supervisor.add(spec) {
+                    error!(replica = %name, "reload: cannot add the replica: {e}");
+                }
+            }
+        }
     }
 
     /// [`reload`](Self::reload), with its outcome logged: what changed, what needs a restart,

@@ -193,6 +193,12 @@ struct ManagedReplica {
     /// The task that reads its standard error, until the process's end.
     stderr_task: Mutex<Option<JoinHandle<()>>>,
     watchdog: Arc<Watchdog>,
+    /// Tells its monitor to stop it: resh stops, or the replica was removed.
+    stop: watch::Sender<bool>,
+    /// Removed from the configuration while resh runs: no session is admitted to it, and it
+    /// is left out of `/status` (its index stays taken, so that older sessions' reports about
+    /// it still name it).
+    removed: std::sync::atomic::AtomicBool,
 }
 
 impl ManagedReplica {
@@ -204,6 +210,39 @@ impl ManagedReplica {
 
     fn set_phase(&self, phase: Phase) {
         self.state().phase = phase;
+    }
+
+    fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Relaxed)
+    }
+
+    fn new(index: usize, spec: ReplicaSpec, watchdog: &Arc<Watchdog>) -> ManagedReplica {
+        ManagedReplica {
+            index,
+            name: spec.name.as_str().into(),
+            spec,
+            state: Mutex::new(ManagedState {
+                phase: Phase::Starting,
+                addr: None,
+                pid: None,
+                incarnation: 0,
+                last_fault: None,
+                last_exit: None,
+                not_ready: None,
+                counted: 0,
+            }),
+            quarantined: Notify::new(),
+            sessions: AtomicU64::new(0),
+            faults: Default::default(),
+            restarts: AtomicU64::new(0),
+            repair_cuts: AtomicU64::new(0),
+            output_bytes: AtomicU64::new(0),
+            stderr_tail: Mutex::new(VecDeque::new()),
+            stderr_task: Mutex::new(None),
+            watchdog: Arc::clone(watchdog),
+            stop: watch::channel(false).0,
+            removed: std::sync::atomic::AtomicBool::new(false),
+        }
     }
 
     fn stderr_tail(&self) -> MutexGuard<'_, VecDeque<String>> {
@@ -224,11 +263,30 @@ impl ManagedReplica {
     }
 }
 
+/// The most replicas one resh runs in its life, removed ones included (each keeps its index).
+pub const MAX_SLOTS: usize = 64;
+
+/// Why a replica could not be added while resh runs.
+#[derive(Debug, thiserror::Error)]
+pub enum AddError {
+    /// The user's configuration: a running replica has that name.
+    #[error("a replica named {0} is running already")]
+    NameTaken(String),
+    /// resh's own limit.
+    #[error("this resh has run {MAX_SLOTS} replicas (removed ones included); restart it to add more")]
+    Full,
+    /// resh is stopping.
+    #[error("resh is stopping")]
+    Stopping,
+}
+
 /// Keeps the replicas running and admitted. Created with [`Supervisor::start`].
 #[derive(Debug)]
 pub struct Supervisor {
-    slots: Vec<Arc<ManagedReplica>>,
-    shutdown: watch::Sender<bool>,
+    /// By index; a replica removed while resh runs stays, marked removed.
+    slots: std::sync::RwLock<Vec<Arc<ManagedReplica>>>,
+    config: SupervisorConfig,
+    stopping: std::sync::atomic::AtomicBool,
     monitors: Mutex<Vec<JoinHandle<()>>>,
     /// Armed data-path injections and the injection log (see [`crate::inject`]).
     injector: Arc<Injector>,
@@ -238,74 +296,91 @@ pub struct Supervisor {
 impl Supervisor {
     /// Starts one monitor task per replica on the current tokio runtime.
     pub fn start(specs: Vec<ReplicaSpec>, config: SupervisorConfig) -> Arc<Supervisor> {
-        let (shutdown, _) = watch::channel(false);
         let watchdog = Arc::new(Watchdog::start());
         let slots: Vec<Arc<ManagedReplica>> = specs
             .into_iter()
             .enumerate()
-            .map(|(index, spec)| {
-                Arc::new(ManagedReplica {
-                    index,
-                    name: spec.name.as_str().into(),
-                    spec,
-                    state: Mutex::new(ManagedState {
-                        phase: Phase::Starting,
-                        addr: None,
-                        pid: None,
-                        incarnation: 0,
-                        last_fault: None,
-                        last_exit: None,
-                        not_ready: None,
-                        counted: 0,
-                    }),
-                    quarantined: Notify::new(),
-                    sessions: AtomicU64::new(0),
-                    faults: Default::default(),
-                    restarts: AtomicU64::new(0),
-                    repair_cuts: AtomicU64::new(0),
-                    output_bytes: AtomicU64::new(0),
-                    stderr_tail: Mutex::new(VecDeque::new()),
-                    stderr_task: Mutex::new(None),
-                    watchdog: Arc::clone(&watchdog),
-                })
-            })
+            .map(|(index, spec)| Arc::new(ManagedReplica::new(index, spec, &watchdog)))
             .collect();
-        let monitors = slots
-            .iter()
-            .map(|slot| {
-                let slot = Arc::clone(slot);
-                let config = config.clone();
-                let stop = shutdown.subscribe();
-                tokio::spawn(async move {
-                    match slot.spec.launch.clone() {
-                        Launch::Command { .. } => monitor_command(&slot, &config, stop).await,
-                        Launch::Address(addr) => monitor_address(&slot, &config, &addr, stop).await,
-                    }
-                })
-            })
-            .collect();
-        let injector = Injector::new(slots.iter().map(|s| Arc::clone(&s.name)).collect());
-        Arc::new(Supervisor { slots, shutdown, monitors: Mutex::new(monitors), injector, watchdog })
+        let monitors = slots.iter().map(|slot| spawn_monitor(Arc::clone(slot), &config)).collect();
+        let injector = Injector::new(slots.iter().map(|s| Arc::clone(&s.name)).collect(), MAX_SLOTS);
+        Arc::new(Supervisor {
+            slots: std::sync::RwLock::new(slots),
+            config,
+            stopping: std::sync::atomic::AtomicBool::new(false),
+            monitors: Mutex::new(monitors),
+            injector,
+            watchdog,
+        })
     }
 
-    /// How many replicas are configured.
+    /// The slots, read (short: never held across an await).
+    fn slots(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<ManagedReplica>>> {
+        self.slots.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The slot of replica `index`, removed or not.
+    fn slot(&self, index: usize) -> Option<Arc<ManagedReplica>> {
+        self.slots().get(index).cloned()
+    }
+
+    /// Starts a replica while resh runs (a reload added it); its index.
+    pub fn add(&self, spec: ReplicaSpec) -> Result<usize, AddError> {
+        if self.stopping.load(Ordering::Relaxed) {
+            return Err(AddError::Stopping);
+        }
+        let mut slots = self.slots.write().unwrap_or_else(|p| p.into_inner());
+        if slots.iter().any(|s| !s.is_removed() && s.spec.name == spec.name) {
+            return Err(AddError::NameTaken(spec.name));
+        }
+        if slots.len() >= MAX_SLOTS {
+            return Err(AddError::Full);
+        }
+        let index = slots.len();
+        let slot = Arc::new(ManagedReplica::new(index, spec, &self.watchdog));
+        self.injector.add(index, Arc::clone(&slot.name));
+        slots.push(Arc::clone(&slot));
+        drop(slots);
+        info!(replica = %slot.name, "replica added");
+        let monitor = spawn_monitor(slot, &self.config);
+        self.monitors.lock().unwrap_or_else(|p| p.into_inner()).push(monitor);
+        Ok(index)
+    }
+
+    /// Stops and removes the running replica named `name` (a reload removed it); false if there
+    /// is none. Sessions using it lose it: that is counted as a consequence, not a fault.
+    pub fn remove(&self, name: &str) -> bool {
+        let slot = self.slots().iter().find(|s| !s.is_removed() && s.spec.name == name).cloned();
+        let Some(slot) = slot else { return false };
+        slot.removed.store(true, Ordering::Relaxed);
+        let _ = slot.stop.send(true);
+        info!(replica = %slot.name, "replica removed: stopping it");
+        true
+    }
+
+    /// The running replicas' specs (removed ones left out), in index order.
+    pub fn specs(&self) -> Vec<ReplicaSpec> {
+        self.slots().iter().filter(|s| !s.is_removed()).map(|s| s.spec.clone()).collect()
+    }
+
+    /// How many replicas are configured (removed ones left out).
     pub fn len(&self) -> usize {
-        self.slots.len()
+        self.slots().iter().filter(|s| !s.is_removed()).count()
     }
 
     /// Whether no replica is configured.
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.len() == 0
     }
 
     /// The index of the replica named `name`.
     pub fn index_of(&self, name: &str) -> Option<usize> {
-        self.slots.iter().position(|s| &*s.name == name)
+        self.slots().iter().position(|s| !s.is_removed() && &*s.name == name)
     }
 
     /// The process id of replica `index`, while resh runs a process for it.
     pub fn pid(&self, index: usize) -> Option<u32> {
-        self.slots.get(index).and_then(|s| s.state().pid)
+        self.slot(index).and_then(|s| s.state().pid)
     }
 
     /// Whether the process behind `replica`'s incarnation `incarnation` has ended: a command
@@ -314,7 +389,7 @@ impl Supervisor {
     /// of stream, and must not be passed on to a client as a complete answer. Always false for
     /// address replicas (resh cannot see their processes).
     pub fn process_gone(&self, replica: usize, incarnation: u64) -> bool {
-        let Some(slot) = self.slots.get(replica) else { return false };
+        let Some(slot) = self.slot(replica) else { return false };
         if matches!(slot.spec.launch, Launch::Address(_)) {
             return false;
         }
@@ -344,8 +419,9 @@ impl Supervisor {
 
     /// The replicas a new session may use, in configuration order; counts a session for each.
     pub fn admit_session(&self) -> Vec<Admitted> {
-        let mut admitted = Vec::with_capacity(self.slots.len());
-        for slot in &self.slots {
+        let slots = self.slots();
+        let mut admitted = Vec::with_capacity(slots.len());
+        for slot in slots.iter().filter(|s| !s.is_removed()) {
             let state = slot.state();
             if let (Phase::Ready, Some(addr)) = (state.phase, state.addr) {
                 admitted.push(Admitted {
@@ -361,22 +437,23 @@ impl Supervisor {
 
     /// Counts `n` bytes of output read from `replica`.
     pub fn count_output(&self, replica: usize, n: usize) {
-        if let Some(slot) = self.slots.get(replica) {
+        if let Some(slot) = self.slots().get(replica) {
             slot.output_bytes.fetch_add(n as u64, Ordering::Relaxed);
         }
     }
 
     /// Counts a session that `replica` takes part in.
     pub fn count_session(&self, replica: usize) {
-        if let Some(slot) = self.slots.get(replica) {
+        if let Some(slot) = self.slots().get(replica) {
             slot.sessions.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// The replicas that are not admitted, each as `name (address or state): why`.
     pub fn not_ready(&self) -> Vec<String> {
-        self.slots
+        self.slots()
             .iter()
+            .filter(|slot| !slot.is_removed())
             .filter_map(|slot| {
                 let state = slot.state();
                 if state.phase == Phase::Ready {
@@ -398,7 +475,7 @@ impl Supervisor {
 
     /// How many replicas are admitted now.
     pub fn ready_count(&self) -> usize {
-        self.slots.iter().filter(|s| s.state().phase == Phase::Ready).count()
+        self.slots().iter().filter(|s| !s.is_removed() && s.state().phase == Phase::Ready).count()
     }
 
     /// A session found `replica` (in `incarnation`) faulty. The first report against an
@@ -409,9 +486,10 @@ impl Supervisor {
     /// was about. They are counted as the repair's consequences, never as new faults, so a
     /// replica that failed once shows one fault however many sessions it was in.
     pub fn report_fault(&self, replica: usize, incarnation: u64, kind: &FaultKind, what: String) -> Reported {
-        let Some(slot) = self.slots.get(replica) else { return Reported::Consequence };
+        let Some(slot) = self.slot(replica) else { return Reported::Consequence };
         let mut state = slot.state();
-        if incarnation <= state.counted {
+        // A removed replica's connections die with it: its removal, not a fault.
+        if incarnation <= state.counted || slot.is_removed() {
             drop(state);
             slot.repair_cuts.fetch_add(1, Ordering::Relaxed);
             return Reported::Consequence;
@@ -445,8 +523,9 @@ impl Supervisor {
 
     /// The replicas' status, in configuration order.
     pub fn status(&self) -> Vec<ReplicaStatus> {
-        self.slots
+        self.slots()
             .iter()
+            .filter(|slot| !slot.is_removed())
             .map(|slot| {
                 let state = slot.state();
                 ReplicaStatus {
@@ -478,13 +557,28 @@ impl Supervisor {
 
     /// Stops every replica that resh started and ends the monitors.
     pub async fn shutdown(&self) {
-        let _ = self.shutdown.send(true);
+        self.stopping.store(true, Ordering::Relaxed);
+        for slot in self.slots().iter() {
+            let _ = slot.stop.send(true);
+        }
         let monitors = std::mem::take(&mut *self.monitors.lock().unwrap_or_else(|p| p.into_inner()));
         for monitor in monitors {
             let _ = monitor.await;
         }
         self.watchdog.stop();
     }
+}
+
+/// Starts the monitor of one replica: it runs until the replica's stop is sent.
+fn spawn_monitor(slot: Arc<ManagedReplica>, config: &SupervisorConfig) -> JoinHandle<()> {
+    let config = config.clone();
+    let stop = slot.stop.subscribe();
+    tokio::spawn(async move {
+        match slot.spec.launch.clone() {
+            Launch::Command { .. } => monitor_command(&slot, &config, stop).await,
+            Launch::Address(addr) => monitor_address(&slot, &config, &addr, stop).await,
+        }
+    })
 }
 
 /// Keeps a command replica running: start, wait until ready, watch for exit or quarantine,
@@ -868,7 +962,7 @@ mod tests {
         assert_eq!(supervisor.wait_ready(1, Duration::from_secs(20)).await, 1, "the replica did not start");
         assert_eq!(incarnation(&supervisor), (1, "ready"));
         // The permit a fault for an earlier incarnation leaves behind.
-        supervisor.slots[0].quarantined.notify_one();
+        supervisor.slots()[0].quarantined.notify_one();
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(incarnation(&supervisor), (1, "ready"), "a stale wake-up restarted the replica");
 

@@ -31,7 +31,8 @@ pub(super) struct Arm {
 /// it through [`Tap`]s; the admin API and the campaign runner through [`perform`](super::perform).
 #[derive(Debug)]
 pub struct Injector {
-    names: Vec<Arc<str>>,
+    /// Replica names by index; a replica added while resh runs gets the next index.
+    names: std::sync::RwLock<Vec<Arc<str>>>,
     /// Armed injections per replica: the fast path of every [`Tap`] call is one load of this.
     armed: Vec<AtomicUsize>,
     pending: Mutex<Vec<Arm>>,
@@ -42,11 +43,12 @@ pub struct Injector {
 }
 
 impl Injector {
-    /// An injector for replicas with these names (indexed as in the configuration).
-    pub fn new(names: Vec<Arc<str>>) -> Arc<Injector> {
-        let armed = names.iter().map(|_| AtomicUsize::new(0)).collect();
+    /// An injector for replicas with these names (indexed as in the configuration), with room
+    /// for replicas added later up to `capacity` in all.
+    pub fn new(names: Vec<Arc<str>>, capacity: usize) -> Arc<Injector> {
+        let armed = (0..capacity.max(names.len())).map(|_| AtomicUsize::new(0)).collect();
         Arc::new(Injector {
-            names,
+            names: std::sync::RwLock::new(names),
             armed,
             pending: Mutex::new(Vec::new()),
             log: Mutex::new(VecDeque::new()),
@@ -88,7 +90,16 @@ impl Injector {
     }
 
     fn name(&self, replica: usize) -> String {
-        self.names.get(replica).map(|n| n.to_string()).unwrap_or_else(|| format!("#{replica}"))
+        let names = self.names.read().unwrap_or_else(|p| p.into_inner());
+        names.get(replica).map(|n| n.to_string()).unwrap_or_else(|| format!("#{replica}"))
+    }
+
+    /// A replica added while resh runs, at index `replica` (the next one).
+    pub fn add(&self, replica: usize, name: Arc<str>) {
+        let mut names = self.names.write().unwrap_or_else(|p| p.into_inner());
+        if names.len() == replica {
+            names.push(name);
+        }
     }
 
     pub(super) fn next_id(&self) -> u64 {
@@ -345,7 +356,7 @@ mod tests {
     use super::*;
 
     fn injector() -> Arc<Injector> {
-        Injector::new(vec!["a".into(), "b".into()])
+        Injector::new(vec!["a".into(), "b".into()], 2)
     }
 
     fn arm(inj: &Injector, replica: usize, kind: InjectKind, seed: u64, bits: u32, span: u64) -> InjectionRecord {
