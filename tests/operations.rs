@@ -21,6 +21,25 @@ fn replica_pids(resh: &Resh) -> Vec<u64> {
     status["replicas"].as_array().expect("replicas").iter().map(|r| r["pid"].as_u64().expect("pid")).collect()
 }
 
+/// resh exited cleanly after the signal sent at `signalled`, without waiting out the default
+/// drain time, and its replicas `pids` are gone.
+fn exited_promptly(resh: &mut Resh, signalled: Instant, pids: &[u64]) {
+    let status = resh.wait_exit(WAIT).expect("resh did not exit after SIGTERM");
+    assert!(status.success(), "resh exited with {status}");
+    // The default drain time is 10 s; sessions that ended must not wait for it.
+    assert!(signalled.elapsed() < Duration::from_secs(5), "resh took {:?} to stop", signalled.elapsed());
+    wait_gone(pids);
+}
+
+/// Sends `data` on `stream` from a thread of its own, then half-closes: the caller reads
+/// meanwhile (a large echo would fill both directions' buffers otherwise).
+fn send_in_background(stream: &TcpStream, data: Vec<u8>) -> std::thread::JoinHandle<()> {
+    let mut writer = stream.try_clone().expect("clone");
+    std::thread::spawn(move || {
+        let _ = writer.write_all(&data).and_then(|()| writer.shutdown(Shutdown::Write));
+    })
+}
+
 /// Waits (at most `WAIT`) until none of `pids` runs.
 fn wait_gone(pids: &[u64]) {
     let deadline = Instant::now() + WAIT;
@@ -44,11 +63,7 @@ fn sigterm_during_a_large_download_ends_in_a_reset_and_stops_the_replicas() {
     let data = payload(8 << 20, 11);
     let mut stream = TcpStream::connect(resh.clients).expect("connect");
     stream.set_read_timeout(Some(WAIT)).expect("timeout");
-    let mut writer = stream.try_clone().expect("clone");
-    let sent = data.clone();
-    let sender = std::thread::spawn(move || {
-        let _ = writer.write_all(&sent).and_then(|()| writer.shutdown(Shutdown::Write));
-    });
+    let sender = send_in_background(&stream, data.clone());
     let mut received = Vec::new();
     let mut buf = vec![0u8; 16 * 1024];
     let mut signalled = false;
@@ -99,11 +114,7 @@ fn sigterm_lets_a_request_in_flight_finish() {
     let got = client.join().expect("client");
     assert!(got.error.is_none(), "the request in flight was not let finish: {:?}\n{}", got.error, resh.log());
     assert!(got.received == data, "the client got {} of {} bytes", got.received.len(), data.len());
-    let status = resh.wait_exit(WAIT).expect("resh did not exit after SIGTERM");
-    assert!(status.success(), "resh exited with {status}");
-    // The default drain time is 10 s; an ended session must not wait for it.
-    assert!(signalled.elapsed() < Duration::from_secs(5), "resh took {:?} to stop", signalled.elapsed());
-    wait_gone(&pids);
+    exited_promptly(&mut resh, signalled, &pids);
 }
 
 /// Ordered mode: SIGTERM while a blocking request waits. A BLPOP that ends within the drain
@@ -134,10 +145,7 @@ fn ordered_sigterm_answers_what_is_in_flight_then_closes() {
     let mut rest = Vec::new();
     let end = subscriber.stream().read_to_end(&mut rest);
     assert!(end.is_ok() && rest.is_empty(), "the subscriber: {end:?}, {rest:?}");
-    let status = resh.wait_exit(WAIT).expect("resh did not exit after SIGTERM");
-    assert!(status.success(), "resh exited with {status}");
-    assert!(signalled.elapsed() < Duration::from_secs(5), "resh took {:?} to stop", signalled.elapsed());
-    wait_gone(&pids);
+    exited_promptly(&mut resh, signalled, &pids);
 }
 
 /// Ordered mode: a blocking request still waiting when the drain time is over is cut off with a
@@ -236,11 +244,7 @@ fn a_fault_is_counted_once_and_the_repair_is_not_counted_as_new_faults() {
             std::thread::spawn(move || {
                 let data = payload(300_000, 40 + i as u64);
                 stream.set_read_timeout(Some(WAIT)).expect("timeout");
-                let mut writer = stream.try_clone().expect("clone");
-                let sent = data.clone();
-                let sender = std::thread::spawn(move || {
-                    let _ = writer.write_all(&sent).and_then(|()| writer.shutdown(Shutdown::Write));
-                });
+                let sender = send_in_background(&stream, data.clone());
                 let mut received = Vec::new();
                 let end = stream.read_to_end(&mut received);
                 let _ = sender.join();

@@ -33,16 +33,9 @@ delay) are armed and fire on the replica's next bytes in a session; --wait-ms wa
 prints the fired record (offsets and bits), otherwise the armed one. GET /injections lists every
 injection record.")]
 pub struct InjectArgs {
-    /// The admin API of the running resh.
-    #[arg(long, env = "RESH_ADMIN", default_value = "http://127.0.0.1:9090", value_name = "URL")]
-    pub admin: String,
-    /// The admin bearer token (prefer the environment variable or --token-file: command lines
-    /// are visible to other users).
-    #[arg(long, env = "RESH_ADMIN_TOKEN", hide_env_values = true, conflicts_with = "token_file")]
-    pub token: Option<String>,
-    /// A file holding the admin bearer token.
-    #[arg(long, value_name = "FILE")]
-    pub token_file: Option<PathBuf>,
+    /// Where the admin API is, and its token.
+    #[command(flatten)]
+    pub access: AdminAccess,
     /// The replica to inject into (its name in the configuration).
     #[arg(long, value_name = "NAME")]
     pub replica: String,
@@ -191,7 +184,35 @@ impl InjectArgs {
         Ok(request)
     }
 
-    fn token(&self) -> Result<Option<String>, FileError> {
+    /// Sends the request these arguments describe; returns the status code and the body.
+    pub fn exchange(&self) -> Result<(u16, String), InjectCommandError> {
+        let request = self.request()?;
+        let token = self.access.token().map_err(InjectCommandError::TokenFile)?;
+        let body = serde_json::to_string(&request)?;
+        let wait = Duration::from_millis(request.wait_ms.unwrap_or(0));
+        Ok(post(&self.access.admin, "/inject", token.as_deref(), &body, wait + Duration::from_secs(10))?)
+    }
+}
+
+/// The admin API of a running resh and its bearer token, as the commands that change it
+/// (`resh inject`, `resh reload`) take them.
+#[derive(Args, Debug, Clone)]
+pub struct AdminAccess {
+    /// The admin API of the running resh.
+    #[arg(long, env = "RESH_ADMIN", default_value = "http://127.0.0.1:9090", value_name = "URL")]
+    pub admin: String,
+    /// The admin bearer token (prefer the environment variable or --token-file: command lines
+    /// are visible to other users).
+    #[arg(long, env = "RESH_ADMIN_TOKEN", hide_env_values = true, conflicts_with = "token_file")]
+    pub token: Option<String>,
+    /// A file holding the admin bearer token.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl AdminAccess {
+    /// The token: given, read from its file, or none.
+    pub fn token(&self) -> Result<Option<String>, FileError> {
         match (&self.token, &self.token_file) {
             (Some(t), _) => Ok(Some(t.trim().to_string())),
             (None, Some(path)) => std::fs::read_to_string(path)
@@ -199,15 +220,6 @@ impl InjectArgs {
                 .map_err(FileError::on("read", path)),
             (None, None) => Ok(None),
         }
-    }
-
-    /// Sends the request these arguments describe; returns the status code and the body.
-    pub fn exchange(&self) -> Result<(u16, String), InjectCommandError> {
-        let request = self.request()?;
-        let token = self.token().map_err(InjectCommandError::TokenFile)?;
-        let body = serde_json::to_string(&request)?;
-        let wait = Duration::from_millis(request.wait_ms.unwrap_or(0));
-        Ok(post(&self.admin, "/inject", token.as_deref(), &body, wait + Duration::from_secs(10))?)
     }
 }
 
