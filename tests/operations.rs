@@ -129,6 +129,13 @@ fn ordered_sigterm_answers_what_is_in_flight_then_closes() {
         assert_eq!(r["vote"]["behind"], 0, "an idle voting replica owes nothing: {r}");
     }
     assert!(resh.metrics().contains("resh_replica_behind_requests{replica=\"r1\"} 0\n"));
+    let mut setter = RespClient::connect(resh.clients).expect("connect");
+    assert_eq!(setter.call(&["SET", "k", "v"]).expect("SET"), b"+OK\r\n");
+    resh.wait_until("answer times are shown", WAIT, |r| {
+        r.status()["replicas"].as_array().is_some_and(|rs| rs.iter().all(|x| x["vote"]["answer_ms"].is_number()))
+    });
+    assert!(resh.metrics().contains("resh_replica_answer_microseconds{replica=\"r2\"} "));
+    drop(setter);
     let mut subscriber = RespClient::connect(resh.clients).expect("connect");
     assert!(subscriber.call(&["SUBSCRIBE", "news"]).expect("SUBSCRIBE").starts_with(b"*3\r\n"));
     let mut waiter = RespClient::connect(resh.clients).expect("connect");

@@ -286,8 +286,15 @@ fn route(req: &Request<Incoming>, shared: &Shared, started: Instant) -> Response
         }
         (&Method::GET, "/metrics") => {
             let views = shared.ordered.as_ref().map(|o| o.views());
-            let states: Option<Vec<(&str, u64)>> =
-                views.as_ref().map(|v| v.iter().map(|v| (v.state, v.behind)).collect());
+            let states: Option<Vec<crate::metrics::VoteView<'_>>> = views.as_ref().map(|v| {
+                v.iter()
+                    .map(|v| crate::metrics::VoteView {
+                        state: v.state,
+                        behind: v.behind,
+                        answer_latency: v.answer_latency,
+                    })
+                    .collect()
+            });
             let mut body = shared.metrics.prometheus(&shared.supervisor.status(), states.as_deref());
             if let Some(group) = shared.ordered.as_ref().and_then(|o| o.group.as_ref()) {
                 group.prometheus(&mut body);
@@ -336,6 +343,7 @@ pub fn status_json(shared: &Shared, started: Instant) -> String {
                             "progress": progress,
                             "incarnation": view.incarnation,
                             "behind": view.behind,
+                            "answer_ms": view.answer_latency.map(|d| d.as_secs_f64() * 1000.0),
                         }),
                     );
                 }

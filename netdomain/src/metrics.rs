@@ -193,9 +193,8 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of all metrics. `votes`: in ordered mode, each replica's
-    /// place in the vote (`voting`, `syncing`, `out`, `down`) and the answers it owes, in the
-    /// order of `replicas`.
-    pub fn prometheus(&self, replicas: &[ReplicaStatus], votes: Option<&[(&str, u64)]>) -> String {
+    /// place in the vote, in the order of `replicas`.
+    pub fn prometheus(&self, replicas: &[ReplicaStatus], votes: Option<&[VoteView<'_>]>) -> String {
         let mut out = String::with_capacity(4096);
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
@@ -267,6 +266,7 @@ impl Metrics {
         let mut phases = Vec::new();
         let mut output = Vec::new();
         let mut behind = Vec::new();
+        let mut answer_us = Vec::new();
         for (i, r) in replicas.iter().enumerate() {
             for (kind, n) in &r.faults {
                 faults.push((label(&[("replica", &r.name), ("kind", kind)]), *n));
@@ -283,9 +283,13 @@ impl Metrics {
             // Up: it serves clients. In ordered mode that means it votes: a replica the
             // supervisor runs but that is being rebuilt, or out of the vote, is not up.
             output.push((label(&[("replica", &r.name)]), r.output_bytes));
-            let vote = votes.and_then(|v| v.get(i).map(|(state, _)| *state));
-            if let Some((_, owed)) = votes.and_then(|v| v.get(i)) {
-                behind.push((label(&[("replica", &r.name)]), *owed));
+            let view = votes.and_then(|v| v.get(i));
+            let vote = view.map(|v| v.state);
+            if let Some(view) = view {
+                behind.push((label(&[("replica", &r.name)]), view.behind));
+                if let Some(latency) = view.answer_latency {
+                    answer_us.push((label(&[("replica", &r.name)]), latency.as_micros() as u64));
+                }
             }
             let serving = match vote {
                 Some(state) => state == "voting",
@@ -337,6 +341,12 @@ impl Metrics {
                 "gauge",
                 "Ordered mode: requests a voting replica has been sent and not answered yet (its lag).",
                 &behind,
+            );
+            metric(
+                "resh_replica_answer_microseconds",
+                "gauge",
+                "Ordered mode: how long a replica's answers take from their requests' ordering, a moving average over about its last 16.",
+                &answer_us,
             );
         }
 
@@ -412,6 +422,17 @@ pub fn rfc3339(secs: f64) -> String {
 
 fn serialize_rfc3339<S: serde::Serializer>(secs: &f64, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&rfc3339(*secs))
+}
+
+/// A replica's place in ordered mode's vote, for the metrics.
+#[derive(Clone, Copy, Debug)]
+pub struct VoteView<'a> {
+    /// `voting`, `syncing`, `out` or `down`.
+    pub state: &'a str,
+    /// Answers it owes.
+    pub behind: u64,
+    /// How long its answers take (a moving average), once it answered.
+    pub answer_latency: Option<std::time::Duration>,
 }
 
 /// Seconds since the Unix epoch, for event records.

@@ -119,6 +119,8 @@ pub fn render(status: &Value) -> String {
         "VERSION".into(),
         "STATE".into(),
         if ordered { "VOTE".into() } else { String::new() },
+        if ordered { "BEHIND".into() } else { String::new() },
+        if ordered { "ANSWER MS".into() } else { String::new() },
         "PID".into(),
         "INC".into(),
         "SESSIONS".into(),
@@ -135,6 +137,12 @@ pub fn render(status: &Value) -> String {
             text(&r["version"]),
             text(&r["state"]),
             if ordered { text(&r["vote"]["state"]) } else { String::new() },
+            if ordered { text(&r["vote"]["behind"]) } else { String::new() },
+            if ordered {
+                r["vote"]["answer_ms"].as_f64().map_or_else(|| "-".into(), |ms| format!("{ms:.2}"))
+            } else {
+                String::new()
+            },
             text(&r["pid"]),
             text(&r["incarnation"]),
             text(&r["sessions"]),
@@ -190,5 +198,19 @@ mod tests {
         assert!(c.contains("quarantined") && c.contains("diverged 1") && !c.contains("late"), "{view}");
         assert!(view.contains("2026-12-02T06:55:01.123Z  replica c diverged at byte 10"), "{view}");
         assert!(!view.contains("VOTE"), "no vote column in stream mode: {view}");
+    }
+
+    #[test]
+    fn ordered_mode_shows_the_vote_and_the_answer_times() {
+        let status = serde_json::json!({
+            "mode": "ordered", "replicas": [
+                {"name": "r1", "state": "ready", "vote": {"state": "voting", "behind": 3, "answer_ms": 0.4567}},
+                {"name": "r2", "state": "ready", "vote": {"state": "syncing", "behind": 0, "answer_ms": null}}
+            ]
+        });
+        let view = render(&status);
+        assert!(view.contains("VOTE") && view.contains("BEHIND") && view.contains("ANSWER MS"), "{view}");
+        let r1 = view.lines().find(|l| l.starts_with("r1")).expect("r1");
+        assert!(r1.contains("voting") && r1.contains(" 3 ") && r1.contains("0.46"), "{view}");
     }
 }

@@ -118,6 +118,9 @@ struct ReplicaLane {
     /// ...and its process ended with it ([`FrameVoter::closed_gone`]): it may have died on any
     /// request it was sent, having lost the answers to those before.
     gone: bool,
+    /// How long its answers take, from their requests' submission: a moving average over about
+    /// the last 16 (see [`FrameVoter::answer_latency`]); `None` before its first answer.
+    latency: Option<Duration>,
 }
 
 #[derive(Clone, Debug)]
@@ -182,6 +185,7 @@ impl FrameVoter {
                     grace_from: Duration::ZERO,
                     closed_through: None,
                     gone: false,
+                    latency: None,
                 };
                 config.replicas
             ],
@@ -303,6 +307,7 @@ impl FrameVoter {
             grace_from: now,
             closed_through: None,
             gone: false,
+            latency: None,
         };
         // Requests it no longer answers (it was live and joined past them) may have become
         // undecidable: nobody may be left to make their quorum.
@@ -338,6 +343,13 @@ impl FrameVoter {
         }
     }
 
+    /// How long `replica`'s answers take, from their requests' submission (waiting behind
+    /// earlier ones included): a moving average over about its last 16 answers; `None` before
+    /// its first.
+    pub fn answer_latency(&self, replica: usize) -> Option<Duration> {
+        self.lanes.get(replica).and_then(|l| l.latency)
+    }
+
     /// `replica` answered its next request with `vote`. Returns the sequence number it
     /// answered, or `None` if the replica is not live (or answered more than it was asked).
     pub fn response(&mut self, replica: usize, vote: Vote, now: Duration) -> Option<u64> {
@@ -371,6 +383,9 @@ impl FrameVoter {
             return Some(seq);
         }
         slot.answered |= bit;
+        let took = now.saturating_sub(slot.submitted);
+        let lane = &mut self.lanes[replica];
+        lane.latency = Some(lane.latency.map_or(took, |average| (average * 15 + took) / 16));
         self.votes[index * self.config.replicas + replica] = Some(vote);
         let live = self.live_mask();
         let slot = &mut self.slots[index];
@@ -694,6 +709,21 @@ mod tests {
         let faults = v.take_faults();
         assert_eq!((faults.len(), faults[0].replica, faults[0].offset, faults[0].kind.name()), (1, 1, s, "diverged"));
         assert_eq!(v.outstanding(), 0);
+    }
+
+    #[test]
+    fn answer_latency_is_a_moving_average_from_submission() {
+        let mut v = voter(3, 2);
+        assert_eq!(v.answer_latency(0), None);
+        let a = v.submit(ms(0));
+        assert_eq!(v.response(0, frame(b"A"), ms(0)), Some(a));
+        assert_eq!(v.answer_latency(0), Some(ms(0)), "a first answer in the same instant counts");
+        let b = v.submit(ms(10));
+        assert_eq!(v.response(0, frame(b"B"), ms(26)), Some(b));
+        assert_eq!(v.answer_latency(0), Some(ms(1)), "(0 * 15 + 16) / 16");
+        assert_eq!(v.response(1, frame(b"A"), ms(50)), Some(a));
+        assert_eq!(v.answer_latency(1), Some(ms(50)));
+        assert_eq!(v.answer_latency(2), None);
     }
 
     #[test]

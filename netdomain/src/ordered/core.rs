@@ -297,6 +297,9 @@ pub struct ReplicaView {
     /// A voting replica's answers still owed: requests sent in the order that it has not
     /// answered yet (its lag; 0 when it is not voting).
     pub behind: u64,
+    /// How long its answers take, from their requests' ordering: a moving average over about
+    /// its last 16 votes (`None` before its first).
+    pub answer_latency: Option<Duration>,
 }
 
 /// What a replica's next answers are.
@@ -656,7 +659,8 @@ impl OrderedCore {
             Role::Voting => next.saturating_sub(self.voter.next_answer(r).unwrap_or(next)),
             _ => 0,
         };
-        Some(ReplicaView { state, detail, progress, incarnation: replica.incarnation, behind })
+        let answer_latency = self.voter.answer_latency(r);
+        Some(ReplicaView { state, detail, progress, incarnation: replica.incarnation, behind, answer_latency })
     }
 
     // ----- inputs -----
