@@ -586,3 +586,35 @@ fn a_reload_adds_and_removes_replicas_in_stream_mode() {
     }
     assert!(resh.status()["recent_faults"].as_array().is_some_and(Vec::is_empty), "{}", resh.status());
 }
+
+/// Attacking the reload: a burst of SIGHUPs, a configuration file that is gone, and a stop with
+/// no drain time; resh keeps serving through the first two and stops at once on the last.
+#[test]
+fn reload_bursts_and_a_missing_file_do_not_disturb_serving() {
+    let mut resh = Resh::start(&echo_config([&[], &[], &[]], "[session]\ndrain_timeout_ms = 0\n"));
+    let pids = replica_pids(&resh);
+    for _ in 0..50 {
+        resh.signal(libc::SIGHUP);
+    }
+    let data = payload(10_000, 97);
+    let got = exchange(resh.clients, &data);
+    assert!(got.error.is_none() && got.received == data, "{:?}", got.error);
+    std::fs::remove_file(resh.dir().join("resh.toml")).expect("remove the file");
+    resh.signal(libc::SIGHUP);
+    resh.wait_until("the missing file is reported", WAIT, |r| r.log().contains("cannot read"));
+    let got = exchange(resh.clients, &data);
+    assert!(got.error.is_none() && got.received == data, "{:?}", got.error);
+    assert_eq!(replica_pids(&resh), pids, "reloads restarted replicas");
+    // drain_timeout_ms = 0: an open session is cut off at once, with a reset.
+    let mut open = TcpStream::connect(resh.clients).expect("connect");
+    open.write_all(b"half an exchange").expect("send");
+    let mut echo = [0u8; 16];
+    open.set_read_timeout(Some(WAIT)).expect("timeout");
+    open.read_exact(&mut echo).expect("echo");
+    let signalled = Instant::now();
+    resh.signal(libc::SIGTERM);
+    let mut rest = Vec::new();
+    let end = open.read_to_end(&mut rest);
+    assert!(end.is_err_and(|e| e.kind() == io::ErrorKind::ConnectionReset), "cut off without a reset");
+    exited_promptly(&mut resh, signalled, &pids);
+}
