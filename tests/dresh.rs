@@ -348,6 +348,23 @@ fn a_host_cut_off_stops_serving_and_rejoins_when_the_link_is_back() {
     let fenced_after = cut.elapsed();
     eprintln!("the cut-off host stopped serving after {fenced_after:?}");
     assert!(fenced_after < Duration::from_secs(2), "the cut-off host served for {fenced_after:?}");
+    // A client that reaches it meanwhile (from its own namespace: its link is down) is told why
+    // it is refused, then the connection closes cleanly.
+    let refused = in_ns(&hosts.ns(3), || {
+        let mut c = RespClient::connect(client_addr(3))?;
+        let reply = c.reply()?;
+        let mut rest = Vec::new();
+        std::io::Read::read_to_end(c.stream(), &mut rest).map(|_| (reply, rest))
+    });
+    let (reply, rest) = refused.expect("the refusal reads cleanly");
+    assert!(reply.starts_with(b"-TRYAGAIN resh: this host is not serving"), "{}", String::from_utf8_lossy(&reply));
+    assert!(rest.is_empty());
+    let metrics = r3.metrics();
+    let refusals = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("resh_sessions_refused_total{reason=\"no_quorum\"} "))
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    assert!(refusals.is_some_and(|n| n >= 1), "the refusal is counted: {metrics}");
     thread::sleep(Duration::from_secs(2));
     hosts.set_link(3, true);
     let healed = Instant::now();
