@@ -618,3 +618,25 @@ fn reload_bursts_and_a_missing_file_do_not_disturb_serving() {
     assert!(end.is_err_and(|e| e.kind() == io::ErrorKind::ConnectionReset), "cut off without a reset");
     exited_promptly(&mut resh, signalled, &pids);
 }
+
+/// Ordered mode: a reload changes the request timeout of the running core; the replicas and
+/// the quorum stay.
+#[test]
+fn ordered_reload_retunes_the_request_timeout() {
+    let base = redis_ordered_config("", "");
+    let resh = Resh::start(&base);
+    let mut client = RespClient::connect(resh.clients).expect("connect");
+    assert_eq!(client.call(&["DEBUG", "SLEEP", "0.6"]).expect("DEBUG SLEEP"), b"+OK\r\n");
+    resh.rewrite_config(&redis_ordered_config("", "request_timeout_ms = 200"));
+    resh.signal(libc::SIGHUP);
+    resh.wait_until("the reload is applied", WAIT, |r| r.log().contains("changed=ordered.request_timeout_ms"));
+    // The sequencer takes it at its next admission poll (50 ms).
+    std::thread::sleep(Duration::from_millis(200));
+    let answer = client.call(&["DEBUG", "SLEEP", "0.6"]).expect("DEBUG SLEEP");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.contains("no agreed answer within ordered.request_timeout_ms"), "{text}");
+    // Nobody is blamed for a slow command they all ran alike.
+    for name in ["r1", "r2", "r3"] {
+        assert_eq!(resh_e2e::fault_total(&resh.replica(name)), 0, "{}", resh.status());
+    }
+}

@@ -7,7 +7,8 @@
 //!
 //! Live, for the sessions that start from then on: the stream vote (`vote.*` but `mode` and
 //! `protocol`) and the replicas, in stream mode (ordered mode's core, with its replica set, is
-//! built once); the session timeouts, ordered mode's per-session limits
+//! built once: it takes new timeouts, `vote.lag_timeout_ms` and `ordered.request_timeout_ms`,
+//! for the requests waiting too); the session timeouts, ordered mode's per-session limits
 //! (`ordered.max_in_flight`, `ordered.max_session_bytes`), `max_sessions`, the admin token, and
 //! the log filter (`log`). Everything else needs a restart: addresses, the mode, the
 //! supervisor's timing, ordered mode's core and replicas, and the group. A session keeps the
@@ -35,8 +36,14 @@ pub fn is_live(key: &str, mode: Mode) -> bool {
         // A stream session takes the replicas admitted when it starts; the supervisor starts
         // and stops replicas as they come and go (`Supervisor::add`, `Supervisor::remove`).
         "replica" => mode == Mode::Stream,
-        "vote" => mode == Mode::Stream && !matches!(key, "vote.mode" | "vote.protocol"),
-        "ordered" => matches!(key, "ordered.max_in_flight" | "ordered.max_session_bytes"),
+        // Ordered mode's core takes new timeouts (`Ordered::retune`), not a new vote.
+        "vote" => match mode {
+            Mode::Stream => !matches!(key, "vote.mode" | "vote.protocol"),
+            Mode::Ordered => matches!(key, "vote.lag_timeout_ms" | "vote.vote_timeout_ms"),
+        },
+        "ordered" => {
+            matches!(key, "ordered.max_in_flight" | "ordered.max_session_bytes" | "ordered.request_timeout_ms")
+        }
         "admin" => matches!(key, "admin.token" | "admin.token_file"),
         _ => false,
     }
@@ -76,9 +83,13 @@ pub fn plan(running: &Config, new: &Config) -> Plan {
             if replicas_changed {
                 config.vote.quorum = running.vote.quorum;
             }
+        } else {
+            config.vote.lag_timeout_ms = new.vote.lag_timeout_ms;
+            config.vote.vote_timeout_ms = new.vote.vote_timeout_ms;
         }
         config.ordered.max_in_flight = new.ordered.max_in_flight;
         config.ordered.max_session_bytes = new.ordered.max_session_bytes;
+        config.ordered.request_timeout_ms = new.ordered.request_timeout_ms;
         config.admin.token.clone_from(&new.admin.token);
         config.admin.token_file.clone_from(&new.admin.token_file);
     }
@@ -172,14 +183,18 @@ mod tests {
     }
 
     #[test]
-    fn ordered_mode_keeps_its_vote() {
+    fn ordered_mode_keeps_its_vote_but_takes_new_timeouts() {
         let ordered = "[vote]\nmode = \"ordered\"\nprotocol = \"resp\"\n";
         let running = config(ordered);
-        let new =
-            config(&format!("{ordered}lag_timeout_ms = 300\n[ordered]\nmax_in_flight = 3\nrequest_timeout_ms = 5"));
+        let new = config(&format!(
+            "{ordered}lag_timeout_ms = 300\n[ordered]\nmax_in_flight = 3\nrequest_timeout_ms = 5\nmax_outstanding = 9"
+        ));
         let plan = plan(&running, &new);
-        assert_eq!(plan.applied, ["ordered.max_in_flight"]);
-        assert_eq!(plan.not_live, ["ordered.request_timeout_ms", "vote.lag_timeout_ms"]);
-        assert_eq!(plan.config.vote, running.vote);
+        assert_eq!(plan.applied, ["ordered.max_in_flight", "ordered.request_timeout_ms", "vote.lag_timeout_ms"]);
+        assert_eq!(plan.not_live, ["ordered.max_outstanding"]);
+        assert_eq!(plan.config.vote.lag_timeout_ms, Some(300));
+        assert_eq!(plan.config.vote.quorum, running.vote.quorum);
+        assert_eq!(plan.config.ordered.request_timeout_ms, 5);
+        assert_eq!(plan.config.ordered.max_outstanding, running.ordered.max_outstanding);
     }
 }

@@ -163,6 +163,17 @@ impl Shared {
         if plan.applied.iter().any(|k| k == "replica") {
             self.apply_replicas(&running, &plan.config);
         }
+        if let Some(ordered) = &self.ordered {
+            let core = plan.config.ordered_core();
+            if core.lag_timeout != running.ordered_core().lag_timeout
+                || core.request_timeout != running.ordered_core().request_timeout
+            {
+                ordered.retune(crate::ordered::Tuning {
+                    lag_timeout: core.lag_timeout,
+                    request_timeout: core.request_timeout,
+                });
+            }
+        }
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(plan.config.clone());
         if now > was {
             self.slots.add_permits(now - was);

@@ -343,6 +343,11 @@ impl FrameVoter {
         }
     }
 
+    /// Changes the lag timeout (a reload): lateness from now on is judged with it.
+    pub fn set_lag_timeout(&mut self, lag_timeout: Duration) {
+        self.config.lag_timeout = lag_timeout;
+    }
+
     /// How long `replica`'s answers take, from their requests' submission (waiting behind
     /// earlier ones included): a moving average over about its last 16 answers; `None` before
     /// its first.

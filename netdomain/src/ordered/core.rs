@@ -467,6 +467,14 @@ impl fmt::Debug for OrderedCore {
 }
 
 impl OrderedCore {
+    /// Changes the timeouts (a reload): lateness and the clients' wait are judged with them from
+    /// now on; requests already waiting are held to the new limits too.
+    pub fn retune(&mut self, lag_timeout: Duration, request_timeout: Duration) {
+        self.config.lag_timeout = lag_timeout;
+        self.config.request_timeout = request_timeout;
+        self.voter.set_lag_timeout(lag_timeout);
+    }
+
     /// A core whose first request will be `first_seq`, with no replica yet.
     pub fn new(config: CoreConfig, codec: Arc<dyn Codec>, first_seq: u64) -> Result<OrderedCore, CoreConfigError> {
         let frame =

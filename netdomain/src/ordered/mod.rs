@@ -154,6 +154,17 @@ pub struct Ordered {
     left: tokio::sync::watch::Receiver<Option<String>>,
     /// Who subscribes to what (resh's own pub/sub).
     pub broker: Arc<Mutex<pubsub::Broker>>,
+    /// New timeouts from a reload, for the sequencer to take (see [`Ordered::retune`]).
+    tuning: Arc<Mutex<Option<Tuning>>>,
+}
+
+/// The timeouts of ordered mode a reload may change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tuning {
+    /// `vote.lag_timeout_ms`.
+    pub lag_timeout: Duration,
+    /// `ordered.request_timeout_ms`.
+    pub request_timeout: Duration,
 }
 
 /// A session's registration: answers arrive here; dropping it unregisters the session.
@@ -195,6 +206,12 @@ impl Ordered {
     /// What this host's publish/subscribe answers to `query`.
     pub fn pubsub(&self, query: &crate::codec::PubSubQuery) -> crate::codec::PubSubAnswer {
         self.broker.lock().unwrap_or_else(|p| p.into_inner()).answer(query)
+    }
+
+    /// New timeouts (a reload): the sequencer takes them at its next admission poll (every
+    /// 50 ms), off its hot path.
+    pub fn retune(&self, tuning: Tuning) {
+        *self.tuning.lock().unwrap_or_else(|p| p.into_inner()) = Some(tuning);
     }
 
     /// Tells every session how far a shutdown is.

@@ -131,6 +131,7 @@ pub async fn start(
         group: source.as_ref().map(|(_, status)| Arc::clone(status)),
         left: left_rx,
         broker: Arc::default(),
+        tuning: Arc::default(),
     };
     let (source, group_status) = source.map_or((None, None), |(s, st)| (Some(s), Some(st)));
     let (transfer_tx, transfer_rx) = mpsc::channel(16);
@@ -157,6 +158,7 @@ pub async fn start(
         quorum: config.quorum(),
         max_frame: config.ordered.max_frame_bytes,
         request_timeout: Duration::from_millis(config.ordered.request_timeout_ms),
+        tuning: Arc::clone(&ordered.tuning),
         transfer_tx,
         exports: 0,
         source,
@@ -188,6 +190,8 @@ pub async fn start(
 
 struct Sequencer {
     core: OrderedCore,
+    /// Timeouts a reload changed, to be taken at the next admission poll.
+    tuning: Arc<std::sync::Mutex<Option<super::Tuning>>>,
     start: Instant,
     conns: Vec<Option<Conn>>,
     /// The address and incarnation the supervisor last admitted, per replica.
@@ -302,6 +306,7 @@ impl Sequencer {
                 }
                 _ = admissions.tick() => {
                     self.admit();
+                    self.retune();
                     self.publish();
                 }
                 delivery = next_delivery(&mut group) => {
@@ -566,6 +571,16 @@ impl Sequencer {
             }
         }
         self.carry_out();
+    }
+
+    /// Takes the timeouts a reload changed, if it did: for the core, a core built later (a
+    /// state transfer) and the sequencer's own waits.
+    fn retune(&mut self) {
+        let Some(tuning) = self.tuning.lock().unwrap_or_else(|p| p.into_inner()).take() else { return };
+        self.core.retune(tuning.lag_timeout, tuning.request_timeout);
+        self.core_config.lag_timeout = tuning.lag_timeout;
+        self.core_config.request_timeout = tuning.request_timeout;
+        self.request_timeout = tuning.request_timeout;
     }
 
     /// Refreshes what `/status` and the metrics show of each replica.
