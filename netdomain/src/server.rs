@@ -709,21 +709,38 @@ async fn run_inner(
 /// input sends a reset, which may destroy the error before the client reads it. Bounded: a
 /// client that neither reads nor closes is reset after two seconds.
 async fn refuse(mut stream: TcpStream, said: Option<bytes::Bytes>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let Some(said) = said else {
         let _ = stream.set_zero_linger();
         return;
     };
-    let polite = async {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    let sent = async {
         stream.write_all(&said).await?;
-        stream.shutdown().await?;
-        let mut sink = [0u8; 4096];
-        while stream.read(&mut sink).await? > 0 {}
-        Ok::<(), std::io::Error>(())
+        stream.shutdown().await
     };
-    if !matches!(tokio::time::timeout(std::time::Duration::from_secs(2), polite).await, Ok(Ok(()))) {
+    let sent = matches!(tokio::time::timeout_at(deadline, sent).await, Ok(Ok(())));
+    if !(sent && discard_input(&mut stream, deadline.saturating_duration_since(tokio::time::Instant::now())).await) {
         let _ = stream.set_zero_linger();
     }
+}
+
+/// Reads and drops what a client still sends, until it closes its side or `limit` passes;
+/// true if it closed. Called after resh closed its own side: closing a socket with input
+/// unread sends a reset, which can destroy what the client has not read yet.
+pub(crate) async fn discard_input(read: &mut (impl tokio::io::AsyncRead + Unpin), limit: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut sink = [0u8; 4096];
+    let to_end = async {
+        loop {
+            match read.read(&mut sink).await {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+    };
+    tokio::time::timeout(limit, to_end).await.unwrap_or(false)
 }
 
 /// Joins the group `[group]` names, through its engine; while the engine is not there yet

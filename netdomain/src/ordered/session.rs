@@ -495,13 +495,8 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
         End::Done | End::Undecidable => {
             let _ = write.shutdown().await;
             if draining {
-                // Closing with the client's later requests unread would send a reset, which
-                // can destroy answers it has not read yet: read and drop them for a moment.
-                let mut sink = [0u8; 4096];
-                let _ = tokio::time::timeout(std::time::Duration::from_millis(500), async {
-                    while matches!(read.read(&mut sink).await, Ok(n) if n > 0) {}
-                })
-                .await;
+                // The client's later requests, unread, would make the close a reset.
+                crate::server::discard_input(&mut read, std::time::Duration::from_millis(500)).await;
             }
             // The zero linger time set at accept (see `server::serve`) would make the close a
             // reset.
