@@ -111,7 +111,7 @@ impl Drop for HeldAnswers<'_> {
     }
 }
 
-async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) {
+async fn run(shared: Arc<Shared>, ordered: Ordered, mut client: TcpStream, id: u64) {
     let _ = client.set_nodelay(true);
     shared.metrics.session_started();
     let config = shared.config();
@@ -121,7 +121,10 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
     let mut client_state = codec.client(id);
     let mut registration = ordered.register(id);
     let mut parser = codec.request_parser();
-    let (mut read, mut write) = client.into_split();
+    // Borrowed halves, not owned ones: an owned write half shuts the connection down (a FIN)
+    // when dropped, so a session aborted on shutdown would send a FIN before the reset its zero
+    // linger time makes (see `server::serve`), and a client could take what it got as complete.
+    let (mut read, mut write) = client.split();
     let mut input = BytesMut::with_capacity(16 * 1024);
     let mut slots: VecDeque<AnswerSlot> = VecDeque::new();
     let mut out = BytesMut::new();
@@ -500,16 +503,12 @@ async fn run(shared: Arc<Shared>, ordered: Ordered, client: TcpStream, id: u64) 
             }
             // The zero linger time set at accept (see `server::serve`) would make the close a
             // reset.
-            if let Ok(stream) = read.reunite(write) {
-                let _ = crate::sys::clear_linger(&stream);
-            }
+            let _ = crate::sys::clear_linger(&client);
         }
         End::Dropped => {
-            // Unanswered requests or unsent answers: a reset, so a client cannot take the
-            // close for the end of a complete exchange.
-            if let Ok(stream) = read.reunite(write) {
-                let _ = stream.set_zero_linger();
-            }
+            // Unanswered requests or unsent answers: a reset (the zero linger time set at
+            // accept), so a client cannot take the close for the end of a complete exchange.
+            let _ = client.set_zero_linger();
         }
     }
     drop(held);
