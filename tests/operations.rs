@@ -640,3 +640,19 @@ fn ordered_reload_retunes_the_request_timeout() {
         assert_eq!(resh_e2e::fault_total(&resh.replica(name)), 0, "{}", resh.status());
     }
 }
+
+/// A replica that writes bytes that are not UTF-8 to its standard output, then more than a
+/// pipe holds, is still read: resh must never leave a replica blocked on its own output.
+#[test]
+fn replica_output_that_is_not_utf8_is_still_drained() {
+    let echo = resh_e2e::binary("resh-echo").display().to_string();
+    let config = format!(
+        "listen = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[supervisor]\nready_timeout_ms = 5000\n\
+         [[replica]]\nname = \"noisy\"\n\
+         command = [\"sh\", \"-c\", \"printf '\\\\377\\\\376 not utf-8\\\\n'; head -c 300000 /dev/zero | tr '\\\\0' x; echo; exec '{echo}' --port $0\", \"{{port}}\"]\n"
+    );
+    let resh = Resh::start(&config);
+    assert_eq!(resh.replica("noisy")["state"], "ready", "{}", resh.log());
+    let got = exchange(resh.clients, b"still served");
+    assert_eq!(got.received, b"still served");
+}

@@ -37,8 +37,9 @@ use crate::watchdog::Watchdog;
 /// How many of a replica's last standard-error lines are kept, to be logged when it exits with
 /// an error (the lines themselves are logged at debug as they come).
 const STDERR_TAIL_LINES: usize = 10;
-/// The longest stderr line kept (a replica that writes one huge line must not cost memory).
-const STDERR_LINE_BYTES: usize = 512;
+/// The longest stderr line kept, in characters (a replica that writes one huge line must not
+/// cost memory).
+const STDERR_LINE_CHARS: usize = 512;
 
 /// Timing of the supervisor.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -707,10 +708,10 @@ fn start_command(slot: &Arc<ManagedReplica>) -> Result<Child, StartError> {
     }
     info!(replica = %slot.name, pid, port, command = ?argv, "started replica");
     if let Some(out) = child.stdout.take() {
-        tokio::spawn(forward_output(Arc::clone(&slot.name), "stdout", out));
+        tokio::spawn(forward_output(Arc::clone(slot), "stdout", out));
     }
     if let Some(err) = child.stderr.take() {
-        let task = tokio::spawn(forward_stderr(Arc::clone(slot), err));
+        let task = tokio::spawn(forward_output(Arc::clone(slot), "stderr", err));
         *slot.stderr_task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
     }
     Ok(child)
@@ -737,18 +738,12 @@ fn spawn_error(program: &str, cwd: Option<&std::path::Path>, error: std::io::Err
     StartError::Spawn { program: program.to_string(), where_, error }
 }
 
-/// Sends a replica's output lines to the log, so that they are not lost and do not mix with
-/// resh's own standard output.
-async fn forward_output(name: Arc<str>, stream: &'static str, out: impl AsyncRead + Unpin) {
-    let mut lines = BufReader::new(out).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        debug!(replica = %name, stream, "{line}");
-    }
-}
-
-/// Like [`forward_output`] for standard error, keeping the last lines for [`note_exit`]. Reads
-/// by bytes, not `lines()`: a line without an end, or not UTF-8, must not be lost or unbounded.
-async fn forward_stderr(slot: Arc<ManagedReplica>, out: impl AsyncRead + Unpin) {
+/// Sends a replica's output lines (`stream`: `stdout` or `stderr`) to the log, so that they
+/// are not lost and do not mix with resh's own standard output, and keeps the last lines of
+/// standard error for [`note_exit`]. Reads by bytes, not `lines()`: a line that is not UTF-8
+/// must not end the reading (the replica would block on a full pipe), nor one without an end
+/// grow without bound.
+async fn forward_output(slot: Arc<ManagedReplica>, stream: &'static str, out: impl AsyncRead + Unpin) {
     let mut reader = BufReader::new(out);
     let mut line = Vec::new();
     loop {
@@ -760,8 +755,11 @@ async fn forward_stderr(slot: Arc<ManagedReplica>, out: impl AsyncRead + Unpin) 
         }
         let text = String::from_utf8_lossy(&line);
         let text = text.trim_end();
-        debug!(replica = %slot.name, stream = "stderr", "{text}");
-        let mut kept: String = text.chars().take(STDERR_LINE_BYTES).collect();
+        debug!(replica = %slot.name, stream, "{text}");
+        if stream != "stderr" {
+            continue;
+        }
+        let mut kept: String = text.chars().take(STDERR_LINE_CHARS).collect();
         if kept.len() < text.len() {
             kept.push_str("...");
         }
