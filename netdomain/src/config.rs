@@ -981,42 +981,42 @@ pub fn parse_repaired<T: serde::de::DeserializeOwned>(text: &str) -> (Option<T>,
             Err(e) => e,
         };
         let message = e.message().trim().to_string();
-        // A missing field is reported at the table that lacks it (its span is the table's: the
-        // whole file for the top level), and nothing is taken out: the rest cannot be read
-        // without it, and taking out whatever key the span starts at would blame that one.
-        if let Some(field) = message.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
-            let table = e
-                .span()
-                .filter(|s| !(s.start == 0 && s.end >= current.trim_end().len()))
-                .map(|span| key_path_at(&current, span.start))
-                .filter(|p| !p.is_empty());
-            match table {
-                // A table that lacks a field: named, then taken out whole, to go on.
-                Some(path) => {
-                    problems.push((format!("{}.{field}", path_name(&path)), "is required".to_string()));
-                    if !remove_path(&mut table_of_file, &path) {
-                        return (None, problems);
-                    }
-                }
-                None => {
+        // A missing field is named at the table that lacks it (its span is the table's: the
+        // whole file for the top level, which cannot be read on without it); the table is then
+        // taken out whole, so that no key the span happens to start at is blamed. Any other
+        // problem is named at its key, and the key taken out.
+        let missing = message.strip_prefix("missing field `").and_then(|r| r.split('`').next());
+        let (path, problem) = match missing {
+            Some(field) => {
+                let table = e
+                    .span()
+                    .filter(|s| !(s.start == 0 && s.end >= current.trim_end().len()))
+                    .map(|span| key_path_at(&current, span.start))
+                    .filter(|p| !p.is_empty());
+                let Some(path) = table else {
                     problems.push((field.to_string(), "is required".to_string()));
                     return (None, problems);
-                }
+                };
+                let problem = (format!("{}.{field}", path_name(&path)), "is required".to_string());
+                (path, problem)
             }
-            current = match toml::to_string(&table_of_file) {
-                Ok(t) => t,
-                Err(_) => return (None, problems),
-            };
-            continue;
-        }
-        let path = e.span().map(|span| key_path_at(&current, span.start)).unwrap_or_default();
+            None => {
+                let path = e.span().map(|span| key_path_at(&current, span.start)).unwrap_or_default();
+                // Where in the user's file: the key's line there (the text tried now is a rewrite).
+                let line = line_of(text, &path).map(|n| format!(" (line {n})")).unwrap_or_default();
+                let problem = (path_name(&path), format!("{message}{line}"));
+                (path, problem)
+            }
+        };
         if path.is_empty() || !remove_path(&mut table_of_file, &path) {
-            problems.push(if problems.is_empty() { parse_problem(&e, &current) } else { ("toml".into(), message) });
+            problems.push(match missing {
+                Some(_) => problem,
+                None if problems.is_empty() => parse_problem(&e, &current),
+                None => ("toml".into(), message),
+            });
             return (None, problems);
         }
-        // Where in the user's file: the key's line there (the text tried now is a rewrite).
-        let line = line_of(text, &path).map(|n| format!(" (line {n})")).unwrap_or_default();
-        problems.push((path_name(&path), format!("{message}{line}")));
+        problems.push(problem);
         current = match toml::to_string(&table_of_file) {
             Ok(t) => t,
             Err(_) => return (None, problems),

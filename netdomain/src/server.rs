@@ -164,10 +164,8 @@ impl Shared {
             self.apply_replicas(&running, &plan.config);
         }
         if let Some(ordered) = &self.ordered {
-            let core = plan.config.ordered_core();
-            if core.lag_timeout != running.ordered_core().lag_timeout
-                || core.request_timeout != running.ordered_core().request_timeout
-            {
+            let (was_core, core) = (running.ordered_core(), plan.config.ordered_core());
+            if (core.lag_timeout, core.request_timeout) != (was_core.lag_timeout, was_core.request_timeout) {
                 ordered.retune(crate::ordered::Tuning {
                     lag_timeout: core.lag_timeout,
                     request_timeout: core.request_timeout,
@@ -509,7 +507,7 @@ pub async fn run_until(
 async fn run_inner(
     config: Config,
     options: RunOptions,
-    mut hangups: Option<tokio::signal::unix::Signal>,
+    hangups: Option<tokio::signal::unix::Signal>,
     shutdown: impl std::future::Future<Output = ()>,
     on_ready: impl FnOnce(&Running),
 ) -> Result<(), RunError> {
@@ -601,7 +599,7 @@ async fn run_inner(
         }
     };
     let shared = Shared::with_options(config, Arc::clone(&supervisor), metrics, ordered, options);
-    let reloader = hangups.take().map(|mut hangups| {
+    let reloader = hangups.map(|mut hangups| {
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
             while hangups.recv().await.is_some() {

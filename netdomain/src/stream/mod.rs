@@ -227,7 +227,7 @@ async fn serve_client<C: ClientIo>(shared: Arc<Shared>, client: C, id: u64) {
     info!(
         verdict = verdict.name(),
         %reason,
-        close = if verdict == Verdict::Undecidable || close == Close::Reset { "reset" } else { "fin" },
+        close = if close == Close::Reset { "reset" } else { "fin" },
         duration_ms = start.elapsed().as_millis() as u64,
         from_client,
         to_client = released,
