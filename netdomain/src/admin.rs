@@ -46,22 +46,15 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, started: Instant)
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let mut said_full = false;
     loop {
-        let slot = match Arc::clone(&slots).try_acquire_owned() {
-            Ok(slot) => slot,
-            Err(_) => {
-                if !said_full {
-                    warn!(limit = MAX_CONNECTIONS, "admin: connection limit reached; further connections wait");
-                    said_full = true;
-                }
-                match Arc::clone(&slots).acquire_owned().await {
-                    Ok(slot) => slot,
-                    Err(_) => return,
-                }
-            }
-        };
-        if slots.available_permits() > MAX_CONNECTIONS / 2 {
+        // Said once per time the limit is reached (again once half the slots are free).
+        let free = slots.available_permits();
+        if free == 0 && !said_full {
+            warn!(limit = MAX_CONNECTIONS, "admin: connection limit reached; further connections wait");
+            said_full = true;
+        } else if free > MAX_CONNECTIONS / 2 {
             said_full = false;
         }
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { return };
         let (stream, peer) = match listener.accept().await {
             Ok(conn) => conn,
             Err(e) => {

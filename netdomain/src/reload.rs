@@ -58,17 +58,9 @@ pub fn plan(running: &Config, new: &Config) -> Plan {
         changed.push("admin.token".to_string());
     }
     let mode = running.vote.mode;
-    let (mut applied, mut not_live): (Vec<String>, Vec<String>) = changed.into_iter().partition(|k| is_live(k, mode));
-    // The quorum belongs with the replicas it counts: the new file's quorum (given, or the
-    // majority of its replicas) must not apply to the running replicas when those changed and
-    // stay (ordered mode).
-    let replicas_changed = not_live.iter().any(|k| k == "replica");
-    if replicas_changed {
-        if let Some(at) = applied.iter().position(|k| k == "vote.quorum") {
-            not_live.push(applied.remove(at));
-            not_live.sort();
-        }
-    }
+    // The quorum goes with the replicas it counts: both live in stream mode, neither in ordered
+    // mode (see `is_live`), so the new file's quorum never meets the old replicas.
+    let (applied, not_live): (Vec<String>, Vec<String>) = changed.into_iter().partition(|k| is_live(k, mode));
     let mut config = running.clone();
     if !applied.is_empty() {
         config.max_sessions = new.max_sessions;
@@ -80,9 +72,6 @@ pub fn plan(running: &Config, new: &Config) -> Plan {
             config.vote = new.vote.clone();
             config.vote.mode = kept_mode;
             config.vote.protocol = kept_protocol;
-            if replicas_changed {
-                config.vote.quorum = running.vote.quorum;
-            }
         } else {
             config.vote.lag_timeout_ms = new.vote.lag_timeout_ms;
             config.vote.vote_timeout_ms = new.vote.vote_timeout_ms;
