@@ -39,10 +39,15 @@ type SetFilter = std::sync::Arc<dyn Fn(EnvFilter) -> Result<(), String> + Send +
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Start the replicas and serve clients until SIGINT or SIGTERM.
+    /// Start the replicas and serve clients until SIGTERM or SIGINT.
     ///
     /// Prints `resh: clients on ADDR` and `resh: admin on http://ADDR` on standard output
     /// once the replicas are ready; logs go to standard error.
+    ///
+    /// SIGTERM or SIGINT drains: no new client is taken, sessions may finish for
+    /// `session.drain_timeout_ms`, then the ones left are reset and the replicas stopped.
+    /// SIGHUP re-reads the configuration file and applies what can change live (see
+    /// `resh reload`).
     ///
     /// With `[group]` (D-RESH; a build with `--features corosync`) the host joins its group
     /// through the local Corosync, serves only while it is in a view with quorum and in sync,
