@@ -656,3 +656,35 @@ fn replica_output_that_is_not_utf8_is_still_drained() {
     let got = exchange(resh.clients, b"still served");
     assert_eq!(got.received, b"still served");
 }
+
+/// Stream mode's per-replica timing: a replica that writes each answer 150 ms late shows it in
+/// its answer time and its trail behind the vote, and the prompt ones show neither.
+#[test]
+fn stream_mode_metrics_show_which_replica_answers_late_and_trails() {
+    let resh = Resh::start(&echo_config([&[], &[], &["--delay-ms", "150"]], ""));
+    for seed in 0..3 {
+        let data = payload(500, seed);
+        let got = exchange(resh.clients, &data);
+        assert!(got.error.is_none() && got.received == data, "{:?}", got.error);
+    }
+    // The third replica's output is read after the client's session may have ended.
+    resh.wait_until("the slow replica's timing is recorded", WAIT, |r| {
+        r.metrics().contains("resh_replica_trail_microseconds{replica=\"c\"}")
+    });
+    let metrics = resh.metrics();
+    let gauge = |name: &str, replica: &str| -> u64 {
+        let prefix = format!("{name}{{replica=\"{replica}\"}} ");
+        let line = metrics.lines().find(|l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("{prefix}: {metrics}"));
+        line[prefix.len()..].parse().expect("a count of microseconds")
+    };
+    for name in ["resh_replica_answer_microseconds", "resh_replica_trail_microseconds"] {
+        let c = gauge(name, "c");
+        assert!(c >= 100_000, "{name} of c: {c}");
+        for prompt in ["a", "b"] {
+            assert!(gauge(name, prompt) < c / 2, "{name} of {prompt}: {metrics}");
+        }
+    }
+    let status = resh.status();
+    assert!(status["replicas"][2]["answer_ms"].as_f64().is_some_and(|ms| ms >= 100.0), "{status}");
+    assert!(status["replicas"][2]["trail_ms"].as_f64().is_some_and(|ms| ms >= 100.0), "{status}");
+}

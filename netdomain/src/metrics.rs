@@ -267,6 +267,7 @@ impl Metrics {
         let mut output = Vec::new();
         let mut behind = Vec::new();
         let mut answer_us = Vec::new();
+        let mut trail_us = Vec::new();
         for (i, r) in replicas.iter().enumerate() {
             for (kind, n) in &r.faults {
                 faults.push((label(&[("replica", &r.name), ("kind", kind)]), *n));
@@ -289,6 +290,14 @@ impl Metrics {
                 behind.push((label(&[("replica", &r.name)]), view.behind));
                 if let Some(latency) = view.answer_latency {
                     answer_us.push((label(&[("replica", &r.name)]), latency.as_micros() as u64));
+                }
+            } else {
+                // Stream mode: the averages the sessions keep in the supervisor.
+                if let Some(ms) = r.answer_ms {
+                    answer_us.push((label(&[("replica", &r.name)]), (ms * 1000.0) as u64));
+                }
+                if let Some(ms) = r.trail_ms {
+                    trail_us.push((label(&[("replica", &r.name)]), (ms * 1000.0) as u64));
                 }
             }
             let serving = match vote {
@@ -342,11 +351,19 @@ impl Metrics {
                 "Ordered mode: requests a voting replica has been sent and not answered yet (its lag).",
                 &behind,
             );
+        }
+        metric(
+            "resh_replica_answer_microseconds",
+            "gauge",
+            "How long a replica takes to answer: from a request's ordering to its answer (ordered mode), from a client's input to the replica's first output after it (stream mode); a moving average over about its last 16 answers.",
+            &answer_us,
+        );
+        if votes.is_none() {
             metric(
-                "resh_replica_answer_microseconds",
+                "resh_replica_trail_microseconds",
                 "gauge",
-                "Ordered mode: how long a replica's answers take from their requests' ordering, a moving average over about its last 16.",
-                &answer_us,
+                "Stream mode: how long after a quorum released them a replica produced the same bytes (0 while it keeps up): its lag, a moving average over about its last 16 reads.",
+                &trail_us,
             );
         }
 

@@ -152,6 +152,13 @@ pub struct ReplicaStatus {
     pub repair_cuts: u64,
     /// Bytes of output resh read from it (answers, in ordered mode), in all sessions.
     pub output_bytes: u64,
+    /// Stream mode: how long it takes to start answering a client's input, in milliseconds, a
+    /// moving average over about its last 16 answers in all sessions (`None` before the first).
+    pub answer_ms: Option<f64>,
+    /// Stream mode: how far its output trails the vote, in milliseconds: how long before it
+    /// produced them its bytes had been released on a quorum's word (zero while it keeps up),
+    /// a moving average over about its last 16 reads in all sessions.
+    pub trail_ms: Option<f64>,
     /// The last fault, as a sentence.
     pub last_fault: Option<String>,
     /// How its last process ended.
@@ -189,6 +196,8 @@ struct ManagedReplica {
     restarts: AtomicU64,
     repair_cuts: AtomicU64,
     output_bytes: AtomicU64,
+    answer_time: MovingAverage,
+    trail: MovingAverage,
     /// The last lines its process wrote on standard error.
     stderr_tail: Mutex<VecDeque<String>>,
     /// The task that reads its standard error, until the process's end.
@@ -238,6 +247,8 @@ impl ManagedReplica {
             restarts: AtomicU64::new(0),
             repair_cuts: AtomicU64::new(0),
             output_bytes: AtomicU64::new(0),
+            answer_time: MovingAverage::default(),
+            trail: MovingAverage::default(),
             stderr_tail: Mutex::new(VecDeque::new()),
             stderr_task: Mutex::new(None),
             watchdog: Arc::clone(watchdog),
@@ -443,6 +454,19 @@ impl Supervisor {
         }
     }
 
+    /// Stream mode: takes one of `replica`'s answer times and trails into its moving averages
+    /// (see [`ReplicaStatus::answer_ms`] and [`ReplicaStatus::trail_ms`]).
+    pub fn record_timing(&self, replica: usize, answer: Option<Duration>, trail: Option<Duration>) {
+        if let Some(slot) = self.slots().get(replica) {
+            if let Some(answer) = answer {
+                slot.answer_time.record(answer);
+            }
+            if let Some(trail) = trail {
+                slot.trail.record(trail);
+            }
+        }
+    }
+
     /// Counts a session that `replica` takes part in.
     pub fn count_session(&self, replica: usize) {
         if let Some(slot) = self.slots().get(replica) {
@@ -549,6 +573,8 @@ impl Supervisor {
                     restarts: slot.restarts.load(Ordering::Relaxed),
                     repair_cuts: slot.repair_cuts.load(Ordering::Relaxed),
                     output_bytes: slot.output_bytes.load(Ordering::Relaxed),
+                    answer_ms: slot.answer_time.get().map(|d| d.as_secs_f64() * 1000.0),
+                    trail_ms: slot.trail.get().map(|d| d.as_secs_f64() * 1000.0),
                     last_fault: state.last_fault.clone(),
                     last_exit: state.last_exit.clone(),
                 }
@@ -976,5 +1002,30 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(incarnation(&supervisor), (2, "ready"));
         supervisor.shutdown().await;
+    }
+}
+
+/// A moving average of durations (in microseconds) shared by all sessions, over about the last
+/// 16 samples: each sample moves it a sixteenth of the way. Lock-free; `u64::MAX` means no
+/// sample yet.
+#[derive(Debug)]
+struct MovingAverage(AtomicU64);
+
+impl Default for MovingAverage {
+    fn default() -> Self {
+        MovingAverage(AtomicU64::new(u64::MAX))
+    }
+}
+
+impl MovingAverage {
+    fn record(&self, sample: Duration) {
+        let sample = u64::try_from(sample.as_micros()).unwrap_or(u64::MAX - 1).min(u64::MAX - 1);
+        let _ = self.0.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |average| {
+            Some(if average == u64::MAX { sample } else { (average.saturating_mul(15).saturating_add(sample)) / 16 })
+        });
+    }
+
+    fn get(&self) -> Option<Duration> {
+        Some(self.0.load(Ordering::Relaxed)).filter(|&us| us != u64::MAX).map(Duration::from_micros)
     }
 }

@@ -119,8 +119,9 @@ pub fn render(status: &Value) -> String {
         "VERSION".into(),
         "STATE".into(),
         if ordered { "VOTE".into() } else { String::new() },
-        if ordered { "BEHIND".into() } else { String::new() },
-        if ordered { "ANSWER MS".into() } else { String::new() },
+        // The replica's lag: requests it owes (ordered), how far its output trails (stream).
+        if ordered { "BEHIND".into() } else { "TRAIL MS".into() },
+        "ANSWER MS".into(),
         "PID".into(),
         "INC".into(),
         "SESSIONS".into(),
@@ -137,12 +138,8 @@ pub fn render(status: &Value) -> String {
             text(&r["version"]),
             text(&r["state"]),
             if ordered { text(&r["vote"]["state"]) } else { String::new() },
-            if ordered { text(&r["vote"]["behind"]) } else { String::new() },
-            if ordered {
-                r["vote"]["answer_ms"].as_f64().map_or_else(|| "-".into(), |ms| format!("{ms:.2}"))
-            } else {
-                String::new()
-            },
+            if ordered { text(&r["vote"]["behind"]) } else { millis(&r["trail_ms"]) },
+            millis(if ordered { &r["vote"]["answer_ms"] } else { &r["answer_ms"] }),
             text(&r["pid"]),
             text(&r["incarnation"]),
             text(&r["sessions"]),
@@ -171,6 +168,11 @@ pub fn render(status: &Value) -> String {
     out
 }
 
+/// Milliseconds with two decimals, `-` for none yet.
+fn millis(value: &serde_json::Value) -> String {
+    value.as_f64().map_or_else(|| "-".into(), |ms| format!("{ms:.2}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,7 +187,7 @@ mod tests {
             "verdicts": {"agreed": 8, "masked": 1, "undecidable": 0},
             "replicas": [
                 {"name": "a", "version": "v1", "state": "ready", "pid": 10, "incarnation": 1, "sessions": 9,
-                 "restarts": 0, "faults": {"diverged": 0}},
+                 "restarts": 0, "faults": {"diverged": 0}, "answer_ms": 1.234, "trail_ms": 0.5},
                 {"name": "c", "version": "v3", "state": "quarantined", "pid": null, "incarnation": 2, "sessions": 9,
                  "restarts": 1, "faults": {"diverged": 1, "late": 0}}
             ],
@@ -198,6 +200,9 @@ mod tests {
         assert!(c.contains("quarantined") && c.contains("diverged 1") && !c.contains("late"), "{view}");
         assert!(view.contains("2026-12-02T06:55:01.123Z  replica c diverged at byte 10"), "{view}");
         assert!(!view.contains("VOTE"), "no vote column in stream mode: {view}");
+        assert!(view.contains("TRAIL MS") && view.contains("ANSWER MS"), "{view}");
+        let a = view.lines().find(|l| l.starts_with("a ")).expect("row a");
+        assert!(a.contains("0.50") && a.contains("1.23"), "{view}");
     }
 
     #[test]

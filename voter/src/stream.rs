@@ -166,6 +166,9 @@ struct ReplicaOutput {
     /// While behind: when the first released byte the lane still owes was released (it is late
     /// once that is `lag_timeout` ago). After the end, since when it has been expected to close.
     behind_since: Option<Duration>,
+    /// How long after their release the lane produced the bytes of its last output (zero when
+    /// they were not released yet): taken with [`StreamVoter::take_trail`].
+    trail: Option<Duration>,
 }
 
 /// The stream voter of one session. See the module documentation.
@@ -242,6 +245,14 @@ impl StreamVoter {
     /// Unreleased bytes held for all replicas together (0: no output waits for a quorum).
     pub fn unreleased_total(&self) -> usize {
         self.lanes.iter().map(|l| l.pending.len()).sum()
+    }
+
+    /// Takes how far `replica` trailed the vote with its last output: how long before it the
+    /// newest byte it reproduced had been released (in the voter's time), or zero if none of it
+    /// had been released yet. `None` if it produced nothing since the last call. For a metric: a
+    /// replica that keeps trailing is slower than its peers before it is ever late.
+    pub fn take_trail(&mut self, replica: usize) -> Option<Duration> {
+        self.lanes.get_mut(replica).and_then(|l| l.trail.take())
     }
 
     /// Bytes received from `replica` so far.
@@ -321,8 +332,10 @@ impl StreamVoter {
             return;
         }
         let mut data = data;
+        let mut reproduced = false;
         // A lane behind the released offset must reproduce the released bytes first.
         if lane.produced < self.released {
+            reproduced = true;
             let start = lane.produced;
             let overlap = data.len().min((self.released - start) as usize);
             if let Some(at) = self.tail_mismatch(start, &data[..overlap]) {
@@ -334,12 +347,15 @@ impl StreamVoter {
                 return;
             }
             let produced = start + overlap as u64;
+            // How long ago the newest of the bytes it reproduced now was released.
+            let newest_released_at = self.released_at(produced - 1);
             // Still behind: its lag is the age of the first byte it still owes. A replica that
             // keeps up, only later than the quorum, is so never late for trailing; one that
             // trails by more than `lag_timeout` is, however much it progresses meanwhile.
             let owed_since = self.released_at(produced);
             let lane = &mut self.lanes[replica];
             lane.produced = produced;
+            lane.trail = newest_released_at.map(|at| now.saturating_sub(at));
             data = &data[overlap..];
             if produced == self.released {
                 if self.status == Status::Open {
@@ -359,6 +375,10 @@ impl StreamVoter {
         }
         if !data.is_empty() {
             let lane = &mut self.lanes[replica];
+            if !reproduced {
+                // Ahead of the vote, or level with it: it trails by nothing.
+                lane.trail = Some(Duration::ZERO);
+            }
             if lane.pending.capacity() - lane.pending.len() < data.len() {
                 lane.pending.reserve(data.len().max(PENDING_GROWTH));
             }

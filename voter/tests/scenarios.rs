@@ -679,3 +679,32 @@ fn closed_early_during_a_release_that_leaves_a_lane_behind() {
     assert_eq!(run.status(), &Status::Finished);
     assert_eq!(run.faults, vec![fault(3, 0, ms(1), FaultKind::ClosedEarly)]);
 }
+
+#[test]
+fn trail_is_how_long_after_its_release_a_replica_produced_the_bytes() {
+    let mut run = Run::new(config(3, 2));
+    let v = &mut run.voter;
+    assert_eq!(v.take_trail(0), None, "nothing produced yet");
+    v.push(0, b"hello ", ms(10));
+    assert_eq!(v.take_trail(0), Some(T0), "ahead of the vote: it trails by nothing");
+    assert_eq!(v.take_trail(0), None, "taken");
+    v.push(1, b"hello ", ms(12));
+    assert_eq!(v.take_trail(1), Some(T0), "it made the quorum");
+    v.push(0, b"world", ms(20));
+    v.push(1, b"world", ms(25));
+    // Replica 2 reproduces both released chunks at 100 ms: the newest was released at 25 ms.
+    v.push(2, b"hello world", ms(100));
+    assert_eq!(v.take_trail(2), Some(ms(75)));
+    // Part of the way: "hel" was released at 12 ms.
+    let mut run = Run::new(config(3, 2));
+    let v = &mut run.voter;
+    v.push(0, b"hello", ms(10));
+    v.push(1, b"hello", ms(12));
+    v.push(2, b"hel", ms(40));
+    assert_eq!(v.take_trail(2), Some(ms(28)));
+    // Reproducing the rest and running ahead in one push counts the reproduced part.
+    v.push(2, b"lo, you", ms(50));
+    assert_eq!(v.take_trail(2), Some(ms(38)));
+    v.push(2, b"!", ms(51));
+    assert_eq!(v.take_trail(2), Some(T0), "now ahead");
+}

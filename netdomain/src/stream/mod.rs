@@ -318,6 +318,9 @@ impl<C: ClientIo> Relay<'_, C> {
                 let mut progress = self.core.tick(now);
                 progress |= self.pass_input(cx, &mut scratch, now);
                 progress |= self.read_output(cx, &mut scratch, now);
+                if progress {
+                    self.record_timings();
+                }
                 progress |= self.write_output(cx, now);
                 progress |= self.apply_actions(cx);
                 if let Some(end) = self.core.end() {
@@ -469,6 +472,17 @@ impl<C: ClientIo> Relay<'_, C> {
             progress = true;
         }
         progress
+    }
+
+    /// Hands the replicas' answer times and trails since the last call to their moving
+    /// averages (`resh_replica_answer_microseconds`, `resh_replica_trail_microseconds`).
+    fn record_timings(&mut self) {
+        for (i, link) in self.links.iter().enumerate() {
+            let timing = self.core.take_timing(i);
+            if timing.answer.is_some() || timing.trail.is_some() {
+                self.shared.supervisor.record_timing(link.admitted.index, timing.answer, timing.trail);
+            }
+        }
     }
 
     /// Writes released output to the client, all of it in one (vectored) write if the socket

@@ -140,6 +140,15 @@ pub struct Released {
     pub waited: Option<Duration>,
 }
 
+/// How one replica kept time, since the last [`Session::take_timing`]: for per-replica metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Timing {
+    /// How long from the client's input to the replica's first output after it.
+    pub answer: Option<Duration>,
+    /// How far its latest output trailed the vote ([`StreamVoter::take_trail`]).
+    pub trail: Option<Duration>,
+}
+
 /// One replica, as far as the session (not the vote) is concerned.
 #[derive(Debug, Default)]
 struct ReplicaFlow {
@@ -158,6 +167,10 @@ struct ReplicaFlow {
     input_blocked_since: Option<Duration>,
     /// Output held back by an injected delay, and until when.
     delayed: Option<(Duration, Bytes)>,
+    /// When the client's input it has not answered yet began (for its answer time).
+    asked_at: Option<Duration>,
+    /// How long it took to start answering the client's last input, not taken yet.
+    answer_time: Option<Duration>,
 }
 
 impl ReplicaFlow {
@@ -373,6 +386,11 @@ impl Session {
         if len > 0 {
             self.last_activity = now;
             self.answered = false;
+            for lane in &mut self.lanes {
+                if !lane.cut && !lane.output_ended {
+                    lane.asked_at.get_or_insert(now);
+                }
+            }
         }
     }
 
@@ -451,6 +469,12 @@ impl Session {
         let vnow = self.vote_clock(now);
         self.push(i, data, now, vnow);
         self.collect_faults();
+    }
+
+    /// Takes how replica `i` kept time since the last call (see [`Timing`]).
+    pub fn take_timing(&mut self, i: usize) -> Timing {
+        let answer = self.lanes.get_mut(i).and_then(|l| l.answer_time.take());
+        Timing { answer, trail: self.voter.take_trail(i) }
     }
 
     /// Replica `i` produced `data`, which an injected delay holds back until session time
@@ -647,6 +671,11 @@ impl Session {
     /// Output from replica `i`, into the voter.
     fn push(&mut self, i: usize, data: &[u8], now: Duration, vnow: Duration) {
         self.last_activity = now;
+        if let Some(lane) = self.lanes.get_mut(i) {
+            if let Some(asked_at) = lane.asked_at.take() {
+                lane.answer_time = Some(now.saturating_sub(asked_at));
+            }
+        }
         if self.waiting_since.is_none() {
             self.waiting_since = Some(now);
         }

@@ -634,3 +634,29 @@ fn a_shutdown_closes_a_session_that_owes_nothing_and_resets_one_that_does() {
     let end = cut.end().expect("over");
     assert_eq!((end.close, end.reason), (Close::Reset, Reason::Shutdown));
 }
+
+#[test]
+fn timing_is_each_replicas_answer_time_and_trail() {
+    let mut s = session(3, 2);
+    assert_eq!(s.take_timing(0), super::Timing::default(), "nothing asked, nothing produced");
+    send_to_all(&mut s, b"ping", ms(10));
+    s.replica_data(0, b"pong", ms(12));
+    s.replica_data(1, b"po", ms(15));
+    assert_eq!(deliver(&mut s, ms(15)), b"po");
+    s.replica_data(1, b"ng", ms(16));
+    assert_eq!(deliver(&mut s, ms(16)), b"ng");
+    s.replica_data(2, b"pong", ms(40));
+    let timing = |s: &mut Session, i| {
+        let t = s.take_timing(i);
+        (t.answer, t.trail)
+    };
+    assert_eq!(timing(&mut s, 0), (Some(ms(2)), Some(ms(0))));
+    assert_eq!(timing(&mut s, 1), (Some(ms(5)), Some(ms(0))), "the first output after the input counts");
+    assert_eq!(timing(&mut s, 2), (Some(ms(30)), Some(ms(24))), "its newest byte was released at 16 ms");
+    assert_eq!(timing(&mut s, 2), (None, None), "taken");
+    // A second request: only the first output after it is an answer time.
+    send_to_all(&mut s, b"ping", ms(100));
+    s.replica_data(0, b"po", ms(101));
+    s.replica_data(0, b"ng", ms(150));
+    assert_eq!(timing(&mut s, 0), (Some(ms(1)), Some(ms(0))));
+}
