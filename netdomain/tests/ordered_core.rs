@@ -8,7 +8,7 @@ use bytes::Bytes;
 use netdomain::codec::resp::{encode_array, Resp};
 use netdomain::codec::{AnswerError, Codec, RequestClass};
 use netdomain::ordered::core::{Action, Answer, Frame, OrderedCore, Origin, Request};
-use netdomain::ordered::sim::{config, Op, Sim};
+use netdomain::ordered::sim::{config, Op, Sim, MAX_SIM_REPLICAS};
 use proptest::prelude::*;
 
 fn ms(n: u64) -> Duration {
@@ -468,13 +468,16 @@ fn a_fenced_core_answers_everything_with_an_error() {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (1u8..12, any::<u32>()).prop_map(|(count, seed)| Op::Order { count, seed }),
-        4 => (0usize..3, 1u8..20).prop_map(|(replica, count)| Op::Deliver { replica, count }),
+        4 => (0usize..MAX_SIM_REPLICAS, 1u8..20).prop_map(|(replica, count)| Op::Deliver { replica, count }),
         2 => Just(Op::DeliverAll),
-        1 => (0usize..3).prop_map(|replica| Op::Crash { replica }),
-        2 => (0usize..3).prop_map(|replica| Op::Restart { replica }),
-        1 => (0usize..3).prop_map(|replica| Op::GoWrong { replica }),
-        1 => (0usize..3).prop_map(|replica| Op::Hang { replica }),
+        1 => (0usize..MAX_SIM_REPLICAS).prop_map(|replica| Op::Crash { replica }),
+        2 => (0usize..MAX_SIM_REPLICAS).prop_map(|replica| Op::Restart { replica }),
+        1 => (0usize..MAX_SIM_REPLICAS).prop_map(|replica| Op::GoWrong { replica }),
+        1 => (0usize..MAX_SIM_REPLICAS).prop_map(|replica| Op::Hang { replica }),
         2 => (0u16..800).prop_map(|ms| Op::Tick { ms }),
+        // Reloads that add or remove a replica.
+        1 => Just(Op::AddReplica),
+        1 => (0usize..MAX_SIM_REPLICAS).prop_map(|replica| Op::RemoveReplica { replica }),
     ]
 }
 
@@ -486,7 +489,7 @@ proptest! {
     })]
 
     /// Over generated schedules of requests, deliveries, crashes, restarts, wrong answers,
-    /// hangs and time: nothing but the reference's answer is ever released, answers come in
+    /// hangs, replicas added and removed, and time: nothing but the reference's answer is ever released, answers come in
     /// order, only misbehaving replicas are blamed, and once everything heals every request
     /// was answered and every replica votes with the reference's state.
     #[test]
@@ -605,4 +608,36 @@ fn a_replica_restarted_before_any_write_votes_on_the_reads_still_held() {
     );
     clean(sim.heal());
     assert!(matches!(sim.answer(0), Some(Answer::Frame(_))), "{:?}", sim.answer(0));
+}
+
+/// A reload adds a fourth replica while requests flow: it is rebuilt from the log, votes, and
+/// the quorum grows to three with it; removing one brings it back to two, and nobody is blamed.
+#[test]
+fn a_replica_added_is_rebuilt_and_votes_and_one_removed_leaves_without_blame() {
+    let mut sim = Sim::new(config(&[false; 3], 1 << 20));
+    let traffic = |sim: &mut Sim, round: usize| {
+        let key = format!("k{round}");
+        let value = format!("v{round}");
+        sim.order_requests(&[&["SET", &key, &value], &["INCR", "n"], &["GET", &key]]);
+        run(sim, &[Op::DeliverAll]);
+    };
+    for round in 0..10 {
+        traffic(&mut sim, round);
+    }
+    run(&mut sim, &[Op::AddReplica]);
+    assert_eq!(sim.core.quorum(), (2, Some(3)), "the new replica does not vote yet");
+    traffic(&mut sim, 10);
+    run(&mut sim, &[Op::Tick { ms: 10 }]);
+    assert_eq!(sim.core.view(3).map(|v| v.state), Some("voting"));
+    assert_eq!(sim.core.quorum(), (3, None), "three of four once it votes");
+    run(&mut sim, &[Op::RemoveReplica { replica: 1 }]);
+    traffic(&mut sim, 11);
+    assert_eq!(sim.core.quorum(), (2, None));
+    assert!(sim.core.view(1).is_none(), "a removed replica is not shown");
+    run(&mut sim, &[Op::GoWrong { replica: 3 }]);
+    for round in 12..20 {
+        traffic(&mut sim, round);
+    }
+    assert_eq!(kinds(&sim), vec![(3, "diverged")], "the added replica is blamed like any other");
+    clean(sim.heal());
 }

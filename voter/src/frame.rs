@@ -348,6 +348,52 @@ impl FrameVoter {
         self.config.lag_timeout = lag_timeout;
     }
 
+    /// Adds a replica (a reload): not live, it takes part from its [`join_at`](Self::join_at)
+    /// on, like the others at the start. Returns its number. The votes already cast are kept.
+    pub fn add_replica(&mut self) -> Result<usize, ConfigError> {
+        let n = self.config.replicas;
+        let grown = FrameConfig { replicas: n + 1, ..self.config.clone() };
+        grown.validate()?;
+        // One more vote per kept request: the flat queue is laid out again.
+        let mut votes = VecDeque::with_capacity(self.slots.len() * (n + 1));
+        for index in 0..self.slots.len() {
+            votes.extend(self.votes.range(index * n..(index + 1) * n).copied());
+            votes.push_back(None);
+        }
+        self.votes = votes;
+        self.lanes.push(ReplicaLane {
+            live: false,
+            paused: false,
+            next: self.next_seq,
+            sent: u64::MAX,
+            grace_from: Duration::ZERO,
+            closed_through: None,
+            gone: false,
+            latency: None,
+        });
+        self.config = grown;
+        Ok(n)
+    }
+
+    /// A reload: the replicas `leaving` take part no more (without a fault), and the quorum is
+    /// `quorum`, both at once: the requests not decided yet are decided with the new set and
+    /// quorum together (never with a lower quorum among replicas that are leaving). A lower
+    /// quorum may decide them at once; a higher one than the replicas that may still answer
+    /// them makes them undecidable.
+    pub fn reconfigure(&mut self, leaving: &[usize], quorum: usize, now: Duration) -> Result<(), ConfigError> {
+        let changed = FrameConfig { quorum, ..self.config.clone() };
+        changed.validate()?;
+        self.config = changed;
+        for &r in leaving {
+            if let Some(lane) = self.lanes.get_mut(r) {
+                lane.live = false;
+            }
+        }
+        self.reevaluate(now);
+        self.settle_slides(now);
+        Ok(())
+    }
+
     /// How long `replica`'s answers take, from their requests' submission (waiting behind
     /// earlier ones included): a moving average over about its last 16 answers; `None` before
     /// its first.
@@ -714,6 +760,71 @@ mod tests {
         let faults = v.take_faults();
         assert_eq!((faults.len(), faults[0].replica, faults[0].offset, faults[0].kind.name()), (1, 1, s, "diverged"));
         assert_eq!(v.outstanding(), 0);
+    }
+
+    #[test]
+    fn a_replica_added_keeps_the_votes_cast_and_votes_once_it_joins() {
+        let mut v = voter(3, 2);
+        let a = v.submit(ms(0));
+        assert_eq!(v.response(0, frame(b"A"), ms(1)), Some(a));
+        assert_eq!(v.add_replica(), Ok(3));
+        assert!(!v.is_live(3));
+        // The vote replica 0 cast before is still counted: replica 1 completes the quorum.
+        assert_eq!(v.response(1, frame(b"A"), ms(2)), Some(a));
+        assert_eq!(decisions(&mut v), [(a, FrameOutcome::Release { replica: 0, vote: frame(b"A") })]);
+        let b = v.submit(ms(3));
+        v.join_at(3, b, ms(3));
+        v.reconfigure(&[], 3, ms(3)).expect("3 of 4");
+        for r in [0, 3] {
+            assert_eq!(v.response(r, frame(b"B"), ms(4)), Some(b));
+        }
+        assert!(decisions(&mut v).is_empty(), "two of a quorum of three");
+        assert_eq!(v.response(1, frame(b"X"), ms(5)), Some(b));
+        assert_eq!(v.response(2, frame(b"A"), ms(6)), Some(a));
+        assert_eq!(v.response(2, frame(b"B"), ms(6)), Some(b));
+        assert_eq!(decisions(&mut v), [(b, FrameOutcome::Release { replica: 0, vote: frame(b"B") })]);
+        assert_eq!(v.take_faults().iter().map(|f| f.replica).collect::<Vec<_>>(), [1]);
+    }
+
+    #[test]
+    fn a_new_quorum_decides_the_requests_waiting() {
+        let mut v = voter(3, 3);
+        let a = v.submit(ms(0));
+        let b = v.submit(ms(0));
+        for r in [0, 1] {
+            assert_eq!(v.response(r, frame(b"A"), ms(1)), Some(a));
+        }
+        assert!(decisions(&mut v).is_empty());
+        v.reconfigure(&[], 2, ms(2)).expect("2 of 3");
+        assert_eq!(decisions(&mut v), [(a, FrameOutcome::Release { replica: 0, vote: frame(b"A") })]);
+        // Higher than the replicas left to answer: undecidable.
+        assert_eq!(v.reconfigure(&[2], 4, ms(3)), Err(ConfigError::Quorum { quorum: 4, replicas: 3 }));
+        assert!(v.is_live(2), "a refused change changes nothing");
+        v.reconfigure(&[2], 3, ms(3)).expect("3 of 3");
+        assert_eq!(decisions(&mut v), [(b, FrameOutcome::Undecidable)]);
+    }
+
+    #[test]
+    fn replicas_leave_and_the_quorum_drops_in_one_step() {
+        // Two of five have answered alike, two others differently: a quorum of two among all
+        // five would pick one; with the two leaving first, the two left decide.
+        let mut v = voter(5, 3);
+        let a = v.submit(ms(0));
+        for (r, answer) in [(0, b"A"), (1, b"A"), (3, b"B"), (4, b"B")] {
+            assert_eq!(v.response(r, frame(answer), ms(1)), Some(a));
+        }
+        assert!(decisions(&mut v).is_empty());
+        v.reconfigure(&[3, 4], 2, ms(2)).expect("2 of the 3 left");
+        assert_eq!(decisions(&mut v), [(a, FrameOutcome::Release { replica: 0, vote: frame(b"A") })]);
+        assert!(v.take_faults().is_empty(), "leaving is no fault");
+    }
+
+    #[test]
+    fn no_more_replicas_than_the_vote_takes() {
+        let mut v = voter(MAX_REPLICAS - 1, 2);
+        assert_eq!(v.add_replica(), Ok(MAX_REPLICAS - 1));
+        assert_eq!(v.add_replica(), Err(ConfigError::Replicas(MAX_REPLICAS + 1)));
+        assert_eq!(v.config().replicas, MAX_REPLICAS);
     }
 
     #[test]

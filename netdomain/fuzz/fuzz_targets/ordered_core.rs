@@ -66,6 +66,9 @@ fn decode(input: &mut Input, replicas: usize) -> Op {
         13 | 14 => Op::Restart { replica },
         15 => Op::GoWrong { replica },
         16 => Op::Hang { replica },
+        // A reload: one replica more, or one fewer.
+        18 if (b / 19) % 2 == 0 => Op::AddReplica,
+        18 => Op::RemoveReplica { replica },
         _ => Op::Tick { ms: input.u16() % 800 },
     }
 }

@@ -15,7 +15,8 @@
 //!   replica's incarnations and its connection;
 //! - [`response`](OrderedCore::response): one response frame of one replica (with digests);
 //! - [`written`](OrderedCore::written): bytes the shell wrote to a replica's socket;
-//! - [`tick`](OrderedCore::tick): time passes; [`fence`](OrderedCore::fence): stop serving.
+//! - [`tick`](OrderedCore::tick): time passes; [`fence`](OrderedCore::fence): stop serving;
+//! - [`reconfigure`](OrderedCore::reconfigure): a reload's replicas and quorum.
 //!
 //! Outputs ([`Action`], taken with [`poll_action`](OrderedCore::poll_action)): connect to or
 //! drop a replica, bytes to write to a replica, the answer for a request's origin (in the
@@ -286,6 +287,8 @@ pub enum Note {
 /// A replica as `/status` shows it in ordered mode.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReplicaView {
+    /// Its number (the supervisor's too).
+    pub index: usize,
     /// `voting`, `syncing`, `out` or `down`.
     pub state: &'static str,
     /// Why it is out, or how it is being rebuilt.
@@ -397,6 +400,8 @@ struct Replica {
     /// ambiguously): it is emptied before a replay from the start, or rebuilt by a checkpoint;
     /// never replayed onto what it holds.
     must_reset: bool,
+    /// Removed from the configuration (a reload): out for good, its number kept.
+    removed: bool,
 }
 
 impl Replica {
@@ -453,6 +458,9 @@ pub struct OrderedCore {
     /// as `[first, end)`, while they may matter: a checkpoint is taken only between units.
     /// A unit comes whole in one batch (the order sources keep it together).
     units: VecDeque<(u64, u64)>,
+    /// A reload's quorum, higher than the replicas voting now: in force once enough of them
+    /// vote (see [`set_quorum`](OrderedCore::set_quorum)).
+    pending_quorum: Option<usize>,
 }
 
 impl fmt::Debug for OrderedCore {
@@ -473,6 +481,117 @@ impl OrderedCore {
         self.config.lag_timeout = lag_timeout;
         self.config.request_timeout = request_timeout;
         self.voter.set_lag_timeout(lag_timeout);
+    }
+
+    /// A reload of the replica set: the replicas `remove` leave, the replicas `add` are added
+    /// (numbered on from the last, as the supervisor numbers them), and the quorum becomes
+    /// `quorum`. Returns the numbers of the added replicas.
+    ///
+    /// - A removed replica leaves the vote without a fault, whatever it was doing (a
+    ///   checkpoint it was a source of starts again from others), its connection is dropped,
+    ///   and nothing it does counts any more; its number stays taken.
+    /// - An added replica is rebuilt like a restarted one once the supervisor admits it (by the
+    ///   log from the start while it reaches back there, else by a checkpoint of a quorum of
+    ///   voting replicas), and votes from then on.
+    /// - A lower quorum is in force at once, together with the removals: the requests waiting
+    ///   are decided with both. A higher one is reached step by step as added replicas join
+    ///   (`join`): raised only as far as a majority of the replicas voting, never beyond the
+    ///   new one. In force at once, it would stop the service (or leave no fault masked) while
+    ///   the added replicas are rebuilt; kept as it was, two disagreeing halves of the grown
+    ///   vote could each make it.
+    pub fn reconfigure(
+        &mut self,
+        remove: &[usize],
+        add: Vec<ReplicaConfig>,
+        quorum: usize,
+        now: Duration,
+    ) -> Result<Range<usize>, CoreConfigError> {
+        let mut leaving: Vec<usize> =
+            remove.iter().copied().filter(|&r| self.replicas.get(r).is_some_and(|x| !x.removed)).collect();
+        leaving.sort_unstable();
+        leaving.dedup();
+        let kept = self.replicas.iter().filter(|x| !x.removed).count() - leaving.len() + add.len();
+        if quorum == 0 || quorum > kept {
+            return Err(CoreConfigError(voter::ConfigError::Quorum { quorum, replicas: kept }));
+        }
+        let lanes = self.replicas.len() + add.len();
+        if lanes > voter::stream::MAX_REPLICAS {
+            return Err(CoreConfigError(voter::ConfigError::Replicas(lanes)));
+        }
+        let voting_after = (0..self.replicas.len()).filter(|&r| self.voter.is_live(r) && !leaving.contains(&r)).count();
+        let in_force = if quorum <= self.config.quorum {
+            quorum
+        } else {
+            (voting_after / 2 + 1).max(self.config.quorum).min(quorum)
+        };
+        self.voter.reconfigure(&leaving, in_force, now).map_err(CoreConfigError)?;
+        self.config.quorum = in_force;
+        self.pending_quorum = Some(quorum).filter(|&q| q > in_force);
+        for &r in &leaving {
+            self.replicas[r].removed = true;
+            self.replicas[r].next_incarnation = None;
+            self.take_out(r, "removed from the configuration".into(), now);
+        }
+        let first = self.replicas.len();
+        for config in add {
+            self.add_replica(config)?;
+        }
+        self.touch(now);
+        Ok(first..self.replicas.len())
+    }
+
+    /// Adds one replica (see [`reconfigure`](Self::reconfigure)).
+    fn add_replica(&mut self, config: ReplicaConfig) -> Result<(), CoreConfigError> {
+        let r = self.voter.add_replica().map_err(CoreConfigError)?;
+        let n = self.replicas.len();
+        debug_assert_eq!(r, n, "the voter and the core number the replicas alike");
+        // One more frame per held request: the flat queue is laid out again.
+        let mut frames = VecDeque::with_capacity(self.held.len() * (n + 1));
+        for index in 0..self.held.len() {
+            frames.extend(self.frames.range(index * n..(index + 1) * n).cloned());
+            frames.push_back(None);
+        }
+        self.frames = frames;
+        self.answer_bytes.push(0);
+        self.replicas.push(Replica {
+            name: Arc::clone(&config.name),
+            address: config.address,
+            incarnation: 0,
+            link: LinkState::Down,
+            queued: 0,
+            role: Role::Out { why: "added: not started yet".into(), retry_at: None },
+            expect: VecDeque::new(),
+            sent: self.voter.next_seq(),
+            closed_at: None,
+            closed_gone: false,
+            source_for: None,
+            last_answer: Duration::ZERO,
+            next_incarnation: None,
+            replay_seqs: VecDeque::new(),
+            preloaded: None,
+            must_reset: false,
+            removed: false,
+        });
+        self.config.replicas.push(config);
+        Ok(())
+    }
+
+    /// Raises the quorum toward a reload's higher one as a replica joins, as far as a majority
+    /// of `voting` replicas (see [`reconfigure`](Self::reconfigure)).
+    fn step_quorum(&mut self, voting: usize, now: Duration) {
+        let Some(target) = self.pending_quorum else { return };
+        let step = (voting / 2 + 1).max(self.config.quorum).min(target);
+        if step > self.config.quorum && self.voter.reconfigure(&[], step, now).is_ok() {
+            self.config.quorum = step;
+        }
+        if self.config.quorum >= target {
+            self.pending_quorum = None;
+        }
+    }
+
+    /// The quorum in force, and the one a reload asked for while it waits for replicas.
+    pub fn quorum(&self) -> (usize, Option<usize>) {
+        (self.config.quorum, self.pending_quorum)
     }
 
     /// A core whose first request will be `first_seq`, with no replica yet.
@@ -501,6 +620,7 @@ impl OrderedCore {
                 replay_seqs: VecDeque::new(),
                 preloaded: None,
                 must_reset: false,
+                removed: false,
             })
             .collect();
         Ok(OrderedCore {
@@ -520,6 +640,7 @@ impl OrderedCore {
             careful_until: first_seq,
             unsettled: None,
             units: VecDeque::new(),
+            pending_quorum: None,
         })
     }
 
@@ -634,7 +755,7 @@ impl OrderedCore {
 
     /// How replica `r` is doing, for `/status`.
     pub fn view(&self, r: usize) -> Option<ReplicaView> {
-        let replica = self.replicas.get(r)?;
+        let replica = self.replicas.get(r).filter(|x| !x.removed)?;
         let next = self.voter.next_seq();
         let (state, detail, progress) = match &replica.role {
             Role::Voting => (
@@ -668,7 +789,15 @@ impl OrderedCore {
             _ => 0,
         };
         let answer_latency = self.voter.answer_latency(r);
-        Some(ReplicaView { state, detail, progress, incarnation: replica.incarnation, behind, answer_latency })
+        Some(ReplicaView {
+            index: r,
+            state,
+            detail,
+            progress,
+            incarnation: replica.incarnation,
+            behind,
+            answer_latency,
+        })
     }
 
     // ----- inputs -----
@@ -734,7 +863,7 @@ impl OrderedCore {
 
     /// The supervisor admits `replica`'s incarnation `incarnation` (it accepts connections).
     pub fn admitted(&mut self, r: usize, incarnation: u64, now: Duration) {
-        let Some(replica) = self.replicas.get_mut(r) else { return };
+        let Some(replica) = self.replicas.get_mut(r).filter(|x| !x.removed) else { return };
         if incarnation <= replica.incarnation || replica.next_incarnation.is_some_and(|n| n >= incarnation) {
             return;
         }
@@ -821,7 +950,14 @@ impl OrderedCore {
             return;
         }
         replica.link = LinkState::Down;
-        self.replica_failed(r, FaultKind::Crashed, now);
+        if matches!(replica.role, Role::Syncing(_)) && replica.must_reset {
+            // Rebuilt because it ran a request the others died on (see `resync`): it was sent
+            // what they were, and may well have died on the same query of death since. Not its
+            // fault; the supervisor restarts it and its next incarnation is rebuilt.
+            self.take_out_retry(r, format!("cannot connect while being rebuilt: {why}"), now);
+        } else {
+            self.replica_failed(r, FaultKind::Crashed, now);
+        }
         self.touch(now);
     }
 
@@ -1764,6 +1900,11 @@ impl OrderedCore {
         replica.sent = seq;
         replica.closed_at = None;
         replica.must_reset = false;
+        // A reload's higher quorum grows with the replicas that join, before the new one's
+        // first vote counts (see `set_quorum`).
+        if !self.voter.is_live(r) {
+            self.step_quorum(self.voter.live_count() + 1, now);
+        }
         self.voter.join_at(r, seq, now);
         self.voter.sent_to(r, seq);
         self.actions.push_back(Action::Note(Note::Joined { replica: r, seq, rebuilt }));

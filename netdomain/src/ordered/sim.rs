@@ -221,6 +221,31 @@ pub struct SimReplica {
     /// The requests queued in that transaction, run at `EXEC` (as Redis does: each answers
     /// `+QUEUED`, and a connection that closes first drops them).
     queued: Vec<Vec<Vec<u8>>>,
+    /// Removed by a reload: its process stopped, and nothing of it counts any more.
+    removed: bool,
+}
+
+impl SimReplica {
+    fn new(codec: &dyn Codec, address: bool) -> SimReplica {
+        SimReplica {
+            kv: Kv::default(),
+            incarnation: 0,
+            alive: true,
+            link: SimLink::Down,
+            inbox: BytesMut::new(),
+            parser: codec.request_parser(),
+            outbox: VecDeque::new(),
+            closing: false,
+            dying: false,
+            behaviour: Behaviour::Honest,
+            blameable: false,
+            misbehaved: Vec::new(),
+            address,
+            in_unit: false,
+            queued: Vec::new(),
+            removed: false,
+        }
+    }
 }
 
 /// One step of a schedule.
@@ -273,7 +298,19 @@ pub enum Op {
         /// How long.
         ms: u16,
     },
+    /// A reload adds a replica (at most [`MAX_SIM_REPLICAS`]), with a majority quorum of the
+    /// replicas configured then; the supervisor starts it.
+    AddReplica,
+    /// A reload removes a replica (while more than three are configured), with a majority
+    /// quorum of the replicas left; the supervisor stops it.
+    RemoveReplica {
+        /// The replica.
+        replica: usize,
+    },
 }
+
+/// The most replicas a schedule adds up to (removed ones included).
+pub const MAX_SIM_REPLICAS: usize = 7;
 
 /// The simulation. See the module documentation.
 pub struct Sim {
@@ -296,7 +333,6 @@ pub struct Sim {
     /// Faults reported, as `(replica, kind)`.
     pub faults: Vec<(usize, FaultKind)>,
     violations: Vec<String>,
-    quorum: usize,
     /// A query of death (`DIE`) killed replicas at some point.
     query_of_death: bool,
     /// Print every action of the core to standard error (to understand a failing schedule).
@@ -346,28 +382,7 @@ impl Sim {
     /// A simulation of the core with `config`; every replica starts and is admitted.
     pub fn new(config: CoreConfig) -> Sim {
         let codec: Arc<dyn Codec> = Arc::new(Resp::new(1 << 20, None));
-        let quorum = config.quorum;
-        let replicas = config
-            .replicas
-            .iter()
-            .map(|r| SimReplica {
-                kv: Kv::default(),
-                incarnation: 0,
-                alive: true,
-                link: SimLink::Down,
-                inbox: BytesMut::new(),
-                parser: codec.request_parser(),
-                outbox: VecDeque::new(),
-                closing: false,
-                dying: false,
-                behaviour: Behaviour::Honest,
-                blameable: false,
-                misbehaved: Vec::new(),
-                address: r.address,
-                in_unit: false,
-                queued: Vec::new(),
-            })
-            .collect();
+        let replicas = config.replicas.iter().map(|r| SimReplica::new(&*codec, r.address)).collect();
         let core = match OrderedCore::new(config, Arc::clone(&codec), 0) {
             Ok(core) => core,
             Err(e) => panic!("sim config: {e}"),
@@ -385,7 +400,6 @@ impl Sim {
             next_request: 0,
             faults: Vec::new(),
             violations: Vec::new(),
-            quorum,
             query_of_death: false,
             trace: false,
         };
@@ -424,7 +438,7 @@ impl Sim {
             Op::Restart { replica } => {
                 let r = replica % self.replicas.len();
                 // (The supervisor restarts a process that ended, or a replica found faulty.)
-                if !self.replicas[r].alive
+                if !self.replicas[r].removed && !self.replicas[r].alive
                     || self.replicas[r].blameable
                     || self.core.view(r).is_some_and(|v| v.state == "out")
                 {
@@ -459,6 +473,8 @@ impl Sim {
                 self.now += Duration::from_millis(u64::from(ms));
                 self.core.tick(self.now);
             }
+            Op::AddReplica => self.add_replica(),
+            Op::RemoveReplica { replica } => self.remove_replica(replica % self.replicas.len()),
         }
         self.pump();
         &self.violations
@@ -473,6 +489,7 @@ impl Sim {
         self.replicas.iter().enumerate().all(|(i, x)| {
             let view = self.core.view(i);
             i == r
+                || x.removed
                 || (!x.blameable
                     && x.alive
                     && view.is_some_and(|v| v.state == "voting" && v.incarnation == x.incarnation))
@@ -485,6 +502,9 @@ impl Sim {
         for _ in 0..400 {
             // The supervisor: processes that ended, and replicas out of the vote, restarted.
             for r in 0..self.replicas.len() {
+                if self.replicas[r].removed {
+                    continue;
+                }
                 let out = self.core.view(r).is_some_and(|v| v.state == "out");
                 if !self.replicas[r].alive || self.replicas[r].behaviour != Behaviour::Honest || out {
                     self.replicas[r].behaviour = Behaviour::Honest;
@@ -516,7 +536,7 @@ impl Sim {
         }
         let serving =
             (0..self.replicas.len()).filter(|&r| self.core.view(r).is_some_and(|v| v.state == "voting")).count()
-                >= self.quorum;
+                >= self.core.quorum().0;
         for seq in 0..ordered {
             if !self.answered.contains_key(&seq) && serving {
                 self.violations.push(format!("request {seq} was never answered"));
@@ -524,6 +544,12 @@ impl Sim {
         }
         let mut common: Option<(usize, Kv)> = None;
         for (r, stuck) in stuck.iter().enumerate() {
+            if self.replicas[r].removed {
+                if self.core.view(r).is_some() {
+                    self.violations.push(format!("replica {r} was removed and still shows"));
+                }
+                continue;
+            }
             match self.core.view(r) {
                 Some(view) if view.state == "voting" => {}
                 _ if *stuck => continue,
@@ -578,6 +604,58 @@ impl Sim {
             }
         }
         &self.violations
+    }
+
+    /// The replicas configured (not removed).
+    fn configured(&self) -> usize {
+        self.replicas.iter().filter(|x| !x.removed).count()
+    }
+
+    /// A reload that adds a replica (see [`Op::AddReplica`]). Like the fault model's other
+    /// steps, only while every replica votes: a replica being rebuilt counts as the one
+    /// replica out that a quorum masks.
+    fn add_replica(&mut self) {
+        if self.replicas.len() >= MAX_SIM_REPLICAS || !self.healthy_others(usize::MAX) {
+            return;
+        }
+        let r = self.replicas.len();
+        // A majority of the replicas configured once this one is added.
+        let configured = self.configured() + 1;
+        let quorum = configured / 2 + 1;
+        let added = ReplicaConfig { name: format!("r{r}").into(), address: false };
+        match self.core.reconfigure(&[], vec![added], quorum, self.now) {
+            Ok(added) if added == (r..r + 1) => {}
+            other => {
+                self.violations.push(format!("replica {r} was added as {other:?}"));
+                return;
+            }
+        }
+        self.replicas.push(SimReplica::new(&*self.codec, false));
+        self.restart(r);
+    }
+
+    /// A reload that removes replica `r` (see [`Op::RemoveReplica`]): the core first, then the
+    /// supervisor stops its process.
+    fn remove_replica(&mut self, r: usize) {
+        if self.replicas[r].removed || self.configured() <= 3 {
+            return;
+        }
+        let quorum = (self.configured() - 1) / 2 + 1;
+        if let Err(e) = self.core.reconfigure(&[r], Vec::new(), quorum, self.now) {
+            self.violations.push(format!("removing replica {r} refused: {e}"));
+        }
+        self.pump();
+        let x = &mut self.replicas[r];
+        x.removed = true;
+        x.alive = false;
+        x.outbox.clear();
+        x.inbox.clear();
+        if x.link == SimLink::Up {
+            // The process ends under a connection the core dropped: nothing to report.
+            x.link = SimLink::Down;
+            let inc = x.incarnation;
+            self.core.closed(r, inc, true, None, self.now);
+        }
     }
 
     /// A query of death killed a replica.
@@ -923,7 +1001,7 @@ impl Sim {
                 };
                 let same = produced.iter().filter(|(a, _)| alike(a)).count();
                 let honest = produced.iter().any(|(a, honest)| alike(a) && *honest);
-                if same < self.quorum || !honest {
+                if same < self.core.quorum().0 || !honest {
                     self.violations.push(format!(
                         "request {seq}: released {:?}, which {same} replicas produced ({}), fewer than the quorum or none honest",
                         String::from_utf8_lossy(got),
@@ -934,7 +1012,7 @@ impl Sim {
             // Unless a quorum died with its answer unwritten: then nothing tells it from the
             // request they died on, and it is lost as with one server that crashed.
             Answer::Error(AnswerError::ClosedByService)
-                if !refused && self.lost.get(&seq).copied().unwrap_or(0) < self.quorum =>
+                if !refused && self.lost.get(&seq).copied().unwrap_or(0) < self.core.quorum().0 =>
             {
                 self.violations
                     .push(format!("request {seq} was called refused by the service, but the service answers it"))
@@ -951,7 +1029,7 @@ impl Sim {
 
     /// The quorum.
     pub fn quorum(&self) -> usize {
-        self.quorum
+        self.core.quorum().0
     }
 
     /// The answer given to request `seq`, if any.
