@@ -688,3 +688,57 @@ fn stream_mode_metrics_show_which_replica_answers_late_and_trails() {
     assert!(status["replicas"][2]["answer_ms"].as_f64().is_some_and(|ms| ms >= 100.0), "{status}");
     assert!(status["replicas"][2]["trail_ms"].as_f64().is_some_and(|ms| ms >= 100.0), "{status}");
 }
+
+/// Ordered mode: a reload adds a fourth redis-server while a client keeps its connection; the
+/// new one is rebuilt with the data written before, votes, and the quorum grows to three; a
+/// second reload removes one, whose process stops, and the quorum is two again. Nobody is
+/// blamed, and the client's connection is served throughout.
+#[test]
+fn a_reload_adds_and_removes_replicas_in_ordered_mode() {
+    let three = redis_ordered_config("", "");
+    let resh = Resh::start(&three);
+    let mut client = RespClient::connect(resh.clients).expect("connect");
+    for i in 0..50 {
+        let (key, value) = (format!("k{i}"), format!("v{i}"));
+        assert_eq!(client.call(&["SET", &key, &value]).expect("SET"), b"+OK\r\n");
+    }
+    let r4 = three.split("[[replica]]").nth(1).expect("a replica block").replace("name = \"r1\"", "name = \"r4\"");
+    resh.rewrite_config(&format!("{three}[[replica]]{r4}"));
+    resh.signal(libc::SIGHUP);
+    resh.wait_until("r4 votes and the quorum is three", WAIT, |r| {
+        let status = r.status();
+        status["quorum"] == 3 && r.replica("r4")["vote"]["state"] == "voting"
+    });
+    // r4 was rebuilt: it holds what was written before it came.
+    let addr: std::net::SocketAddr = resh.replica("r4")["addr"].as_str().expect("addr").parse().expect("an address");
+    let mut direct = RespClient::connect(addr).expect("connect to r4");
+    assert_eq!(direct.call(&["GET", "k42"]).expect("GET"), b"$3\r\nv42\r\n");
+    assert_eq!(client.call(&["INCR", "n"]).expect("INCR"), b":1\r\n");
+
+    let r2_pid = resh.replica("r2")["pid"].as_u64().expect("pid");
+    let without_r2: String = format!("{three}[[replica]]{r4}")
+        .split("[[replica]]")
+        .filter(|block| !block.contains("name = \"r2\""))
+        .collect::<Vec<_>>()
+        .join("[[replica]]");
+    resh.rewrite_config(&without_r2);
+    resh.signal(libc::SIGHUP);
+    resh.wait_until("r2 is gone and the quorum is two", WAIT, |r| {
+        let status = r.status();
+        let names: Vec<&str> = status["replicas"]
+            .as_array()
+            .map(|rs| rs.iter().filter_map(|x| x["name"].as_str()).collect())
+            .unwrap_or_default();
+        status["quorum"] == 2 && names == ["r1", "r3", "r4"]
+    });
+    wait_gone(&[r2_pid]);
+    assert_eq!(client.call(&["INCR", "n"]).expect("INCR"), b":2\r\n");
+    assert_eq!(client.call(&["GET", "k7"]).expect("GET"), b"$2\r\nv7\r\n");
+    let status = resh.status();
+    for name in ["r1", "r3", "r4"] {
+        assert_eq!(resh_e2e::fault_total(&resh.replica(name)), 0, "{status}");
+        assert_eq!(resh.replica(name)["vote"]["state"], "voting", "{status}");
+    }
+    assert!(status["recent_faults"].as_array().is_some_and(Vec::is_empty), "{status}");
+    assert!(resh.log().contains("changed=replica"), "{}", resh.log());
+}

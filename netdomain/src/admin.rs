@@ -278,17 +278,22 @@ fn route(req: &Request<Incoming>, shared: &Shared, started: Instant) -> Response
             respond(StatusCode::OK, "application/json", body)
         }
         (&Method::GET, "/metrics") => {
-            let views = shared.ordered.as_ref().map(|o| o.views());
-            let states: Option<Vec<crate::metrics::VoteView<'_>>> = views.as_ref().map(|v| {
-                v.iter()
-                    .map(|v| crate::metrics::VoteView {
-                        state: v.state,
-                        behind: v.behind,
-                        answer_latency: v.answer_latency,
+            let replicas = shared.supervisor.status();
+            // One per replica listed, by number (the core may not show one a reload just added).
+            let states: Option<Vec<crate::metrics::VoteView<'_>>> = shared.ordered.as_ref().map(|o| {
+                replicas
+                    .iter()
+                    .map(|r| match o.view(r.index) {
+                        Some(v) => crate::metrics::VoteView {
+                            state: v.state,
+                            behind: v.behind,
+                            answer_latency: v.answer_latency,
+                        },
+                        None => crate::metrics::VoteView { state: "down", behind: 0, answer_latency: None },
                     })
                     .collect()
             });
-            let mut body = shared.metrics.prometheus(&shared.supervisor.status(), states.as_deref());
+            let mut body = shared.metrics.prometheus(&replicas, states.as_deref());
             if let Some(group) = shared.ordered.as_ref().and_then(|o| o.group.as_ref()) {
                 group.prometheus(&mut body);
             }
@@ -321,11 +326,25 @@ pub fn status_json(shared: &Shared, started: Instant) -> String {
             crate::config::Mode::Ordered => "ordered",
         };
         map.insert("mode".into(), mode.into());
-        map.insert("quorum".into(), config.quorum().into());
-        let mut replicas = serde_json::to_value(shared.supervisor.status()).unwrap_or(serde_json::Value::Null);
+        match &shared.ordered {
+            // A reload that added replicas raises the quorum as they join.
+            Some(ordered) => {
+                let (quorum, target) = ordered.quorum();
+                map.insert("quorum".into(), quorum.into());
+                if let Some(target) = target {
+                    map.insert("quorum_target".into(), target.into());
+                }
+            }
+            None => {
+                map.insert("quorum".into(), config.quorum().into());
+            }
+        }
+        let listed = shared.supervisor.status();
+        let mut replicas = serde_json::to_value(&listed).unwrap_or(serde_json::Value::Null);
         if let (Some(ordered), Some(list)) = (&shared.ordered, replicas.as_array_mut()) {
             // Ordered mode: where each replica stands in the vote, besides its process's phase.
-            for (replica, view) in list.iter_mut().zip(ordered.views()) {
+            for (replica, status) in list.iter_mut().zip(&listed) {
+                let Some(view) = ordered.view(status.index) else { continue };
                 if let Some(obj) = replica.as_object_mut() {
                     let progress = view.progress.map(|(done, total)| serde_json::json!({"done": done, "of": total}));
                     obj.insert(

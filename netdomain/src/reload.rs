@@ -6,13 +6,16 @@
 //! result (`Shared::reload`) on SIGHUP, `resh reload` or `POST /reload`.
 //!
 //! Live, for the sessions that start from then on: the stream vote (`vote.*` but `mode` and
-//! `protocol`) and the replicas, in stream mode (ordered mode's core, with its replica set, is
-//! built once: it takes new timeouts, `vote.lag_timeout_ms` and `ordered.request_timeout_ms`,
-//! for the requests waiting too); the session timeouts, ordered mode's per-session limits
-//! (`ordered.max_in_flight`, `ordered.max_session_bytes`), `max_sessions`, the admin token, and
-//! the log filter (`log`). Everything else needs a restart: addresses, the mode, the
-//! supervisor's timing, ordered mode's core and replicas, and the group. A session keeps the
-//! values (and the replicas) it started with.
+//! `protocol`) and the replicas, in stream mode; the session timeouts, ordered mode's
+//! per-session limits (`ordered.max_in_flight`, `ordered.max_session_bytes`), `max_sessions`,
+//! the admin token, and the log filter (`log`). A session keeps the values (and the replicas)
+//! it started with. Ordered mode has one core for every session: it takes new timeouts
+//! (`vote.lag_timeout_ms`, `ordered.request_timeout_ms`) for the requests waiting too, and,
+//! on one host, the replicas and the quorum (`OrderedCore::reconfigure`: added replicas are
+//! rebuilt and join, removed ones leave without blame). Everything else needs a restart:
+//! addresses, the mode, the supervisor's timing, ordered mode's other core limits, and the
+//! group; a D-RESH host keeps its replicas (the hosts' state transfers copy a core's replica
+//! set as it was built).
 use serde_json::Value;
 
 use crate::config::{Config, Mode};
@@ -28,18 +31,22 @@ pub struct Plan {
     pub not_live: Vec<String>,
 }
 
-/// Whether `key` (a dotted path of a changed value) can change in a running resh in `mode`.
-pub fn is_live(key: &str, mode: Mode) -> bool {
+/// Whether `key` (a dotted path of a changed value) can change in a running resh in `mode`
+/// (`grouped`: a D-RESH host).
+pub fn is_live(key: &str, mode: Mode, grouped: bool) -> bool {
     let top = key.split('.').next().unwrap_or(key);
     match top {
         "max_sessions" | "log" | "session" => true,
         // A stream session takes the replicas admitted when it starts; the supervisor starts
         // and stops replicas as they come and go (`Supervisor::add`, `Supervisor::remove`).
-        "replica" => mode == Mode::Stream,
-        // Ordered mode's core takes new timeouts (`Ordered::retune`), not a new vote.
+        // Ordered mode's core takes them too (`Ordered::change_replicas`), with the quorum.
+        "replica" => mode == Mode::Stream || !grouped,
         "vote" => match mode {
             Mode::Stream => !matches!(key, "vote.mode" | "vote.protocol"),
-            Mode::Ordered => matches!(key, "vote.lag_timeout_ms" | "vote.vote_timeout_ms"),
+            // New timeouts (`Ordered::retune`) and the quorum, with the replicas.
+            Mode::Ordered => {
+                matches!(key, "vote.lag_timeout_ms" | "vote.vote_timeout_ms") || (key == "vote.quorum" && !grouped)
+            }
         },
         "ordered" => {
             matches!(key, "ordered.max_in_flight" | "ordered.max_session_bytes" | "ordered.request_timeout_ms")
@@ -58,9 +65,10 @@ pub fn plan(running: &Config, new: &Config) -> Plan {
         changed.push("admin.token".to_string());
     }
     let mode = running.vote.mode;
-    // The quorum goes with the replicas it counts: both live in stream mode, neither in ordered
-    // mode (see `is_live`), so the new file's quorum never meets the old replicas.
-    let (applied, not_live): (Vec<String>, Vec<String>) = changed.into_iter().partition(|k| is_live(k, mode));
+    let grouped = running.group.is_some();
+    // The quorum goes with the replicas it counts: both are live or neither (see `is_live`),
+    // so the new file's quorum never meets the old replicas.
+    let (applied, not_live): (Vec<String>, Vec<String>) = changed.into_iter().partition(|k| is_live(k, mode, grouped));
     let mut config = running.clone();
     if !applied.is_empty() {
         config.max_sessions = new.max_sessions;
@@ -75,6 +83,10 @@ pub fn plan(running: &Config, new: &Config) -> Plan {
         } else {
             config.vote.lag_timeout_ms = new.vote.lag_timeout_ms;
             config.vote.vote_timeout_ms = new.vote.vote_timeout_ms;
+            if !grouped {
+                config.replicas.clone_from(&new.replicas);
+                config.vote.quorum = new.vote.quorum;
+            }
         }
         config.ordered.max_in_flight = new.ordered.max_in_flight;
         config.ordered.max_session_bytes = new.ordered.max_session_bytes;
@@ -148,13 +160,25 @@ mod tests {
     }
 
     #[test]
-    fn the_quorum_stays_with_the_running_replicas() {
+    fn ordered_mode_takes_replicas_with_their_quorum_but_a_dresh_host_keeps_both() {
         let ordered = "[vote]\nmode = \"ordered\"\nprotocol = \"resp\"\n";
         let running = config(ordered);
-        // Ordered mode keeps its replicas: one fewer in the file, with a quorum of 1, must not
-        // lower the quorum of the three that run.
         let mut new = config(&format!("{ordered}quorum = 1\n[session]\nidle_timeout_ms = 700"));
         new.replicas.pop();
+        let one_host = plan(&running, &new);
+        assert_eq!(one_host.applied, ["replica", "session.idle_timeout_ms", "vote.quorum"]);
+        assert_eq!((one_host.config.vote.quorum, one_host.config.replicas.len()), (Some(1), 2));
+        // A D-RESH host keeps both: one fewer in the file, with a quorum of 1, must not lower
+        // the quorum of the three that run.
+        let mut running = running.clone();
+        running.group = Some(crate::config::Group {
+            engine: crate::config::Engine::Corosync,
+            name: "g".into(),
+            hosts: 3,
+            max_message_bytes: 1 << 16,
+            transfer: Default::default(),
+        });
+        new.group.clone_from(&running.group);
         let plan = plan(&running, &new);
         assert_eq!(plan.applied, ["session.idle_timeout_ms"]);
         assert_eq!(plan.not_live, ["replica", "vote.quorum"]);

@@ -160,8 +160,23 @@ impl Shared {
             }
         }
         let (was, now) = (running.max_sessions, plan.config.max_sessions);
-        if plan.applied.iter().any(|k| k == "replica") {
-            self.apply_replicas(&running, &plan.config);
+        let mut plan = plan;
+        if plan.applied.iter().any(|k| k == "replica" || k == "vote.quorum") {
+            match &self.ordered {
+                None => self.apply_replicas(&running, &plan.config),
+                Some(ordered) => {
+                    if let Err(e) = self.apply_ordered_replicas(ordered, &running, &plan.config).await {
+                        // The running replicas and quorum stay.
+                        error!("reload: cannot change the replicas: {e}");
+                        plan.config.replicas.clone_from(&running.replicas);
+                        plan.config.vote.quorum = running.vote.quorum;
+                        let (kept, refused): (Vec<String>, Vec<String>) =
+                            plan.applied.drain(..).partition(|k| k != "replica" && k != "vote.quorum");
+                        plan.applied = kept;
+                        plan.not_live.extend(refused);
+                    }
+                }
+            }
         }
         if let Some(ordered) = &self.ordered {
             let (was_core, core) = (running.ordered_core(), plan.config.ordered_core());
@@ -209,6 +224,70 @@ impl Shared {
         }
     }
 
+    /// Ordered mode's [`apply_replicas`](Self::apply_replicas): the added replicas are
+    /// started, the core takes the new set and quorum (`Ordered::change_replicas`), and only
+    /// then are the removed ones stopped, so that their end counts for nothing.
+    async fn apply_ordered_replicas(
+        &self,
+        ordered: &crate::ordered::Ordered,
+        running: &Config,
+        new: &Config,
+    ) -> Result<(), String> {
+        let old = running.replica_specs();
+        let new_specs = new.replica_specs();
+        let leaving: Vec<&replicas::ReplicaSpec> = old.iter().filter(|s| !new_specs.contains(s)).collect();
+        let coming: Vec<&replicas::ReplicaSpec> = new_specs.iter().filter(|s| !old.contains(s)).collect();
+        // The frame vote counts replicas in a 32-bit set, removed ones included.
+        let numbered = self.supervisor.numbered() + coming.len();
+        if numbered > voter::stream::MAX_REPLICAS {
+            return Err(format!(
+                "ordered mode numbers at most {} replicas while resh runs (removed ones included), and this would make {numbered}: restart resh",
+                voter::stream::MAX_REPLICAS
+            ));
+        }
+        // Out of the configuration first (a changed replica's name is free for its
+        // replacement), stopped only once the core let them go.
+        let remove: Vec<usize> = leaving.iter().filter_map(|s| self.supervisor.retire(&s.name)).collect();
+        let mut add = Vec::new();
+        let mut failed = None;
+        for spec in &coming {
+            let spec = (*spec).clone();
+            let name = spec.name.clone();
+            let address = matches!(spec.launch, replicas::Launch::Address(_));
+            match self.supervisor.add(spec) {
+                Ok(index) => {
+                    add.push((index, crate::ordered::core::ReplicaConfig { name: name.as_str().into(), address }))
+                }
+                Err(e) => {
+                    failed = Some(format!("replica {name}: {e}"));
+                    break;
+                }
+            }
+        }
+        let outcome = match failed {
+            Some(e) => Err(e),
+            None => ordered.change_replicas(remove.clone(), add.clone(), new.quorum()).await,
+        };
+        match outcome {
+            Ok(()) => {
+                for index in remove {
+                    self.supervisor.stop_removed(index);
+                }
+            }
+            Err(_) => {
+                // Nothing changes: the added ones go, the retired ones come back.
+                for (index, _) in &add {
+                    self.supervisor.retire_index(*index);
+                    self.supervisor.stop_removed(*index);
+                }
+                for index in remove {
+                    self.supervisor.restore(index);
+                }
+            }
+        }
+        outcome
+    }
+
     /// [`reload`](Self::reload), with its outcome logged: what changed, what needs a restart,
     /// or why the file was refused (the running configuration stays).
     pub async fn reload_and_log(&self, trigger: &str) -> Result<crate::reload::Plan, ReloadError> {
@@ -246,6 +325,8 @@ impl Shared {
         let quorum = self.config().quorum();
         match &self.ordered {
             Some(ordered) => {
+                // The core's: a reload that added replicas raises it as they join.
+                let quorum = ordered.quorum().0;
                 if !ordered.serving() {
                     return Err("this host is not serving (joining its group, or cut off from it)".into());
                 }

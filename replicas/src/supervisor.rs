@@ -126,6 +126,9 @@ pub struct Admitted {
 /// A replica as `/status` shows it.
 #[derive(Clone, Debug, Serialize)]
 pub struct ReplicaStatus {
+    /// Its number (a reload may leave gaps: removed replicas are not listed).
+    #[serde(skip)]
+    pub index: usize,
     /// Its name.
     pub name: String,
     /// Its version label.
@@ -362,12 +365,44 @@ impl Supervisor {
     /// Stops and removes the running replica named `name` (a reload removed it); false if there
     /// is none. Sessions using it lose it: that is counted as a consequence, not a fault.
     pub fn remove(&self, name: &str) -> bool {
-        let slot = self.slots().iter().find(|s| !s.is_removed() && s.spec.name == name).cloned();
-        let Some(slot) = slot else { return false };
+        self.retire(name).is_some_and(|index| self.stop_removed(index))
+    }
+
+    /// Takes the running replica named `name` out of the configuration without stopping it
+    /// yet: no session is admitted to it and its name is free for a replacement. Returns its
+    /// number, for [`stop_removed`](Self::stop_removed) once nothing counts on it any more
+    /// (ordered mode: once the core let it go).
+    pub fn retire(&self, name: &str) -> Option<usize> {
+        let slot = self.slots().iter().find(|s| !s.is_removed() && s.spec.name == name).cloned()?;
         slot.removed.store(true, Ordering::Relaxed);
+        Some(slot.index)
+    }
+
+    /// [`retire`](Self::retire) by number.
+    pub fn retire_index(&self, index: usize) {
+        if let Some(slot) = self.slot(index) {
+            slot.removed.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes back a replica retired and not stopped (a reload that could not be applied).
+    pub fn restore(&self, index: usize) {
+        if let Some(slot) = self.slot(index).filter(|s| !*s.stop.borrow()) {
+            slot.removed.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// Stops replica `index`, taken out with [`retire`](Self::retire); false if it was not.
+    pub fn stop_removed(&self, index: usize) -> bool {
+        let Some(slot) = self.slot(index).filter(|s| s.is_removed()) else { return false };
         let _ = slot.stop.send(true);
         info!(replica = %slot.name, "replica removed: stopping it");
         true
+    }
+
+    /// How many replicas this supervisor has numbered, removed ones included.
+    pub fn numbered(&self) -> usize {
+        self.slots().len()
     }
 
     /// The running replicas' specs (removed ones left out), in index order.
@@ -554,6 +589,7 @@ impl Supervisor {
             .map(|slot| {
                 let state = slot.state();
                 ReplicaStatus {
+                    index: slot.index,
                     name: slot.spec.name.clone(),
                     version: slot.spec.version.clone(),
                     launch: match slot.spec.launch {

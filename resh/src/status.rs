@@ -95,7 +95,11 @@ pub fn render(status: &Value) -> String {
         "resh {} · {} mode · quorum {} · up {} · clients on {}",
         text(&status["version"]),
         text(&status["mode"]),
-        text(&status["quorum"]),
+        match status["quorum_target"].as_u64() {
+            // A reload raised it; it grows as the added replicas join.
+            Some(target) => format!("{} (rising to {target})", text(&status["quorum"])),
+            None => text(&status["quorum"]),
+        },
         duration(status["uptime_seconds"].as_f64().unwrap_or(0.0)),
         text(&status["listen"]),
     );

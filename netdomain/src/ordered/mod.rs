@@ -32,7 +32,7 @@
 //! free and lets batches amortise system calls. The price: state a server keeps *per
 //! connection* (transactions, SELECT, subscriptions, AUTH) would be shared by all sessions, so
 //! the codec refuses those commands with a clear error.
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -146,6 +146,8 @@ pub struct Ordered {
     pub codec: Arc<dyn Codec>,
     /// Each replica as the core sees it, for `/status` and the metrics.
     views: Arc<Mutex<Vec<ReplicaView>>>,
+    /// The quorum in force, and a reload's higher one while replicas join toward it.
+    quorum: Arc<Mutex<(usize, Option<usize>)>>,
     /// Answer bytes all sessions hold for their clients.
     buffered: Arc<AtomicUsize>,
     /// D-RESH: where this host stands in the group.
@@ -156,6 +158,23 @@ pub struct Ordered {
     pub broker: Arc<Mutex<pubsub::Broker>>,
     /// New timeouts from a reload, for the sequencer to take (see [`Ordered::retune`]).
     tuning: Arc<Mutex<Option<Tuning>>>,
+    /// Replica sets from reloads, for the sequencer to take in order (see
+    /// [`Ordered::change_replicas`]).
+    changes: Arc<Mutex<VecDeque<ReplicaChange>>>,
+}
+
+/// A reload's change of ordered mode's replicas and quorum (see
+/// [`OrderedCore::reconfigure`](core::OrderedCore::reconfigure)).
+#[derive(Debug)]
+pub struct ReplicaChange {
+    /// The replicas that leave, by number.
+    pub remove: Vec<usize>,
+    /// The replicas added, with the numbers the supervisor gave them.
+    pub add: Vec<(usize, core::ReplicaConfig)>,
+    /// The new quorum.
+    pub quorum: usize,
+    /// Told when the core took the change, or why it did not.
+    pub done: tokio::sync::oneshot::Sender<Result<(), String>>,
 }
 
 /// The timeouts of ordered mode a reload may change.
@@ -214,6 +233,24 @@ impl Ordered {
         *self.tuning.lock().unwrap_or_else(|p| p.into_inner()) = Some(tuning);
     }
 
+    /// A new replica set and quorum (a reload): the sequencer takes it at its next admission
+    /// poll (every 50 ms); returns once the core took it (a removed replica's process may be
+    /// stopped then: nothing it does counts any more), or why it did not.
+    pub async fn change_replicas(
+        &self,
+        remove: Vec<usize>,
+        add: Vec<(usize, core::ReplicaConfig)>,
+        quorum: usize,
+    ) -> Result<(), String> {
+        let (done, taken) = tokio::sync::oneshot::channel();
+        self.changes.lock().unwrap_or_else(|p| p.into_inner()).push_back(ReplicaChange { remove, add, quorum, done });
+        match tokio::time::timeout(Duration::from_secs(10), taken).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err("the sequencer stopped".into()),
+            Err(_) => Err("the sequencer did not take the change within 10 s".into()),
+        }
+    }
+
     /// Tells every session how far a shutdown is.
     pub fn notify_stopping(&self, stopping: crate::server::Stopping) {
         for tx in self.sessions.lock().values() {
@@ -229,6 +266,17 @@ impl Ordered {
     /// Each replica as the ordered core sees it.
     pub fn views(&self) -> Vec<ReplicaView> {
         self.views.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replica `index` as the ordered core sees it.
+    pub fn view(&self, index: usize) -> Option<ReplicaView> {
+        self.views.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|v| v.index == index).cloned()
+    }
+
+    /// The quorum in force, and the higher one a reload set while the replicas it added
+    /// join (see `OrderedCore::reconfigure`).
+    pub fn quorum(&self) -> (usize, Option<usize>) {
+        *self.quorum.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Answer bytes all sessions hold (the shared counter sessions add to and take from).

@@ -127,11 +127,13 @@ pub async fn start(
         sessions: Arc::clone(&sessions),
         codec: Arc::clone(&codec),
         views: Arc::clone(&views),
+        quorum: Arc::new(Mutex::new((config.quorum(), None))),
         buffered: Arc::new(AtomicUsize::new(0)),
         group: source.as_ref().map(|(_, status)| Arc::clone(status)),
         left: left_rx,
         broker: Arc::default(),
         tuning: Arc::default(),
+        changes: Arc::default(),
     };
     let (source, group_status) = source.map_or((None, None), |(s, st)| (Some(s), Some(st)));
     let (transfer_tx, transfer_rx) = mpsc::channel(16);
@@ -159,6 +161,8 @@ pub async fn start(
         max_frame: config.ordered.max_frame_bytes,
         request_timeout: Duration::from_millis(config.ordered.request_timeout_ms),
         tuning: Arc::clone(&ordered.tuning),
+        quorum_shown: Arc::clone(&ordered.quorum),
+        changes: Arc::clone(&ordered.changes),
         transfer_tx,
         exports: 0,
         source,
@@ -192,6 +196,10 @@ struct Sequencer {
     core: OrderedCore,
     /// Timeouts a reload changed, to be taken at the next admission poll.
     tuning: Arc<std::sync::Mutex<Option<super::Tuning>>>,
+    /// The quorum `/status` shows (see `Ordered::quorum`).
+    quorum_shown: Arc<Mutex<(usize, Option<usize>)>>,
+    /// Replica sets reloads changed, to be taken at the next admission poll.
+    changes: Arc<std::sync::Mutex<std::collections::VecDeque<super::ReplicaChange>>>,
     start: Instant,
     conns: Vec<Option<Conn>>,
     /// The address and incarnation the supervisor last admitted, per replica.
@@ -305,6 +313,7 @@ impl Sequencer {
                     self.core.tick(now);
                 }
                 _ = admissions.tick() => {
+                    self.change_replicas();
                     self.admit();
                     self.retune();
                     self.publish();
@@ -565,6 +574,10 @@ impl Sequencer {
         let now = self.now();
         for admitted in self.supervisor.admit_session() {
             let r = admitted.index;
+            // A replica a reload just added that the core does not know yet: at the next poll.
+            if r >= self.addrs.len() {
+                continue;
+            }
             if self.addrs[r].is_none_or(|(inc, _)| inc < admitted.incarnation) {
                 self.addrs[r] = Some((admitted.incarnation, admitted.addr));
                 self.core.admitted(r, admitted.incarnation, now);
@@ -583,10 +596,61 @@ impl Sequencer {
         self.request_timeout = tuning.request_timeout;
     }
 
+    /// Takes the replica sets reloads changed (see `Ordered::change_replicas`), in order.
+    fn change_replicas(&mut self) {
+        loop {
+            let Some(change) = self.changes.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else { break };
+            let outcome = self.change_replicas_to(&change.remove, &change.add, change.quorum);
+            if let Err(e) = &outcome {
+                error!("reload: the ordered core did not take the new replicas: {e}");
+            }
+            let _ = change.done.send(outcome);
+            self.carry_out();
+        }
+        self.publish();
+    }
+
+    fn change_replicas_to(
+        &mut self,
+        remove: &[usize],
+        add: &[(usize, super::core::ReplicaConfig)],
+        quorum: usize,
+    ) -> Result<(), String> {
+        if self.source.is_some() {
+            return Err("a D-RESH host keeps its replicas until it restarts".into());
+        }
+        let first = self.names.len();
+        if add.iter().enumerate().any(|(i, (r, _))| *r != first + i) {
+            return Err(format!("the supervisor numbered the added replicas {add:?}, the core from {first}"));
+        }
+        let configs = add.iter().map(|(_, c)| c.clone()).collect();
+        let now = self.now();
+        let added = self.core.reconfigure(remove, configs, quorum, now).map_err(|e| e.to_string())?;
+        for (_, config) in add {
+            self.conns.push(None);
+            self.addrs.push(None);
+            self.names.push(Arc::clone(&config.name));
+        }
+        debug_assert_eq!(added.end, self.names.len());
+        self.core_config.replicas.extend(add.iter().map(|(_, c)| c.clone()));
+        self.core_config.quorum = quorum;
+        self.quorum = quorum;
+        let (in_force, target) = self.core.quorum();
+        info!(
+            removed = remove.len(),
+            added = add.len(),
+            quorum = in_force,
+            target = target.unwrap_or(in_force),
+            "reload: the ordered core took the new replicas"
+        );
+        Ok(())
+    }
+
     /// Refreshes what `/status` and the metrics show of each replica.
     fn publish(&self) {
         let views = (0..self.names.len()).filter_map(|r| self.core.view(r)).collect();
         *self.views.lock().unwrap_or_else(|p| p.into_inner()) = views;
+        *self.quorum_shown.lock().unwrap_or_else(|p| p.into_inner()) = self.core.quorum();
     }
 
     /// Tells the core what the writers wrote since the last call; true if they wrote anything.
