@@ -153,6 +153,9 @@ fn ordered_sigterm_answers_what_is_in_flight_then_closes() {
     let end = subscriber.stream().read_to_end(&mut rest);
     assert!(end.is_ok() && rest.is_empty(), "the subscriber: {end:?}, {rest:?}");
     exited_promptly(&mut resh, signalled, &pids);
+    // resh stopped the replicas itself: the core saw them go, and that is nobody's fault.
+    let log = resh.log();
+    assert!(!log.contains("fault:") && !log.contains("quarantined"), "{log}");
 }
 
 /// Ordered mode: a blocking request still waiting when the drain time is over is cut off with a

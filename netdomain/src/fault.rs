@@ -13,7 +13,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use replicas::Supervisor;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use voter::fault::short;
 use voter::FaultKind;
 
@@ -103,6 +103,10 @@ impl FaultSink {
     pub fn report(&self, event: &FaultEvent) {
         let detail = event.to_string();
         let reported = self.supervisor.report_fault(event.replica, event.incarnation, &event.kind, detail.clone());
+        if reported == replicas::Reported::Stopping {
+            debug!(session = event.session, replica = %event.name, "lost replica {} as resh stops it ({detail}): not a fault", event.name);
+            return;
+        }
         if reported == replicas::Reported::Consequence {
             info!(
                 session = event.session,

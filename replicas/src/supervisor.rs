@@ -106,8 +106,11 @@ pub enum Reported {
     /// The incarnation's fault: counted (and the replica quarantined if it was admitted).
     Fault,
     /// A consequence of a fault already counted against the incarnation (its repair or its
-    /// exit): counted as such, not as a fault.
+    /// exit), or of its removal: counted as such, not as a fault.
     Consequence,
+    /// resh is stopping its replicas: what sessions see of that is nobody's fault, and is not
+    /// counted.
+    Stopping,
 }
 
 /// A replica a new session may connect to.
@@ -547,6 +550,9 @@ impl Supervisor {
     /// replica that failed once shows one fault however many sessions it was in.
     pub fn report_fault(&self, replica: usize, incarnation: u64, kind: &FaultKind, what: String) -> Reported {
         let Some(slot) = self.slot(replica) else { return Reported::Consequence };
+        if self.stopping.load(Ordering::Relaxed) {
+            return Reported::Stopping;
+        }
         let mut state = slot.state();
         // A removed replica's connections die with it: its removal, not a fault.
         if incarnation <= state.counted || slot.is_removed() {
