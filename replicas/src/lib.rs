@@ -26,4 +26,4 @@ mod sys;
 pub mod watchdog;
 
 pub use spec::{Launch, ReplicaSpec};
-pub use supervisor::{AddError, Admitted, Phase, ReplicaStatus, Reported, Supervisor, SupervisorConfig};
+pub use supervisor::{AddError, Admitted, Phase, ReplicaStatus, ReplicaTiming, Reported, Supervisor, SupervisorConfig};

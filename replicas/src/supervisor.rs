@@ -124,6 +124,8 @@ pub struct Admitted {
     pub addr: SocketAddr,
     /// Its incarnation when admitted (see the module docs).
     pub incarnation: u64,
+    /// Where a stream session records its timing (see [`ReplicaTiming`]), without a lock.
+    pub timing: Arc<ReplicaTiming>,
 }
 
 /// A replica as `/status` shows it.
@@ -202,8 +204,7 @@ struct ManagedReplica {
     restarts: AtomicU64,
     repair_cuts: AtomicU64,
     output_bytes: AtomicU64,
-    answer_time: MovingAverage,
-    trail: MovingAverage,
+    timing: Arc<ReplicaTiming>,
     /// The last lines its process wrote on standard error.
     stderr_tail: Mutex<VecDeque<String>>,
     /// The task that reads its standard error, until the process's end.
@@ -253,8 +254,7 @@ impl ManagedReplica {
             restarts: AtomicU64::new(0),
             repair_cuts: AtomicU64::new(0),
             output_bytes: AtomicU64::new(0),
-            answer_time: MovingAverage::default(),
-            trail: MovingAverage::default(),
+            timing: Arc::default(),
             stderr_tail: Mutex::new(VecDeque::new()),
             stderr_task: Mutex::new(None),
             watchdog: Arc::clone(watchdog),
@@ -479,6 +479,7 @@ impl Supervisor {
                     name: Arc::clone(&slot.name),
                     addr,
                     incarnation: state.incarnation,
+                    timing: Arc::clone(&slot.timing),
                 });
             }
         }
@@ -489,19 +490,6 @@ impl Supervisor {
     pub fn count_output(&self, replica: usize, n: usize) {
         if let Some(slot) = self.slots().get(replica) {
             slot.output_bytes.fetch_add(n as u64, Ordering::Relaxed);
-        }
-    }
-
-    /// Stream mode: takes one of `replica`'s answer times and trails into its moving averages
-    /// (see [`ReplicaStatus::answer_ms`] and [`ReplicaStatus::trail_ms`]).
-    pub fn record_timing(&self, replica: usize, answer: Option<Duration>, trail: Option<Duration>) {
-        if let Some(slot) = self.slots().get(replica) {
-            if let Some(answer) = answer {
-                slot.answer_time.record(answer);
-            }
-            if let Some(trail) = trail {
-                slot.trail.record(trail);
-            }
         }
     }
 
@@ -615,8 +603,8 @@ impl Supervisor {
                     restarts: slot.restarts.load(Ordering::Relaxed),
                     repair_cuts: slot.repair_cuts.load(Ordering::Relaxed),
                     output_bytes: slot.output_bytes.load(Ordering::Relaxed),
-                    answer_ms: slot.answer_time.get().map(|d| d.as_secs_f64() * 1000.0),
-                    trail_ms: slot.trail.get().map(|d| d.as_secs_f64() * 1000.0),
+                    answer_ms: slot.timing.answer.get().map(|d| d.as_secs_f64() * 1000.0),
+                    trail_ms: slot.timing.trail.get().map(|d| d.as_secs_f64() * 1000.0),
                     last_fault: state.last_fault.clone(),
                     last_exit: state.last_exit.clone(),
                 }
@@ -999,6 +987,18 @@ fn free_port() -> std::io::Result<u16> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn timing_is_a_moving_average_over_about_16_samples() {
+        let timing = ReplicaTiming::default();
+        assert_eq!((timing.answer.get(), timing.trail.get()), (None, None));
+        timing.record(Some(Duration::from_micros(1600)), None);
+        assert_eq!(timing.answer.get(), Some(Duration::from_micros(1600)), "the first sample is the average");
+        assert_eq!(timing.trail.get(), None);
+        timing.record(Some(Duration::ZERO), Some(Duration::from_secs(u64::MAX)));
+        assert_eq!(timing.answer.get(), Some(Duration::from_micros(1500)), "(1600 * 15 + 0) / 16");
+        assert!(timing.trail.get().is_some(), "a huge sample is clamped, not taken for `none`");
+    }
+
     /// A command replica that accepts TCP connections: python3's HTTP server on `{port}`.
     fn http_replica() -> ReplicaSpec {
         ReplicaSpec {
@@ -1044,6 +1044,26 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(incarnation(&supervisor), (2, "ready"));
         supervisor.shutdown().await;
+    }
+}
+
+/// Stream mode: how one replica keeps time, as all sessions saw it (see
+/// [`ReplicaStatus::answer_ms`] and [`ReplicaStatus::trail_ms`]).
+#[derive(Debug, Default)]
+pub struct ReplicaTiming {
+    answer: MovingAverage,
+    trail: MovingAverage,
+}
+
+impl ReplicaTiming {
+    /// Takes one answer time and one trail (either may be missing) into the averages.
+    pub fn record(&self, answer: Option<Duration>, trail: Option<Duration>) {
+        if let Some(answer) = answer {
+            self.answer.record(answer);
+        }
+        if let Some(trail) = trail {
+            self.trail.record(trail);
+        }
     }
 }
 

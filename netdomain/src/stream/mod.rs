@@ -317,8 +317,8 @@ impl<C: ClientIo> Relay<'_, C> {
             for _ in 0..ROUNDS_PER_POLL {
                 let mut progress = self.core.tick(now);
                 progress |= self.pass_input(cx, &mut scratch, now);
-                progress |= self.read_output(cx, &mut scratch, now);
-                if progress {
+                if self.read_output(cx, &mut scratch, now) {
+                    progress = true;
                     self.record_timings();
                 }
                 progress |= self.write_output(cx, now);
@@ -480,7 +480,7 @@ impl<C: ClientIo> Relay<'_, C> {
         for (i, link) in self.links.iter().enumerate() {
             let timing = self.core.take_timing(i);
             if timing.answer.is_some() || timing.trail.is_some() {
-                self.shared.supervisor.record_timing(link.admitted.index, timing.answer, timing.trail);
+                link.admitted.timing.record(timing.answer, timing.trail);
             }
         }
     }
