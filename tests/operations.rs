@@ -745,3 +745,39 @@ fn a_reload_adds_and_removes_replicas_in_ordered_mode() {
     assert!(status["recent_faults"].as_array().is_some_and(Vec::is_empty), "{status}");
     assert!(resh.log().contains("changed=replica"), "{}", resh.log());
 }
+
+/// Ordered mode: a reload that replaces two of three replicas at once would leave one voting,
+/// fewer than the quorum: it is refused, and the running replicas stay, the same processes. A
+/// reload after it that adds one replica goes through (the numbers the refused one gave out
+/// stay unused).
+#[test]
+fn an_ordered_reload_that_would_stop_the_service_is_refused() {
+    let three = redis_ordered_config("", "");
+    let resh = Resh::start(&three);
+    let pids = replica_pids(&resh);
+    let mut client = RespClient::connect(resh.clients).expect("connect");
+    assert_eq!(client.call(&["SET", "k", "v"]).expect("SET"), b"+OK\r\n");
+    // r1 and r2 with another command line: each is removed and added anew.
+    let replaced = three.replacen("\"yes\"]", "\"yes\", \"--hz\", \"11\"]", 2);
+    assert_ne!(replaced, three);
+    resh.rewrite_config(&replaced);
+    resh.signal(libc::SIGHUP);
+    resh.wait_until("the reload is refused", WAIT, |r| r.log().contains("cannot change the replicas"));
+    let log = resh.log();
+    assert!(log.contains("only 1 replicas would still vote"), "{log}");
+    assert_eq!(replica_pids(&resh), pids, "the running replicas stay");
+    assert_eq!(client.call(&["GET", "k"]).expect("GET"), b"$1\r\nv\r\n");
+    let r4 = three.split("[[replica]]").nth(1).expect("a replica block").replace("name = \"r1\"", "name = \"r4\"");
+    resh.rewrite_config(&format!("{three}[[replica]]{r4}"));
+    resh.signal(libc::SIGHUP);
+    resh.wait_until("r4 votes", WAIT, |r| {
+        r.status()["replicas"]
+            .as_array()
+            .is_some_and(|rs| rs.iter().any(|x| x["name"] == "r4" && x["vote"]["state"] == "voting"))
+    });
+    assert_eq!(resh.status()["quorum"], 3);
+    assert_eq!(client.call(&["GET", "k"]).expect("GET"), b"$1\r\nv\r\n");
+    for name in ["r1", "r2", "r3", "r4"] {
+        assert_eq!(resh_e2e::fault_total(&resh.replica(name)), 0, "{}", resh.status());
+    }
+}

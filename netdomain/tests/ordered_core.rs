@@ -641,3 +641,44 @@ fn a_replica_added_is_rebuilt_and_votes_and_one_removed_leaves_without_blame() {
     assert_eq!(kinds(&sim), vec![(3, "diverged")], "the added replica is blamed like any other");
     clean(sim.heal());
 }
+
+/// A reload that would leave fewer replicas voting than the quorum (replacing two of three at
+/// once) is refused and changes nothing; a quorum above a majority (three of three) is in force
+/// at once when every replica votes.
+#[test]
+fn a_reload_that_would_stop_the_service_is_refused_and_unanimity_is_reached() {
+    use netdomain::ordered::core::{ReconfigureError, ReplicaConfig};
+    let mut sim = Sim::new(config(&[false; 3], 1 << 20));
+    run(&mut sim, &[Op::Order { count: 1, seed: 0 }, Op::DeliverAll]);
+    let new = |name: &str| ReplicaConfig { name: name.into(), address: false };
+    let refused = sim.core.reconfigure(&[0, 1], vec![(3, new("x")), (4, new("y"))], 3, Duration::ZERO);
+    assert_eq!(refused, Err(ReconfigureError::TooFewVoting { voting: 1, quorum: 2 }));
+    assert!(refused.unwrap_err().to_string().contains("replace or remove fewer replicas at a time"));
+    assert_eq!(sim.core.quorum(), (2, None));
+    assert!((0..3).all(|r| sim.core.view(r).is_some_and(|v| v.state == "voting")));
+    sim.core.reconfigure(&[], Vec::new(), 3, Duration::ZERO).expect("three of three");
+    assert_eq!(sim.core.quorum(), (3, None));
+}
+
+/// A replica added by a reload joins right after the requests before it were decided, and then
+/// dies, with every other replica, on a query of death it was sent with them: it lost its
+/// answers to the requests before in its pipeline, which is no fault of its own.
+#[test]
+fn a_replica_that_joined_just_before_a_query_of_death_is_not_blamed() {
+    let mut sim = Sim::new(config(&[false; 3], 1 << 20));
+    run(
+        &mut sim,
+        &[
+            Op::Order { count: 7, seed: 1696993291 },
+            Op::Tick { ms: 0 },
+            Op::AddReplica,
+            Op::Order { count: 2, seed: 5768165 },
+            Op::Deliver { replica: 0, count: 1 },
+            Op::Order { count: 4, seed: 739383789 },
+            Op::Order { count: 8, seed: 2151112797 },
+            Op::DeliverAll,
+        ],
+    );
+    assert!(sim.faults.is_empty(), "{:?}", sim.faults);
+    clean(sim.heal());
+}

@@ -147,6 +147,61 @@ impl fmt::Display for CoreConfigError {
 
 impl std::error::Error for CoreConfigError {}
 
+/// Why a reload's replica set or quorum was refused (nothing changed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReconfigureError {
+    /// The quorum is not between 1 and the replicas configured.
+    Quorum {
+        /// The quorum.
+        quorum: usize,
+        /// The replicas configured after the change.
+        replicas: usize,
+    },
+    /// Fewer replicas would vote than the quorum.
+    TooFewVoting {
+        /// Replicas voting after the change.
+        voting: usize,
+        /// The quorum in force after it.
+        quorum: usize,
+    },
+    /// More replicas than the frame vote numbers (removed ones included).
+    TooMany {
+        /// Replicas numbered after the change.
+        numbered: usize,
+    },
+    /// An added replica's number is one the core has used already (a bug).
+    Numbering {
+        /// The number given.
+        index: usize,
+        /// The next free one.
+        next: usize,
+    },
+}
+
+impl fmt::Display for ReconfigureError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReconfigureError::Quorum { quorum, replicas } => {
+                write!(f, "a quorum of {quorum} with {replicas} replicas (it must be between 1 and their number)")
+            }
+            ReconfigureError::TooFewVoting { voting, quorum } => write!(
+                f,
+                "only {voting} replicas would still vote, fewer than the quorum of {quorum}: replace or remove fewer replicas at a time (each one added is rebuilt from those voting)"
+            ),
+            ReconfigureError::TooMany { numbered } => write!(
+                f,
+                "ordered mode numbers at most {} replicas while resh runs (removed ones included), and this would make {numbered}: restart resh",
+                voter::stream::MAX_REPLICAS
+            ),
+            ReconfigureError::Numbering { index, next } => {
+                write!(f, "internal: replica number {index} is taken (the next free one is {next})")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ReconfigureError {}
+
 /// Why an ordered batch was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OrderError {
@@ -461,6 +516,8 @@ pub struct OrderedCore {
     /// A reload's quorum, higher than the replicas voting now: in force once enough of them
     /// vote (see [`set_quorum`](OrderedCore::set_quorum)).
     pending_quorum: Option<usize>,
+    /// Replicas configured (removed ones left out): they share `max_held_bytes`.
+    configured: usize,
 }
 
 impl fmt::Debug for OrderedCore {
@@ -484,8 +541,9 @@ impl OrderedCore {
     }
 
     /// A reload of the replica set: the replicas `remove` leave, the replicas `add` are added
-    /// (numbered on from the last, as the supervisor numbers them), and the quorum becomes
-    /// `quorum`. Returns the numbers of the added replicas.
+    /// with the numbers the supervisor gave them (numbers it gave that the core never took, from
+    /// a reload that did not go through, are taken as removed replicas), and the quorum becomes
+    /// `quorum`.
     ///
     /// - A removed replica leaves the vote without a fault, whatever it was doing (a
     ///   checkpoint it was a source of starts again from others), its connection is dropped,
@@ -495,36 +553,48 @@ impl OrderedCore {
     ///   voting replicas), and votes from then on.
     /// - A lower quorum is in force at once, together with the removals: the requests waiting
     ///   are decided with both. A higher one is reached step by step as added replicas join
-    ///   (`join`): raised only as far as a majority of the replicas voting, never beyond the
-    ///   new one. In force at once, it would stop the service (or leave no fault masked) while
-    ///   the added replicas are rebuilt; kept as it was, two disagreeing halves of the grown
-    ///   vote could each make it.
+    ///   (see `step_quorum`). In force at once, it would stop the service (or leave no fault
+    ///   masked) while the added replicas are rebuilt; kept as it was, two disagreeing halves
+    ///   of the grown vote could each make it.
+    /// - Refused, changing nothing: a change that leaves fewer replicas voting than the quorum
+    ///   (replacing most replicas at once: the service would stop, and the new ones could be
+    ///   rebuilt only from the log), or more replicas than the vote numbers.
     pub fn reconfigure(
         &mut self,
         remove: &[usize],
-        add: Vec<ReplicaConfig>,
+        add: Vec<(usize, ReplicaConfig)>,
         quorum: usize,
         now: Duration,
-    ) -> Result<Range<usize>, CoreConfigError> {
+    ) -> Result<(), ReconfigureError> {
         let mut leaving: Vec<usize> =
             remove.iter().copied().filter(|&r| self.replicas.get(r).is_some_and(|x| !x.removed)).collect();
         leaving.sort_unstable();
         leaving.dedup();
-        let kept = self.replicas.iter().filter(|x| !x.removed).count() - leaving.len() + add.len();
+        let kept = self.kept() - leaving.len() + add.len();
         if quorum == 0 || quorum > kept {
-            return Err(CoreConfigError(voter::ConfigError::Quorum { quorum, replicas: kept }));
+            return Err(ReconfigureError::Quorum { quorum, replicas: kept });
         }
-        let lanes = self.replicas.len() + add.len();
-        if lanes > voter::stream::MAX_REPLICAS {
-            return Err(CoreConfigError(voter::ConfigError::Replicas(lanes)));
+        let mut next = self.replicas.len();
+        for (index, _) in &add {
+            if *index < next {
+                return Err(ReconfigureError::Numbering { index: *index, next });
+            }
+            next = index + 1;
         }
-        let voting_after = (0..self.replicas.len()).filter(|&r| self.voter.is_live(r) && !leaving.contains(&r)).count();
-        let in_force = if quorum <= self.config.quorum {
-            quorum
-        } else {
-            (voting_after / 2 + 1).max(self.config.quorum).min(quorum)
-        };
-        self.voter.reconfigure(&leaving, in_force, now).map_err(CoreConfigError)?;
+        if next > voter::stream::MAX_REPLICAS {
+            return Err(ReconfigureError::TooMany { numbered: next });
+        }
+        let voting_before = self.voter.live_count();
+        let voting = (0..self.replicas.len()).filter(|&r| self.voter.is_live(r) && !leaving.contains(&r)).count();
+        let in_force = if quorum <= self.config.quorum { quorum } else { self.quorum_step(quorum, kept, voting) };
+        // Refused if the change itself stops the service; a service stopped already (too few
+        // vote) may still be given replicas, or lose ones that do not vote.
+        if voting < in_force && (voting < voting_before || in_force > self.config.quorum) {
+            return Err(ReconfigureError::TooFewVoting { voting, quorum: in_force });
+        }
+        if self.voter.reconfigure(&leaving, in_force, now).is_err() {
+            return Err(ReconfigureError::Quorum { quorum: in_force, replicas: self.replicas.len() });
+        }
         self.config.quorum = in_force;
         self.pending_quorum = Some(quorum).filter(|&q| q > in_force);
         for &r in &leaving {
@@ -532,19 +602,41 @@ impl OrderedCore {
             self.replicas[r].next_incarnation = None;
             self.take_out(r, "removed from the configuration".into(), now);
         }
-        let first = self.replicas.len();
-        for config in add {
-            self.add_replica(config)?;
+        for (index, config) in add {
+            while self.replicas.len() < index {
+                // A number the supervisor gave to a replica of a reload that did not go through.
+                let r = self.replicas.len();
+                self.add_replica(ReplicaConfig { name: "(never added)".into(), address: false });
+                self.replicas[r].removed = true;
+            }
+            self.add_replica(config);
         }
+        self.configured = self.kept();
         self.touch(now);
-        Ok(first..self.replicas.len())
+        Ok(())
+    }
+
+    /// The replicas configured (removed ones left out).
+    fn kept(&self) -> usize {
+        self.replicas.iter().filter(|x| !x.removed).count()
+    }
+
+    /// The quorum on the way to a reload's higher `target`, with `kept` replicas configured
+    /// and `voting` of them voting: a majority of those voting (so two disagreeing groups
+    /// cannot both reach it), and as high as the target once every configured replica votes
+    /// (a target above a majority included), never lower than the quorum in force.
+    fn quorum_step(&self, target: usize, kept: usize, voting: usize) -> usize {
+        let majority = voting / 2 + 1;
+        let toward = target.saturating_sub(kept.saturating_sub(voting));
+        majority.max(toward).max(self.config.quorum).min(target)
     }
 
     /// Adds one replica (see [`reconfigure`](Self::reconfigure)).
-    fn add_replica(&mut self, config: ReplicaConfig) -> Result<(), CoreConfigError> {
-        let r = self.voter.add_replica().map_err(CoreConfigError)?;
+    fn add_replica(&mut self, config: ReplicaConfig) {
         let n = self.replicas.len();
-        debug_assert_eq!(r, n, "the voter and the core number the replicas alike");
+        // Within the voter's bound: `reconfigure` checked.
+        let added = self.voter.add_replica();
+        debug_assert_eq!(added, Ok(n), "the voter and the core number the replicas alike");
         // One more frame per held request: the flat queue is laid out again.
         let mut frames = VecDeque::with_capacity(self.held.len() * (n + 1));
         for index in 0..self.held.len() {
@@ -573,14 +665,13 @@ impl OrderedCore {
             removed: false,
         });
         self.config.replicas.push(config);
-        Ok(())
     }
 
     /// Raises the quorum toward a reload's higher one as a replica joins, as far as a majority
     /// of `voting` replicas (see [`reconfigure`](Self::reconfigure)).
     fn step_quorum(&mut self, voting: usize, now: Duration) {
         let Some(target) = self.pending_quorum else { return };
-        let step = (voting / 2 + 1).max(self.config.quorum).min(target);
+        let step = self.quorum_step(target, self.kept(), voting);
         if step > self.config.quorum && self.voter.reconfigure(&[], step, now).is_ok() {
             self.config.quorum = step;
         }
@@ -641,6 +732,7 @@ impl OrderedCore {
             unsettled: None,
             units: VecDeque::new(),
             pending_quorum: None,
+            configured: config_replicas,
         })
     }
 
@@ -738,7 +830,7 @@ impl OrderedCore {
     /// every request it holds answers for, and whatever decides the oldest request waits only
     /// on replicas that are still read. Resumes as the held answers are released.
     pub fn read_paused(&self, r: usize) -> bool {
-        let share = self.config.max_held_bytes / self.replicas.len().max(1);
+        let share = self.config.max_held_bytes / self.configured.max(1);
         self.answer_bytes.get(r).is_some_and(|&b| b >= share)
     }
 
@@ -909,7 +1001,9 @@ impl OrderedCore {
 
     /// The shell connected to `replica`'s incarnation `incarnation`.
     pub fn connected(&mut self, r: usize, incarnation: u64, now: Duration) {
-        let Some(replica) = self.replicas.get_mut(r).filter(|x| x.incarnation == incarnation) else { return };
+        let Some(replica) = self.replicas.get_mut(r).filter(|x| x.incarnation == incarnation && !x.removed) else {
+            return;
+        };
         if replica.link != LinkState::Connecting {
             return;
         }
@@ -943,7 +1037,9 @@ impl OrderedCore {
     /// The shell could not connect to `replica`'s incarnation `incarnation`. `resh_exhausted`:
     /// for resh's own reasons (no file descriptors or memory): not the replica's fault, retried.
     pub fn connect_failed(&mut self, r: usize, incarnation: u64, resh_exhausted: bool, why: &str, now: Duration) {
-        let Some(replica) = self.replicas.get_mut(r).filter(|x| x.incarnation == incarnation) else { return };
+        let Some(replica) = self.replicas.get_mut(r).filter(|x| x.incarnation == incarnation && !x.removed) else {
+            return;
+        };
         if resh_exhausted {
             replica.link = LinkState::RetryAt(now + self.config.retry_delay);
             self.actions.push_back(Action::Note(Note::ConnectDelayed { replica: r, why: why.to_string() }));
@@ -1006,8 +1102,18 @@ impl OrderedCore {
                     };
                     match outcome {
                         Some(outcome) if closes_settled(outcome) => self.close_settled(r, outcome, now),
-                        // The quorum answered it (without counting on this replica, which
-                        // joined after): closing on it is this replica's failure.
+                        // The quorum answered it without counting on this replica, which
+                        // joined after, and this replica's process ended with later requests
+                        // in flight: it may have died on one of those (a query of death every
+                        // replica dies on), losing its answers before. Not known to be its
+                        // fault: it leaves, and its next incarnation is rebuilt.
+                        Some(_) if process_gone && self.replicas[r].sent > seq + 1 => self.take_out(
+                            r,
+                            "its process ended with requests in flight, after joining: waiting for its next incarnation"
+                                .into(),
+                            now,
+                        ),
+                        // ...otherwise closing on it is this replica's failure.
                         Some(_) => self.voter.exclude_for(r, FaultKind::ClosedEarly, now),
                         None => {}
                     }
@@ -1167,7 +1273,7 @@ impl OrderedCore {
                 self.replica_failed(r, FaultKind::Late { behind }, now);
             }
             if let LinkState::RetryAt(at) = self.replicas[r].link {
-                if now >= at {
+                if now >= at && !self.replicas[r].removed {
                     let replica = &mut self.replicas[r];
                     replica.link = LinkState::Connecting;
                     self.actions.push_back(Action::Connect { replica: r, incarnation: replica.incarnation });
@@ -1900,8 +2006,13 @@ impl OrderedCore {
         replica.sent = seq;
         replica.closed_at = None;
         replica.must_reset = false;
-        // A reload's higher quorum grows with the replicas that join, before the new one's
-        // first vote counts (see `set_quorum`).
+        // A reload's higher quorum grows with the replicas that join (see `reconfigure`), before
+        // the joining one's first vote counts. (Raised after the join instead, the requests
+        // still open would be weighed with the joiner expected on them; the simulation then
+        // found a replica that joined past a request the others refused blamed for closing.
+        // Raised before, a request the voting replicas already split on may turn undecidable,
+        // which takes a fault while a replica is being added: two out at once, beyond what a
+        // majority masks.)
         if !self.voter.is_live(r) {
             self.step_quorum(self.voter.live_count() + 1, now);
         }

@@ -33,7 +33,7 @@
 //! connection* (transactions, SELECT, subscriptions, AUTH) would be shared by all sessions, so
 //! the codec refuses those commands with a clear error.
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -167,6 +167,8 @@ pub struct Ordered {
 /// [`OrderedCore::reconfigure`](core::OrderedCore::reconfigure)).
 #[derive(Debug)]
 pub struct ReplicaChange {
+    /// Which change (to withdraw it if it is not taken in time).
+    id: u64,
     /// The replicas that leave, by number.
     pub remove: Vec<usize>,
     /// The replicas added, with the numbers the supervisor gave them.
@@ -242,12 +244,32 @@ impl Ordered {
         add: Vec<(usize, core::ReplicaConfig)>,
         quorum: usize,
     ) -> Result<(), String> {
-        let (done, taken) = tokio::sync::oneshot::channel();
-        self.changes.lock().unwrap_or_else(|p| p.into_inner()).push_back(ReplicaChange { remove, add, quorum, done });
-        match tokio::time::timeout(Duration::from_secs(10), taken).await {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        let (done, mut taken) = tokio::sync::oneshot::channel();
+        self.changes.lock().unwrap_or_else(|p| p.into_inner()).push_back(ReplicaChange {
+            id,
+            remove,
+            add,
+            quorum,
+            done,
+        });
+        match tokio::time::timeout(Duration::from_secs(10), &mut taken).await {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(_)) => Err("the sequencer stopped".into()),
-            Err(_) => Err("the sequencer did not take the change within 10 s".into()),
+            Err(_) => {
+                // Not taken in time: withdrawn, so that it is never applied after the caller
+                // gave up on it. If the sequencer took it meanwhile, it applied it whole, at
+                // once, and its outcome is on its way.
+                let withdrawn = {
+                    let mut changes = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+                    changes.iter().position(|c| c.id == id).and_then(|at| changes.remove(at)).is_some()
+                };
+                if withdrawn {
+                    return Err("the sequencer did not take the change within 10 s".into());
+                }
+                taken.await.unwrap_or_else(|_| Err("the sequencer stopped".into()))
+            }
         }
     }
 

@@ -619,19 +619,20 @@ impl Sequencer {
         if self.source.is_some() {
             return Err("a D-RESH host keeps its replicas until it restarts".into());
         }
-        let first = self.names.len();
-        if add.iter().enumerate().any(|(i, (r, _))| *r != first + i) {
-            return Err(format!("the supervisor numbered the added replicas {add:?}, the core from {first}"));
-        }
-        let configs = add.iter().map(|(_, c)| c.clone()).collect();
         let now = self.now();
-        let added = self.core.reconfigure(remove, configs, quorum, now).map_err(|e| e.to_string())?;
-        for (_, config) in add {
+        self.core.reconfigure(remove, add.to_vec(), quorum, now).map_err(|e| e.to_string())?;
+        for (index, config) in add {
+            // Numbers the supervisor gave to replicas of a reload that did not go through are
+            // the core's removed replicas: their places stay empty.
+            while self.names.len() < *index {
+                self.conns.push(None);
+                self.addrs.push(None);
+                self.names.push(Arc::from("(never added)"));
+            }
             self.conns.push(None);
             self.addrs.push(None);
             self.names.push(Arc::clone(&config.name));
         }
-        debug_assert_eq!(added.end, self.names.len());
         self.core_config.replicas.extend(add.iter().map(|(_, c)| c.clone()));
         self.core_config.quorum = quorum;
         self.quorum = quorum;
