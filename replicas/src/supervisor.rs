@@ -162,10 +162,12 @@ pub struct ReplicaStatus {
     pub output_bytes: u64,
     /// Stream mode: how long it takes to start answering a client's input, in milliseconds, a
     /// moving average over about its last 16 answers in all sessions (`None` before the first).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub answer_ms: Option<f64>,
     /// Stream mode: how far its output trails the vote, in milliseconds: how long before it
     /// produced them its bytes had been released on a quorum's word (zero while it keeps up),
     /// a moving average over about its last 16 reads in all sessions.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub trail_ms: Option<f64>,
     /// The last fault, as a sentence.
     pub last_fault: Option<String>,

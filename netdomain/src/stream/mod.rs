@@ -324,6 +324,8 @@ impl<C: ClientIo> Relay<'_, C> {
                 progress |= self.write_output(cx, now);
                 progress |= self.apply_actions(cx);
                 if let Some(end) = self.core.end() {
+                    // What the last rounds measured (a delayed output's push, say).
+                    self.record_timings();
                     return Poll::Ready(end);
                 }
                 if !progress && !self.arm_timer(cx, now, instant) {
