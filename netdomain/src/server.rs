@@ -237,13 +237,11 @@ impl Shared {
         let new_specs = new.replica_specs();
         let leaving: Vec<&replicas::ReplicaSpec> = old.iter().filter(|s| !new_specs.contains(s)).collect();
         let coming: Vec<&replicas::ReplicaSpec> = new_specs.iter().filter(|s| !old.contains(s)).collect();
-        // The frame vote counts replicas in a 32-bit set, removed ones included.
+        // The frame vote counts replicas in a 32-bit set, removed ones included: checked here
+        // too, before the supervisor starts any.
         let numbered = self.supervisor.numbered() + coming.len();
         if numbered > voter::stream::MAX_REPLICAS {
-            return Err(format!(
-                "ordered mode numbers at most {} replicas while resh runs (removed ones included), and this would make {numbered}: restart resh",
-                voter::stream::MAX_REPLICAS
-            ));
+            return Err(crate::ordered::core::ReconfigureError::TooMany { numbered }.to_string());
         }
         // Out of the configuration first (a changed replica's name is free for its
         // replacement), stopped only once the core let them go.
