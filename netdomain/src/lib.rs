@@ -15,6 +15,8 @@
 //! - [`stream`]: stream mode: one client session, fan-out of client bytes to every replica,
 //!   the stream vote on their output (the pure [`voter`] crate), release of agreed bytes; a
 //!   sans-I/O session core ([`stream::session`]) and the tokio shell that drives it.
+//! - [`http`]: HTTP mode's pure parts: the normal form of a response (what its vote covers,
+//!   noise masks, where two responses differ). Its front end is not built yet.
 //! - [`fault`]: fault events (replica name, position in bytes or requests) and the one sink
 //!   both modes report them to: log, metrics, supervisor.
 //! - [`metrics`]: counters, the vote latency histogram, recent faults.
@@ -32,6 +34,7 @@ mod chunks;
 pub mod codec;
 pub mod config;
 pub mod fault;
+pub mod http;
 pub mod metrics;
 pub mod ordered;
 pub mod reload;

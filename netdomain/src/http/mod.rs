@@ -1,0 +1,11 @@
+//! HTTP mode's pure parts: what a vote on an HTTP response covers.
+//!
+//! Diverse HTTP servers never answer byte for byte alike: `Date`, `Server`, `ETag` and the
+//! order of headers differ, and JSON bodies carry timestamps or ids. Voting on the bytes would
+//! find a fault in every answer; [`normal`] reduces a response to what changes its meaning
+//! (the status, the headers that count, the body with its noise masked) and digests that, so
+//! replicas are compared on what matters, and says which part differed when they disagree.
+//!
+//! No I/O and no clock here: the shells frame the responses (with hyper) and hand over the
+//! status, the headers and the body as it comes.
+pub mod normal;
