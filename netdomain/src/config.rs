@@ -35,6 +35,9 @@ pub struct Config {
     /// Ordered mode: limits and the replay log.
     #[serde(default)]
     pub ordered: Ordered,
+    /// HTTP mode (`vote.protocol = "http"`): what a response's vote covers, and limits.
+    #[serde(default)]
+    pub http: Http,
     /// Per-session timeouts.
     #[serde(default)]
     pub session: Session,
@@ -130,6 +133,72 @@ pub enum Mode {
 pub enum Protocol {
     /// The Redis serialisation protocol.
     Resp,
+    /// HTTP/1.1: each response voted on its normal form (see [`Http`]).
+    Http,
+}
+
+/// `[http]`: HTTP mode. See `netdomain::http::normal` for what a vote covers.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Http {
+    /// Headers that count besides the default ones.
+    #[serde(default)]
+    pub count_headers: Vec<String>,
+    /// Default counted headers that do not count here.
+    #[serde(default)]
+    pub ignore_headers: Vec<String>,
+    /// Every header counts (the hop-by-hop ones aside): to find out what differs.
+    #[serde(default)]
+    pub count_all_headers: bool,
+    /// JSON pointers whose values are masked in JSON bodies (released unvoted).
+    #[serde(default)]
+    pub mask_json: Vec<String>,
+    /// Regular expressions whose matches are masked in text bodies (released unvoted).
+    #[serde(default)]
+    pub mask_text: Vec<String>,
+    /// The largest body the masks apply to; a larger one is voted whole.
+    #[serde(default = "defaults::http_max_masked_body_bytes")]
+    pub max_masked_body_bytes: usize,
+    /// The largest response body resh holds per replica until the vote: a larger one is a
+    /// 502 for the client (and a fault for a replica whose peers stayed below).
+    #[serde(default = "defaults::http_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// The largest request body taken from a client (413 beyond).
+    #[serde(default = "defaults::http_max_request_bytes")]
+    pub max_request_bytes: usize,
+    /// How long a client waits for an agreed response before it gets a 504.
+    #[serde(default = "defaults::http_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http {
+            count_headers: Vec::new(),
+            ignore_headers: Vec::new(),
+            count_all_headers: false,
+            mask_json: Vec::new(),
+            mask_text: Vec::new(),
+            max_masked_body_bytes: defaults::http_max_masked_body_bytes(),
+            max_body_bytes: defaults::http_max_body_bytes(),
+            max_request_bytes: defaults::http_max_request_bytes(),
+            request_timeout_ms: defaults::http_request_timeout_ms(),
+        }
+    }
+}
+
+impl Http {
+    /// The normal form's rules.
+    pub fn rule_config(&self) -> crate::http::normal::RuleConfig {
+        crate::http::normal::RuleConfig {
+            count_headers: self.count_headers.clone(),
+            ignore_headers: self.ignore_headers.clone(),
+            count_all_headers: self.count_all_headers,
+            mask_json: self.mask_json.clone(),
+            mask_text: self.mask_text.clone(),
+            max_masked_body: self.max_masked_body_bytes,
+        }
+    }
 }
 
 /// `[ordered]`
@@ -327,6 +396,18 @@ pub struct Replica {
 }
 
 mod defaults {
+    pub fn http_max_masked_body_bytes() -> usize {
+        1 << 20
+    }
+    pub fn http_max_body_bytes() -> usize {
+        16 << 20
+    }
+    pub fn http_max_request_bytes() -> usize {
+        16 << 20
+    }
+    pub fn http_request_timeout_ms() -> u64 {
+        30_000
+    }
     pub fn listen() -> String {
         "127.0.0.1:6380".into()
     }
@@ -515,6 +596,12 @@ impl Config {
             Ok(t) => t,
             Err(e) => return format!("# cannot print the configuration: {e}\n"),
         };
+        if self.vote.protocol != Some(Protocol::Http) {
+            table.remove("http");
+        } else if let Some(vote) = table.get_mut("vote").and_then(toml::Value::as_table_mut) {
+            vote.remove("max_unreleased_bytes");
+            vote.remove("max_lag_bytes");
+        }
         match self.vote.mode {
             Mode::Stream => {
                 table.remove("ordered");
@@ -568,6 +655,10 @@ impl Config {
             ("vote.vote_timeout_ms", self.vote.vote_timeout_ms, MAX_TIMEOUT_MS),
             ("vote.lag_timeout_ms", self.vote.lag_timeout_ms.unwrap_or(1), MAX_TIMEOUT_MS),
             ("ordered.request_timeout_ms", self.ordered.request_timeout_ms, MAX_TIMEOUT_MS),
+            ("http.request_timeout_ms", self.http.request_timeout_ms, MAX_TIMEOUT_MS),
+            ("http.max_body_bytes", self.http.max_body_bytes as u64, MAX_FRAME_BYTES),
+            ("http.max_request_bytes", self.http.max_request_bytes as u64, MAX_FRAME_BYTES),
+            ("http.max_masked_body_bytes", self.http.max_masked_body_bytes as u64, MAX_FRAME_BYTES),
             ("session.connect_timeout_ms", self.session.connect_timeout_ms, MAX_TIMEOUT_MS),
             ("session.idle_timeout_ms", self.session.idle_timeout_ms, MAX_TIMEOUT_MS),
             ("session.drain_timeout_ms", self.session.drain_timeout_ms, MAX_TIMEOUT_MS),
@@ -606,10 +697,31 @@ impl Config {
         }
         match (self.vote.mode, self.vote.protocol) {
             (Mode::Ordered, None) => bad("vote.protocol", "ordered mode needs a protocol: \"resp\"".into()),
-            (Mode::Stream, Some(_)) => {
-                bad("vote.protocol", "only applies to mode = \"ordered\" (stream mode votes raw bytes)".into())
-            }
+            (Mode::Stream, Some(Protocol::Resp)) => bad(
+                "vote.protocol",
+                "\"resp\" only applies to mode = \"ordered\" (stream mode votes raw bytes)".into(),
+            ),
+            (Mode::Ordered, Some(Protocol::Http)) => bad(
+                "vote.protocol",
+                "HTTP in ordered mode (a stateful web service, its requests in one order) is not built yet: HTTP mode runs with mode = \"stream\" (each client's requests voted in its own session)".into(),
+            ),
             _ => {}
+        }
+        if self.vote.protocol == Some(Protocol::Http) {
+            if let Err(problems) = crate::http::normal::Rules::new(&self.http.rule_config()) {
+                for problem in problems {
+                    bad(&problem.key, problem.reason);
+                }
+            }
+            for (key, value) in [
+                ("http.max_body_bytes", self.http.max_body_bytes as u64),
+                ("http.max_request_bytes", self.http.max_request_bytes as u64),
+                ("http.request_timeout_ms", self.http.request_timeout_ms),
+            ] {
+                if value == 0 {
+                    bad(key, "must be at least 1".into());
+                }
+            }
         }
         for (key, value) in [
             ("ordered.max_in_flight", self.ordered.max_in_flight),
@@ -743,6 +855,20 @@ impl Config {
             table.get(section).and_then(toml::Value::as_table).map(|t| t.keys().cloned().collect()).unwrap_or_default()
         };
         let mut p = Vec::new();
+        if self.vote.protocol != Some(Protocol::Http) {
+            for key in set("http") {
+                p.push((format!("http.{key}"), "only applies to vote.protocol = \"http\"".to_string()));
+            }
+        } else {
+            for key in set("vote") {
+                if matches!(key.as_str(), "max_unreleased_bytes" | "max_lag_bytes") {
+                    p.push((
+                        format!("vote.{key}"),
+                        "only applies to stream mode's byte vote: HTTP mode votes whole responses (see http.max_body_bytes)".to_string(),
+                    ));
+                }
+            }
+        }
         match self.vote.mode {
             Mode::Stream => {
                 for key in set("ordered") {
@@ -908,6 +1034,11 @@ impl Config {
                 },
             })
             .collect()
+    }
+
+    /// How long a replica may trail the quorum (`vote.lag_timeout_ms`, or the vote timeout).
+    pub fn lag_timeout(&self) -> Duration {
+        Duration::from_millis(self.vote.lag_timeout_ms.unwrap_or(self.vote.vote_timeout_ms))
     }
 
     /// Connect timeout to a replica.
@@ -1299,6 +1430,25 @@ address = "7002"
         let p = problems(&format!("{ordered}\n[group]\nname = \"g\"\nhosts = 3\n"));
         assert_eq!(p, [("group.engine".to_string(), "is required".to_string())]);
         assert!(!keys.contains(&"replica[1]"), "{p:?}");
+    }
+
+    #[test]
+    fn http_mode_is_checked_with_its_masks() {
+        let http = GOOD.replace("quorum = 2", "quorum = 2\nprotocol = \"http\"");
+        let c = Config::parse(&format!("{http}\n[http]\nmask_json = [\"/meta/t\"]\n"), "t").expect("valid");
+        assert_eq!(c.http.mask_json, ["/meta/t"]);
+        assert!(!c.to_toml().contains("max_lag_bytes"), "{}", c.to_toml());
+        assert_eq!(Config::parse(&c.to_toml(), "printed").expect("printed config parses"), c);
+        let p = problems(&format!("{http}\n[http]\nmask_json = [\"meta\"]\nmask_text = [\"(\"]\n"));
+        let keys: Vec<&str> = p.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["http.mask_json[0]", "http.mask_text[0]"], "{p:?}");
+        let p = problems(&GOOD.replace("quorum = 2", "quorum = 2\nmode = \"ordered\"\nprotocol = \"http\""));
+        assert_eq!(p[0].0, "vote.protocol");
+        assert!(p[0].1.contains("not built yet"), "{p:?}");
+        let p = problems(&format!("{GOOD}\n[http]\ncount_all_headers = true\n"));
+        assert_eq!(p[0].0, "http.count_all_headers");
+        let p = problems(&http.replace("vote_timeout_ms = 2000", "vote_timeout_ms = 2000\nmax_lag_bytes = 5"));
+        assert_eq!(p[0].0, "vote.max_lag_bytes");
     }
 
     #[test]

@@ -15,8 +15,9 @@
 //! - [`stream`]: stream mode: one client session, fan-out of client bytes to every replica,
 //!   the stream vote on their output (the pure [`voter`] crate), release of agreed bytes; a
 //!   sans-I/O session core ([`stream::session`]) and the tokio shell that drives it.
-//! - [`http`]: HTTP mode's pure parts: the normal form of a response (what its vote covers,
-//!   noise masks, where two responses differ). Its front end is not built yet.
+//! - [`http`]: HTTP mode: the pure normal form of a response (what its vote covers, noise
+//!   masks, where two responses differ), and the sessions for stateless services (hyper on
+//!   both sides, a frame vote per client connection).
 //! - [`fault`]: fault events (replica name, position in bytes or requests) and the one sink
 //!   both modes report them to: log, metrics, supervisor.
 //! - [`metrics`]: counters, the vote latency histogram, recent faults.

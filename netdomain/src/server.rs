@@ -53,6 +53,8 @@ pub struct Shared {
     pub faults: FaultSink,
     next_id: AtomicU64,
     stopping: tokio::sync::watch::Sender<Stopping>,
+    /// HTTP mode: what a response's vote covers, compiled once (`[http]` needs a restart).
+    http_rules: Option<Arc<crate::http::normal::Rules>>,
 }
 
 /// Sets the process's log filter (the `resh` binary's tracing subscriber); the error says why
@@ -117,6 +119,9 @@ impl Shared {
         let faults = FaultSink::new(Arc::clone(&metrics), Arc::clone(&supervisor));
         let (stopping, _) = tokio::sync::watch::channel(Stopping::No);
         let slots = Arc::new(Semaphore::new(config.max_sessions));
+        let http_rules = (config.vote.protocol == Some(crate::config::Protocol::Http))
+            .then(|| crate::http::normal::Rules::new(&config.http.rule_config()).ok().map(Arc::new))
+            .flatten();
         Arc::new(Shared {
             config: std::sync::RwLock::new(Arc::new(config)),
             config_path: options.config_path,
@@ -129,6 +134,7 @@ impl Shared {
             faults,
             next_id: AtomicU64::new(1),
             stopping,
+            http_rules,
         })
     }
 
@@ -352,6 +358,11 @@ impl Shared {
         }
     }
 
+    /// HTTP mode's rules (`None` in the other modes).
+    pub fn http_rules(&self) -> Option<Arc<crate::http::normal::Rules>> {
+        self.http_rules.clone()
+    }
+
     /// A new session number.
     pub fn next_session_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
@@ -368,6 +379,9 @@ pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr) {
         return crate::ordered::session::serve(shared, ordered, client, peer, id).await;
     }
     let span = tracing::info_span!("session", id, %peer);
+    if shared.http_rules.is_some() {
+        return crate::http::session::serve(shared, client, peer, id).instrument(span).await;
+    }
     crate::stream::serve(shared, client, id).instrument(span).await
 }
 

@@ -6,6 +6,8 @@
 //! (the status, the headers that count, the body with its noise masked) and digests that, so
 //! replicas are compared on what matters, and says which part differed when they disagree.
 //!
-//! No I/O and no clock here: the shells frame the responses (with hyper) and hand over the
-//! status, the headers and the body as it comes.
+//! [`normal`] has no I/O and no clock: the shell, `session` (HTTP mode for stateless
+//! services: a frame vote per client connection), frames the responses with hyper and hands
+//! over the status, the headers and the body as it comes.
 pub mod normal;
+pub(crate) mod session;

@@ -343,7 +343,7 @@ pub struct Normal {
 
 impl Normal {
     /// The digest the vote compares.
-    pub fn digest(&self) -> [u8; 32] {
+    pub fn digest(&self) -> blake3::Hash {
         let mut hasher = blake3::Hasher::new();
         hasher.update(&self.status.to_be_bytes());
         for (name, values) in &self.headers {
@@ -357,7 +357,7 @@ impl Normal {
         }
         hasher.update(b"body");
         hasher.update(&self.body);
-        *hasher.finalize().as_bytes()
+        hasher.finalize()
     }
 }
 

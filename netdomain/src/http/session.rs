@@ -1,0 +1,512 @@
+//! HTTP mode's sessions, for stateless services: each client connection gets one connection
+//! per replica and a frame vote of its own ([`voter::FrameVoter`]); no global order.
+//!
+//! Per request (hyper serves the client's HTTP/1.1, one request at a time):
+//! 1. the request body is read whole (up to `http.max_request_bytes`, else 413);
+//! 2. the request goes to every replica still in the session, hop-by-hop headers left out
+//!    (RFC 9110 §7.6.1); a replica whose keep-alive connection the server closed meanwhile is
+//!    reconnected first: normal HTTP, not a fault;
+//! 3. each response is reduced to its normal form as it comes ([`super::normal`]: status, the
+//!    headers that count, the body with its masks) and voted by its digest; each body is held
+//!    up to `http.max_body_bytes` so that the agreed one can be released;
+//! 4. once a quorum agrees, the replicas still answering get the lag timeout to do so (then
+//!    they are late); the client gets the agreed response of the lowest-numbered replica of
+//!    the quorum, with its own headers (those that do not count are one replica's, unvoted).
+//!
+//! What every replica does alike is the service's behaviour, never a fault: all slow (504
+//! after `http.request_timeout_ms`), all closing or all answering what cannot be parsed (502),
+//! all answering more than resh holds (502). With no quorum the client gets a 502 that says
+//! where the responses differ, and nobody is blamed. A replica that differs from a quorum, fails
+//! or is late is reported and left out of the session.
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+use voter::{FrameConfig, FrameOutcome, FrameVoter, Vote};
+
+use super::normal::{difference, Normal, Rules};
+use crate::fault::{FaultEvent, Position};
+use crate::metrics::{Refusal, Verdict};
+use crate::server::Shared;
+use replicas::Admitted;
+
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: &[&str] =
+    &["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
+
+/// One replica of the session.
+struct Link {
+    admitted: Admitted,
+    /// Its connection (`None`: not connected now; reconnected before the next request).
+    sender: Option<SendRequest<Full<Bytes>>>,
+    /// Left out of the session for a fault.
+    cut: bool,
+}
+
+/// What one replica answered to one request.
+struct Answer {
+    normal: Normal,
+    head: hyper::http::response::Parts,
+    /// The body, if it stayed within `http.max_body_bytes`.
+    body: Option<Bytes>,
+}
+
+/// How a replica's exchange ended.
+enum Exchange {
+    Answered(Box<Answer>),
+    /// Its connection failed or closed before a whole response.
+    Closed(String),
+    /// Its response could not be parsed as HTTP.
+    Malformed(String),
+}
+
+/// The session's state, used by one request at a time (hyper's HTTP/1.1 server serves a
+/// connection's requests in turn).
+struct State {
+    shared: Arc<Shared>,
+    rules: Arc<Rules>,
+    id: u64,
+    links: Vec<Link>,
+    voter: FrameVoter,
+    start: Instant,
+    masked: bool,
+    requests: u64,
+}
+
+/// Serves one client connection in HTTP mode to its end.
+pub(crate) async fn serve(shared: Arc<Shared>, mut client: TcpStream, peer: SocketAddr, id: u64) {
+    let config = shared.config();
+    let quorum = config.quorum();
+    let admitted = shared.supervisor.admit_session();
+    if admitted.len() < quorum {
+        warn!(admitted = admitted.len(), quorum, "refusing client: fewer replicas admitted than the quorum");
+        shared.metrics.refused(Refusal::NoQuorum);
+        let reason = format!("{} replicas are ready, fewer than the quorum of {quorum}\n", admitted.len());
+        let text = format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reason}",
+            reason.len()
+        );
+        let _ = tokio::io::AsyncWriteExt::write_all(&mut client, text.as_bytes()).await;
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut client).await;
+        return;
+    }
+    let Some(rules) = shared.http_rules() else {
+        warn!("internal: HTTP mode without its rules");
+        return;
+    };
+    shared.metrics.session_started();
+    let frame = FrameConfig { replicas: admitted.len(), quorum, lag_timeout: config.lag_timeout() };
+    let mut voter = match FrameVoter::new(frame) {
+        Ok(v) => v,
+        Err(e) => {
+            warn!(error = %e, "internal: voter parameters refused");
+            return;
+        }
+    };
+    let start = Instant::now();
+    let mut links = Vec::with_capacity(admitted.len());
+    for (r, admitted) in admitted.into_iter().enumerate() {
+        shared.supervisor.count_session(admitted.index);
+        voter.join_at(r, 0, Duration::ZERO);
+        links.push(Link { admitted, sender: None, cut: false });
+    }
+    let state = Arc::new(tokio::sync::Mutex::new(State {
+        shared: Arc::clone(&shared),
+        rules,
+        id,
+        links,
+        voter,
+        start,
+        masked: false,
+        requests: 0,
+    }));
+    let service = {
+        let state = Arc::clone(&state);
+        hyper::service::service_fn(move |request: Request<Incoming>| {
+            let state = Arc::clone(&state);
+            async move { Ok::<_, std::convert::Infallible>(state.lock().await.handle(request).await) }
+        })
+    };
+    let served = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(config.idle_timeout())
+        .serve_connection(TokioIo::new(client), service)
+        .await;
+    let state = state.lock().await;
+    let verdict = if state.masked { Verdict::Masked } else { Verdict::Agreed };
+    shared.metrics.session_ended(verdict);
+    info!(
+        peer = %peer,
+        requests = state.requests,
+        duration_ms = start.elapsed().as_millis() as u64,
+        verdict = verdict.name(),
+        end = served.err().map(|e| e.to_string()).unwrap_or_else(|| "closed".into()),
+        "session ended"
+    );
+}
+
+impl State {
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// Answers one client request (see the module documentation).
+    async fn handle(&mut self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        self.requests += 1;
+        let config = self.shared.config();
+        let (parts, body) = request.into_parts();
+        let body = match Limited::new(body, config.http.max_request_bytes).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                let too_large = e.downcast_ref::<http_body_util::LengthLimitError>().is_some();
+                return if too_large {
+                    plain(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!(
+                            "the request body is larger than http.max_request_bytes ({})",
+                            config.http.max_request_bytes
+                        ),
+                    )
+                } else {
+                    plain(StatusCode::BAD_REQUEST, format!("the request body could not be read: {e}"))
+                };
+            }
+        };
+        self.shared.metrics.client_in(body.len());
+        let seq = self.voter.submit(self.now());
+        let mut exchanges = JoinSet::new();
+        for r in 0..self.links.len() {
+            if self.links[r].cut || !self.voter.is_live(r) {
+                continue;
+            }
+            let sender = match self.ready_sender(r, &config).await {
+                Ok(s) => s,
+                Err(why) => {
+                    debug!(replica = %self.links[r].admitted.name, "cannot reach replica: {why}");
+                    self.voter.response(r, Vote::Closed, self.now());
+                    continue;
+                }
+            };
+            let outgoing = forward(&parts, body.clone());
+            let rules = Arc::clone(&self.rules);
+            let max_body = config.http.max_body_bytes;
+            exchanges.spawn(async move {
+                let mut sender = sender;
+                let exchange = exchange(&mut sender, outgoing, &rules, max_body).await;
+                (r, sender, exchange)
+            });
+        }
+        let mut answers: Vec<Option<Answer>> = (0..self.links.len()).map(|_| None).collect();
+        let request_deadline = Instant::now() + Duration::from_millis(config.http.request_timeout_ms);
+        let mut decision = None;
+        loop {
+            if let Some(d) = self.voter.take_decision() {
+                decision = Some(d);
+            }
+            let deadline = match (decision.is_some(), self.voter.next_deadline()) {
+                // Decided: the others get until they are late.
+                (true, Some(late)) => self.start + late,
+                (true, None) if exchanges.is_empty() => break,
+                (true, None) => self.start + self.now() + config.lag_timeout(),
+                (false, _) => request_deadline,
+            };
+            if exchanges.is_empty() {
+                break;
+            }
+            tokio::select! {
+                joined = exchanges.join_next() => {
+                    let Some(Ok((r, sender, exchange))) = joined else { continue };
+                    let now = self.now();
+                    match exchange {
+                        Exchange::Answered(answer) => {
+                            self.links[r].sender = Some(sender);
+                            self.voter.response(r, Vote::Frame(answer.normal.digest()), now);
+                            answers[r] = Some(*answer);
+                        }
+                        Exchange::Closed(why) => {
+                            debug!(replica = %self.links[r].admitted.name, "replica connection ended: {why}");
+                            self.links[r].sender = None;
+                            self.voter.response(r, Vote::Closed, now);
+                        }
+                        Exchange::Malformed(why) => {
+                            warn!(replica = %self.links[r].admitted.name, "replica response cannot be parsed: {why}");
+                            self.links[r].sender = None;
+                            self.voter.response(r, Vote::Frame(malformed_digest()), now);
+                        }
+                    }
+                    self.report_faults(seq);
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    self.voter.tick(self.now());
+                    self.report_faults(seq);
+                    if decision.is_none() && self.voter.take_decision().is_none() {
+                        // Nobody agreed in time: every replica was slow alike.
+                        exchanges.abort_all();
+                        for link in &mut self.links {
+                            link.sender = None;
+                        }
+                        self.shared.metrics.request_timed_out();
+                        return plain(
+                            StatusCode::GATEWAY_TIMEOUT,
+                            format!("no agreed response within http.request_timeout_ms ({} ms)", config.http.request_timeout_ms),
+                        );
+                    }
+                    if decision.is_some() {
+                        // The ones still answering are late (the voter said so at its tick).
+                        exchanges.abort_all();
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(d) = self.voter.take_decision() {
+            decision.get_or_insert(d);
+        }
+        // Replicas whose exchange was aborted have no usable connection any more.
+        for (r, link) in self.links.iter_mut().enumerate() {
+            if answers[r].is_none() && !link.cut {
+                link.sender = None;
+            }
+        }
+        self.report_faults(seq);
+        self.respond(decision, answers)
+    }
+
+    /// The client's response once the vote on a request ended.
+    fn respond(
+        &mut self,
+        decision: Option<voter::Decision>,
+        mut answers: Vec<Option<Answer>>,
+    ) -> Response<Full<Bytes>> {
+        let Some(decision) = decision else {
+            self.shared.metrics.request_undecidable();
+            return plain(StatusCode::BAD_GATEWAY, "the replicas' responses did not settle".into());
+        };
+        match decision.outcome {
+            FrameOutcome::Release { vote: Vote::Closed, .. } => {
+                self.shared.metrics.request_refused();
+                plain(StatusCode::BAD_GATEWAY, "the service closed the connection without a response".into())
+            }
+            FrameOutcome::Release { vote: Vote::Frame(d), .. } if d == malformed_digest() => {
+                self.shared.metrics.request_refused();
+                plain(StatusCode::BAD_GATEWAY, "the service's response is not valid HTTP".into())
+            }
+            FrameOutcome::Release { replica, .. } => {
+                let Some(answer) = answers[replica].take() else {
+                    return plain(StatusCode::BAD_GATEWAY, "internal: the agreed response is gone".into());
+                };
+                let Some(body) = answer.body else {
+                    // The quorum agreed on a body larger than resh holds: the service's answer,
+                    // not a fault.
+                    return plain(
+                        StatusCode::BAD_GATEWAY,
+                        format!(
+                            "the agreed response's body ({} bytes) is larger than http.max_body_bytes",
+                            answer.normal.body_len
+                        ),
+                    );
+                };
+                self.masked |= decision.masked;
+                self.shared.metrics.request_released(decision.masked);
+                self.shared.metrics.client_out(body.len());
+                // What a replica that answered otherwise differs in, for whoever chooses masks.
+                for (r, other) in answers.iter().enumerate() {
+                    if let Some(d) = other.as_ref().and_then(|o| difference(&answer.normal, &o.normal)) {
+                        info!(session = self.id, replica = %self.links[r].admitted.name, "its response differs from the agreed one: {d}");
+                    }
+                }
+                let mut response = Response::from_parts(answer.head, Full::new(body));
+                // resh speaks HTTP/1.1 to its client, whatever the replica spoke.
+                *response.version_mut() = hyper::Version::HTTP_11;
+                for name in HOP_BY_HOP {
+                    response.headers_mut().remove(*name);
+                }
+                response.headers_mut().remove(hyper::header::CONTENT_LENGTH);
+                response
+            }
+            FrameOutcome::Undecidable => {
+                self.shared.metrics.request_undecidable();
+                let answered: Vec<(usize, &Answer)> =
+                    answers.iter().enumerate().filter_map(|(r, a)| a.as_ref().map(|a| (r, a))).collect();
+                let why = answered
+                    .iter()
+                    .enumerate()
+                    .find_map(|(i, (ra, a))| {
+                        answered[i + 1..].iter().find_map(|(rb, b)| {
+                            difference(&a.normal, &b.normal).map(|d| {
+                                format!(
+                                    "{} and {} differ: {d}",
+                                    self.links[*ra].admitted.name, self.links[*rb].admitted.name
+                                )
+                            })
+                        })
+                    })
+                    .unwrap_or_else(|| "too few replicas answered".into());
+                warn!(session = self.id, "no quorum agreed on a response: {why}");
+                plain(
+                    StatusCode::BAD_GATEWAY,
+                    format!("no quorum of replicas agreed on the response: {why} (if that part is noise, leave it out of the vote: see [http] in the README)"),
+                )
+            }
+        }
+    }
+
+    /// A connection to replica `r` that takes a request now: the one it has, or a new one
+    /// (a server may close a keep-alive connection between requests; that is no fault).
+    async fn ready_sender(
+        &mut self,
+        r: usize,
+        config: &crate::config::Config,
+    ) -> Result<SendRequest<Full<Bytes>>, String> {
+        if let Some(mut sender) = self.links[r].sender.take() {
+            if sender.ready().await.is_ok() {
+                return Ok(sender);
+            }
+        }
+        let addr = self.links[r].admitted.addr;
+        let stream = tokio::time::timeout(config.connect_timeout(), TcpStream::connect(addr))
+            .await
+            .map_err(|_| format!("no connection to {addr} within session.connect_timeout_ms"))?
+            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("HTTP handshake with {addr}: {e}"))?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(sender)
+    }
+
+    /// Reports the voter's faults and leaves those replicas out of the session.
+    fn report_faults(&mut self, seq: u64) {
+        for fault in self.voter.take_faults() {
+            let Some(link) = self.links.get_mut(fault.replica) else { continue };
+            link.cut = true;
+            link.sender = None;
+            self.masked = true;
+            self.shared.faults.report(&FaultEvent {
+                session: Some(self.id),
+                replica: link.admitted.index,
+                name: Arc::clone(&link.admitted.name),
+                incarnation: link.admitted.incarnation,
+                position: Position::Request(fault.offset.min(seq)),
+                kind: fault.kind,
+            });
+        }
+    }
+}
+
+/// The request as a replica gets it: origin-form target, hop-by-hop headers left out.
+fn forward(parts: &hyper::http::request::Parts, body: Bytes) -> Request<Full<Bytes>> {
+    let mut request = Request::new(Full::new(body));
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| "/".parse().unwrap_or_default(), |pq| pq.as_str().parse().unwrap_or_default());
+    // And the headers the client's Connection header names: they are for this hop too.
+    let named: Vec<String> = parts
+        .headers
+        .get_all(hyper::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .collect();
+    for (name, value) in &parts.headers {
+        let hop = HOP_BY_HOP.contains(&name.as_str()) || named.iter().any(|n| n == name.as_str());
+        if !hop && name != hyper::header::CONTENT_LENGTH {
+            request.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    request
+}
+
+/// Sends `request` to one replica and reads its response into its normal form, holding the
+/// body up to `max_body` bytes.
+async fn exchange(
+    sender: &mut SendRequest<Full<Bytes>>,
+    request: Request<Full<Bytes>>,
+    rules: &Rules,
+    max_body: usize,
+) -> Exchange {
+    let response = match sender.send_request(request).await {
+        Ok(r) => r,
+        Err(e) if e.is_parse() => return Exchange::Malformed(e.to_string()),
+        Err(e) => return Exchange::Closed(e.to_string()),
+    };
+    let (head, mut body) = response.into_parts();
+    let mut normal = rules.response(head.status.as_u16(), head.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
+    let mut held = Some(BytesMut::new());
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) if e.is_parse() => return Exchange::Malformed(e.to_string()),
+            Err(e) => return Exchange::Closed(e.to_string()),
+        };
+        if let Ok(data) = frame.into_data() {
+            normal.body(&data);
+            if let Some(h) = held.as_mut() {
+                if h.len() + data.len() <= max_body {
+                    h.extend_from_slice(&data);
+                } else {
+                    // Still digested as it comes, no longer held.
+                    held = None;
+                }
+            }
+        }
+    }
+    Exchange::Answered(Box::new(Answer { normal: normal.finish(), head, body: held.map(BytesMut::freeze) }))
+}
+
+/// The vote of a response that is not valid HTTP: all such responses vote alike.
+fn malformed_digest() -> voter::Digest {
+    voter::fault::digest(b"\0resh: a response that is not valid HTTP")
+}
+
+/// resh's own response.
+fn plain(status: StatusCode, text: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(format!("resh: {text}\n"))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_the_absolute_form_are_not_forwarded() {
+        let request = Request::builder()
+            .method("POST")
+            .uri("http://example.com/a/b?c=d")
+            .header("Connection", "keep-alive, x-private")
+            .header("Keep-Alive", "timeout=5")
+            .header("Transfer-Encoding", "chunked")
+            .header("Host", "example.com")
+            .header("Content-Length", "3")
+            .header("Accept", "text/html")
+            .header("X-Private", "1")
+            .body(())
+            .expect("request");
+        let (parts, ()) = request.into_parts();
+        let out = forward(&parts, Bytes::from_static(b"abc"));
+        assert_eq!(out.uri(), "/a/b?c=d");
+        assert_eq!(out.method(), "POST");
+        let names: Vec<&str> = out.headers().keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["host", "accept"]);
+    }
+}

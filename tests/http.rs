@@ -1,0 +1,144 @@
+//! End-to-end tests of HTTP mode (`vote.protocol = "http"`) with real clients (curl) and real
+//! web servers (python3's http.server, whose `Date` and `Last-Modified` differ between
+//! replicas): answers agree on what counts, a replica that serves a changed file is outvoted
+//! and blamed, and with every header counted the error says which header differed.
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use resh_e2e::{payload, Resh, TempDir};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Three sites with the same files; `site(i)` is replica i's directory.
+struct Sites {
+    dir: TempDir,
+}
+
+impl Sites {
+    fn new() -> Sites {
+        let dir = TempDir::new("http-sites");
+        let big = payload(2_000_000, 7);
+        for i in 0..3 {
+            let site = dir.path().join(format!("site{i}"));
+            std::fs::create_dir_all(site.join("api")).expect("site dir");
+            std::fs::write(site.join("index.html"), b"<h1>hello</h1>\n").expect("write");
+            std::fs::write(site.join("api/item.json"), br#"{"id": 7, "name": "seven"}"#).expect("write");
+            std::fs::write(site.join("big.bin"), &big).expect("write");
+        }
+        Sites { dir }
+    }
+
+    fn site(&self, i: usize) -> std::path::PathBuf {
+        self.dir.path().join(format!("site{i}"))
+    }
+
+    /// A resh configuration over python3 http.server replicas of the three sites.
+    fn config(&self, http: &str) -> String {
+        let mut text = format!(
+            "listen = \"127.0.0.1:0\"\n[vote]\nprotocol = \"http\"\n[http]\n{http}\n[admin]\nlisten = \"127.0.0.1:0\"\n"
+        );
+        for (i, name) in ["a", "b", "c"].iter().enumerate() {
+            text.push_str(&format!(
+                "[[replica]]\nname = \"{name}\"\ncommand = [\"python3\", \"-m\", \"http.server\", \"--bind\", \"127.0.0.1\", \"--directory\", {:?}, \"{{port}}\"]\n",
+                self.site(i).display().to_string()
+            ));
+        }
+        text
+    }
+}
+
+/// `curl` through resh: (status, body).
+fn curl(resh: &Resh, path: &str, out: &Path) -> (u16, Vec<u8>) {
+    let url = format!("http://{}{path}", resh.clients);
+    let result = Command::new("curl")
+        .args(["-s", "-o", &out.display().to_string(), "-w", "%{http_code}", "--max-time", "20", &url])
+        .output()
+        .expect("run curl");
+    let status = String::from_utf8_lossy(&result.stdout).trim().parse().unwrap_or(0);
+    (status, std::fs::read(out).unwrap_or_default())
+}
+
+#[test]
+fn diverse_answers_agree_a_changed_file_is_outvoted_and_its_server_blamed() {
+    let sites = Sites::new();
+    // Replica c serves a changed page (a planted difference).
+    std::fs::write(sites.site(2).join("index.html"), b"<h1>HELLO</h1>\n").expect("write");
+    let resh = Resh::start(&sites.config(""));
+    let out = sites.dir.path().join("out");
+    let (status, body) = curl(&resh, "/api/item.json", &out);
+    assert_eq!((status, body.as_slice()), (200, &br#"{"id": 7, "name": "seven"}"#[..]));
+    let (status, body) = curl(&resh, "/big.bin", &out);
+    assert_eq!(status, 200);
+    assert!(body == payload(2_000_000, 7), "the 2 MB file came through changed ({} bytes)", body.len());
+    let (status, _) = curl(&resh, "/no/such/page", &out);
+    assert_eq!(status, 404, "a 404 every replica gives is the service's answer");
+    for name in ["a", "b", "c"] {
+        assert_eq!(resh_e2e::fault_total(&resh.replica(name)), 0, "no false fault: {}", resh.status());
+    }
+    let (status, body) = curl(&resh, "/index.html", &out);
+    assert_eq!((status, body.as_slice()), (200, &b"<h1>hello</h1>\n"[..]), "the majority's page");
+    resh.wait_until("c is blamed", WAIT, |r| r.faults("c", "diverged") == 1);
+    assert!(resh.metrics().contains("resh_replica_faults_total{replica=\"c\",kind=\"diverged\"} 1\n"));
+    assert!(resh.log().contains("its response differs from the agreed one: body"), "{}", resh.log());
+}
+
+/// With every header counted, the replicas' `Last-Modified` headers (each site's file was
+/// written at its own time) are noise resh cannot vote over: the client gets a 502 that names
+/// the header, and nobody is blamed for what every replica does.
+#[test]
+fn counting_every_header_names_the_one_that_differs() {
+    let sites = Sites::new();
+    for (i, when) in ["200001010000", "200002020000", "200003030000"].iter().enumerate() {
+        let file = sites.site(i).join("api/item.json");
+        let touched = Command::new("touch").args(["-t", when]).arg(&file).status().expect("touch");
+        assert!(touched.success());
+    }
+    let resh = Resh::start(&sites.config("count_all_headers = true"));
+    let out = sites.dir.path().join("out");
+    let (status, body) = curl(&resh, "/api/item.json", &out);
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, 502, "{text}");
+    assert!(text.contains("header last-modified"), "{text}");
+    for name in ["a", "b", "c"] {
+        assert_eq!(resh_e2e::fault_total(&resh.replica(name)), 0, "{}", resh.status());
+    }
+    // By default Last-Modified is noise: the same request is answered.
+    drop(resh);
+    let resh = Resh::start(&sites.config(""));
+    assert_eq!(curl(&resh, "/api/item.json", &out).0, 200);
+}
+
+/// A replica that answers with what is not HTTP at all is outvoted and blamed; the client gets
+/// the others' answer. A request body beyond http.max_request_bytes is refused with 413.
+#[test]
+fn a_replica_that_answers_garbage_is_blamed_and_limits_hold() {
+    let sites = Sites::new();
+    let garbage = "import socket,sys\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('127.0.0.1',int(sys.argv[1])))\ns.listen()\nwhile True:\n    c,_=s.accept()\n    c.recv(65536)\n    c.sendall(b'NOT HTTP AT ALL\\r\\n\\r\\n')\n    c.close()\n";
+    let script = sites.dir.path().join("garbage.py");
+    std::fs::write(&script, garbage).expect("write");
+    let config = sites.config("max_request_bytes = 1000").replacen(
+        &format!("command = [\"python3\", \"-m\", \"http.server\", \"--bind\", \"127.0.0.1\", \"--directory\", {:?}, \"{{port}}\"]", sites.site(2).display().to_string()),
+        &format!("command = [\"python3\", {:?}, \"{{port}}\"]", script.display().to_string()),
+        1,
+    );
+    assert!(config.contains("garbage.py"));
+    let resh = Resh::start(&config);
+    let out = sites.dir.path().join("out");
+    let (status, body) = curl(&resh, "/index.html", &out);
+    assert_eq!((status, body.as_slice()), (200, &b"<h1>hello</h1>\n"[..]));
+    resh.wait_until("c is blamed", WAIT, |r| r.faults("c", "diverged") == 1);
+    for name in ["a", "b"] {
+        assert_eq!(resh_e2e::fault_total(&resh.replica(name)), 0, "{}", resh.status());
+    }
+    let big = sites.dir.path().join("big-request");
+    std::fs::write(&big, vec![b'x'; 5000]).expect("write");
+    let url = format!("http://{}/index.html", resh.clients);
+    let posted = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20", "--data-binary"])
+        .arg(format!("@{}", big.display()))
+        .arg(&url)
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&posted.stdout), "413");
+}
