@@ -142,3 +142,58 @@ fn a_replica_that_answers_garbage_is_blamed_and_limits_hold() {
         .expect("curl");
     assert_eq!(String::from_utf8_lossy(&posted.stdout), "413");
 }
+
+/// One request on an open connection, read to the end of its response: (status, body).
+fn get(stream: &mut std::net::TcpStream, path: &str) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes()).expect("send");
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = stream.read(&mut buf).expect("read");
+        assert!(n > 0, "closed before a response");
+        data.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&data[..head_end]).to_string();
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+        .unwrap_or(0);
+    while data.len() < head_end + length {
+        let n = stream.read(&mut buf).expect("read");
+        assert!(n > 0, "closed inside a body");
+        data.extend_from_slice(&buf[..n]);
+    }
+    (status, data[head_end..head_end + length].to_vec())
+}
+
+/// Every replica stalls alike (SIGSTOP): the client gets a 504 after http.request_timeout_ms,
+/// nobody is blamed, and once they go on, the next request on the same connection is answered
+/// (the replicas are reached afresh; what they owed for the first request counts for nothing).
+#[test]
+fn all_replicas_slow_alike_is_a_504_and_no_fault() {
+    let sites = Sites::new();
+    let resh = Resh::start(&sites.config("request_timeout_ms = 1000"));
+    let pids: Vec<u64> = ["a", "b", "c"].iter().map(|n| resh.replica(n)["pid"].as_u64().expect("pid")).collect();
+    let mut client = std::net::TcpStream::connect(resh.clients).expect("connect");
+    client.set_read_timeout(Some(WAIT)).expect("timeout");
+    assert_eq!(get(&mut client, "/index.html"), (200, b"<h1>hello</h1>\n".to_vec()));
+    for pid in &pids {
+        resh_e2e::signal_pid(*pid, libc::SIGSTOP).expect("SIGSTOP");
+    }
+    let started = std::time::Instant::now();
+    let (status, body) = get(&mut client, "/index.html");
+    assert_eq!(status, 504, "{}", String::from_utf8_lossy(&body));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    for pid in &pids {
+        resh_e2e::signal_pid(*pid, libc::SIGCONT).expect("SIGCONT");
+    }
+    assert_eq!(get(&mut client, "/api/item.json"), (200, br#"{"id": 7, "name": "seven"}"#.to_vec()));
+    for name in ["a", "b", "c"] {
+        assert_eq!(resh_e2e::fault_total(&resh.replica(name)), 0, "{}", resh.status());
+    }
+}

@@ -211,7 +211,7 @@ impl State {
         let request_deadline = Instant::now() + Duration::from_millis(config.http.request_timeout_ms);
         let mut decision = None;
         loop {
-            if let Some(d) = self.voter.take_decision() {
+            if let Some(d) = self.take_decision(seq) {
                 decision = Some(d);
             }
             let deadline = match (decision.is_some(), self.voter.next_deadline()) {
@@ -250,12 +250,13 @@ impl State {
                 _ = tokio::time::sleep_until(deadline) => {
                     self.voter.tick(self.now());
                     self.report_faults(seq);
-                    if decision.is_none() && self.voter.take_decision().is_none() {
+                    if decision.is_none() && self.take_decision(seq).is_none() {
                         // Nobody agreed in time: every replica was slow alike.
                         exchanges.abort_all();
                         for link in &mut self.links {
                             link.sender = None;
                         }
+                        self.forget(seq);
                         self.shared.metrics.request_timed_out();
                         return plain(
                             StatusCode::GATEWAY_TIMEOUT,
@@ -270,7 +271,7 @@ impl State {
                 }
             }
         }
-        if let Some(d) = self.voter.take_decision() {
+        if let Some(d) = self.take_decision(seq) {
             decision.get_or_insert(d);
         }
         // Replicas whose exchange was aborted have no usable connection any more.
@@ -280,7 +281,34 @@ impl State {
             }
         }
         self.report_faults(seq);
+        self.forget(seq);
         self.respond(decision, answers)
+    }
+
+    /// The vote's decision on request `seq`, if there is one (decisions on earlier requests,
+    /// settled without their clients, are dropped).
+    fn take_decision(&mut self, seq: u64) -> Option<voter::Decision> {
+        while let Some(d) = self.voter.take_decision() {
+            if d.seq == seq {
+                return Some(d);
+            }
+        }
+        None
+    }
+
+    /// Request `seq` is over for the client: a replica still in the vote that has not answered
+    /// it (its exchange was given up with the request) starts afresh with the next request, on
+    /// a new connection, without blame; nothing it owed can arrive any more.
+    fn forget(&mut self, seq: u64) {
+        let now = self.now();
+        let next = self.voter.next_seq();
+        for r in 0..self.links.len() {
+            if self.voter.is_live(r) && self.voter.next_answer(r).is_some_and(|n| n <= seq) {
+                self.links[r].sender = None;
+                self.voter.join_at(r, next, now);
+            }
+        }
+        while self.voter.take_decision().is_some() {}
     }
 
     /// The client's response once the vote on a request ended.
