@@ -197,3 +197,51 @@ fn all_replicas_slow_alike_is_a_504_and_no_fault() {
         assert_eq!(resh_e2e::fault_total(&resh.replica(name)), 0, "{}", resh.status());
     }
 }
+
+/// A client that asks for a 12 MB file and never reads it is cut off after
+/// session.idle_timeout_ms of taking no output: it cannot hold its session (and the file held
+/// for it) for ever. A client that reads slowly is served whole.
+#[test]
+fn a_client_that_never_reads_is_timed_out_and_a_slow_one_is_served() {
+    use std::io::Write;
+    let sites = Sites::new();
+    // More than the kernel's socket buffers hold, so that resh's writes do wait.
+    let huge = payload(12_000_000, 9);
+    for i in 0..3 {
+        std::fs::write(sites.site(i).join("huge.bin"), &huge).expect("write");
+    }
+    let resh = Resh::start(&sites.config("").replace("[admin]", "[session]\nidle_timeout_ms = 1500\n[admin]"));
+    let mut stalled = std::net::TcpStream::connect(resh.clients).expect("connect");
+    stalled.write_all(b"GET /huge.bin HTTP/1.1\r\nHost: test\r\n\r\n").expect("send");
+    resh.wait_until("the stalled client is cut off", WAIT, |r| {
+        r.log().contains("idle (nothing read or written) for session.idle_timeout_ms")
+    });
+    let out = sites.dir.path().join("out");
+    let url = format!("http://{}/huge.bin", resh.clients);
+    let slow = Command::new("curl")
+        .args(["-s", "-o", &out.display().to_string(), "-w", "%{http_code}", "--limit-rate", "3000k", &url])
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&slow.stdout), "200");
+    let got = std::fs::read(&out).expect("read");
+    assert!(got == huge, "the slow client got {} bytes: {}", got.len(), resh.log());
+    drop(stalled);
+}
+
+/// A client that sends part of a request body and stops is cut off after
+/// session.idle_timeout_ms, like one that takes no output.
+#[test]
+fn a_client_that_stops_sending_its_request_is_timed_out() {
+    use std::io::{Read, Write};
+    let sites = Sites::new();
+    let resh = Resh::start(&sites.config("").replace("[admin]", "[session]\nidle_timeout_ms = 1000\n[admin]"));
+    let mut client = std::net::TcpStream::connect(resh.clients).expect("connect");
+    client.write_all(b"POST /index.html HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\n\r\nonly part").expect("send");
+    client.set_read_timeout(Some(WAIT)).expect("timeout");
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let _ = client.read_to_end(&mut rest);
+    assert!(started.elapsed() < Duration::from_secs(10), "not cut off: {:?}", started.elapsed());
+    let text = String::from_utf8_lossy(&rest);
+    assert!(text.is_empty() || text.starts_with("HTTP/1.1 400"), "{text}");
+}

@@ -131,18 +131,22 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut client: TcpStream, peer: Sock
         masked: false,
         requests: 0,
     }));
+    let busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let service = {
         let state = Arc::clone(&state);
+        let busy = Arc::clone(&busy);
         hyper::service::service_fn(move |request: Request<Incoming>| {
             let state = Arc::clone(&state);
-            async move { Ok::<_, std::convert::Infallible>(state.lock().await.handle(request).await) }
+            let busy = Arc::clone(&busy);
+            async move {
+                let response = state.lock().await.handle(request, &busy).await;
+                busy.store(false, std::sync::atomic::Ordering::Relaxed);
+                Ok::<_, std::convert::Infallible>(response)
+            }
         })
     };
-    let served = hyper::server::conn::http1::Builder::new()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(config.idle_timeout())
-        .serve_connection(TokioIo::new(client), service)
-        .await;
+    let client = IdleGuard::new(client, config.idle_timeout(), busy);
+    let served = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(client), service).await;
     let state = state.lock().await;
     let verdict = if state.masked { Verdict::Masked } else { Verdict::Agreed };
     shared.metrics.session_ended(verdict);
@@ -151,7 +155,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut client: TcpStream, peer: Sock
         requests = state.requests,
         duration_ms = start.elapsed().as_millis() as u64,
         verdict = verdict.name(),
-        end = served.err().map(|e| e.to_string()).unwrap_or_else(|| "closed".into()),
+        end = served.err().map(|e| error_chain(&e)).unwrap_or_else(|| "closed".into()),
         "session ended"
     );
 }
@@ -162,7 +166,12 @@ impl State {
     }
 
     /// Answers one client request (see the module documentation).
-    async fn handle(&mut self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    /// `busy` is set once the request is read: the replicas' time is not the client's idleness.
+    async fn handle(
+        &mut self,
+        request: Request<Incoming>,
+        busy: &std::sync::atomic::AtomicBool,
+    ) -> Response<Full<Bytes>> {
         self.requests += 1;
         let config = self.shared.config();
         let (parts, body) = request.into_parts();
@@ -184,6 +193,7 @@ impl State {
             }
         };
         self.shared.metrics.client_in(body.len());
+        busy.store(true, std::sync::atomic::Ordering::Relaxed);
         let seq = self.voter.submit(self.now());
         let mut exchanges = JoinSet::new();
         for r in 0..self.links.len() {
@@ -436,6 +446,107 @@ impl State {
     }
 }
 
+/// The client's connection, closed once it is idle for `limit` (`session.idle_timeout_ms`):
+/// nothing read from the client and nothing written to it, while no request is being
+/// answered. That covers a keep-alive connection left open, a client that sends its request
+/// head and stops, and a client that takes no output (it would otherwise hold its session,
+/// and the response held for it, for ever); a slow reader makes progress and is served.
+/// (hyper's own header-read timeout is not used: it also runs while a long response is being
+/// written, and cut off slow readers mid-body.)
+struct IdleGuard<T> {
+    inner: T,
+    limit: Duration,
+    last_progress: Instant,
+    /// Set while a request is answered (the replicas may take longer than `limit`).
+    busy: Arc<std::sync::atomic::AtomicBool>,
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<T> IdleGuard<T> {
+    fn new(inner: T, limit: Duration, busy: Arc<std::sync::atomic::AtomicBool>) -> Self {
+        let now = Instant::now();
+        IdleGuard { inner, limit, last_progress: now, busy, timer: Box::pin(tokio::time::sleep_until(now + limit)) }
+    }
+
+    /// After an attempt to read or write: notes progress, or fails once idle too long.
+    fn watch<R>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        polled: std::task::Poll<std::io::Result<R>>,
+    ) -> std::task::Poll<std::io::Result<R>> {
+        use std::future::Future;
+        if polled.is_ready() {
+            self.last_progress = Instant::now();
+            return polled;
+        }
+        if self.busy.load(std::sync::atomic::Ordering::Relaxed) {
+            self.last_progress = Instant::now();
+            return polled;
+        }
+        let deadline = self.last_progress + self.limit;
+        if self.timer.deadline() != deadline {
+            self.timer.as_mut().reset(deadline);
+        }
+        if self.timer.as_mut().poll(cx).is_ready() {
+            return std::task::Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client's connection was idle (nothing read or written) for session.idle_timeout_ms",
+            )));
+        }
+        std::task::Poll::Pending
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for IdleGuard<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.watch(cx, polled)
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for IdleGuard<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(cx, polled)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// The request as a replica gets it: origin-form target, hop-by-hop headers left out.
 fn forward(parts: &hyper::http::request::Parts, body: Bytes) -> Request<Full<Bytes>> {
     let mut request = Request::new(Full::new(body));
@@ -497,6 +608,18 @@ async fn exchange(
         }
     }
     Exchange::Answered(Box::new(Answer { normal: normal.finish(), head, body: held.map(BytesMut::freeze) }))
+}
+
+/// An error with its causes, `a: b: c` (hyper's errors keep the I/O error as their source).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// The vote of a response that is not valid HTTP: all such responses vote alike.
