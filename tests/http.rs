@@ -73,6 +73,11 @@ fn diverse_answers_agree_a_changed_file_is_outvoted_and_its_server_blamed() {
     assert!(body == payload(2_000_000, 7), "the 2 MB file came through changed ({} bytes)", body.len());
     let (status, _) = curl(&resh, "/no/such/page", &out);
     assert_eq!(status, 404, "a 404 every replica gives is the service's answer");
+    // HEAD: no body, and the length of the one it stands for.
+    let url = format!("http://{}/big.bin", resh.clients);
+    let head = Command::new("curl").args(["-sI", "--max-time", "20", &url]).output().expect("curl -I");
+    let text = String::from_utf8_lossy(&head.stdout).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 200") && text.contains("content-length: 2000000"), "{text}");
     for name in ["a", "b", "c"] {
         assert_eq!(resh_e2e::fault_total(&resh.replica(name)), 0, "no false fault: {}", resh.status());
     }
@@ -210,7 +215,9 @@ fn a_client_that_never_reads_is_timed_out_and_a_slow_one_is_served() {
     for i in 0..3 {
         std::fs::write(sites.site(i).join("huge.bin"), &huge).expect("write");
     }
-    let resh = Resh::start(&sites.config("").replace("[admin]", "[session]\nidle_timeout_ms = 1500\n[admin]"));
+    // An idle limit the slow reader's download (about 6 s) outlasts, with room for a loaded
+    // machine's pauses.
+    let resh = Resh::start(&sites.config("").replace("[admin]", "[session]\nidle_timeout_ms = 3000\n[admin]"));
     let mut stalled = std::net::TcpStream::connect(resh.clients).expect("connect");
     stalled.write_all(b"GET /huge.bin HTTP/1.1\r\nHost: test\r\n\r\n").expect("send");
     resh.wait_until("the stalled client is cut off", WAIT, |r| {
@@ -219,7 +226,7 @@ fn a_client_that_never_reads_is_timed_out_and_a_slow_one_is_served() {
     let out = sites.dir.path().join("out");
     let url = format!("http://{}/huge.bin", resh.clients);
     let slow = Command::new("curl")
-        .args(["-s", "-o", &out.display().to_string(), "-w", "%{http_code}", "--limit-rate", "3000k", &url])
+        .args(["-s", "-o", &out.display().to_string(), "-w", "%{http_code}", "--limit-rate", "2000k", &url])
         .output()
         .expect("curl");
     assert_eq!(String::from_utf8_lossy(&slow.stdout), "200");

@@ -203,18 +203,16 @@ impl Rules {
         let mut content_type = None;
         for (name, value) in headers {
             let name = name.as_ref().to_ascii_lowercase();
-            let value = String::from_utf8_lossy(value.as_ref()).trim().to_string();
+            let value = header_text(value.as_ref());
             if name == "content-type" {
                 content_type = Some(value.to_ascii_lowercase());
             }
             if self.counts(&name) {
                 let value = normalise_value(&name, &value);
+                // Repeated lines keep their order: it can mean something (the last Set-Cookie
+                // of a name wins; Content-Encoding lines are codings in the order applied).
                 counted.entry(name).or_default().push(value);
             }
-        }
-        for values in counted.values_mut() {
-            // Repeated headers as a set: servers order their Set-Cookie lines as they like.
-            values.sort();
         }
         let kind = match content_type.as_deref() {
             _ if self.mask_json.is_empty() && self.mask_text.is_empty() => BodyKind::Plain,
@@ -261,6 +259,12 @@ pub struct NormalBuilder<'r> {
 }
 
 impl NormalBuilder<'_> {
+    /// Counts header `name` with `value` whatever the rules say: a HEAD response's
+    /// Content-Length, say, which stands for the body it does not carry.
+    pub fn count_header(&mut self, name: &str, value: &[u8]) {
+        self.headers.entry(name.to_ascii_lowercase()).or_default().push(header_text(value));
+    }
+
     /// The next piece of the body.
     pub fn body(&mut self, chunk: &[u8]) {
         self.len += chunk.len() as u64;
@@ -282,8 +286,8 @@ impl NormalBuilder<'_> {
         if !self.skipped {
             match self.kind {
                 BodyKind::Plain => {}
-                BodyKind::Json => match serde_json::from_slice::<serde_json::Value>(&self.held) {
-                    Ok(mut value) => {
+                BodyKind::Json => match parse_json_exactly(&self.held) {
+                    Some(mut value) => {
                         for pointer in &self.rules.mask_json {
                             if let Some(slot) = value.pointer_mut(pointer) {
                                 *slot = serde_json::Value::String(MASKED.into());
@@ -295,8 +299,9 @@ impl NormalBuilder<'_> {
                         self.hasher.update(&canonical);
                         masked_json = Some(value);
                     }
-                    // Not JSON after all: its bytes count.
-                    Err(_) => {
+                    // Not JSON after all (or not one a parsed value stands for exactly): its
+                    // bytes count.
+                    None => {
                         self.hasher.update(&self.held);
                     }
                 },
@@ -479,18 +484,24 @@ fn normalise_value(name: &str, value: &str) -> String {
             params.sort();
             std::iter::once(media).chain(params).collect::<Vec<_>>().join(";")
         }
-        // Comma-separated directives, case-insensitive names, any order (RFC 9111 §5.2).
+        // Comma-separated lists (commas inside quoted strings are not separators). Cache-Control
+        // directives and Vary's header names are case-insensitive and unordered (RFC 9111
+        // §5.2, RFC 9110 §12.5.5); Allow's methods are unordered but case-sensitive; the order of
+        // Content-Encoding is the order the codings were applied, and Content-Language's tags
+        // are case-insensitive.
         "cache-control" | "vary" | "allow" | "content-encoding" | "content-language" => {
-            let mut items: Vec<String> = value
-                .split(',')
-                .map(str::trim)
-                .filter(|i| !i.is_empty())
+            let fold = name != "allow";
+            let mut items: Vec<String> = split_list(value)
+                .into_iter()
                 .map(|i| match i.split_once('=') {
-                    Some((k, v)) => format!("{}={}", k.trim().to_ascii_lowercase(), v.trim()),
-                    None => i.to_ascii_lowercase(),
+                    Some((k, v)) => {
+                        let k = k.trim();
+                        format!("{}={}", if fold { k.to_ascii_lowercase() } else { k.to_string() }, v.trim())
+                    }
+                    None if fold => i.to_ascii_lowercase(),
+                    None => i.to_string(),
                 })
                 .collect();
-            // Content-Encoding's order is the order the codings were applied: it means something.
             if name != "content-encoding" {
                 items.sort();
             }
@@ -498,6 +509,125 @@ fn normalise_value(name: &str, value: &str) -> String {
         }
         _ => value.to_string(),
     }
+}
+
+/// A header value as text: itself if it is UTF-8, else its bytes escaped (so that two values
+/// that differ in bytes never compare equal).
+fn header_text(value: &[u8]) -> String {
+    match std::str::from_utf8(value) {
+        Ok(text) => text.trim().to_string(),
+        Err(_) => value.escape_ascii().to_string(),
+    }
+}
+
+/// The items of a comma-separated list, trimmed; a comma inside a quoted string (with its
+/// backslash escapes) is part of the item.
+fn split_list(value: &str) -> Vec<&str> {
+    let mut items = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, c) in value.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                items.push(value[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    items.push(value[start..].trim());
+    items.retain(|i| !i.is_empty());
+    items
+}
+
+/// `bytes` parsed as JSON, if the parsed value stands for them exactly: no object with a key
+/// twice (the parsed value keeps one of them, a client's parser may take the other) and no
+/// number with more digits than a double holds (it would be rounded, and two different
+/// numbers compared equal). Otherwise the bytes are voted as they are.
+fn parse_json_exactly(bytes: &[u8]) -> Option<serde_json::Value> {
+    fn exact(value: &serde_json::Value) -> bool {
+        match value {
+            serde_json::Value::Array(items) => items.iter().all(exact),
+            serde_json::Value::Object(map) => map.values().all(exact),
+            _ => true,
+        }
+    }
+    if long_number(bytes) {
+        return None;
+    }
+    let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    // Keys in the text, against keys in the value: a duplicate leaves fewer in the value.
+    let keys_in_value = count_keys(&value);
+    (keys_in_value == count_key_tokens(bytes) && exact(&value)).then_some(value)
+}
+
+fn count_keys(value: &serde_json::Value) -> usize {
+    match value {
+        serde_json::Value::Array(items) => items.iter().map(count_keys).sum(),
+        serde_json::Value::Object(map) => map.len() + map.values().map(count_keys).sum::<usize>(),
+        _ => 0,
+    }
+}
+
+/// Object keys in JSON text: strings followed (after whitespace) by a colon.
+fn count_key_tokens(bytes: &[u8]) -> usize {
+    let mut keys = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'"' {
+            i += 1;
+            while i < bytes.len() && bytes[i] != b'"' {
+                i += if bytes[i] == b'\\' { 2 } else { 1 };
+            }
+            i += 1;
+            let mut j = i;
+            while j < bytes.len() && bytes[j].is_ascii_whitespace() {
+                j += 1;
+            }
+            if bytes.get(j) == Some(&b':') {
+                keys += 1;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    keys
+}
+
+/// Whether JSON text has a number with more than 15 significant digits (outside strings).
+fn long_number(bytes: &[u8]) -> bool {
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'0'..=b'9' => {
+                let mut digits = 0;
+                while i < bytes.len() && (bytes[i].is_ascii_digit() || b".eE+-".contains(&bytes[i])) {
+                    if bytes[i].is_ascii_digit() {
+                        digits += 1;
+                    }
+                    if matches!(bytes[i], b'e' | b'E') {
+                        break;
+                    }
+                    i += 1;
+                }
+                if digits > 15 {
+                    return true;
+                }
+                i += 1;
+            }
+            _ => i += 1,
+        }
+    }
+    false
 }
 
 fn is_json(content_type: &str) -> bool {

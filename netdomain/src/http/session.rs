@@ -82,6 +82,8 @@ struct State {
     start: Instant,
     masked: bool,
     requests: u64,
+    /// The request being answered is a HEAD.
+    head: bool,
 }
 
 /// Serves one client connection in HTTP mode to its end.
@@ -130,6 +132,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut client: TcpStream, peer: Sock
         start,
         masked: false,
         requests: 0,
+        head: false,
     }));
     let busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let service = {
@@ -175,6 +178,7 @@ impl State {
         self.requests += 1;
         let config = self.shared.config();
         let (parts, body) = request.into_parts();
+        self.head = parts.method == hyper::Method::HEAD;
         let body = match Limited::new(body, config.http.max_request_bytes).collect().await {
             Ok(b) => b.to_bytes(),
             Err(e) => {
@@ -202,18 +206,28 @@ impl State {
             }
             let sender = match self.ready_sender(r, &config).await {
                 Ok(s) => s,
-                Err(why) => {
+                Err(ConnectError { why, resh_exhausted: true }) => {
+                    // resh's own limit (file descriptors, memory): never the replica's fault.
+                    warn!(replica = %self.links[r].admitted.name, "cannot reach replica for resh's own reason: {why}");
+                    self.links[r].cut = true;
+                    self.voter.leave(r, self.now());
+                    continue;
+                }
+                Err(ConnectError { why, .. }) => {
+                    // The request never reached it: not a vote on the request, a crash.
                     debug!(replica = %self.links[r].admitted.name, "cannot reach replica: {why}");
-                    self.voter.response(r, Vote::Closed, self.now());
+                    self.voter.fail(r, self.now());
                     continue;
                 }
             };
             let outgoing = forward(&parts, body.clone());
             let rules = Arc::clone(&self.rules);
             let max_body = config.http.max_body_bytes;
+            let (addr, connect_timeout) = (self.links[r].admitted.addr, config.connect_timeout());
+            let head = parts.method == hyper::Method::HEAD;
             exchanges.spawn(async move {
                 let mut sender = sender;
-                let exchange = exchange(&mut sender, outgoing, &rules, max_body).await;
+                let exchange = exchange(&mut sender, outgoing, &rules, max_body, head, (addr, connect_timeout)).await;
                 (r, sender, exchange)
             });
         }
@@ -229,7 +243,10 @@ impl State {
                 (true, Some(late)) => self.start + late,
                 (true, None) if exchanges.is_empty() => break,
                 (true, None) => self.start + self.now() + config.lag_timeout(),
-                (false, _) => request_deadline,
+                // Undecided: the client's limit, or sooner when a replica turns late (which
+                // may decide the request: the others agree, or no quorum is left).
+                (false, Some(late)) => request_deadline.min(self.start + late),
+                (false, None) => request_deadline,
             };
             if exchanges.is_empty() {
                 break;
@@ -260,7 +277,14 @@ impl State {
                 _ = tokio::time::sleep_until(deadline) => {
                     self.voter.tick(self.now());
                     self.report_faults(seq);
-                    if decision.is_none() && self.take_decision(seq).is_none() {
+                    if decision.is_none() {
+                        decision = self.take_decision(seq);
+                        if decision.is_some() {
+                            // Decided by a replica turning late: the others get their time.
+                            continue;
+                        }
+                    }
+                    if decision.is_none() && Instant::now() >= request_deadline {
                         // Nobody agreed in time: every replica was slow alike.
                         exchanges.abort_all();
                         for link in &mut self.links {
@@ -278,6 +302,7 @@ impl State {
                         exchanges.abort_all();
                         break;
                     }
+                    // Undecided, before the client's limit: a replica turned late; go on.
                 }
             }
         }
@@ -367,10 +392,17 @@ impl State {
                 let mut response = Response::from_parts(answer.head, Full::new(body));
                 // resh speaks HTTP/1.1 to its client, whatever the replica spoke.
                 *response.version_mut() = hyper::Version::HTTP_11;
+                for name in connection_named(response.headers()) {
+                    response.headers_mut().remove(name.as_str());
+                }
                 for name in HOP_BY_HOP {
                     response.headers_mut().remove(*name);
                 }
-                response.headers_mut().remove(hyper::header::CONTENT_LENGTH);
+                // hyper frames the body it sends; a HEAD or 304 response keeps the length of
+                // the body it stands for (voted: see `exchange`).
+                if !(self.head || response.status() == StatusCode::NOT_MODIFIED) {
+                    response.headers_mut().remove(hyper::header::CONTENT_LENGTH);
+                }
                 response
             }
             FrameOutcome::Undecidable => {
@@ -406,25 +438,13 @@ impl State {
         &mut self,
         r: usize,
         config: &crate::config::Config,
-    ) -> Result<SendRequest<Full<Bytes>>, String> {
+    ) -> Result<SendRequest<Full<Bytes>>, ConnectError> {
         if let Some(mut sender) = self.links[r].sender.take() {
             if sender.ready().await.is_ok() {
                 return Ok(sender);
             }
         }
-        let addr = self.links[r].admitted.addr;
-        let stream = tokio::time::timeout(config.connect_timeout(), TcpStream::connect(addr))
-            .await
-            .map_err(|_| format!("no connection to {addr} within session.connect_timeout_ms"))?
-            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-        let _ = stream.set_nodelay(true);
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("HTTP handshake with {addr}: {e}"))?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        Ok(sender)
+        connect(self.links[r].admitted.addr, config.connect_timeout()).await
     }
 
     /// Reports the voter's faults and leaves those replicas out of the session.
@@ -556,14 +576,7 @@ fn forward(parts: &hyper::http::request::Parts, body: Bytes) -> Request<Full<Byt
         .path_and_query()
         .map_or_else(|| "/".parse().unwrap_or_default(), |pq| pq.as_str().parse().unwrap_or_default());
     // And the headers the client's Connection header names: they are for this hop too.
-    let named: Vec<String> = parts
-        .headers
-        .get_all(hyper::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|n| n.trim().to_ascii_lowercase())
-        .collect();
+    let named = connection_named(&parts.headers);
     for (name, value) in &parts.headers {
         let hop = HOP_BY_HOP.contains(&name.as_str()) || named.iter().any(|n| n == name.as_str());
         if !hop && name != hyper::header::CONTENT_LENGTH {
@@ -573,21 +586,72 @@ fn forward(parts: &hyper::http::request::Parts, body: Bytes) -> Request<Full<Byt
     request
 }
 
+/// Why a replica could not be reached.
+struct ConnectError {
+    why: String,
+    /// For resh's own reasons (file descriptors, memory).
+    resh_exhausted: bool,
+}
+
+/// A new HTTP/1.1 connection to a replica.
+async fn connect(addr: SocketAddr, timeout: Duration) -> Result<SendRequest<Full<Bytes>>, ConnectError> {
+    let failed = |why: String, resh_exhausted| ConnectError { why, resh_exhausted };
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Err(_) => return Err(failed(format!("no connection to {addr} within session.connect_timeout_ms"), false)),
+        Ok(Err(e)) => return Err(failed(format!("cannot connect to {addr}: {e}"), crate::server::resh_exhausted(&e))),
+        Ok(Ok(s)) => s,
+    };
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| failed(format!("HTTP handshake with {addr}: {e}"), false))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(sender)
+}
+
 /// Sends `request` to one replica and reads its response into its normal form, holding the
-/// body up to `max_body` bytes.
+/// body up to `max_body` bytes. A request the connection never sent (the server had closed
+/// its keep-alive connection as the request went out) is sent again once, on a new
+/// connection to `reconnect`. `head`: the request was a HEAD, whose response's
+/// Content-Length is its meaning (there is no body to vote).
 async fn exchange(
     sender: &mut SendRequest<Full<Bytes>>,
     request: Request<Full<Bytes>>,
     rules: &Rules,
     max_body: usize,
+    head: bool,
+    reconnect: (SocketAddr, Duration),
 ) -> Exchange {
-    let response = match sender.send_request(request).await {
+    let response = match sender.try_send_request(request).await {
         Ok(r) => r,
-        Err(e) if e.is_parse() => return Exchange::Malformed(e.to_string()),
-        Err(e) => return Exchange::Closed(e.to_string()),
+        Err(mut e) => match e.take_message() {
+            Some(unsent) => {
+                *sender = match connect(reconnect.0, reconnect.1).await {
+                    Ok(s) => s,
+                    Err(c) => return Exchange::Closed(c.why),
+                };
+                match sender.send_request(unsent).await {
+                    Ok(r) => r,
+                    Err(e) if e.is_parse() => return Exchange::Malformed(e.to_string()),
+                    Err(e) => return Exchange::Closed(e.to_string()),
+                }
+            }
+            None if e.error().is_parse() => return Exchange::Malformed(e.into_error().to_string()),
+            None => return Exchange::Closed(e.into_error().to_string()),
+        },
     };
-    let (head, mut body) = response.into_parts();
-    let mut normal = rules.response(head.status.as_u16(), head.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
+    let (head_parts, mut body) = response.into_parts();
+    let status = head_parts.status.as_u16();
+    let mut normal = rules.response(status, head_parts.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
+    if head || status == 304 {
+        // No body: what the length says is what a client learns.
+        if let Some(length) = head_parts.headers.get(hyper::header::CONTENT_LENGTH) {
+            normal.count_header("content-length", length.as_bytes());
+        }
+    }
+    let head = head_parts;
     let mut held = Some(BytesMut::new());
     while let Some(frame) = body.frame().await {
         let frame = match frame {
@@ -608,6 +672,18 @@ async fn exchange(
         }
     }
     Exchange::Answered(Box::new(Answer { normal: normal.finish(), head, body: held.map(BytesMut::freeze) }))
+}
+
+/// The headers a Connection header names (RFC 9110 §7.6.1): for this hop only.
+fn connection_named(headers: &hyper::HeaderMap) -> Vec<String> {
+    headers
+        .get_all(hyper::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect()
 }
 
 /// An error with its causes, `a: b: c` (hyper's errors keep the I/O error as their source).
