@@ -78,6 +78,7 @@ fn diverse_answers_agree_a_changed_file_is_outvoted_and_its_server_blamed() {
     let head = Command::new("curl").args(["-sI", "--max-time", "20", &url]).output().expect("curl -I");
     let text = String::from_utf8_lossy(&head.stdout).to_ascii_lowercase();
     assert!(text.starts_with("http/1.1 200") && text.contains("content-length: 2000000"), "{text}");
+    assert_eq!(resh.status()["mode"], "http");
     for name in ["a", "b", "c"] {
         assert_eq!(resh_e2e::fault_total(&resh.replica(name)), 0, "no false fault: {}", resh.status());
     }

@@ -321,9 +321,10 @@ pub fn status_json(shared: &Shared, started: Instant) -> String {
         map.insert("now".into(), crate::metrics::rfc3339(now).into());
         map.insert("started_at".into(), crate::metrics::rfc3339(now - started.elapsed().as_secs_f64()).into());
         map.insert("version".into(), env!("CARGO_PKG_VERSION").into());
-        let mode = match config.vote.mode {
-            crate::config::Mode::Stream => "stream",
-            crate::config::Mode::Ordered => "ordered",
+        let mode = match (config.vote.mode, config.vote.protocol) {
+            (crate::config::Mode::Stream, Some(crate::config::Protocol::Http)) => "http",
+            (crate::config::Mode::Stream, _) => "stream",
+            (crate::config::Mode::Ordered, _) => "ordered",
         };
         map.insert("mode".into(), mode.into());
         match &shared.ordered {
