@@ -460,6 +460,30 @@ struct Replica {
 }
 
 impl Replica {
+    /// A replica as configured, before its first incarnation: out, and sent nothing before
+    /// request `sent`.
+    fn new(config: &ReplicaConfig, sent: u64, why: &str) -> Replica {
+        Replica {
+            name: Arc::clone(&config.name),
+            address: config.address,
+            incarnation: 0,
+            link: LinkState::Down,
+            queued: 0,
+            role: Role::Out { why: why.into(), retry_at: None },
+            expect: VecDeque::new(),
+            sent,
+            closed_at: None,
+            closed_gone: false,
+            source_for: None,
+            last_answer: Duration::ZERO,
+            next_incarnation: None,
+            replay_seqs: VecDeque::new(),
+            preloaded: None,
+            must_reset: false,
+            removed: false,
+        }
+    }
+
     fn is_voting(&self) -> bool {
         matches!(self.role, Role::Voting)
     }
@@ -514,9 +538,10 @@ pub struct OrderedCore {
     /// A unit comes whole in one batch (the order sources keep it together).
     units: VecDeque<(u64, u64)>,
     /// A reload's quorum, higher than the replicas voting now: in force once enough of them
-    /// vote (see [`set_quorum`](OrderedCore::set_quorum)).
+    /// vote (see [`reconfigure`](OrderedCore::reconfigure)).
     pending_quorum: Option<usize>,
-    /// Replicas configured (removed ones left out): they share `max_held_bytes`.
+    /// Replicas configured (removed ones left out): the quorum's bound, and they share
+    /// `max_held_bytes` (see [`read_paused`](OrderedCore::read_paused)).
     configured: usize,
 }
 
@@ -570,7 +595,7 @@ impl OrderedCore {
             remove.iter().copied().filter(|&r| self.replicas.get(r).is_some_and(|x| !x.removed)).collect();
         leaving.sort_unstable();
         leaving.dedup();
-        let kept = self.kept() - leaving.len() + add.len();
+        let kept = self.configured - leaving.len() + add.len();
         if quorum == 0 || quorum > kept {
             return Err(ReconfigureError::Quorum { quorum, replicas: kept });
         }
@@ -611,14 +636,9 @@ impl OrderedCore {
             }
             self.add_replica(config);
         }
-        self.configured = self.kept();
+        self.configured = kept;
         self.touch(now);
         Ok(())
-    }
-
-    /// The replicas configured (removed ones left out).
-    fn kept(&self) -> usize {
-        self.replicas.iter().filter(|x| !x.removed).count()
     }
 
     /// The quorum on the way to a reload's higher `target`, with `kept` replicas configured
@@ -645,25 +665,7 @@ impl OrderedCore {
         }
         self.frames = frames;
         self.answer_bytes.push(0);
-        self.replicas.push(Replica {
-            name: Arc::clone(&config.name),
-            address: config.address,
-            incarnation: 0,
-            link: LinkState::Down,
-            queued: 0,
-            role: Role::Out { why: "added: not started yet".into(), retry_at: None },
-            expect: VecDeque::new(),
-            sent: self.voter.next_seq(),
-            closed_at: None,
-            closed_gone: false,
-            source_for: None,
-            last_answer: Duration::ZERO,
-            next_incarnation: None,
-            replay_seqs: VecDeque::new(),
-            preloaded: None,
-            must_reset: false,
-            removed: false,
-        });
+        self.replicas.push(Replica::new(&config, self.voter.next_seq(), "added: not started yet"));
         self.config.replicas.push(config);
     }
 
@@ -671,7 +673,7 @@ impl OrderedCore {
     /// of `voting` replicas (see [`reconfigure`](Self::reconfigure)).
     fn step_quorum(&mut self, voting: usize, now: Duration) {
         let Some(target) = self.pending_quorum else { return };
-        let step = self.quorum_step(target, self.kept(), voting);
+        let step = self.quorum_step(target, self.configured, voting);
         if step > self.config.quorum && self.voter.reconfigure(&[], step, now).is_ok() {
             self.config.quorum = step;
         }
@@ -694,25 +696,7 @@ impl OrderedCore {
         let replicas = config
             .replicas
             .iter()
-            .map(|r| Replica {
-                name: Arc::clone(&r.name),
-                address: r.address,
-                incarnation: 0,
-                link: LinkState::Down,
-                queued: 0,
-                role: Role::Out { why: "not started yet".into(), retry_at: None },
-                expect: VecDeque::new(),
-                sent: first_seq,
-                closed_at: None,
-                closed_gone: false,
-                source_for: None,
-                last_answer: Duration::ZERO,
-                next_incarnation: None,
-                replay_seqs: VecDeque::new(),
-                preloaded: None,
-                must_reset: false,
-                removed: false,
-            })
+            .map(|r| Replica::new(r, first_seq, "not started yet"))
             .collect();
         Ok(OrderedCore {
             log: ReplayLog::new(config.log_max_bytes),
@@ -2007,12 +1991,12 @@ impl OrderedCore {
         replica.closed_at = None;
         replica.must_reset = false;
         // A reload's higher quorum grows with the replicas that join (see `reconfigure`), before
-        // the joining one's first vote counts. (Raised after the join instead, the requests
-        // still open would be weighed with the joiner expected on them; the simulation then
-        // found a replica that joined past a request the others refused blamed for closing.
-        // Raised before, a request the voting replicas already split on may turn undecidable,
-        // which takes a fault while a replica is being added: two out at once, beyond what a
-        // majority masks.)
+        // the joining one's first vote counts. The requests still open are weighed with it
+        // before the joiner is expected on them: one the voting replicas already split on may
+        // turn undecidable, which takes a fault while a replica is being added (two out at once,
+        // beyond what a majority masks). Raising it after the join would weigh them with the
+        // joiner expected, keeping such a request decidable; not done, as the simulation has
+        // only checked this order.
         if !self.voter.is_live(r) {
             self.step_quorum(self.voter.live_count() + 1, now);
         }
