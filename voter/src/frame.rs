@@ -123,6 +123,23 @@ struct ReplicaLane {
     latency: Option<Duration>,
 }
 
+impl ReplicaLane {
+    /// A lane that takes no part yet, its next answer `next`, late for nothing before
+    /// `grace_from` plus the lag timeout once it does.
+    fn idle(next: u64, grace_from: Duration) -> ReplicaLane {
+        ReplicaLane {
+            live: false,
+            paused: false,
+            next,
+            sent: u64::MAX,
+            grace_from,
+            closed_through: None,
+            gone: false,
+            latency: None,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 struct RequestVote {
     /// Replicas expected to answer (bit r).
@@ -176,19 +193,7 @@ impl FrameVoter {
     pub fn starting_at(config: FrameConfig, seq: u64) -> Result<Self, ConfigError> {
         config.validate()?;
         Ok(FrameVoter {
-            lanes: vec![
-                ReplicaLane {
-                    live: false,
-                    paused: false,
-                    next: seq,
-                    sent: u64::MAX,
-                    grace_from: Duration::ZERO,
-                    closed_through: None,
-                    gone: false,
-                    latency: None,
-                };
-                config.replicas
-            ],
+            lanes: vec![ReplicaLane::idle(seq, Duration::ZERO); config.replicas],
             slots: VecDeque::new(),
             votes: VecDeque::new(),
             base: seq,
@@ -299,16 +304,7 @@ impl FrameVoter {
                 slot.expected &= !bit;
             }
         }
-        self.lanes[replica] = ReplicaLane {
-            live: true,
-            paused: false,
-            next: seq,
-            sent: u64::MAX,
-            grace_from: now,
-            closed_through: None,
-            gone: false,
-            latency: None,
-        };
+        self.lanes[replica] = ReplicaLane { live: true, ..ReplicaLane::idle(seq, now) };
         // Requests it no longer answers (it was live and joined past them) may have become
         // undecidable: nobody may be left to make their quorum.
         self.reevaluate(now);
@@ -361,16 +357,7 @@ impl FrameVoter {
             votes.push_back(None);
         }
         self.votes = votes;
-        self.lanes.push(ReplicaLane {
-            live: false,
-            paused: false,
-            next: self.next_seq,
-            sent: u64::MAX,
-            grace_from: Duration::ZERO,
-            closed_through: None,
-            gone: false,
-            latency: None,
-        });
+        self.lanes.push(ReplicaLane::idle(self.next_seq, Duration::ZERO));
         self.config = grown;
         Ok(n)
     }
