@@ -166,17 +166,17 @@ pub struct Ordered {
 /// A reload's change of ordered mode's replicas and quorum (see
 /// [`OrderedCore::reconfigure`](core::OrderedCore::reconfigure)).
 #[derive(Debug)]
-pub struct ReplicaChange {
+pub(crate) struct ReplicaChange {
     /// Which change (to withdraw it if it is not taken in time).
     id: u64,
     /// The replicas that leave, by number.
-    pub remove: Vec<usize>,
+    remove: Vec<usize>,
     /// The replicas added, with the numbers the supervisor gave them.
-    pub add: Vec<(usize, core::ReplicaConfig)>,
+    add: Vec<(usize, core::ReplicaConfig)>,
     /// The new quorum.
-    pub quorum: usize,
+    quorum: usize,
     /// Told when the core took the change, or why it did not.
-    pub done: tokio::sync::oneshot::Sender<Result<(), String>>,
+    done: tokio::sync::oneshot::Sender<Result<(), String>>,
 }
 
 /// The timeouts of ordered mode a reload may change.

@@ -607,7 +607,6 @@ impl Sequencer {
             let _ = change.done.send(outcome);
             self.carry_out();
         }
-        self.publish();
     }
 
     fn change_replicas_to(
@@ -621,21 +620,15 @@ impl Sequencer {
         }
         let now = self.now();
         self.core.reconfigure(remove, add.to_vec(), quorum, now).map_err(|e| e.to_string())?;
+        // (`core_config` and `quorum` serve D-RESH's state transfers only: not changed here.)
         for (index, config) in add {
             // Numbers the supervisor gave to replicas of a reload that did not go through are
             // the core's removed replicas: their places stay empty.
-            while self.names.len() < *index {
-                self.conns.push(None);
-                self.addrs.push(None);
-                self.names.push(Arc::from("(never added)"));
-            }
-            self.conns.push(None);
-            self.addrs.push(None);
+            self.conns.resize_with(index + 1, || None);
+            self.addrs.resize(index + 1, None);
+            self.names.resize(*index, Arc::from("(never added)"));
             self.names.push(Arc::clone(&config.name));
         }
-        self.core_config.replicas.extend(add.iter().map(|(_, c)| c.clone()));
-        self.core_config.quorum = quorum;
-        self.quorum = quorum;
         let (in_force, target) = self.core.quorum();
         info!(
             removed = remove.len(),
