@@ -379,8 +379,8 @@ pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr) {
         return crate::ordered::session::serve(shared, ordered, client, peer, id).await;
     }
     let span = tracing::info_span!("session", id, %peer);
-    if shared.http_rules.is_some() {
-        return crate::http::session::serve(shared, client, peer, id).instrument(span).await;
+    if let Some(rules) = shared.http_rules() {
+        return crate::http::session::serve(shared, rules, client, peer, id).instrument(span).await;
     }
     crate::stream::serve(shared, client, id).instrument(span).await
 }

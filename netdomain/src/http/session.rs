@@ -48,10 +48,10 @@ const HOP_BY_HOP: &[&str] =
 /// One replica of the session.
 struct Link {
     admitted: Admitted,
-    /// Its connection (`None`: not connected now; reconnected before the next request).
+    /// Its connection (`None`: not connected now; reconnected before the next request). A
+    /// replica out of the session's vote (for a fault, or resh's own limits) is sent nothing
+    /// more.
     sender: Option<SendRequest<Full<Bytes>>>,
-    /// Left out of the session for a fault.
-    cut: bool,
 }
 
 /// What one replica answered to one request.
@@ -71,6 +71,17 @@ enum Exchange {
     Malformed(String),
 }
 
+impl Exchange {
+    /// The end of an exchange hyper reported an error for.
+    fn failed(e: hyper::Error) -> Exchange {
+        if e.is_parse() {
+            Exchange::Malformed(e.to_string())
+        } else {
+            Exchange::Closed(e.to_string())
+        }
+    }
+}
+
 /// The session's state, used by one request at a time (hyper's HTTP/1.1 server serves a
 /// connection's requests in turn).
 struct State {
@@ -87,7 +98,7 @@ struct State {
 }
 
 /// Serves one client connection in HTTP mode to its end.
-pub(crate) async fn serve(shared: Arc<Shared>, mut client: TcpStream, peer: SocketAddr, id: u64) {
+pub(crate) async fn serve(shared: Arc<Shared>, rules: Arc<Rules>, mut client: TcpStream, peer: SocketAddr, id: u64) {
     let config = shared.config();
     let quorum = config.quorum();
     let admitted = shared.supervisor.admit_session();
@@ -103,10 +114,6 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut client: TcpStream, peer: Sock
         let _ = tokio::io::AsyncWriteExt::shutdown(&mut client).await;
         return;
     }
-    let Some(rules) = shared.http_rules() else {
-        warn!("internal: HTTP mode without its rules");
-        return;
-    };
     shared.metrics.session_started();
     let frame = FrameConfig { replicas: admitted.len(), quorum, lag_timeout: config.lag_timeout() };
     let mut voter = match FrameVoter::new(frame) {
@@ -121,7 +128,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut client: TcpStream, peer: Sock
     for (r, admitted) in admitted.into_iter().enumerate() {
         shared.supervisor.count_session(admitted.index);
         voter.join_at(r, 0, Duration::ZERO);
-        links.push(Link { admitted, sender: None, cut: false });
+        links.push(Link { admitted, sender: None });
     }
     let state = Arc::new(tokio::sync::Mutex::new(State {
         shared: Arc::clone(&shared),
@@ -201,7 +208,7 @@ impl State {
         let seq = self.voter.submit(self.now());
         let mut exchanges = JoinSet::new();
         for r in 0..self.links.len() {
-            if self.links[r].cut || !self.voter.is_live(r) {
+            if !self.voter.is_live(r) {
                 continue;
             }
             let sender = match self.ready_sender(r, &config).await {
@@ -209,7 +216,6 @@ impl State {
                 Err(ConnectError { why, resh_exhausted: true }) => {
                     // resh's own limit (file descriptors, memory): never the replica's fault.
                     warn!(replica = %self.links[r].admitted.name, "cannot reach replica for resh's own reason: {why}");
-                    self.links[r].cut = true;
                     self.voter.leave(r, self.now());
                     continue;
                 }
@@ -223,8 +229,7 @@ impl State {
             let outgoing = forward(&parts, body.clone());
             let rules = Arc::clone(&self.rules);
             let max_body = config.http.max_body_bytes;
-            let (addr, connect_timeout) = (self.links[r].admitted.addr, config.connect_timeout());
-            let head = parts.method == hyper::Method::HEAD;
+            let (addr, connect_timeout, head) = (self.links[r].admitted.addr, config.connect_timeout(), self.head);
             exchanges.spawn(async move {
                 let mut sender = sender;
                 let exchange = exchange(&mut sender, outgoing, &rules, max_body, head, (addr, connect_timeout)).await;
@@ -241,7 +246,6 @@ impl State {
             let deadline = match (decision.is_some(), self.voter.next_deadline()) {
                 // Decided: the others get until they are late.
                 (true, Some(late)) => self.start + late,
-                (true, None) if exchanges.is_empty() => break,
                 (true, None) => self.start + self.now() + config.lag_timeout(),
                 // Undecided: the client's limit, or sooner when a replica turns late (which
                 // may decide the request: the others agree, or no quorum is left).
@@ -310,8 +314,8 @@ impl State {
             decision.get_or_insert(d);
         }
         // Replicas whose exchange was aborted have no usable connection any more.
-        for (r, link) in self.links.iter_mut().enumerate() {
-            if answers[r].is_none() && !link.cut {
+        for (link, answer) in self.links.iter_mut().zip(&answers) {
+            if answer.is_none() {
                 link.sender = None;
             }
         }
@@ -451,7 +455,6 @@ impl State {
     fn report_faults(&mut self, seq: u64) {
         for fault in self.voter.take_faults() {
             let Some(link) = self.links.get_mut(fault.replica) else { continue };
-            link.cut = true;
             link.sender = None;
             self.masked = true;
             self.shared.faults.report(&FaultEvent {
@@ -614,14 +617,14 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> Result<SendRequest<Full
 /// Sends `request` to one replica and reads its response into its normal form, holding the
 /// body up to `max_body` bytes. A request the connection never sent (the server had closed
 /// its keep-alive connection as the request went out) is sent again once, on a new
-/// connection to `reconnect`. `head`: the request was a HEAD, whose response's
+/// connection to `reconnect`. `is_head`: the request was a HEAD, whose response's
 /// Content-Length is its meaning (there is no body to vote).
 async fn exchange(
     sender: &mut SendRequest<Full<Bytes>>,
     request: Request<Full<Bytes>>,
     rules: &Rules,
     max_body: usize,
-    head: bool,
+    is_head: bool,
     reconnect: (SocketAddr, Duration),
 ) -> Exchange {
     let response = match sender.try_send_request(request).await {
@@ -634,30 +637,26 @@ async fn exchange(
                 };
                 match sender.send_request(unsent).await {
                     Ok(r) => r,
-                    Err(e) if e.is_parse() => return Exchange::Malformed(e.to_string()),
-                    Err(e) => return Exchange::Closed(e.to_string()),
+                    Err(e) => return Exchange::failed(e),
                 }
             }
-            None if e.error().is_parse() => return Exchange::Malformed(e.into_error().to_string()),
-            None => return Exchange::Closed(e.into_error().to_string()),
+            None => return Exchange::failed(e.into_error()),
         },
     };
-    let (head_parts, mut body) = response.into_parts();
-    let status = head_parts.status.as_u16();
-    let mut normal = rules.response(status, head_parts.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
-    if head || status == 304 {
+    let (head, mut body) = response.into_parts();
+    let status = head.status.as_u16();
+    let mut normal = rules.response(status, head.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
+    if is_head || status == 304 {
         // No body: what the length says is what a client learns.
-        if let Some(length) = head_parts.headers.get(hyper::header::CONTENT_LENGTH) {
+        if let Some(length) = head.headers.get(hyper::header::CONTENT_LENGTH) {
             normal.count_header("content-length", length.as_bytes());
         }
     }
-    let head = head_parts;
     let mut held = Some(BytesMut::new());
     while let Some(frame) = body.frame().await {
         let frame = match frame {
             Ok(f) => f,
-            Err(e) if e.is_parse() => return Exchange::Malformed(e.to_string()),
-            Err(e) => return Exchange::Closed(e.to_string()),
+            Err(e) => return Exchange::failed(e),
         };
         if let Ok(data) = frame.into_data() {
             normal.body(&data);

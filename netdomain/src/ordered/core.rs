@@ -693,11 +693,7 @@ impl OrderedCore {
             FrameConfig { replicas: config.replicas.len(), quorum: config.quorum, lag_timeout: config.lag_timeout };
         let voter = FrameVoter::starting_at(frame, first_seq).map_err(CoreConfigError)?;
         let config_replicas = config.replicas.len();
-        let replicas = config
-            .replicas
-            .iter()
-            .map(|r| Replica::new(r, first_seq, "not started yet"))
-            .collect();
+        let replicas = config.replicas.iter().map(|r| Replica::new(r, first_seq, "not started yet")).collect();
         Ok(OrderedCore {
             log: ReplayLog::new(config.log_max_bytes),
             config,
