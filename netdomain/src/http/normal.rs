@@ -142,17 +142,14 @@ impl Rules {
         counted.sort();
         counted.dedup();
         for (i, pointer) in config.mask_json.iter().enumerate() {
-            if !(pointer.is_empty() || pointer.starts_with('/')) {
-                problems.push(RuleError {
-                    key: format!("http.mask_json[{i}]"),
-                    reason: format!("{pointer:?} is not a JSON pointer: it starts with '/' (\"/meta/timestamp\")"),
-                });
-            } else if pointer.is_empty() {
-                problems.push(RuleError {
-                    key: format!("http.mask_json[{i}]"),
-                    reason: "the empty pointer would mask the whole body: nothing would be voted".into(),
-                });
-            }
+            let reason = if pointer.is_empty() {
+                "the empty pointer would mask the whole body: nothing would be voted".to_string()
+            } else if !pointer.starts_with('/') {
+                format!("{pointer:?} is not a JSON pointer: it starts with '/' (\"/meta/timestamp\")")
+            } else {
+                continue;
+            };
+            problems.push(RuleError { key: format!("http.mask_json[{i}]"), reason });
         }
         let mut mask_text = Vec::new();
         for (i, pattern) in config.mask_text.iter().enumerate() {
@@ -182,14 +179,18 @@ impl Rules {
 
     /// Whether header `name` (any case) counts.
     pub fn counts(&self, name: &str) -> bool {
-        let name = name.to_ascii_lowercase();
-        if NEVER_COUNTED.contains(&name.as_str()) {
+        self.counts_lower(&name.to_ascii_lowercase())
+    }
+
+    /// [`counts`](Self::counts), for a name in lower case already.
+    fn counts_lower(&self, name: &str) -> bool {
+        if NEVER_COUNTED.contains(&name) {
             return false;
         }
         if self.count_all {
-            return !self.ignored.contains(&name);
+            return !self.ignored.iter().any(|i| i == name);
         }
-        self.counted.binary_search(&name).is_ok()
+        self.counted.binary_search_by(|c| c.as_str().cmp(name)).is_ok()
     }
 
     /// Starts the normal form of a response with this status and these headers; its body is
@@ -207,7 +208,7 @@ impl Rules {
             if name == "content-type" {
                 content_type = Some(value.to_ascii_lowercase());
             }
-            if self.counts(&name) {
+            if self.counts_lower(&name) {
                 let value = normalise_value(&name, &value);
                 // Repeated lines keep their order: it can mean something (the last Set-Cookie
                 // of a name wins; Content-Encoding lines are codings in the order applied).
@@ -215,7 +216,6 @@ impl Rules {
             }
         }
         let kind = match content_type.as_deref() {
-            _ if self.mask_json.is_empty() && self.mask_text.is_empty() => BodyKind::Plain,
             Some(t) if is_json(t) && !self.mask_json.is_empty() => BodyKind::Json,
             Some(t) if is_text(t) && !self.mask_text.is_empty() => BodyKind::Text,
             _ => BodyKind::Plain,
