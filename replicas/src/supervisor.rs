@@ -378,9 +378,9 @@ impl Supervisor {
     /// number, for [`stop_removed`](Self::stop_removed) once nothing counts on it any more
     /// (ordered mode: once the core let it go).
     pub fn retire(&self, name: &str) -> Option<usize> {
-        let slot = self.slots().iter().find(|s| !s.is_removed() && s.spec.name == name).cloned()?;
-        slot.removed.store(true, Ordering::Relaxed);
-        Some(slot.index)
+        let index = self.index_of(name)?;
+        self.retire_index(index);
+        Some(index)
     }
 
     /// [`retire`](Self::retire) by number.
@@ -985,6 +985,51 @@ fn free_port() -> std::io::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// Stream mode: how one replica keeps time, as all sessions saw it (see
+/// [`ReplicaStatus::answer_ms`] and [`ReplicaStatus::trail_ms`]).
+#[derive(Debug, Default)]
+pub struct ReplicaTiming {
+    answer: MovingAverage,
+    trail: MovingAverage,
+}
+
+impl ReplicaTiming {
+    /// Takes one answer time and one trail (either may be missing) into the averages.
+    pub fn record(&self, answer: Option<Duration>, trail: Option<Duration>) {
+        if let Some(answer) = answer {
+            self.answer.record(answer);
+        }
+        if let Some(trail) = trail {
+            self.trail.record(trail);
+        }
+    }
+}
+
+/// A moving average of durations (in microseconds) shared by all sessions, over about the last
+/// 16 samples: each sample moves it a sixteenth of the way. Lock-free; `u64::MAX` means no
+/// sample yet.
+#[derive(Debug)]
+struct MovingAverage(AtomicU64);
+
+impl Default for MovingAverage {
+    fn default() -> Self {
+        MovingAverage(AtomicU64::new(u64::MAX))
+    }
+}
+
+impl MovingAverage {
+    fn record(&self, sample: Duration) {
+        let sample = u64::try_from(sample.as_micros()).unwrap_or(u64::MAX - 1).min(u64::MAX - 1);
+        let _ = self.0.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |average| {
+            Some(if average == u64::MAX { sample } else { (average.saturating_mul(15).saturating_add(sample)) / 16 })
+        });
+    }
+
+    fn get(&self) -> Option<Duration> {
+        Some(self.0.load(Ordering::Relaxed)).filter(|&us| us != u64::MAX).map(Duration::from_micros)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1046,50 +1091,5 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(incarnation(&supervisor), (2, "ready"));
         supervisor.shutdown().await;
-    }
-}
-
-/// Stream mode: how one replica keeps time, as all sessions saw it (see
-/// [`ReplicaStatus::answer_ms`] and [`ReplicaStatus::trail_ms`]).
-#[derive(Debug, Default)]
-pub struct ReplicaTiming {
-    answer: MovingAverage,
-    trail: MovingAverage,
-}
-
-impl ReplicaTiming {
-    /// Takes one answer time and one trail (either may be missing) into the averages.
-    pub fn record(&self, answer: Option<Duration>, trail: Option<Duration>) {
-        if let Some(answer) = answer {
-            self.answer.record(answer);
-        }
-        if let Some(trail) = trail {
-            self.trail.record(trail);
-        }
-    }
-}
-
-/// A moving average of durations (in microseconds) shared by all sessions, over about the last
-/// 16 samples: each sample moves it a sixteenth of the way. Lock-free; `u64::MAX` means no
-/// sample yet.
-#[derive(Debug)]
-struct MovingAverage(AtomicU64);
-
-impl Default for MovingAverage {
-    fn default() -> Self {
-        MovingAverage(AtomicU64::new(u64::MAX))
-    }
-}
-
-impl MovingAverage {
-    fn record(&self, sample: Duration) {
-        let sample = u64::try_from(sample.as_micros()).unwrap_or(u64::MAX - 1).min(u64::MAX - 1);
-        let _ = self.0.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |average| {
-            Some(if average == u64::MAX { sample } else { (average.saturating_mul(15).saturating_add(sample)) / 16 })
-        });
-    }
-
-    fn get(&self) -> Option<Duration> {
-        Some(self.0.load(Ordering::Relaxed)).filter(|&us| us != u64::MAX).map(Duration::from_micros)
     }
 }
