@@ -653,12 +653,11 @@ impl Sim {
         x.alive = false;
         x.outbox.clear();
         x.inbox.clear();
-        if x.link == SimLink::Up {
-            // The process ends under a connection the core dropped: nothing to report.
-            x.link = SimLink::Down;
-            let inc = x.incarnation;
-            self.core.closed(r, inc, true, None, self.now);
-        }
+        x.link = SimLink::Down;
+        // The process ends, and its connection with it: the core dropped that connection
+        // already (the `Disconnect` above), and must count the end as nothing.
+        let inc = x.incarnation;
+        self.core.closed(r, inc, true, None, self.now);
     }
 
     /// A query of death killed a replica.
