@@ -363,6 +363,21 @@ impl Shared {
         self.http_rules.clone()
     }
 
+    /// The configuration and the replicas a new stream or HTTP session takes, or, with fewer
+    /// replicas ready than the quorum, why it is refused (logged and counted here; each mode
+    /// tells its client in its own way).
+    pub(crate) fn admit_session(&self) -> Result<(Arc<Config>, Vec<replicas::Admitted>), String> {
+        let config = self.config();
+        let quorum = config.quorum();
+        let admitted = self.supervisor.admit_session();
+        if admitted.len() < quorum {
+            warn!(admitted = admitted.len(), quorum, "refusing client: fewer replicas admitted than the quorum");
+            self.metrics.refused(crate::metrics::Refusal::NoQuorum);
+            return Err(format!("{} replicas are ready, fewer than the quorum of {quorum}", admitted.len()));
+        }
+        Ok((config, admitted))
+    }
+
     /// A new session number.
     pub fn next_session_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)

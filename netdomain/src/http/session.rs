@@ -37,7 +37,7 @@ use voter::{FrameConfig, FrameOutcome, FrameVoter, Vote};
 
 use super::normal::{difference, Normal, Rules};
 use crate::fault::{FaultEvent, Position};
-use crate::metrics::{Refusal, Verdict};
+use crate::metrics::Verdict;
 use crate::server::Shared;
 use replicas::Admitted;
 
@@ -99,23 +99,21 @@ struct State {
 
 /// Serves one client connection in HTTP mode to its end.
 pub(crate) async fn serve(shared: Arc<Shared>, rules: Arc<Rules>, mut client: TcpStream, peer: SocketAddr, id: u64) {
-    let config = shared.config();
-    let quorum = config.quorum();
-    let admitted = shared.supervisor.admit_session();
-    if admitted.len() < quorum {
-        warn!(admitted = admitted.len(), quorum, "refusing client: fewer replicas admitted than the quorum");
-        shared.metrics.refused(Refusal::NoQuorum);
-        let reason = format!("{} replicas are ready, fewer than the quorum of {quorum}\n", admitted.len());
-        let text = format!(
+    let (config, admitted) = match shared.admit_session() {
+        Ok(admission) => admission,
+        Err(reason) => {
+            let reason = format!("{reason}\n");
+            let text = format!(
             "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reason}",
             reason.len()
         );
-        let _ = tokio::io::AsyncWriteExt::write_all(&mut client, text.as_bytes()).await;
-        let _ = tokio::io::AsyncWriteExt::shutdown(&mut client).await;
-        return;
-    }
+            let _ = tokio::io::AsyncWriteExt::write_all(&mut client, text.as_bytes()).await;
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut client).await;
+            return;
+        }
+    };
     shared.metrics.session_started();
-    let frame = FrameConfig { replicas: admitted.len(), quorum, lag_timeout: config.lag_timeout() };
+    let frame = FrameConfig { replicas: admitted.len(), quorum: config.quorum(), lag_timeout: config.lag_timeout() };
     let mut voter = match FrameVoter::new(frame) {
         Ok(v) => v,
         Err(e) => {

@@ -86,15 +86,10 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: TcpStream, id: u64) {
 
 /// Serves one client, reached through any [`ClientIo`], in stream mode to its end.
 async fn serve_client<C: ClientIo>(shared: Arc<Shared>, client: C, id: u64) {
-    let config = shared.config();
-    let quorum = config.quorum();
-    let admitted = shared.supervisor.admit_session();
-    if admitted.len() < quorum {
-        warn!(admitted = admitted.len(), quorum, "refusing client: fewer replicas admitted than the quorum");
-        shared.metrics.refused(Refusal::NoQuorum);
+    let Ok((config, admitted)) = shared.admit_session() else {
         client.reset();
         return;
-    }
+    };
     debug!(peer = ?client.peer_addr().ok(), to = ?client.original_dst().ok(), "stream session");
     let mut core = match Session::new(config.stream_vote(admitted.len()), config.idle_timeout()) {
         Ok(core) => core,
