@@ -216,9 +216,9 @@ fn a_client_that_never_reads_is_timed_out_and_a_slow_one_is_served() {
     for i in 0..3 {
         std::fs::write(sites.site(i).join("huge.bin"), &huge).expect("write");
     }
-    // An idle limit the slow reader's download (about 6 s) outlasts, with room for a loaded
+    // An idle limit the slow reader's download (about 8 s) outlasts, with room for a loaded
     // machine's pauses.
-    let resh = Resh::start(&sites.config("").replace("[admin]", "[session]\nidle_timeout_ms = 3000\n[admin]"));
+    let resh = Resh::start(&sites.config("").replace("[admin]", "[session]\nidle_timeout_ms = 5000\n[admin]"));
     let mut stalled = std::net::TcpStream::connect(resh.clients).expect("connect");
     stalled.write_all(b"GET /huge.bin HTTP/1.1\r\nHost: test\r\n\r\n").expect("send");
     resh.wait_until("the stalled client is cut off", WAIT, |r| {
@@ -227,7 +227,7 @@ fn a_client_that_never_reads_is_timed_out_and_a_slow_one_is_served() {
     let out = sites.dir.path().join("out");
     let url = format!("http://{}/huge.bin", resh.clients);
     let slow = Command::new("curl")
-        .args(["-s", "-o", &out.display().to_string(), "-w", "%{http_code}", "--limit-rate", "2000k", &url])
+        .args(["-s", "-o", &out.display().to_string(), "-w", "%{http_code}", "--limit-rate", "1500k", &url])
         .output()
         .expect("curl");
     assert_eq!(String::from_utf8_lossy(&slow.stdout), "200");
