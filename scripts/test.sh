@@ -15,6 +15,11 @@ for lib in cpg corosync_common quorum votequorum cfg cmap; do
   [ -e "/usr/lib/$(uname -m)-linux-gnu/lib$lib.so" ] || need_apt+=("lib${lib//_/-}-dev")
 done
 command -v ip >/dev/null || need_apt+=(iproute2)
+# HTTP mode's tests: two of the three web servers, and real clients (curl, wrk).
+[ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
+[ -x /usr/sbin/lighttpd ] || need_apt+=(lighttpd)
+command -v wrk >/dev/null || need_apt+=(wrk)
+command -v curl >/dev/null || need_apt+=(curl)
 # Python for the demo's diverse version and for redis-py (a real client library, from PyPI) in
 # a virtual environment of its own.
 command -v python3 >/dev/null || need_apt+=(python3)
@@ -22,8 +27,8 @@ python3 -c 'import ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
-    # The packages may start a system-wide redis or corosync; the tests start their own.
-    for service in redis-server corosync; do
+    # The packages may start system-wide servers; the tests start their own.
+    for service in redis-server corosync nginx lighttpd; do
       systemctl stop "$service" 2>/dev/null || service "$service" stop 2>/dev/null || true
     done
   else

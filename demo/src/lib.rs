@@ -7,6 +7,10 @@
 //!   redis-server by `tests/demo_services.rs`). KEYS lists keys sorted, so that the versions agree
 //!   with each other; that and TYPE, PTTL, PEXPIRETIME, RPUSH, FLUSHALL and DBSIZE let resh rebuild one version
 //!   from another by a logical copy.
+//! - `resh-web` (`src/bin/resh-web.rs`, hyper): our version of the web demo's small site and JSON
+//!   API, beside nginx and lighttpd (`web/`: the site and their configurations); written to
+//!   answer what they answer, otherwise on its own terms (the site in memory, its own routes).
+//!   It can carry a planted fault: a wrong price, a flooding or a trickling body.
 //! - `resh-echo` (`src/bin/resh-echo.rs`): a TCP echo server that can be told to misbehave in
 //!   one replica: corrupt a byte of its output, close early, stall, flood, exit. The end-to-end
 //!   tests run three of them behind `resh run` and check what the client gets.

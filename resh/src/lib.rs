@@ -5,6 +5,8 @@
 //! benchmark histograms) is linked into the code that handles client traffic:
 //! - `src/main.rs`: the `resh` binary: `run`, `check`, `status`, `reload`, `inject`, `campaign`, `bench`, `demo`.
 //! - [`demo`]: the scenario `resh demo` runs (three diverse versions, a planted bug).
+//! - [`webdemo`]: `resh demo --web`: the same with three web servers (nginx, lighttpd, ours)
+//!   in HTTP mode.
 //! - [`inject`]: `resh inject`, a small client of the admin API's `POST /inject`.
 //! - [`reload`]: `resh reload`, the same for `POST /reload`.
 //! - [`status`]: `resh status [--watch]`, a terminal view of `GET /status`.
@@ -27,3 +29,4 @@ pub mod error;
 pub mod inject;
 pub mod reload;
 pub mod status;
+pub mod webdemo;

@@ -104,10 +104,17 @@ enum Command {
     /// and resynchronised. Needs python3; uses redis-server as the third version when it is
     /// installed. The demo services (`resh-kv`, `resh-kv-threads`) must be built next to resh
     /// (`cargo build -p demo`).
+    ///
+    /// With `--web`: three web servers written independently (nginx, lighttpd and our
+    /// `resh-web`) serving one site and JSON API behind resh in HTTP mode; the bug is planted in
+    /// resh-web's API. Needs nginx and lighttpd.
     Demo {
-        /// Stay up afterwards and print the address for redis-cli.
+        /// Stay up afterwards and print the address for redis-cli (or curl, with --web).
         #[arg(long)]
         keep: bool,
+        /// The web demo: nginx, lighttpd and resh-web in HTTP mode.
+        #[arg(long)]
+        web: bool,
         /// How long the workload runs, in seconds.
         #[arg(long, default_value_t = 8, value_name = "SECONDS")]
         seconds: u64,
@@ -169,12 +176,11 @@ fn main() -> ExitCode {
         Command::Status(args) => resh::status::main(&args),
         Command::Campaign(args) => resh::campaign::main(&args),
         Command::Bench(args) => resh::bench::main(&args),
-        Command::Demo { keep, seconds, clients } => {
+        Command::Demo { keep, web, seconds, clients } => {
             if clients == 0 || seconds == 0 {
                 eprintln!("resh: demo: --seconds and --clients must be at least 1");
                 return ExitCode::from(2);
             }
-            let options = resh::demo::DemoOptions { duration: Duration::from_secs(seconds), clients, keep };
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(r) => r,
                 Err(e) => {
@@ -182,7 +188,14 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(resh::demo::run(options)) {
+            let ran = if web {
+                let options = resh::webdemo::WebDemoOptions { duration: Duration::from_secs(seconds), clients, keep };
+                runtime.block_on(resh::webdemo::run(options)).map_err(|e| e.to_string())
+            } else {
+                let options = resh::demo::DemoOptions { duration: Duration::from_secs(seconds), clients, keep };
+                runtime.block_on(resh::demo::run(options)).map_err(|e| e.to_string())
+            };
+            match ran {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
                 Err(e) => {
