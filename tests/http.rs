@@ -253,3 +253,77 @@ fn a_client_that_stops_sending_its_request_is_timed_out() {
     let text = String::from_utf8_lossy(&rest);
     assert!(text.is_empty() || text.starts_with("HTTP/1.1 400"), "{text}");
 }
+
+/// A service with noise in every part: a JSON field and a text timestamp that change with
+/// every answer, a Cache-Control header one replica sets otherwise, a request id. Voted as it
+/// is, no quorum forms (502); `resh http-noise` samples the replicas through the admin API's
+/// addresses and proposes masks; with its snippet, the same requests are answered.
+#[test]
+fn http_noise_proposes_masks_with_which_the_replicas_agree() {
+    let dir = TempDir::new("http-noise");
+    let script = dir.path().join("noisy.py");
+    std::fs::write(
+        &script,
+        r#"import datetime, http.server, json, sys, time, uuid
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        if self.path.startswith("/api"):
+            body = json.dumps({"id": 1, "name": "one", "meta": {"at": time.time_ns()}}).encode()
+            kind = "application/json"
+        else:
+            body = ("<p>Rendered at %s for you</p>\n" % datetime.datetime.now().strftime("%H:%M:%S.%f")).encode()
+            kind = "text/html; charset=utf-8"
+        self.send_response(200)
+        self.send_header("Content-Type", kind)
+        self.send_header("Cache-Control", "max-age=" + sys.argv[2])
+        self.send_header("X-Request-Id", str(uuid.uuid4()))
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"#,
+    )
+    .expect("write");
+    let config = |http: &str| {
+        let mut text = format!(
+            "listen = \"127.0.0.1:0\"\n[vote]\nprotocol = \"http\"\n{http}\n[admin]\nlisten = \"127.0.0.1:0\"\n"
+        );
+        for (name, max_age) in [("a", "60"), ("b", "60"), ("c", "120")] {
+            text.push_str(&format!(
+                "[[replica]]\nname = \"{name}\"\ncommand = [\"python3\", {:?}, \"{{port}}\", \"{max_age}\"]\n",
+                script.display().to_string()
+            ));
+        }
+        text
+    };
+    let resh = Resh::start(&config(""));
+    let out = dir.path().join("out");
+    let (status, body) = curl(&resh, "/api/item", &out);
+    assert_eq!(status, 502, "{}", String::from_utf8_lossy(&body));
+    let noise = Command::new(resh_e2e::binary("resh"))
+        .args(["http-noise", "--admin", &format!("http://{}", resh.admin), "--rounds", "2", "--pause-ms", "10"])
+        .args(["/api/item", "/page"])
+        .output()
+        .expect("run resh http-noise");
+    let report = String::from_utf8_lossy(&noise.stdout).to_string();
+    assert!(noise.status.success(), "{report}{}", String::from_utf8_lossy(&noise.stderr));
+    assert!(report.contains("x-request-id             not voted, changes between rounds"), "{report}");
+    assert!(report.contains("cache-control            VOTED by default"), "{report}");
+    let snippet = &report[report.find("[http]").expect("a snippet")..];
+    assert!(snippet.contains("\"cache-control\""), "{snippet}");
+    assert!(snippet.contains("\"/meta/at\""), "{snippet}");
+    assert!(snippet.contains(r"'\d+:\d+:\d+\.\d+'"), "{snippet}");
+    drop(resh);
+    let resh = Resh::start(&config(snippet));
+    let (status, body) = curl(&resh, "/api/item", &out);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).starts_with(r#"{"id": 1, "name": "one", "meta": {"at": "#));
+    let (status, body) = curl(&resh, "/page", &out);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    for name in ["a", "b", "c"] {
+        assert_eq!(resh_e2e::fault_total(&resh.replica(name)), 0, "{}", resh.status());
+    }
+}

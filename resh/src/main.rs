@@ -91,6 +91,15 @@ enum Command {
     /// every replica count (e.g. 3, and 1: the baseline without voting); writes
     /// experiments.jsonl, summary.csv, summary.md and outcomes.svg.
     Campaign(resh::campaign::CampaignArgs),
+    /// Find what differs between the replicas' HTTP responses, and propose masks for HTTP mode.
+    ///
+    /// Sends each PATH (GET) to every replica directly, --rounds times, and reports the
+    /// headers that differ (and whether the default vote counts them), the JSON fields and the
+    /// text that differ, and what no mask should cover (different statuses, bodies that differ
+    /// in substance); then an `[http]` snippet to review. The replicas come from a running
+    /// resh (--admin) or --replica NAME=ADDR. Example:
+    /// `resh http-noise --admin http://127.0.0.1:9090 / /api/items/1`
+    HttpNoise(resh::http_noise::HttpNoiseArgs),
     /// Measure resh against the service alone and HAProxy: throughput, latency percentiles,
     /// CPU per request, peak RSS, and memory per idle session (real processes on loopback).
     ///
@@ -176,6 +185,7 @@ fn main() -> ExitCode {
         Command::Status(args) => resh::status::main(&args),
         Command::Campaign(args) => resh::campaign::main(&args),
         Command::Bench(args) => resh::bench::main(&args),
+        Command::HttpNoise(args) => resh::http_noise::main(&args),
         Command::Demo { keep, web, seconds, clients } => {
             if clients == 0 || seconds == 0 {
                 eprintln!("resh: demo: --seconds and --clients must be at least 1");

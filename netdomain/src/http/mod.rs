@@ -6,8 +6,12 @@
 //! (the status, the headers that count, the body with its noise masked) and digests that, so
 //! replicas are compared on what matters, and says which part differed when they disagree.
 //!
-//! [`normal`] has no I/O and no clock: the shell, `session` (HTTP mode for stateless
+//! [`noise`] compares sampled responses of the replicas and proposes what to leave out of the
+//! vote (`resh http-noise`).
+//!
+//! [`normal`] and [`noise`] have no I/O and no clock: the shell, `session` (HTTP mode for stateless
 //! services: a frame vote per client connection), frames the responses with hyper and hands
 //! over the status, the headers and the body as it comes.
+pub mod noise;
 pub mod normal;
 pub(crate) mod session;

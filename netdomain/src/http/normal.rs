@@ -462,6 +462,11 @@ pub fn json_difference(a: &serde_json::Value, b: &serde_json::Value, at: String)
     }
 }
 
+/// A header value in the normal form the vote compares (`name` in any case).
+pub fn normalise_header_value(name: &str, value: &str) -> String {
+    normalise_value(&name.to_ascii_lowercase(), value)
+}
+
 /// A header value in a normal form where its syntax allows one.
 fn normalise_value(name: &str, value: &str) -> String {
     match name {
@@ -543,24 +548,15 @@ fn split_list(value: &str) -> Vec<&str> {
 }
 
 /// `bytes` parsed as JSON, if the parsed value stands for them exactly: no object with a key
-/// twice (the parsed value keeps one of them, a client's parser may take the other) and no
-/// number with more digits than a double holds (it would be rounded, and two different
-/// numbers compared equal). Otherwise the bytes are voted as they are.
+/// twice (the parsed value keeps one of them, a client's parser may take the other).
+/// Otherwise the bytes are voted as they are. Numbers keep their text (serde_json's
+/// `arbitrary_precision`): a 20-digit id is compared digit for digit, never rounded, and
+/// `100` and `1e2` differ.
 fn parse_json_exactly(bytes: &[u8]) -> Option<serde_json::Value> {
-    fn exact(value: &serde_json::Value) -> bool {
-        match value {
-            serde_json::Value::Array(items) => items.iter().all(exact),
-            serde_json::Value::Object(map) => map.values().all(exact),
-            _ => true,
-        }
-    }
-    if long_number(bytes) {
-        return None;
-    }
     let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
     // Keys in the text, against keys in the value: a duplicate leaves fewer in the value.
     let keys_in_value = count_keys(&value);
-    (keys_in_value == count_key_tokens(bytes) && exact(&value)).then_some(value)
+    (keys_in_value == count_key_tokens(bytes)).then_some(value)
 }
 
 fn count_keys(value: &serde_json::Value) -> usize {
@@ -594,40 +590,6 @@ fn count_key_tokens(bytes: &[u8]) -> usize {
         }
     }
     keys
-}
-
-/// Whether JSON text has a number with more than 15 significant digits (outside strings).
-fn long_number(bytes: &[u8]) -> bool {
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'"' => {
-                i += 1;
-                while i < bytes.len() && bytes[i] != b'"' {
-                    i += if bytes[i] == b'\\' { 2 } else { 1 };
-                }
-                i += 1;
-            }
-            b'0'..=b'9' => {
-                let mut digits = 0;
-                while i < bytes.len() && (bytes[i].is_ascii_digit() || b".eE+-".contains(&bytes[i])) {
-                    if bytes[i].is_ascii_digit() {
-                        digits += 1;
-                    }
-                    if matches!(bytes[i], b'e' | b'E') {
-                        break;
-                    }
-                    i += 1;
-                }
-                if digits > 15 {
-                    return true;
-                }
-                i += 1;
-            }
-            _ => i += 1,
-        }
-    }
-    false
 }
 
 fn is_json(content_type: &str) -> bool {
