@@ -49,3 +49,27 @@ fn unknown_targets_and_workloads_are_refused() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--only: unknown target `nginx`"));
 }
+
+/// The http workload: wrk against nginx directly and through resh's HTTP mode with three
+/// replicas; wrk gives no 99.9th percentile, and says so as null.
+#[test]
+fn the_http_workload_runs_wrk_against_nginx_and_resh() {
+    let out = Command::new(binary("resh"))
+        .args(["bench", "--seconds", "1", "--warmup", "0", "--rounds", "1", "-c", "4", "--json"])
+        .args(["--only", "direct,resh3", "--workloads", "http", "--idle-sessions", "0"])
+        .output()
+        .expect("run resh bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "resh bench failed:\n{stderr}\n{stdout}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("--json prints JSON");
+    let results = report["results"].as_array().expect("results");
+    assert_eq!(results.len(), 2, "{report}");
+    for r in results {
+        assert_eq!(r["workload"], "http", "{r}");
+        let m = &r["median"];
+        assert!(m["throughput"].as_f64().is_some_and(|t| t > 0.0), "{r}");
+        assert_eq!(m["errors"], 0, "{r}");
+        assert!(m["p50_us"].as_f64().is_some_and(|p| p > 0.0) && m["p999_us"].is_null(), "{r}");
+    }
+}

@@ -13,7 +13,7 @@
 //! curl and wrk.
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -110,34 +110,12 @@ pub enum WebDemoError {
 /// and returns a resh configuration (HTTP mode, clients and admin API on free loopback ports)
 /// for nginx, lighttpd and resh-web (`resh_web`, with `web_args`: a planted fault, say).
 pub fn prepare(work: &Path, resh_web: &Path, web_args: &[&str]) -> Result<String, FileError> {
-    let catalogue = catalogue();
     for version in ["nginx", "lighttpd", "resh-web"] {
-        let site = work.join(version).join("site");
-        for (path, text) in SITE {
-            write(&site.join(path), text.as_bytes())?;
-        }
-        write(&site.join(CATALOGUE), &catalogue)?;
+        write_site(&work.join(version).join("site"))?;
     }
-    let temp = work.join("nginx-tmp");
-    std::fs::create_dir_all(&temp).map_err(FileError::on("create", &temp))?;
-    let fill = |template: &str, site: &Path| {
-        template.replace("@WORK@", &work.display().to_string()).replace("@SITE@", &site.display().to_string())
-    };
-    let nginx = work.join("nginx.conf.in");
-    write(&nginx, fill(NGINX_CONF, &work.join("nginx/site")).as_bytes())?;
+    let nginx = nginx_template(work, &work.join("nginx/site"))?;
     let lighttpd = work.join("lighttpd.conf.in");
-    write(&lighttpd, fill(LIGHTTPD_CONF, &work.join("lighttpd/site")).as_bytes())?;
-    // nginx and lighttpd read their port from their configuration file: a shell writes one per
-    // port resh chose ({port}), then becomes the server (exec), which resh then supervises.
-    // (Debian keeps both in /usr/sbin, which a user's PATH may lack.)
-    let shell = |template: &Path, server: &str| {
-        let conf = template.with_extension("").display().to_string();
-        let command = format!(
-            "sed 's/@PORT@/{{port}}/g' '{}' > '{conf}-{{port}}' && PATH=$PATH:/usr/sbin exec {server} '{conf}-{{port}}'",
-            template.display()
-        );
-        format!("[\"sh\", \"-c\", {command:?}]")
-    };
+    write(&lighttpd, fill(LIGHTTPD_CONF, work, &work.join("lighttpd/site")).as_bytes())?;
     let quote = |p: &Path| format!("{:?}", p.display().to_string());
     let mut web = vec![quote(resh_web), "\"--port\"".into(), "\"{port}\"".into(), "\"--dir\"".into()];
     web.push(quote(&work.join("resh-web/site")));
@@ -158,10 +136,49 @@ command = {lighttpd}
 name = "resh-web"
 command = [{web}]
 "#,
-        nginx = shell(&nginx, &format!("nginx -p '{}' -c", work.display())),
-        lighttpd = shell(&lighttpd, "lighttpd -D -f"),
+        nginx = nginx_command(&nginx, work),
+        lighttpd = port_shell(&lighttpd, "lighttpd -D -f"),
         web = web.join(", "),
     ))
+}
+
+/// Writes the site (and its 2 MB file) into `site`.
+pub fn write_site(site: &Path) -> Result<(), FileError> {
+    for (path, text) in SITE {
+        write(&site.join(path), text.as_bytes())?;
+    }
+    write(&site.join(CATALOGUE), &catalogue())
+}
+
+/// Writes `work/nginx.conf.in`, nginx's configuration serving `site` with `@PORT@` for its port
+/// (and the directory nginx keeps its temporary files in); returns its path.
+pub fn nginx_template(work: &Path, site: &Path) -> Result<PathBuf, FileError> {
+    let temp = work.join("nginx-tmp");
+    std::fs::create_dir_all(&temp).map_err(FileError::on("create", &temp))?;
+    let path = work.join("nginx.conf.in");
+    write(&path, fill(NGINX_CONF, work, site).as_bytes())?;
+    Ok(path)
+}
+
+/// A replica's `command` (TOML) that runs nginx with `template` on the port resh chooses.
+pub fn nginx_command(template: &Path, work: &Path) -> String {
+    port_shell(template, &format!("nginx -p '{}' -c", work.display()))
+}
+
+fn fill(template: &str, work: &Path, site: &Path) -> String {
+    template.replace("@WORK@", &work.display().to_string()).replace("@SITE@", &site.display().to_string())
+}
+
+/// nginx and lighttpd read their port from their configuration file: a shell writes one per
+/// port resh chose ({port}), then becomes the server (exec), which resh then supervises.
+/// (Debian keeps both in /usr/sbin, which a user's PATH may lack.)
+fn port_shell(template: &Path, server: &str) -> String {
+    let conf = template.with_extension("").display().to_string();
+    let command = format!(
+        "sed 's/@PORT@/{{port}}/g' '{}' > '{conf}-{{port}}' && PATH=$PATH:/usr/sbin exec {server} '{conf}-{{port}}'",
+        template.display()
+    );
+    format!("[\"sh\", \"-c\", {command:?}]")
 }
 
 fn write(path: &Path, data: &[u8]) -> Result<(), FileError> {

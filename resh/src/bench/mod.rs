@@ -23,6 +23,7 @@
 pub mod load;
 pub mod procs;
 mod report;
+mod web;
 
 use std::io;
 use std::net::SocketAddr;
@@ -53,6 +54,10 @@ Workloads (--workloads):
             resh-kv replicas
   echo64    64-byte messages echoed back, on resh-echo replicas
   echo64k   64 KiB messages echoed back, on resh-echo replicas
+  http      GET /api/products/3 (62 bytes of JSON) with keep-alive, load by wrk (Debian's),
+            on nginx replicas serving the web demo's site; resh targets in HTTP mode,
+            haproxy in mode http; needs nginx and wrk (apt-get install nginx-light wrk);
+            wrk reports no 99.9th percentile
 
 Every connection is closed-loop: one request in flight, the next sent when the whole reply
 arrived and was checked byte for byte. Each round runs every workload against every target in
@@ -85,8 +90,8 @@ pub struct BenchArgs {
     /// Targets to run, comma-separated: direct,haproxy,resh1,resh3,ordered3.
     #[arg(long, value_delimiter = ',', default_value = "direct,haproxy,resh1,resh3,ordered3", value_name = "LIST")]
     pub only: Vec<String>,
-    /// Workloads to run, comma-separated: resp,echo64,echo64k.
-    #[arg(long, value_delimiter = ',', default_value = "resp,echo64,echo64k", value_name = "LIST")]
+    /// Workloads to run, comma-separated: resp,echo64,echo64k,http.
+    #[arg(long, value_delimiter = ',', default_value = "resp,echo64,echo64k,http", value_name = "LIST")]
     pub workloads: Vec<String>,
     /// Idle client sessions opened to a fresh resh (N=3, stream) to measure memory per
     /// session; 0 skips the measurement.
@@ -196,7 +201,7 @@ pub enum BenchError {
     #[error("--seconds must be positive and --warmup not negative")]
     BadDuration,
     /// The user's arguments: an unknown workload.
-    #[error("--workloads: unknown workload `{0}` (resp, echo64, echo64k)")]
+    #[error("--workloads: unknown workload `{0}` (resp, echo64, echo64k, http)")]
     UnknownWorkload(String),
     /// The user's arguments: an unknown target.
     #[error("--only: unknown target `{name}` ({})", TARGETS.join(", "))]
@@ -340,6 +345,8 @@ fn parse_workloads(args: &BenchArgs) -> Result<Vec<Workload>, BenchError> {
             "resp" => Workload::Resp { value: args.value_size },
             "echo64" => Workload::Echo { size: 64 },
             "echo64k" => Workload::Echo { size: 64 * 1024 },
+            // Not the in-process generator's: wrk runs it (`web`).
+            "http" => continue,
             other => return Err(BenchError::UnknownWorkload(other.to_string())),
         };
         if !out.contains(&workload) {
@@ -399,6 +406,9 @@ fn run(args: &BenchArgs) -> Result<Report, BenchError> {
             continue;
         }
         results.extend(run_group(&env, args, service, &group, &targets, &mut notes)?);
+    }
+    if args.workloads.iter().any(|w| w.trim() == "http") {
+        results.extend(web::run(&env, args, &targets, &mut notes)?);
     }
     let idle = if args.idle_sessions > 0 {
         match idle_memory(&env, args.idle_sessions) {

@@ -78,14 +78,14 @@ pub fn table(report: &Report) -> String {
             let p = |s: Option<&Sample>| s.map(|s| s.p50_us);
             let _ = writeln!(
                 out,
-                "{:<14} {:>9.0} {:>7} {:>7} {:>8.1} {:>8.1} {:>8.1} {:>7} {:>7} {:>9} {:>9.1} {:>9} {:>6}",
+                "{:<14} {:>9.0} {:>7} {:>7} {:>8.1} {:>8.1} {:>8} {:>7} {:>7} {:>9} {:>9.1} {:>9} {:>6}",
                 o.target,
                 m.throughput,
                 ratio(Some(m.throughput), t(direct)),
                 ratio(Some(m.throughput), t(haproxy)),
                 m.p50_us,
                 m.p99_us,
-                m.p999_us,
+                opt(m.p999_us.is_finite().then_some(m.p999_us), 1),
                 ratio(Some(m.p50_us), p(direct)),
                 ratio(Some(m.p50_us), p(haproxy)),
                 opt(m.proxy_cpu_us, 1),
