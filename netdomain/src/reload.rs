@@ -15,7 +15,7 @@
 //! rebuilt and join, removed ones leave without blame). Everything else needs a restart:
 //! addresses, the mode, the supervisor's timing, ordered mode's other core limits, and the
 //! group; a D-RESH host keeps its replicas (the hosts' state transfers copy a core's replica
-//! set as it was built).
+//! set as it was built), and so does HTTP in ordered mode (its lanes are numbered once).
 use serde_json::Value;
 
 use crate::config::{Config, Mode};
@@ -65,7 +65,10 @@ pub fn plan(running: &Config, new: &Config) -> Plan {
         changed.push("admin.token".to_string());
     }
     let mode = running.vote.mode;
-    let grouped = running.group.is_some();
+    // A D-RESH host keeps its replicas and quorum; so does HTTP in ordered mode, whose
+    // sequencer (`http::ordered`) numbers its vote lanes once.
+    let grouped = running.group.is_some()
+        || (mode == Mode::Ordered && running.vote.protocol == Some(crate::config::Protocol::Http));
     // The quorum goes with the replicas it counts: both are live or neither (see `is_live`),
     // so the new file's quorum never meets the old replicas.
     let (applied, not_live): (Vec<String>, Vec<String>) = changed.into_iter().partition(|k| is_live(k, mode, grouped));
@@ -210,4 +213,17 @@ mod tests {
         assert_eq!(plan.config.ordered.request_timeout_ms, 5);
         assert_eq!(plan.config.ordered.max_outstanding, running.ordered.max_outstanding);
     }
+
+    #[test]
+    fn http_in_ordered_mode_keeps_its_replicas_and_quorum() {
+        let ordered = "[vote]\nmode = \"ordered\"\nprotocol = \"http\"\n";
+        let running = config(ordered);
+        let mut new = config(&format!("{ordered}quorum = 1\nlag_timeout_ms = 300"));
+        new.replicas.pop();
+        let plan = plan(&running, &new);
+        assert!(plan.applied.contains(&"vote.lag_timeout_ms".to_string()), "{plan:?}");
+        assert!(plan.not_live.contains(&"vote.quorum".to_string()), "{plan:?}");
+        assert_eq!(plan.config.replicas.len(), running.replicas.len());
+    }
+
 }

@@ -55,6 +55,8 @@ pub struct Shared {
     stopping: tokio::sync::watch::Sender<Stopping>,
     /// HTTP mode: what a response's vote covers, compiled once (`[http]` needs a restart).
     http_rules: Option<Arc<crate::http::normal::Rules>>,
+    /// HTTP mode for stateful services (`mode = "ordered"`): the global order's sequencer.
+    http_order: std::sync::OnceLock<crate::http::ordered::HttpOrder>,
 }
 
 /// Sets the process's log filter (the `resh` binary's tracing subscriber); the error says why
@@ -135,6 +137,7 @@ impl Shared {
             next_id: AtomicU64::new(1),
             stopping,
             http_rules,
+            http_order: std::sync::OnceLock::new(),
         })
     }
 
@@ -394,6 +397,9 @@ pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr) {
         return crate::ordered::session::serve(shared, ordered, client, peer, id).await;
     }
     let span = tracing::info_span!("session", id, %peer);
+    if let Some(order) = shared.http_order.get().cloned() {
+        return crate::http::ordered::serve(shared, order, client, peer, id).instrument(span).await;
+    }
     if let Some(rules) = shared.http_rules() {
         return crate::http::session::serve(shared, rules, client, peer, id).instrument(span).await;
     }
@@ -460,6 +466,9 @@ pub enum RunError {
     Group(group::GroupError),
     /// D-RESH: this host left its group (fail-stop), and stopped.
     Left(String),
+    /// HTTP in ordered mode: the vote refused its parameters (a bug: the configuration was
+    /// validated).
+    HttpOrder(voter::ConfigError),
 }
 
 impl fmt::Display for RunError {
@@ -470,6 +479,7 @@ impl fmt::Display for RunError {
             RunError::Ordered(e) => write!(f, "internal: {e}"),
             RunError::Group(e) => write!(f, "group: {e}"),
             RunError::Left(why) => write!(f, "this host left its group and stopped (fail-stop): {why}"),
+            RunError::HttpOrder(e) => write!(f, "internal: the HTTP order's vote refused its parameters: {e}"),
         }
     }
 }
@@ -650,9 +660,10 @@ async fn run_inner(
         }
     }
     let metrics = Arc::new(metrics::Metrics::default());
-    let ordered = match config.vote.mode {
-        config::Mode::Stream => None,
-        config::Mode::Ordered => {
+    let ordered = match (config.vote.mode, config.vote.protocol) {
+        // HTTP in ordered mode has a sequencer of its own (`http::ordered`), started below.
+        (config::Mode::Stream, _) | (config::Mode::Ordered, Some(config::Protocol::Http)) => None,
+        (config::Mode::Ordered, _) => {
             let codec: Arc<dyn codec::Codec> = Arc::new(
                 codec::resp::Resp::new(config.ordered.max_frame_bytes, config.ordered.allow.as_deref())
                     .allowing_unsafe(&config.ordered.allow_unsafe),
@@ -706,7 +717,19 @@ async fn run_inner(
             }
         }
     };
+    let http_ordered = config.vote.mode == config::Mode::Ordered;
     let shared = Shared::with_options(config, Arc::clone(&supervisor), metrics, ordered, options);
+    if let (true, Some(rules)) = (http_ordered, shared.http_rules()) {
+        match crate::http::ordered::HttpOrder::start(Arc::clone(&shared), rules) {
+            Ok(order) => {
+                let _ = shared.http_order.set(order);
+            }
+            Err(e) => {
+                supervisor.shutdown().await;
+                return Err(RunError::HttpOrder(e));
+            }
+        }
+    }
     let reloader = hangups.map(|mut hangups| {
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {

@@ -6,6 +6,9 @@
 //! (the status, the headers that count, the body with its noise masked) and digests that, so
 //! replicas are compared on what matters, and says which part differed when they disagree.
 //!
+//! [`ordered`] is HTTP mode for stateful services: every client's requests in one global
+//! order, voted by one frame vote.
+//!
 //! [`noise`] compares sampled responses of the replicas and proposes what to leave out of the
 //! vote (`resh http-noise`).
 //!
@@ -14,4 +17,5 @@
 //! over the status, the headers and the body as it comes.
 pub mod noise;
 pub mod normal;
+pub mod ordered;
 pub(crate) mod session;

@@ -42,7 +42,7 @@ use crate::server::Shared;
 use replicas::Admitted;
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: &[&str] =
+pub(super) const HOP_BY_HOP: &[&str] =
     &["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
 
 /// One replica of the session.
@@ -55,15 +55,15 @@ struct Link {
 }
 
 /// What one replica answered to one request.
-struct Answer {
-    normal: Normal,
-    head: hyper::http::response::Parts,
+pub(super) struct Answer {
+    pub(super) normal: Normal,
+    pub(super) head: hyper::http::response::Parts,
     /// The body, if it stayed within `http.max_body_bytes`.
-    body: Option<Bytes>,
+    pub(super) body: Option<Bytes>,
 }
 
 /// How a replica's exchange ended.
-enum Exchange {
+pub(super) enum Exchange {
     Answered(Box<Answer>),
     /// Its connection failed or closed before a whole response.
     Closed(String),
@@ -73,7 +73,7 @@ enum Exchange {
 
 impl Exchange {
     /// The end of an exchange hyper reported an error for.
-    fn failed(e: hyper::Error) -> Exchange {
+    pub(super) fn failed(e: hyper::Error) -> Exchange {
         if e.is_parse() {
             Exchange::Malformed(e.to_string())
         } else {
@@ -349,89 +349,11 @@ impl State {
     }
 
     /// The client's response once the vote on a request ended.
-    fn respond(
-        &mut self,
-        decision: Option<voter::Decision>,
-        mut answers: Vec<Option<Answer>>,
-    ) -> Response<Full<Bytes>> {
-        let Some(decision) = decision else {
-            self.shared.metrics.request_undecidable();
-            return plain(StatusCode::BAD_GATEWAY, "the replicas' responses did not settle".into());
-        };
-        match decision.outcome {
-            FrameOutcome::Release { vote: Vote::Closed, .. } => {
-                self.shared.metrics.request_refused();
-                plain(StatusCode::BAD_GATEWAY, "the service closed the connection without a response".into())
-            }
-            FrameOutcome::Release { vote: Vote::Frame(d), .. } if d == malformed_digest() => {
-                self.shared.metrics.request_refused();
-                plain(StatusCode::BAD_GATEWAY, "the service's response is not valid HTTP".into())
-            }
-            FrameOutcome::Release { replica, .. } => {
-                let Some(answer) = answers[replica].take() else {
-                    return plain(StatusCode::BAD_GATEWAY, "internal: the agreed response is gone".into());
-                };
-                let Some(body) = answer.body else {
-                    // The quorum agreed on a body larger than resh holds: the service's answer,
-                    // not a fault.
-                    return plain(
-                        StatusCode::BAD_GATEWAY,
-                        format!(
-                            "the agreed response's body ({} bytes) is larger than http.max_body_bytes",
-                            answer.normal.body_len
-                        ),
-                    );
-                };
-                self.masked |= decision.masked;
-                self.shared.metrics.request_released(decision.masked);
-                self.shared.metrics.client_out(body.len());
-                // What a replica that answered otherwise differs in, for whoever chooses masks.
-                for (r, other) in answers.iter().enumerate() {
-                    if let Some(d) = other.as_ref().and_then(|o| difference(&answer.normal, &o.normal)) {
-                        info!(session = self.id, replica = %self.links[r].admitted.name, "its response differs from the agreed one: {d}");
-                    }
-                }
-                let mut response = Response::from_parts(answer.head, Full::new(body));
-                // resh speaks HTTP/1.1 to its client, whatever the replica spoke.
-                *response.version_mut() = hyper::Version::HTTP_11;
-                for name in connection_named(response.headers()) {
-                    response.headers_mut().remove(name.as_str());
-                }
-                for name in HOP_BY_HOP {
-                    response.headers_mut().remove(*name);
-                }
-                // hyper frames the body it sends; a HEAD or 304 response keeps the length of
-                // the body it stands for (voted: see `exchange`).
-                if !(self.head || response.status() == StatusCode::NOT_MODIFIED) {
-                    response.headers_mut().remove(hyper::header::CONTENT_LENGTH);
-                }
-                response
-            }
-            FrameOutcome::Undecidable => {
-                self.shared.metrics.request_undecidable();
-                let answered: Vec<(usize, &Answer)> =
-                    answers.iter().enumerate().filter_map(|(r, a)| a.as_ref().map(|a| (r, a))).collect();
-                let why = answered
-                    .iter()
-                    .enumerate()
-                    .find_map(|(i, (ra, a))| {
-                        answered[i + 1..].iter().find_map(|(rb, b)| {
-                            difference(&a.normal, &b.normal).map(|d| {
-                                format!(
-                                    "{} and {} differ: {d}",
-                                    self.links[*ra].admitted.name, self.links[*rb].admitted.name
-                                )
-                            })
-                        })
-                    })
-                    .unwrap_or_else(|| "too few replicas answered".into());
-                warn!(session = self.id, "no quorum agreed on a response: {why}");
-                plain(
-                    StatusCode::BAD_GATEWAY,
-                    format!("no quorum of replicas agreed on the response: {why} (if that part is noise, leave it out of the vote: see [http] in the README)"),
-                )
-            }
-        }
+    fn respond(&mut self, decision: Option<voter::Decision>, answers: Vec<Option<Answer>>) -> Response<Full<Bytes>> {
+        let names: Vec<Arc<str>> = self.links.iter().map(|l| Arc::clone(&l.admitted.name)).collect();
+        let (response, masked) = respond(&self.shared, &names, self.id, self.head, decision, answers);
+        self.masked |= masked;
+        response
     }
 
     /// A connection to replica `r` that takes a request now: the one it has, or a new one
@@ -467,6 +389,95 @@ impl State {
     }
 }
 
+/// The client's response once the vote on a request ended (`names`: the replicas' names by
+/// vote lane; `session`: for the log), and whether a replica's answer was masked.
+pub(super) fn respond(
+    shared: &Shared,
+    names: &[Arc<str>],
+    session: u64,
+    head: bool,
+    decision: Option<voter::Decision>,
+    mut answers: Vec<Option<Answer>>,
+) -> (Response<Full<Bytes>>, bool) {
+    let Some(decision) = decision else {
+        shared.metrics.request_undecidable();
+        return (plain(StatusCode::BAD_GATEWAY, "the replicas' responses did not settle".into()), false);
+    };
+    let name = |r: usize| names.get(r).cloned().unwrap_or_else(|| Arc::from("?"));
+    let response = match decision.outcome {
+        FrameOutcome::Release { vote: Vote::Closed, .. } => {
+            shared.metrics.request_refused();
+            plain(StatusCode::BAD_GATEWAY, "the service closed the connection without a response".into())
+        }
+        FrameOutcome::Release { vote: Vote::Frame(d), .. } if d == malformed_digest() => {
+            shared.metrics.request_refused();
+            plain(StatusCode::BAD_GATEWAY, "the service's response is not valid HTTP".into())
+        }
+        FrameOutcome::Release { replica, .. } => {
+            let Some(answer) = answers.get_mut(replica).and_then(Option::take) else {
+                return (plain(StatusCode::BAD_GATEWAY, "internal: the agreed response is gone".into()), false);
+            };
+            let Some(body) = answer.body else {
+                // The quorum agreed on a body larger than resh holds: the service's answer,
+                // not a fault.
+                return (
+                    plain(
+                        StatusCode::BAD_GATEWAY,
+                        format!(
+                            "the agreed response's body ({} bytes) is larger than http.max_body_bytes",
+                            answer.normal.body_len
+                        ),
+                    ),
+                    false,
+                );
+            };
+            shared.metrics.request_released(decision.masked);
+            shared.metrics.client_out(body.len());
+            // What a replica that answered otherwise differs in, for whoever chooses masks.
+            for (r, other) in answers.iter().enumerate() {
+                if let Some(d) = other.as_ref().and_then(|o| difference(&answer.normal, &o.normal)) {
+                    info!(session, replica = %name(r), "its response differs from the agreed one: {d}");
+                }
+            }
+            let mut response = Response::from_parts(answer.head, Full::new(body));
+            // resh speaks HTTP/1.1 to its client, whatever the replica spoke.
+            *response.version_mut() = hyper::Version::HTTP_11;
+            for name in connection_named(response.headers()) {
+                response.headers_mut().remove(name.as_str());
+            }
+            for name in HOP_BY_HOP {
+                response.headers_mut().remove(*name);
+            }
+            // hyper frames the body it sends; a HEAD or 304 response keeps the length of
+            // the body it stands for (voted: see `exchange`).
+            if !(head || response.status() == StatusCode::NOT_MODIFIED) {
+                response.headers_mut().remove(hyper::header::CONTENT_LENGTH);
+            }
+            return (response, decision.masked);
+        }
+        FrameOutcome::Undecidable => {
+            shared.metrics.request_undecidable();
+            let answered: Vec<(usize, &Answer)> =
+                answers.iter().enumerate().filter_map(|(r, a)| a.as_ref().map(|a| (r, a))).collect();
+            let why = answered
+                .iter()
+                .enumerate()
+                .find_map(|(i, (ra, a))| {
+                    answered[i + 1..].iter().find_map(|(rb, b)| {
+                        difference(&a.normal, &b.normal).map(|d| format!("{} and {} differ: {d}", name(*ra), name(*rb)))
+                    })
+                })
+                .unwrap_or_else(|| "too few replicas answered".into());
+            warn!(session, "no quorum agreed on a response: {why}");
+            plain(
+                StatusCode::BAD_GATEWAY,
+                format!("no quorum of replicas agreed on the response: {why} (if that part is noise, leave it out of the vote: see [http] in the README)"),
+            )
+        }
+    };
+    (response, false)
+}
+
 /// The client's connection, closed once it is idle for `limit` (`session.idle_timeout_ms`):
 /// nothing read from the client and nothing written to it, while no request is being
 /// answered. That covers a keep-alive connection left open, a client that sends its request
@@ -474,7 +485,7 @@ impl State {
 /// and the response held for it, for ever); a slow reader makes progress and is served.
 /// (hyper's own header-read timeout is not used: it also runs while a long response is being
 /// written, and cut off slow readers mid-body.)
-struct IdleGuard<T> {
+pub(super) struct IdleGuard<T> {
     inner: T,
     limit: Duration,
     last_progress: Instant,
@@ -484,7 +495,7 @@ struct IdleGuard<T> {
 }
 
 impl<T> IdleGuard<T> {
-    fn new(inner: T, limit: Duration, busy: Arc<std::sync::atomic::AtomicBool>) -> Self {
+    pub(super) fn new(inner: T, limit: Duration, busy: Arc<std::sync::atomic::AtomicBool>) -> Self {
         let now = Instant::now();
         IdleGuard { inner, limit, last_progress: now, busy, timer: Box::pin(tokio::time::sleep_until(now + limit)) }
     }
@@ -569,7 +580,7 @@ impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for IdleGuard<T> {
 }
 
 /// The request as a replica gets it: origin-form target, hop-by-hop headers left out.
-fn forward(parts: &hyper::http::request::Parts, body: Bytes) -> Request<Full<Bytes>> {
+pub(super) fn forward(parts: &hyper::http::request::Parts, body: Bytes) -> Request<Full<Bytes>> {
     let mut request = Request::new(Full::new(body));
     *request.method_mut() = parts.method.clone();
     *request.uri_mut() = parts
@@ -588,14 +599,14 @@ fn forward(parts: &hyper::http::request::Parts, body: Bytes) -> Request<Full<Byt
 }
 
 /// Why a replica could not be reached.
-struct ConnectError {
-    why: String,
+pub(super) struct ConnectError {
+    pub(super) why: String,
     /// For resh's own reasons (file descriptors, memory).
-    resh_exhausted: bool,
+    pub(super) resh_exhausted: bool,
 }
 
 /// A new HTTP/1.1 connection to a replica.
-async fn connect(addr: SocketAddr, timeout: Duration) -> Result<SendRequest<Full<Bytes>>, ConnectError> {
+pub(super) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<SendRequest<Full<Bytes>>, ConnectError> {
     let failed = |why: String, resh_exhausted| ConnectError { why, resh_exhausted };
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Err(_) => return Err(failed(format!("no connection to {addr} within session.connect_timeout_ms"), false)),
@@ -617,7 +628,7 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> Result<SendRequest<Full
 /// its keep-alive connection as the request went out) is sent again once, on a new
 /// connection to `reconnect`. `is_head`: the request was a HEAD, whose response's
 /// Content-Length is its meaning (there is no body to vote).
-async fn exchange(
+pub(super) async fn exchange(
     sender: &mut SendRequest<Full<Bytes>>,
     request: Request<Full<Bytes>>,
     rules: &Rules,
@@ -672,7 +683,7 @@ async fn exchange(
 }
 
 /// The headers a Connection header names (RFC 9110 §7.6.1): for this hop only.
-fn connection_named(headers: &hyper::HeaderMap) -> Vec<String> {
+pub(super) fn connection_named(headers: &hyper::HeaderMap) -> Vec<String> {
     headers
         .get_all(hyper::header::CONNECTION)
         .iter()
@@ -684,7 +695,7 @@ fn connection_named(headers: &hyper::HeaderMap) -> Vec<String> {
 }
 
 /// An error with its causes, `a: b: c` (hyper's errors keep the I/O error as their source).
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
@@ -696,12 +707,12 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// The vote of a response that is not valid HTTP: all such responses vote alike.
-fn malformed_digest() -> voter::Digest {
+pub(super) fn malformed_digest() -> voter::Digest {
     voter::fault::digest(b"\0resh: a response that is not valid HTTP")
 }
 
 /// resh's own response.
-fn plain(status: StatusCode, text: String) -> Response<Full<Bytes>> {
+pub(super) fn plain(status: StatusCode, text: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(format!("resh: {text}\n"))));
     *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));

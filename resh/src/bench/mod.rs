@@ -11,7 +11,7 @@
 //! | `haproxy` | Debian's HAProxy, `mode tcp`, as many threads as resh has workers, in front of that same process |
 //! | `resh1` | `resh run`, stream mode, one replica |
 //! | `resh3` | `resh run`, stream mode, three replicas |
-//! | `ordered3` | `resh run`, ordered mode (RESP), three replicas (RESP workloads only) |
+//! | `ordered3` | `resh run`, ordered mode (RESP, or HTTP for the http workload), three replicas (not for echo) |
 //!
 //! The replicas are identical copies of one service (`resh-kv` for RESP, `resh-echo` for the
 //! echo workloads), so the figures measure resh's overhead rather than the spread between
@@ -47,7 +47,8 @@ Targets (--only):
             needs Debian's haproxy (apt-get install haproxy), skipped with a note without it
   resh1     resh, stream mode, N=1
   resh3     resh, stream mode, N=3
-  ordered3  resh, ordered mode (RESP), N=3; n/a for the echo workloads
+  ordered3  resh, ordered mode (RESP; HTTP for the http workload), N=3; n/a for the echo
+            workloads
 
 Workloads (--workloads):
   resp      RESP SET/GET alternating on the connection's own key (--value-size bytes), on

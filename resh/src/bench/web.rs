@@ -1,6 +1,6 @@
 //! The `http` workload: wrk (Debian's, a real HTTP client) against nginx serving the web
 //! demo's site, directly, through HAProxy in `mode http`, and through resh in HTTP mode with
-//! one and three nginx replicas (identical copies, as in the other workloads, so that the
+//! one and three nginx replicas, and in HTTP ordered mode with three (identical copies, as in the other workloads, so that the
 //! figures are resh's cost, not the spread between diverse servers).
 //!
 //! Each connection asks for `/api/products/3` (a 62-byte JSON answer) with keep-alive, one
@@ -84,14 +84,14 @@ pub(super) fn run(
                     procs.push(proc);
                 }
             },
-            "ordered3" => unavailable.push((name, "n/a (HTTP in ordered mode is not built yet)".into())),
             _ => {
                 let n = if name == "resh1" { 1 } else { 3 };
+                let mode = if name == "ordered3" { "ordered" } else { "stream" };
                 let builds = std::iter::once((name.to_string(), &env.bins.resh))
                     .chain(env.bins.baseline.iter().map(|b| (format!("{name}@base"), b)));
                 for (label, binary) in builds {
-                    let mut config = String::from(
-                        "listen = \"127.0.0.1:0\"\nmax_sessions = 16384\n[vote]\nprotocol = \"http\"\n\
+                    let mut config = format!(
+                        "listen = \"127.0.0.1:0\"\nmax_sessions = 16384\n[vote]\nmode = \"{mode}\"\nprotocol = \"http\"\n\
                          [session]\nidle_timeout_ms = 600000\n[admin]\nlisten = \"\"\n",
                     );
                     for i in 1..=n {
