@@ -225,5 +225,4 @@ mod tests {
         assert!(plan.not_live.contains(&"vote.quorum".to_string()), "{plan:?}");
         assert_eq!(plan.config.replicas.len(), running.replicas.len());
     }
-
 }
