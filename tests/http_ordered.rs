@@ -83,6 +83,20 @@ fn replica_counter(resh: &Resh, name: &str, counter: &str) -> u64 {
     value(&body)
 }
 
+/// Waits until replica `name`'s counter is `want`: a replica may still be executing what the
+/// quorum has answered.
+fn wait_counter(resh: &Resh, name: &str, counter: &str, want: u64) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let got = replica_counter(resh, name, counter);
+        if got == want {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "replica {name}: counter {got}, not {want}: {}", resh.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn concurrent_clients_see_one_order_and_every_replica_the_same_state() {
     let resh = Resh::start(&config([&[], &[], &[]], ""));
@@ -105,7 +119,7 @@ fn concurrent_clients_see_one_order_and_every_replica_the_same_state() {
     seen.sort_unstable();
     assert_eq!(seen, (1..=100).collect::<Vec<u64>>(), "every value once: one order for all clients");
     for name in ["a", "b", "c"] {
-        assert_eq!(replica_counter(&resh, name, "c"), 100, "replica {name}");
+        wait_counter(&resh, name, "c", 100);
         assert_eq!(resh_e2e::fault_total(&resh.replica(name)), 0, "no fault: {}", resh.status());
     }
     // A key-value round trip, and a 404 every replica gives.
@@ -140,7 +154,7 @@ fn a_replica_that_differs_is_blamed_rebuilt_from_the_log_and_votes_again() {
     }
     // The rebuilt replica holds what the others hold: the log was replayed to it.
     for name in ["a", "b", "c"] {
-        assert_eq!(replica_counter(&resh, name, "c"), 40, "replica {name}: {}", resh.log());
+        wait_counter(&resh, name, "c", 40);
     }
     assert_eq!(resh.faults("c", "diverged"), 1, "{}", resh.status());
     for name in ["a", "b"] {
@@ -168,4 +182,31 @@ fn with_fewer_replicas_than_the_quorum_a_request_is_refused_and_not_executed() {
     assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
     assert!(String::from_utf8_lossy(&body).contains("not executed"), "{}", String::from_utf8_lossy(&body));
     assert_eq!(replica_counter(&resh, "a", "c"), 1, "the refused request never reached a replica");
+}
+
+/// A replica that stops answering (SIGSTOP) is reported late once the others answered, the
+/// clients are served meanwhile, and the restarted replica is rebuilt and votes again.
+#[test]
+fn a_replica_that_hangs_is_reported_late_and_rebuilt() {
+    let resh = Resh::start(&config([&[], &[], &[]], "lag_timeout_ms = 500"));
+    let mut stream = connect(resh.clients);
+    for want in 1..=5 {
+        assert_eq!(value(&request(&mut stream, "POST", "/counter/c", b"").1), want);
+    }
+    let pid = resh.replica("c")["pid"].as_u64().expect("pid");
+    resh_e2e::signal_pid(pid, libc::SIGSTOP).expect("SIGSTOP");
+    let started = std::time::Instant::now();
+    for want in 6..=10 {
+        assert_eq!(value(&request(&mut stream, "POST", "/counter/c", b"").1), want);
+    }
+    assert!(started.elapsed() < Duration::from_secs(10), "served while c hung: {:?}", started.elapsed());
+    resh.wait_until("c is late", WAIT, |r| r.faults("c", "late") == 1);
+    resh.wait_until("c is rebuilt", WAIT, |r| r.log().matches("replica joins the vote replica=c from_request=").count() >= 2);
+    for want in 11..=15 {
+        assert_eq!(value(&request(&mut stream, "POST", "/counter/c", b"").1), want);
+    }
+    for name in ["a", "b", "c"] {
+        wait_counter(&resh, name, "c", 15);
+    }
+    let _ = resh_e2e::signal_pid(pid, libc::SIGCONT);
 }

@@ -54,6 +54,8 @@ struct Submitted {
     body: Bytes,
     session: u64,
     reply: oneshot::Sender<Response<Full<Bytes>>>,
+    /// Set when the answer was masked (a replica differed or failed): the session's verdict.
+    masked: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The handle sessions submit their requests through.
@@ -161,6 +163,7 @@ enum WorkerOutcome {
 /// One request in the vote.
 struct Pending {
     reply: Option<oneshot::Sender<Response<Full<Bytes>>>>,
+    masked: Arc<std::sync::atomic::AtomicBool>,
     answers: Vec<Option<Answer>>,
     head: bool,
     session: u64,
@@ -284,7 +287,10 @@ impl Sequencer {
         let deadline = Instant::now() + Duration::from_millis(config.http.request_timeout_ms);
         let head = s.parts.method == hyper::Method::HEAD;
         let answers = (0..self.lanes.len()).map(|_| None).collect();
-        self.pending.insert(seq, Pending { reply: Some(s.reply), answers, head, session: s.session, deadline });
+        self.pending.insert(
+            seq,
+            Pending { reply: Some(s.reply), masked: s.masked, answers, head, session: s.session, deadline },
+        );
         self.settle();
     }
 
@@ -351,7 +357,10 @@ impl Sequencer {
             let Some(mut p) = self.pending.remove(&decision.seq) else { continue };
             let names: Vec<Arc<str>> = self.lanes.iter().map(|l| Arc::clone(&l.name)).collect();
             let answers = std::mem::take(&mut p.answers);
-            let (response, _) = respond(&self.shared, &names, p.session, p.head, Some(decision), answers);
+            let (response, masked) = respond(&self.shared, &names, p.session, p.head, Some(decision), answers);
+            if masked {
+                p.masked.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             if let Some(reply) = p.reply.take() {
                 let _ = reply.send(response);
             }
@@ -530,8 +539,10 @@ pub(crate) async fn serve(
     let start = Instant::now();
     let busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let requests = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let masked = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let service = {
         let shared = Arc::clone(&shared);
+        let masked = Arc::clone(&masked);
         let busy = Arc::clone(&busy);
         let requests = Arc::clone(&requests);
         hyper::service::service_fn(move |request: Request<Incoming>| {
@@ -539,9 +550,10 @@ pub(crate) async fn serve(
             let order = order.clone();
             let busy = Arc::clone(&busy);
             let requests = Arc::clone(&requests);
+            let masked = Arc::clone(&masked);
             async move {
                 requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let response = handle(&shared, &order, request, id, &busy).await;
+                let response = handle(&shared, &order, request, id, &busy, masked).await;
                 busy.store(false, std::sync::atomic::Ordering::Relaxed);
                 Ok::<_, std::convert::Infallible>(response)
             }
@@ -549,11 +561,13 @@ pub(crate) async fn serve(
     };
     let client = IdleGuard::new(client, config.idle_timeout(), busy);
     let served = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(client), service).await;
-    shared.metrics.session_ended(Verdict::Agreed);
+    let verdict = if masked.load(std::sync::atomic::Ordering::Relaxed) { Verdict::Masked } else { Verdict::Agreed };
+    shared.metrics.session_ended(verdict);
     info!(
         peer = %peer,
         requests = requests.load(std::sync::atomic::Ordering::Relaxed),
         duration_ms = start.elapsed().as_millis() as u64,
+        verdict = verdict.name(),
         end = served.err().map(|e| super::session::error_chain(&e)).unwrap_or_else(|| "closed".into()),
         "session ended"
     );
@@ -565,6 +579,7 @@ async fn handle(
     request: Request<Incoming>,
     session: u64,
     busy: &std::sync::atomic::AtomicBool,
+    masked: Arc<std::sync::atomic::AtomicBool>,
 ) -> Response<Full<Bytes>> {
     let config = shared.config();
     let (parts, body) = request.into_parts();
@@ -587,7 +602,7 @@ async fn handle(
     shared.metrics.client_in(body.len());
     busy.store(true, std::sync::atomic::Ordering::Relaxed);
     let (reply, answer) = oneshot::channel();
-    let submitted = Submitted { parts: Arc::new(parts), body, session, reply };
+    let submitted = Submitted { parts: Arc::new(parts), body, session, reply, masked };
     if order.submit.send(submitted).await.is_err() {
         return plain(StatusCode::SERVICE_UNAVAILABLE, "resh is stopping".into());
     }
