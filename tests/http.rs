@@ -327,3 +327,50 @@ http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_
         assert_eq!(resh_e2e::fault_total(&resh.replica(name)), 0, "{}", resh.status());
     }
 }
+
+/// resh holds at most http.max_held_bytes of response bodies at once: a body beyond what is
+/// left is a 503 (resh's own limit), and no replica is blamed; smaller answers still pass.
+#[test]
+fn the_memory_resh_holds_for_bodies_is_bounded_and_its_own_limit() {
+    let sites = Sites::new();
+    let resh = Resh::start(&sites.config("max_held_bytes = 100000"));
+    let out = sites.dir.path().join("out");
+    let (status, body) = curl(&resh, "/big.bin", &out);
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body[..body.len().min(300)]));
+    assert!(String::from_utf8_lossy(&body).contains("http.max_held_bytes"));
+    assert_eq!(curl(&resh, "/index.html", &out), (200, b"<h1>hello</h1>\n".to_vec()));
+    for name in ["a", "b", "c"] {
+        assert_eq!(resh_e2e::fault_total(&resh.replica(name)), 0, "{}", resh.status());
+    }
+}
+
+/// Two of three replicas die under an open connection: its vote cannot decide any more, so
+/// the client gets a 503 and the connection is closed (not a 502 per request for ever).
+#[test]
+fn a_connection_left_with_fewer_replicas_than_the_quorum_is_told_and_closed() {
+    use std::io::Read;
+    let sites = Sites::new();
+    let resh = Resh::start(
+        &sites
+            .config("")
+            .replace("[admin]", "[supervisor]\nrestart_backoff_ms = 60000\nrestart_backoff_max_ms = 60000\n[admin]"),
+    );
+    let mut client = std::net::TcpStream::connect(resh.clients).expect("connect");
+    client.set_read_timeout(Some(WAIT)).expect("timeout");
+    assert_eq!(get(&mut client, "/index.html").0, 200);
+    for name in ["b", "c"] {
+        let pid = resh.replica(name)["pid"].as_u64().expect("pid");
+        resh_e2e::signal_pid(pid, libc::SIGKILL).expect("SIGKILL");
+    }
+    resh.wait_until("b and c are down", WAIT, |r| ["b", "c"].iter().all(|n| r.replica(n)["state"] != "ready"));
+    // The first request finds them gone (no quorum for it); after that the connection is told.
+    let (first, _) = get(&mut client, "/index.html");
+    assert!(first == 502 || first == 503, "{first}");
+    if first == 502 {
+        let (status, body) = get(&mut client, "/index.html");
+        assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+        assert!(String::from_utf8_lossy(&body).contains("reconnect"));
+    }
+    let mut rest = Vec::new();
+    assert_eq!(client.read_to_end(&mut rest).map(|_| rest.len()).unwrap_or(0), 0, "the connection is closed");
+}

@@ -201,7 +201,9 @@ fn a_replica_that_hangs_is_reported_late_and_rebuilt() {
     }
     assert!(started.elapsed() < Duration::from_secs(10), "served while c hung: {:?}", started.elapsed());
     resh.wait_until("c is late", WAIT, |r| r.faults("c", "late") == 1);
-    resh.wait_until("c is rebuilt", WAIT, |r| r.log().matches("replica joins the vote replica=c from_request=").count() >= 2);
+    resh.wait_until("c is rebuilt", WAIT, |r| {
+        r.log().matches("replica joins the vote replica=c from_request=").count() >= 2
+    });
     for want in 11..=15 {
         assert_eq!(value(&request(&mut stream, "POST", "/counter/c", b"").1), want);
     }
@@ -209,4 +211,36 @@ fn a_replica_that_hangs_is_reported_late_and_rebuilt() {
         wait_counter(&resh, name, "c", 15);
     }
     let _ = resh_e2e::signal_pid(pid, libc::SIGCONT);
+}
+
+/// curl's own usage: a 2 MB PUT with `Expect: 100-continue` (resh answers the interim 100 and
+/// the replicas' final answer is voted), read back whole.
+#[test]
+fn curl_puts_a_large_body_with_expect_continue_and_reads_it_back() {
+    let dir = TempDir::new("http-ordered-curl");
+    let resh = Resh::start(&config([&[], &[], &[]], ""));
+    let data = resh_e2e::payload(2_000_000, 5);
+    let file = dir.path().join("data.bin");
+    std::fs::write(&file, &data).expect("write");
+    let url = format!("http://{}/kv/big", resh.clients);
+    let put = std::process::Command::new("curl")
+        .args(["-s", "--noproxy", "*", "-w", "%{http_code}", "-H", "Expect: 100-continue", "-T"])
+        .arg(&file)
+        .arg(&url)
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&put.stdout);
+    assert!(text.ends_with("200"), "{text}");
+    let out = dir.path().join("out.bin");
+    let get = std::process::Command::new("curl")
+        .args(["-s", "--noproxy", "*", "-o"])
+        .arg(&out)
+        .args(["-w", "%{http_code}", &url])
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&get.stdout), "200");
+    assert!(std::fs::read(&out).is_ok_and(|b| b == data), "the body read back differs");
+    for name in ["a", "b", "c"] {
+        assert_eq!(resh_e2e::fault_total(&resh.replica(name)), 0, "{}", resh.status());
+    }
 }

@@ -163,6 +163,11 @@ pub struct Http {
     /// 502 for the client (and a fault for a replica whose peers stayed below).
     #[serde(default = "defaults::http_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// The response bodies resh holds at once, across every session and replica, until
+    /// their votes end: beyond it a body is digested but not held, and if it is the agreed
+    /// one the client gets a 503 (resh's own limit, no replica's fault).
+    #[serde(default = "defaults::http_max_held_bytes")]
+    pub max_held_bytes: usize,
     /// The largest request body taken from a client (413 beyond).
     #[serde(default = "defaults::http_max_request_bytes")]
     pub max_request_bytes: usize,
@@ -181,6 +186,7 @@ impl Default for Http {
             mask_text: Vec::new(),
             max_masked_body_bytes: defaults::http_max_masked_body_bytes(),
             max_body_bytes: defaults::http_max_body_bytes(),
+            max_held_bytes: defaults::http_max_held_bytes(),
             max_request_bytes: defaults::http_max_request_bytes(),
             request_timeout_ms: defaults::http_request_timeout_ms(),
         }
@@ -401,6 +407,9 @@ mod defaults {
     }
     pub fn http_max_body_bytes() -> usize {
         16 << 20
+    }
+    pub fn http_max_held_bytes() -> usize {
+        256 << 20
     }
     pub fn http_max_request_bytes() -> usize {
         16 << 20
@@ -658,6 +667,7 @@ impl Config {
             ("http.request_timeout_ms", self.http.request_timeout_ms, MAX_TIMEOUT_MS),
             ("http.max_body_bytes", self.http.max_body_bytes as u64, MAX_FRAME_BYTES),
             ("http.max_request_bytes", self.http.max_request_bytes as u64, MAX_FRAME_BYTES),
+            ("http.max_held_bytes", self.http.max_held_bytes as u64, MAX_HELD_BYTES),
             ("http.max_masked_body_bytes", self.http.max_masked_body_bytes as u64, MAX_FRAME_BYTES),
             ("session.connect_timeout_ms", self.session.connect_timeout_ms, MAX_TIMEOUT_MS),
             ("session.idle_timeout_ms", self.session.idle_timeout_ms, MAX_TIMEOUT_MS),
@@ -714,6 +724,7 @@ impl Config {
             for (key, value) in [
                 ("http.max_body_bytes", self.http.max_body_bytes as u64),
                 ("http.max_request_bytes", self.http.max_request_bytes as u64),
+                ("http.max_held_bytes", self.http.max_held_bytes as u64),
                 ("http.request_timeout_ms", self.http.request_timeout_ms),
             ] {
                 if value == 0 {

@@ -57,6 +57,8 @@ pub struct Shared {
     http_rules: Option<Arc<crate::http::normal::Rules>>,
     /// HTTP mode for stateful services (`mode = "ordered"`): the global order's sequencer.
     http_order: std::sync::OnceLock<crate::http::ordered::HttpOrder>,
+    /// HTTP mode: the response bytes every session together may hold (`http.max_held_bytes`).
+    pub(crate) http_held: Arc<Semaphore>,
 }
 
 /// Sets the process's log filter (the `resh` binary's tracing subscriber); the error says why
@@ -121,6 +123,7 @@ impl Shared {
         let faults = FaultSink::new(Arc::clone(&metrics), Arc::clone(&supervisor));
         let (stopping, _) = tokio::sync::watch::channel(Stopping::No);
         let slots = Arc::new(Semaphore::new(config.max_sessions));
+        let config_http_held = config.http.max_held_bytes.min(Semaphore::MAX_PERMITS);
         let http_rules = (config.vote.protocol == Some(crate::config::Protocol::Http))
             .then(|| crate::http::normal::Rules::new(&config.http.rule_config()).ok().map(Arc::new))
             .flatten();
@@ -138,6 +141,7 @@ impl Shared {
             stopping,
             http_rules,
             http_order: std::sync::OnceLock::new(),
+            http_held: Arc::new(Semaphore::new(config_http_held)),
         })
     }
 

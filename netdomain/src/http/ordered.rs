@@ -448,7 +448,7 @@ impl Sequencer {
                 admitted.addr,
                 config.connect_timeout(),
                 Arc::clone(&self.rules),
-                config.http.max_body_bytes,
+                (config.http.max_body_bytes, Arc::clone(&self.shared.http_held)),
                 rx,
                 self.done_tx.clone(),
             ));
@@ -490,7 +490,7 @@ async fn worker(
     addr: std::net::SocketAddr,
     connect_timeout: Duration,
     rules: Arc<Rules>,
-    max_body: usize,
+    (max_body, budget): (usize, Arc<tokio::sync::Semaphore>),
     mut jobs: mpsc::UnboundedReceiver<Job>,
     done: mpsc::UnboundedSender<Done>,
 ) {
@@ -513,7 +513,7 @@ async fn worker(
             Ok(mut s) => {
                 let head = job.parts.method == hyper::Method::HEAD;
                 let request = forward(&job.parts, job.body);
-                let result = exchange(&mut s, request, &rules, max_body, head, (addr, connect_timeout)).await;
+                let result = exchange(&mut s, request, &rules, max_body, &budget, head, (addr, connect_timeout)).await;
                 if matches!(result, Exchange::Answered(_)) {
                     sender = Some(s);
                 }

@@ -58,8 +58,13 @@ struct Link {
 pub(super) struct Answer {
     pub(super) normal: Normal,
     pub(super) head: hyper::http::response::Parts,
-    /// The body, if it stayed within `http.max_body_bytes`.
+    /// The body, if it stayed within `http.max_body_bytes` (and `http.max_held_bytes` had
+    /// room for it).
     pub(super) body: Option<Bytes>,
+    /// The body was not held for lack of room in `http.max_held_bytes`: resh's limit.
+    pub(super) over_budget: bool,
+    /// Its share of `http.max_held_bytes`, given back when the answer is dropped.
+    _held: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// How a replica's exchange ended.
@@ -203,6 +208,21 @@ impl State {
         };
         self.shared.metrics.client_in(body.len());
         busy.store(true, std::sync::atomic::Ordering::Relaxed);
+        let quorum = self.voter.config().quorum;
+        if self.voter.live_count() < quorum {
+            // Replicas left this session (faults): it cannot decide any more. The client is
+            // told so and the connection closed; a new one is given the replicas ready now.
+            self.shared.metrics.request_refused();
+            let mut response = plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "{} replicas are left in this connection's vote, fewer than the quorum of {quorum}: the request was not sent; reconnect",
+                    self.voter.live_count()
+                ),
+            );
+            response.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+            return response;
+        }
         let seq = self.voter.submit(self.now());
         let mut exchanges = JoinSet::new();
         for r in 0..self.links.len() {
@@ -227,10 +247,12 @@ impl State {
             let outgoing = forward(&parts, body.clone());
             let rules = Arc::clone(&self.rules);
             let max_body = config.http.max_body_bytes;
+            let budget = Arc::clone(&self.shared.http_held);
             let (addr, connect_timeout, head) = (self.links[r].admitted.addr, config.connect_timeout(), self.head);
             exchanges.spawn(async move {
                 let mut sender = sender;
-                let exchange = exchange(&mut sender, outgoing, &rules, max_body, head, (addr, connect_timeout)).await;
+                let exchange =
+                    exchange(&mut sender, outgoing, &rules, max_body, &budget, head, (addr, connect_timeout)).await;
                 (r, sender, exchange)
             });
         }
@@ -418,6 +440,17 @@ pub(super) fn respond(
                 return (plain(StatusCode::BAD_GATEWAY, "internal: the agreed response is gone".into()), false);
             };
             let Some(body) = answer.body else {
+                if answer.over_budget {
+                    // resh's own limit: no replica's fault, and the service's answer is fine.
+                    shared.metrics.request_refused();
+                    return (
+                        plain(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "resh holds as many response bodies as http.max_held_bytes allows: try again".into(),
+                        ),
+                        false,
+                    );
+                }
                 // The quorum agreed on a body larger than resh holds: the service's answer,
                 // not a fault.
                 return (
@@ -628,11 +661,13 @@ pub(super) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<SendR
 /// its keep-alive connection as the request went out) is sent again once, on a new
 /// connection to `reconnect`. `is_head`: the request was a HEAD, whose response's
 /// Content-Length is its meaning (there is no body to vote).
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn exchange(
     sender: &mut SendRequest<Full<Bytes>>,
     request: Request<Full<Bytes>>,
     rules: &Rules,
     max_body: usize,
+    budget: &Arc<tokio::sync::Semaphore>,
     is_head: bool,
     reconnect: (SocketAddr, Duration),
 ) -> Exchange {
@@ -662,6 +697,8 @@ pub(super) async fn exchange(
         }
     }
     let mut held = Some(BytesMut::new());
+    let mut permit: Option<tokio::sync::OwnedSemaphorePermit> = None;
+    let mut over_budget = false;
     while let Some(frame) = body.frame().await {
         let frame = match frame {
             Ok(f) => f,
@@ -670,16 +707,34 @@ pub(super) async fn exchange(
         if let Ok(data) = frame.into_data() {
             normal.body(&data);
             if let Some(h) = held.as_mut() {
-                if h.len() + data.len() <= max_body {
-                    h.extend_from_slice(&data);
-                } else {
-                    // Still digested as it comes, no longer held.
-                    held = None;
+                let room =
+                    u32::try_from(data.len()).ok().and_then(|n| Arc::clone(budget).try_acquire_many_owned(n).ok());
+                match room {
+                    Some(p) if h.len() + data.len() <= max_body => {
+                        h.extend_from_slice(&data);
+                        match permit.as_mut() {
+                            Some(held_permit) => held_permit.merge(p),
+                            None => permit = Some(p),
+                        }
+                    }
+                    // Still digested as it comes, no longer held: larger than a body resh
+                    // holds, or no room left among everything held now.
+                    room => {
+                        over_budget = room.is_none() && h.len() + data.len() <= max_body;
+                        held = None;
+                        permit = None;
+                    }
                 }
             }
         }
     }
-    Exchange::Answered(Box::new(Answer { normal: normal.finish(), head, body: held.map(BytesMut::freeze) }))
+    Exchange::Answered(Box::new(Answer {
+        normal: normal.finish(),
+        head,
+        body: held.map(BytesMut::freeze),
+        over_budget,
+        _held: permit,
+    }))
 }
 
 /// The headers a Connection header names (RFC 9110 §7.6.1): for this hop only.
