@@ -315,7 +315,7 @@ http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_
     let snippet = &report[report.find("[http]").expect("a snippet")..];
     assert!(snippet.contains("\"cache-control\""), "{snippet}");
     assert!(snippet.contains("\"/meta/at\""), "{snippet}");
-    assert!(snippet.contains(r"'\d+:\d+:\d+\.\d+'"), "{snippet}");
+    assert!(snippet.contains(r"'\d+:\d+:\d+\.\d+'") || snippet.contains(r#""\\d+:\\d+:\\d+\\.\\d+""#), "{snippet}");
     drop(resh);
     let resh = Resh::start(&config(snippet));
     let (status, body) = curl(&resh, "/api/item", &out);

@@ -244,3 +244,24 @@ fn curl_puts_a_large_body_with_expect_continue_and_reads_it_back() {
         assert_eq!(resh_e2e::fault_total(&resh.replica(name)), 0, "{}", resh.status());
     }
 }
+
+/// A request every replica leaves unanswered (a response that never ends) is voted as timed
+/// out alike: a 504 after http.request_timeout_ms, nobody blamed, and the order goes on.
+#[test]
+fn a_request_no_replica_answers_times_out_and_the_order_goes_on() {
+    let resh = Resh::start(&config([&[], &[], &[]], "[http]\nrequest_timeout_ms = 1000"));
+    let mut stream = connect(resh.clients);
+    assert_eq!(value(&request(&mut stream, "POST", "/counter/c", b"").1), 1);
+    let started = std::time::Instant::now();
+    let (status, body) = request(&mut stream, "GET", "/hang", b"");
+    assert_eq!(status, 504, "{}", String::from_utf8_lossy(&body));
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    // The order is not stuck behind it, on this connection or another.
+    let mut other = connect(resh.clients);
+    let (status, body) = request(&mut other, "POST", "/counter/c", b"");
+    assert_eq!((status, value(&body)), (200, 2));
+    assert_eq!(value(&request(&mut stream, "GET", "/counter/c", b"").1), 2);
+    for name in ["a", "b", "c"] {
+        assert_eq!(resh_e2e::fault_total(&resh.replica(name)), 0, "{}", resh.status());
+    }
+}

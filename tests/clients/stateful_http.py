@@ -3,7 +3,7 @@
 
 POST /counter/NAME adds one to a counter and answers its new value; GET /counter/NAME reads
 it; PUT /kv/KEY stores the body, GET /kv/KEY reads it (404 if missing), DELETE /kv/KEY
-removes it. Every 7th answer on a connection says Connection: close and closes it (normal
+removes it; GET /hang never answers. Every 7th answer on a connection says Connection: close and closes it (normal
 HTTP: resh reconnects without blame).
 
 --wrong-after N: once a counter passes N, POST answers (and stores) one too many: a bug
@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import threading
+import time
 
 lock = threading.Lock()
 counters = {}
@@ -61,6 +62,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.answer(200, json.dumps({"name": name, "value": value}))
 
     def do_GET(self):
+        if self.path == "/hang":
+            # An answer that never comes (outside the lock: the service goes on).
+            time.sleep(3600)
+            return
         with lock:
             self._do_GET()
 

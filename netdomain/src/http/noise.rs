@@ -361,21 +361,21 @@ impl Report {
         if !ignore.is_empty() {
             out.push_str("ignore_headers = [\n");
             for h in ignore {
-                out.push_str(&format!("  {:?},  # differed on {}\n", h.name, list(&h.requests)));
+                out.push_str(&format!("  {},  # differed on {}\n", toml_string(&h.name), list(&h.requests)));
             }
             out.push_str("]\n");
         }
         if !self.json.is_empty() {
             out.push_str("mask_json = [\n");
             for j in &self.json {
-                out.push_str(&format!("  {:?},  # differed on {}\n", j.mask, list(&j.requests)));
+                out.push_str(&format!("  {},  # differed on {}\n", toml_string(&j.mask), list(&j.requests)));
             }
             out.push_str("]\n");
         }
         if !self.text.is_empty() {
             out.push_str("mask_text = [\n");
             for t in &self.text {
-                out.push_str(&format!("  '{}',  # differed on {}\n", t.mask.replace('\'', "\\x27"), list(&t.requests)));
+                out.push_str(&format!("  {},  # differed on {}\n", toml_string(&t.mask), list(&t.requests)));
             }
             out.push_str("]\n");
         }
@@ -389,6 +389,12 @@ impl Report {
             && self.text.is_empty()
             && self.headers.iter().all(|h| !h.counted)
     }
+}
+
+/// `text` as a TOML string (escaped as TOML wants: a key with a control character or a
+/// regular expression's backslashes come out right).
+fn toml_string(text: &str) -> String {
+    toml::Value::String(text.to_string()).to_string()
 }
 
 fn list(requests: &BTreeSet<String>) -> String {
@@ -466,6 +472,13 @@ mod tests {
         let report = analyse(&samples);
         let masks: Vec<&str> = report.json.iter().map(|j| j.mask.as_str()).collect();
         assert_eq!(masks, ["/l/1", "/meta/at"]);
+        // A key with a control character is still a valid TOML string in the snippet.
+        let odd = [
+            sample("a", "GET /o", &[("Content-Type", "application/json")], "{\"k\\u0001\": 1}"),
+            sample("b", "GET /o", &[("Content-Type", "application/json")], "{\"k\\u0001\": 2}"),
+        ];
+        let proposal: toml::Value = toml::from_str(&analyse(&odd).proposal()).expect("the snippet is TOML");
+        assert_eq!(proposal["http"]["mask_json"][0].as_str(), Some("/k\u{1}"));
         assert_eq!(
             report.json[1].examples,
             [("a".to_string(), "100".to_string()), ("b".to_string(), "101".to_string())]
@@ -486,6 +499,9 @@ mod tests {
         assert_eq!(masks, [r"\d+:\d+:\d+"]);
         assert_eq!(report.disagreements.len(), 1);
         assert_eq!(report.disagreements[0].request, "GET /u");
+        // The snippet is TOML that says the same pattern.
+        let proposal: toml::Value = toml::from_str(&report.proposal()).expect("the snippet is TOML");
+        assert_eq!(proposal["http"]["mask_text"][0].as_str(), Some(r"\d+:\d+:\d+"), "{}", report.proposal());
         // The proposed pattern is a valid mask that covers the difference.
         let rules = Rules::new(&RuleConfig {
             mask_text: vec![masks[0].to_string()],

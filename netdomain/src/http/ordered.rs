@@ -21,6 +21,12 @@
 //! - Fewer voting replicas than the quorum: requests are refused with a 503 and not executed.
 //! - No agreed response within `http.request_timeout_ms`: the client gets a 504 that says the
 //!   request may still take effect (it stays in the order, and in the vote).
+//! - Every exchange has a limit (`http.request_timeout_ms`): a request every replica leaves
+//!   unanswered (a response that never ends) is voted as timed out alike, answered with a 504,
+//!   and the order goes on; a replica that trails the quorum is late from when its worker
+//!   started sending it the request (`FrameVoter::sent_to`), so its backlog stays bounded.
+//! - A replica behind an `address` (not started by resh) is not rebuilt: it keeps its state
+//!   when it is readmitted, and replaying the log onto it would run requests twice.
 //! - One host only: D-RESH's group order carries RESP only.
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -38,7 +44,10 @@ use tracing::{debug, info, warn};
 use voter::{FrameConfig, FrameVoter, Vote};
 
 use super::normal::Rules;
-use super::session::{connect, exchange, forward, malformed_digest, plain, respond, Answer, Exchange, IdleGuard};
+use super::session::{
+    connect, exchange, forward, malformed_digest, plain, respond, timed_out_digest, Answer, ConnectError, Exchange,
+    IdleGuard,
+};
 use crate::fault::{FaultEvent, Position};
 use crate::metrics::Verdict;
 use crate::server::Shared;
@@ -47,6 +56,9 @@ use crate::server::Shared;
 const MAX_PENDING: usize = 4096;
 /// How often the sequencer looks for restarted replicas to rebuild.
 const REJOIN_POLL: Duration = Duration::from_millis(100);
+/// Requests a replica being rebuilt may have waiting; beyond, it cannot catch up with the
+/// order and is taken out.
+const MAX_CATCH_UP_BACKLOG: usize = 8192;
 
 /// One request, as a session hands it over.
 struct Submitted {
@@ -90,6 +102,8 @@ impl HttpOrder {
                 epoch: 0,
                 state: LaneState::Out { failed_incarnation: 0 },
                 queue: None,
+                worker: None,
+                joined_before: false,
             })
             .collect();
         let sequencer = Sequencer {
@@ -116,8 +130,9 @@ enum LaneState {
     /// In the vote.
     Voting,
     /// Being rebuilt from the replay log: it joins the vote once it answered everything it
-    /// was sent (`queued`: the last request sent, `done`: the last answered).
-    CatchingUp { queued: Option<u64>, done: Option<u64> },
+    /// was sent (`queued`: the last request sent, `done`: the last answered, `backlog`: how
+    /// many it has yet to answer).
+    CatchingUp { queued: Option<u64>, done: Option<u64>, backlog: usize },
     /// Out of the vote; it may come back as a newer incarnation.
     Out { failed_incarnation: u64 },
 }
@@ -131,6 +146,23 @@ struct Lane {
     epoch: u64,
     state: LaneState,
     queue: Option<mpsc::UnboundedSender<Job>>,
+    /// Its worker, aborted when the lane leaves the vote (what it still had queued must not
+    /// reach the replica out of the order).
+    worker: Option<tokio::task::JoinHandle<()>>,
+    /// It was in the vote once (a later join is a rebuild).
+    joined_before: bool,
+}
+
+impl Lane {
+    /// Out of the vote: its worker stopped, its queue dropped, a new epoch.
+    fn stop(&mut self) {
+        self.state = LaneState::Out { failed_incarnation: self.incarnation };
+        self.epoch += 1;
+        self.queue = None;
+        if let Some(worker) = self.worker.take() {
+            worker.abort();
+        }
+    }
 }
 
 /// One request for one replica's worker.
@@ -152,12 +184,42 @@ struct Done {
 }
 
 enum WorkerOutcome {
+    /// The worker starts sending the request (the replica's lateness counts from here).
+    Started,
     Exchanged(Exchange),
-    /// The replica could not be reached (`resh_exhausted`: for resh's own reasons).
-    Unreachable {
-        why: String,
-        resh_exhausted: bool,
-    },
+    /// No whole response within `http.request_timeout_ms`.
+    TimedOut,
+}
+
+/// How a request ended, as far as rebuilding a replica by replaying it goes: a replica being
+/// rebuilt must end a replayed request the way the quorum's answer did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ending {
+    Answered,
+    Closed,
+    Malformed,
+    TimedOut,
+}
+
+impl Ending {
+    fn of_vote(vote: &Vote) -> Ending {
+        match vote {
+            Vote::Closed => Ending::Closed,
+            Vote::Frame(d) if *d == malformed_digest() => Ending::Malformed,
+            Vote::Frame(d) if *d == timed_out_digest() => Ending::TimedOut,
+            Vote::Frame(_) => Ending::Answered,
+        }
+    }
+
+    fn of_outcome(outcome: &WorkerOutcome) -> Option<Ending> {
+        match outcome {
+            WorkerOutcome::Started | WorkerOutcome::Exchanged(Exchange::Unreachable(_)) => None,
+            WorkerOutcome::Exchanged(Exchange::Answered(_)) => Some(Ending::Answered),
+            WorkerOutcome::Exchanged(Exchange::Closed(_)) => Some(Ending::Closed),
+            WorkerOutcome::Exchanged(Exchange::Malformed(_)) => Some(Ending::Malformed),
+            WorkerOutcome::TimedOut => Some(Ending::TimedOut),
+        }
+    }
 }
 
 /// One request in the vote.
@@ -175,6 +237,8 @@ struct Logged {
     seq: u64,
     parts: Arc<hyper::http::request::Parts>,
     body: Bytes,
+    /// How the quorum's answer ended, once decided (`None`: not yet, or undecidable).
+    ending: Option<Ending>,
 }
 
 struct Sequencer {
@@ -264,8 +328,9 @@ impl Sequencer {
         for lane in self.lanes.iter_mut() {
             let replay = match lane.state {
                 LaneState::Voting => false,
-                LaneState::CatchingUp { ref mut queued, .. } if logged => {
+                LaneState::CatchingUp { ref mut queued, ref mut backlog, .. } if logged => {
                     *queued = Some(seq);
+                    *backlog += 1;
                     true
                 }
                 _ => continue,
@@ -275,9 +340,16 @@ impl Sequencer {
                 debug!(replica = %lane.name, "its worker is gone");
             }
         }
+        for lane in 0..self.lanes.len() {
+            if matches!(self.lanes[lane].state, LaneState::CatchingUp { backlog, .. } if backlog > MAX_CATCH_UP_BACKLOG)
+            {
+                warn!(replica = %self.lanes[lane].name, "the replica being rebuilt cannot catch up with the order: taken out");
+                self.take_out(lane, None, voter::FaultKind::Crashed);
+            }
+        }
         if logged {
             self.log_bytes += s.body.len() + 512;
-            self.log.push_back(Logged { seq, parts: Arc::clone(&s.parts), body: s.body.clone() });
+            self.log.push_back(Logged { seq, parts: Arc::clone(&s.parts), body: s.body.clone(), ending: None });
             while self.log_bytes > config.ordered.log_max_bytes {
                 let Some(old) = self.log.pop_front() else { break };
                 self.log_bytes = self.log_bytes.saturating_sub(old.body.len() + 512);
@@ -301,24 +373,47 @@ impl Sequencer {
             return;
         }
         let now = self.now();
+        if let WorkerOutcome::Started = d.outcome {
+            if !d.replay {
+                self.voter.sent_to(d.lane, d.seq + 1);
+            }
+            return;
+        }
+        if let WorkerOutcome::Exchanged(Exchange::Unreachable(ConnectError { why, resh_exhausted: true })) = &d.outcome
+        {
+            // resh's own limit (file descriptors, memory): never the replica's fault; but it
+            // missed a request, so it leaves the vote until it is restarted.
+            warn!(replica = %lane.name, "cannot reach replica for resh's own reason: {why}; it leaves the vote until it is restarted");
+            self.voter.leave(d.lane, now);
+            self.lanes[d.lane].stop();
+            self.settle();
+            return;
+        }
         if d.replay {
-            let failed = match &d.outcome {
-                WorkerOutcome::Exchanged(Exchange::Answered(_)) => None,
-                WorkerOutcome::Exchanged(Exchange::Closed(why) | Exchange::Malformed(why)) => Some(why.clone()),
-                WorkerOutcome::Unreachable { why, .. } => Some(why.clone()),
-            };
-            if let Some(why) = failed {
+            let wanted = self.log.binary_search_by_key(&d.seq, |l| l.seq).ok().and_then(|i| self.log[i].ending);
+            let ending = Ending::of_outcome(&d.outcome);
+            // A replayed request ends as the quorum's answer did (a request every replica
+            // refused alike is refused again), or with an answer.
+            if ending != Some(Ending::Answered) && ending != wanted {
+                let why = match &d.outcome {
+                    WorkerOutcome::Exchanged(Exchange::Closed(w) | Exchange::Malformed(w)) => w.clone(),
+                    WorkerOutcome::Exchanged(Exchange::Unreachable(c)) => c.why.clone(),
+                    WorkerOutcome::TimedOut => "no answer within http.request_timeout_ms".into(),
+                    _ => String::new(),
+                };
                 warn!(replica = %lane.name, seq = d.seq, "rebuilding the replica failed: {why}");
                 self.take_out(d.lane, Some(Position::Request(d.seq)), voter::FaultKind::Crashed);
                 return;
             }
-            if let LaneState::CatchingUp { queued, .. } = lane.state {
-                self.lanes[d.lane].state = LaneState::CatchingUp { queued, done: Some(d.seq) };
+            if let LaneState::CatchingUp { queued, backlog, .. } = lane.state {
+                self.lanes[d.lane].state =
+                    LaneState::CatchingUp { queued, done: Some(d.seq), backlog: backlog.saturating_sub(1) };
                 self.maybe_join(d.lane);
             }
             return;
         }
         match d.outcome {
+            WorkerOutcome::Started => {}
             WorkerOutcome::Exchanged(Exchange::Answered(answer)) => {
                 self.voter.response(d.lane, Vote::Frame(answer.normal.digest()), now);
                 if let Some(p) = self.pending.get_mut(&d.seq) {
@@ -333,14 +428,12 @@ impl Sequencer {
                 warn!(replica = %lane.name, "replica response cannot be parsed: {why}");
                 self.voter.response(d.lane, Vote::Frame(malformed_digest()), now);
             }
-            WorkerOutcome::Unreachable { why, resh_exhausted: true } => {
-                // resh's own limit: never the replica's fault.
-                warn!(replica = %lane.name, "cannot reach replica for resh's own reason: {why}");
-                self.voter.leave(d.lane, now);
-                self.lanes[d.lane].state = LaneState::Out { failed_incarnation: self.lanes[d.lane].incarnation };
-                self.lanes[d.lane].queue = None;
+            WorkerOutcome::TimedOut => {
+                // Alike on every replica, this is the service's answer (a 504); alone, it
+                // is outvoted (the voter has most likely found it late before).
+                self.voter.response(d.lane, Vote::Frame(timed_out_digest()), now);
             }
-            WorkerOutcome::Unreachable { why, .. } => {
+            WorkerOutcome::Exchanged(Exchange::Unreachable(ConnectError { why, .. })) => {
                 debug!(replica = %lane.name, "cannot reach replica: {why}");
                 self.voter.fail(d.lane, now);
             }
@@ -354,6 +447,11 @@ impl Sequencer {
             self.report(fault.replica, Position::Request(fault.offset), fault.kind);
         }
         while let Some(decision) = self.voter.take_decision() {
+            if let voter::FrameOutcome::Release { vote, .. } = &decision.outcome {
+                if let Ok(i) = self.log.binary_search_by_key(&decision.seq, |l| l.seq) {
+                    self.log[i].ending = Some(Ending::of_vote(vote));
+                }
+            }
             let Some(mut p) = self.pending.remove(&decision.seq) else { continue };
             let names: Vec<Arc<str>> = self.lanes.iter().map(|l| Arc::clone(&l.name)).collect();
             let answers = std::mem::take(&mut p.answers);
@@ -378,9 +476,7 @@ impl Sequencer {
             position,
             kind,
         });
-        l.state = LaneState::Out { failed_incarnation: l.incarnation };
-        l.epoch += 1;
-        l.queue = None;
+        l.stop();
     }
 
     /// A replica being rebuilt failed: out again, reported.
@@ -417,10 +513,7 @@ impl Sequencer {
             if !ready.iter().any(|a| *a.name == *l.name && a.incarnation == l.incarnation) {
                 info!(replica = %l.name, "replica leaves the vote: its process is not running");
                 self.voter.leave(lane, self.now());
-                let l = &mut self.lanes[lane];
-                l.state = LaneState::Out { failed_incarnation: l.incarnation };
-                l.epoch += 1;
-                l.queue = None;
+                self.lanes[lane].stop();
             }
         }
         self.settle();
@@ -428,6 +521,14 @@ impl Sequencer {
             let Some(lane) = self.lanes.iter().position(|l| *l.name == *admitted.name) else { continue };
             let LaneState::Out { failed_incarnation } = self.lanes[lane].state else { continue };
             if admitted.incarnation <= failed_incarnation {
+                continue;
+            }
+            let is_address = config.replicas.iter().any(|r| r.name == *admitted.name && r.address.is_some());
+            if is_address && self.lanes[lane].joined_before {
+                if failed_incarnation != u64::MAX {
+                    warn!(replica = %admitted.name, "an address replica is not rebuilt in HTTP ordered mode (resh cannot empty it, and replaying the log onto its state would run requests twice): it stays out of the vote until resh restarts");
+                    self.lanes[lane].state = LaneState::Out { failed_incarnation: u64::MAX };
+                }
                 continue;
             }
             if !self.log_complete {
@@ -442,16 +543,18 @@ impl Sequencer {
             l.incarnation = admitted.incarnation;
             l.epoch += 1;
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(worker(
+            let limit = Duration::from_millis(config.http.request_timeout_ms);
+            l.worker = Some(tokio::spawn(worker(
                 lane,
                 l.epoch,
                 admitted.addr,
                 config.connect_timeout(),
                 Arc::clone(&self.rules),
                 (config.http.max_body_bytes, Arc::clone(&self.shared.http_held)),
+                limit,
                 rx,
                 self.done_tx.clone(),
-            ));
+            )));
             let mut queued = None;
             for logged in &self.log {
                 let job =
@@ -460,7 +563,7 @@ impl Sequencer {
                 queued = Some(logged.seq);
             }
             l.queue = Some(tx);
-            l.state = LaneState::CatchingUp { queued, done: None };
+            l.state = LaneState::CatchingUp { queued, done: None, backlog: self.log.len() };
             if queued.is_some() {
                 info!(replica = %admitted.name, requests = self.log.len(), "rebuilding the replica: replaying the log");
             }
@@ -470,19 +573,21 @@ impl Sequencer {
 
     /// A lane being rebuilt that answered everything it was sent joins the vote.
     fn maybe_join(&mut self, lane: usize) {
-        let LaneState::CatchingUp { queued, done } = self.lanes[lane].state else { return };
+        let LaneState::CatchingUp { queued, done, .. } = self.lanes[lane].state else { return };
         if queued.is_some() && done < queued {
             return;
         }
         let next = self.voter.next_seq();
         self.voter.join_at(lane, next, self.now());
         self.lanes[lane].state = LaneState::Voting;
+        self.lanes[lane].joined_before = true;
         info!(replica = %self.lanes[lane].name, from_request = next, "replica joins the vote");
         self.settle();
     }
 }
 
-/// One replica's worker: its requests one at a time, in order, on a kept-alive connection.
+/// One replica's worker: its requests one at a time, in order, on a kept-alive connection,
+/// each within `limit`.
 #[allow(clippy::too_many_arguments)]
 async fn worker(
     lane: usize,
@@ -491,36 +596,54 @@ async fn worker(
     connect_timeout: Duration,
     rules: Arc<Rules>,
     (max_body, budget): (usize, Arc<tokio::sync::Semaphore>),
+    limit: Duration,
     mut jobs: mpsc::UnboundedReceiver<Job>,
     done: mpsc::UnboundedSender<Done>,
 ) {
     let mut sender: Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>> = None;
     while let Some(job) = jobs.recv().await {
-        // The kept-alive connection, if the server has not closed it meanwhile (that is
-        // normal HTTP, no fault): else a new one.
-        let mut current = sender.take();
-        if let Some(s) = current.as_mut() {
-            if s.ready().await.is_err() {
-                current = None;
-            }
+        let report = |outcome| done.send(Done { lane, epoch, seq: job.seq, replay: job.replay, outcome }).is_ok();
+        if !report(WorkerOutcome::Started) {
+            return;
         }
-        let ready = match current {
-            Some(s) => Ok(s),
-            None => connect(addr, connect_timeout).await,
-        };
-        let outcome = match ready {
-            Err(e) => WorkerOutcome::Unreachable { why: e.why, resh_exhausted: e.resh_exhausted },
-            Ok(mut s) => {
-                let head = job.parts.method == hyper::Method::HEAD;
-                let request = forward(&job.parts, job.body);
-                let result = exchange(&mut s, request, &rules, max_body, &budget, head, (addr, connect_timeout)).await;
-                if matches!(result, Exchange::Answered(_)) {
-                    sender = Some(s);
+        let deadline = Instant::now() + limit;
+        let mut current = sender.take();
+        let attempt = async {
+            // The kept-alive connection, if the server has not closed it meanwhile (that is
+            // normal HTTP, no fault): else a new one. resh's own lack of file descriptors is
+            // waited out until the limit: it is no reason to drop a replica.
+            if let Some(s) = current.as_mut() {
+                if s.ready().await.is_err() {
+                    current = None;
                 }
+            }
+            let mut s = match current {
+                Some(s) => s,
+                None => loop {
+                    match connect(addr, connect_timeout).await {
+                        Ok(s) => break s,
+                        Err(e) if e.resh_exhausted && Instant::now() + Duration::from_millis(50) < deadline => {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        Err(e) => return (None, Exchange::Unreachable(e)),
+                    }
+                },
+            };
+            let head = job.parts.method == hyper::Method::HEAD;
+            let request = forward(&job.parts, job.body.clone());
+            let result = exchange(&mut s, request, &rules, max_body, &budget, head, (addr, connect_timeout)).await;
+            let keep = matches!(result, Exchange::Answered(_)).then_some(s);
+            (keep, result)
+        };
+        let outcome = match tokio::time::timeout_at(deadline, attempt).await {
+            Ok((keep, result)) => {
+                sender = keep;
                 WorkerOutcome::Exchanged(result)
             }
+            // The connection is dropped with the exchange: the next request gets a new one.
+            Err(_) => WorkerOutcome::TimedOut,
         };
-        if done.send(Done { lane, epoch, seq: job.seq, replay: job.replay, outcome }).is_err() {
+        if !report(outcome) {
             return;
         }
     }
@@ -603,8 +726,17 @@ async fn handle(
     busy.store(true, std::sync::atomic::Ordering::Relaxed);
     let (reply, answer) = oneshot::channel();
     let submitted = Submitted { parts: Arc::new(parts), body, session, reply, masked };
-    if order.submit.send(submitted).await.is_err() {
-        return plain(StatusCode::SERVICE_UNAVAILABLE, "resh is stopping".into());
+    let limit = Duration::from_millis(config.http.request_timeout_ms);
+    match tokio::time::timeout(limit, order.submit.send(submitted)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => return plain(StatusCode::SERVICE_UNAVAILABLE, "resh is stopping".into()),
+        Err(_) => {
+            shared.metrics.request_refused();
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the global order has as many requests waiting as it holds: the request was not executed".into(),
+            );
+        }
     }
     answer.await.unwrap_or_else(|_| plain(StatusCode::SERVICE_UNAVAILABLE, "resh is stopping".into()))
 }
