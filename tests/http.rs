@@ -188,6 +188,9 @@ fn all_replicas_slow_alike_is_a_504_and_no_fault() {
     let mut client = std::net::TcpStream::connect(resh.clients).expect("connect");
     client.set_read_timeout(Some(WAIT)).expect("timeout");
     assert_eq!(get(&mut client, "/index.html"), (200, b"<h1>hello</h1>\n".to_vec()));
+    // The client has its answer once two agree; the third may still be answering. Let it
+    // finish: one stopped while the others had answered would be late, rightly.
+    std::thread::sleep(Duration::from_millis(300));
     for pid in &pids {
         resh_e2e::signal_pid(*pid, libc::SIGSTOP).expect("SIGSTOP");
     }

@@ -9,9 +9,11 @@
 //! 3. each response is reduced to its normal form as it comes ([`super::normal`]: status, the
 //!    headers that count, the body with its masks) and voted by its digest; each body is held
 //!    up to `http.max_body_bytes` so that the agreed one can be released;
-//! 4. once a quorum agrees, the replicas still answering get the lag timeout to do so (then
-//!    they are late); the client gets the agreed response of the lowest-numbered replica of
-//!    the quorum, with its own headers (those that do not count are one replica's, unvoted).
+//! 4. once a quorum agrees, the client gets the agreed response of the lowest-numbered replica
+//!    of the quorum, with its own headers (those that do not count are one replica's,
+//!    unvoted), at once; the replicas still answering are judged as their answers come, or
+//!    are late after the lag timeout, in a task of their own, and before the next request goes
+//!    to them (each replica's answers stay in order).
 //!
 //! What every replica does alike is the service's behaviour, never a fault: all slow (504
 //! after `http.request_timeout_ms`), all closing or all answering what cannot be parsed (502),
@@ -108,6 +110,11 @@ struct State {
     requests: u64,
     /// The request being answered is a HEAD.
     head: bool,
+    /// The exchanges still running when the last request was decided: its client got its
+    /// answer at once, and they are awaited (until they are late) before the next request.
+    stragglers: FuturesUnordered<ExchangeFuture>,
+    /// The request they answer, and the normal form of the answer agreed on.
+    straggling: Option<(u64, Normal)>,
 }
 
 /// Serves one client connection in HTTP mode to its end.
@@ -151,6 +158,8 @@ pub(crate) async fn serve(shared: Arc<Shared>, rules: Arc<Rules>, mut client: Tc
         masked: false,
         requests: 0,
         head: false,
+        stragglers: FuturesUnordered::new(),
+        straggling: None,
     }));
     let busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let service = {
@@ -160,14 +169,29 @@ pub(crate) async fn serve(shared: Arc<Shared>, rules: Arc<Rules>, mut client: Tc
             let state = Arc::clone(&state);
             let busy = Arc::clone(&busy);
             async move {
-                let response = state.lock().await.handle(request, &busy).await;
+                let (response, straggling) = {
+                    let mut state = state.lock().await;
+                    let response = state.handle(request, &busy).await;
+                    (response, state.straggling.is_some())
+                };
                 busy.store(false, std::sync::atomic::Ordering::Relaxed);
+                if straggling {
+                    // The client has its answer; the replicas still answering are judged now,
+                    // as their answers come (or they turn late), whether or not the client
+                    // sends another request. The next request waits for the state's lock.
+                    tokio::spawn(async move {
+                        let mut state = state.lock().await;
+                        let config = state.shared.config();
+                        state.settle_stragglers(&config).await;
+                    });
+                }
                 Ok::<_, std::convert::Infallible>(response)
             }
         })
     };
     let client = IdleGuard::new(client, config.idle_timeout(), busy);
     let served = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(client), service).await;
+    // (After the stragglers of the last request were judged: they hold the lock until then.)
     let state = state.lock().await;
     let verdict = if state.masked { Verdict::Masked } else { Verdict::Agreed };
     shared.metrics.session_ended(verdict);
@@ -216,6 +240,7 @@ impl State {
         };
         self.shared.metrics.client_in(body.len());
         busy.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.settle_stragglers(&config).await;
         let quorum = self.voter.config().quorum;
         if self.voter.live_count() < quorum {
             // Replicas left this session (faults): it cannot decide any more. The client is
@@ -273,48 +298,22 @@ impl State {
             if let Some(d) = self.take_decision(seq) {
                 decision = Some(d);
             }
-            let deadline = match (decision.is_some(), self.voter.next_deadline()) {
-                // Decided: the others get until they are late.
-                (true, Some(late)) => self.start + late,
-                (true, None) => self.start + self.now() + config.lag_timeout(),
-                // Undecided: the client's limit, or sooner when a replica turns late (which
-                // may decide the request: the others agree, or no quorum is left).
-                (false, Some(late)) => request_deadline.min(self.start + late),
-                (false, None) => request_deadline,
-            };
-            if exchanges.is_empty() {
+            // Decided: the client gets its answer now; the replicas still answering are
+            // awaited before the next request (`settle_stragglers`).
+            if decision.is_some() || exchanges.is_empty() {
                 break;
             }
+            // The client's limit, or sooner when a replica turns late (which may decide the
+            // request: the others agree, or no quorum is left).
+            let deadline = match self.voter.next_deadline() {
+                Some(late) => request_deadline.min(self.start + late),
+                None => request_deadline,
+            };
             tokio::select! {
                 joined = exchanges.next() => {
                     let Some((r, sender, exchange)) = joined else { continue };
-                    let now = self.now();
-                    match exchange {
-                        Exchange::Answered(answer) => {
-                            self.links[r].sender = Some(sender);
-                            self.voter.response(r, Vote::Frame(answer.normal.digest()), now);
-                            answers[r] = Some(*answer);
-                        }
-                        Exchange::Closed(why) => {
-                            debug!(replica = %self.links[r].admitted.name, "replica connection ended: {why}");
-                            self.links[r].sender = None;
-                            self.voter.response(r, Vote::Closed, now);
-                        }
-                        Exchange::Malformed(why) => {
-                            warn!(replica = %self.links[r].admitted.name, "replica response cannot be parsed: {why}");
-                            self.links[r].sender = None;
-                            self.voter.response(r, Vote::Frame(malformed_digest()), now);
-                        }
-                        Exchange::Unreachable(ConnectError { why, resh_exhausted: true }) => {
-                            warn!(replica = %self.links[r].admitted.name, "cannot reach replica for resh's own reason: {why}");
-                            self.links[r].sender = None;
-                            self.voter.leave(r, now);
-                        }
-                        Exchange::Unreachable(ConnectError { why, .. }) => {
-                            debug!(replica = %self.links[r].admitted.name, "cannot reach replica: {why}");
-                            self.links[r].sender = None;
-                            self.voter.fail(r, now);
-                        }
+                    if let Some(answer) = self.record(r, sender, exchange) {
+                        answers[r] = Some(answer);
                     }
                     self.report_faults(seq);
                 }
@@ -324,7 +323,7 @@ impl State {
                     if decision.is_none() {
                         decision = self.take_decision(seq);
                         if decision.is_some() {
-                            // Decided by a replica turning late: the others get their time.
+                            // Decided by a replica turning late.
                             continue;
                         }
                     }
@@ -341,11 +340,6 @@ impl State {
                             format!("no agreed response within http.request_timeout_ms ({} ms)", config.http.request_timeout_ms),
                         );
                     }
-                    if decision.is_some() {
-                        // The ones still answering are late (the voter said so at its tick).
-                        exchanges.clear();
-                        break;
-                    }
                     // Undecided, before the client's limit: a replica turned late; go on.
                 }
             }
@@ -353,15 +347,93 @@ impl State {
         if let Some(d) = self.take_decision(seq) {
             decision.get_or_insert(d);
         }
-        // Replicas whose exchange was aborted have no usable connection any more.
-        for (link, answer) in self.links.iter_mut().zip(&answers) {
-            if answer.is_none() {
-                link.sender = None;
+        self.report_faults(seq);
+        let agreed = match decision.as_ref().map(|d| &d.outcome) {
+            Some(FrameOutcome::Release { replica, .. }) => {
+                answers.get(*replica).and_then(|a| a.as_ref()).map(|a| a.normal.clone())
+            }
+            _ => None,
+        };
+        match agreed {
+            Some(agreed) if !exchanges.is_empty() => {
+                self.stragglers = exchanges;
+                self.straggling = Some((seq, agreed));
+            }
+            _ => {
+                drop(exchanges);
+                self.forget(seq);
             }
         }
-        self.report_faults(seq);
-        self.forget(seq);
         self.respond(decision, answers)
+    }
+
+    /// Takes one replica's exchange into the vote; returns its answer, if it answered.
+    fn record(&mut self, r: usize, sender: SendRequest<Full<Bytes>>, exchange: Exchange) -> Option<Answer> {
+        let now = self.now();
+        let name = Arc::clone(&self.links[r].admitted.name);
+        // A connection that did not end in an answer is not used again.
+        self.links[r].sender = None;
+        match exchange {
+            Exchange::Answered(answer) => {
+                self.links[r].sender = Some(sender);
+                self.voter.response(r, Vote::Frame(answer.normal.digest()), now);
+                return Some(*answer);
+            }
+            Exchange::Closed(why) => {
+                debug!(replica = %name, "replica connection ended: {why}");
+                self.voter.response(r, Vote::Closed, now);
+            }
+            Exchange::Malformed(why) => {
+                warn!(replica = %name, "replica response cannot be parsed: {why}");
+                self.voter.response(r, Vote::Frame(malformed_digest()), now);
+            }
+            Exchange::Unreachable(ConnectError { why, resh_exhausted: true }) => {
+                warn!(replica = %name, "cannot reach replica for resh's own reason: {why}");
+                self.voter.leave(r, now);
+            }
+            Exchange::Unreachable(ConnectError { why, .. }) => {
+                debug!(replica = %name, "cannot reach replica: {why}");
+                self.voter.fail(r, now);
+            }
+        }
+        None
+    }
+
+    /// The replicas still answering the last request (its client has its answer) vote on it
+    /// now, or are late: in a task of their own right after the answer (see `serve`), and
+    /// before the next request goes out, so each replica's answers stay in order.
+    async fn settle_stragglers(&mut self, config: &crate::config::Config) {
+        let Some((seq, agreed)) = self.straggling.take() else { return };
+        let mut stragglers = std::mem::take(&mut self.stragglers);
+        while !stragglers.is_empty() {
+            let late =
+                self.voter.next_deadline().map_or_else(|| Instant::now() + config.lag_timeout(), |d| self.start + d);
+            tokio::select! {
+                biased;
+                joined = stragglers.next() => {
+                    let Some((r, sender, exchange)) = joined else { continue };
+                    if let Some(answer) = self.record(r, sender, exchange) {
+                        if let Some(d) = difference(&agreed, &answer.normal) {
+                            info!(session = self.id, replica = %self.links[r].admitted.name, "its response differs from the agreed one: {d}");
+                        }
+                    }
+                    self.report_faults(seq);
+                }
+                _ = tokio::time::sleep_until(late) => {
+                    self.voter.tick(self.now());
+                    self.report_faults(seq);
+                    // The ones late now are out (the voter said so at its tick); the others get
+                    // until they are late. With no one left to judge, the rest are given up
+                    // without blame (`forget`).
+                    if self.voter.next_deadline().is_none() {
+                        break;
+                    }
+                }
+            }
+        }
+        // What they still owed is dropped with their connections.
+        drop(stragglers);
+        self.forget(seq);
     }
 
     /// The vote's decision on request `seq`, if there is one (decisions on earlier requests,
