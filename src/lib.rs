@@ -340,6 +340,38 @@ pub fn echo_config(args: [&[&str]; 3], extra: &str) -> String {
     text
 }
 
+/// One HTTP/1.1 request on a kept-alive connection, its response read to the end of its
+/// Content-Length: (status, body). Panics if the connection closes first.
+pub fn http_request(stream: &mut TcpStream, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let length =
+        if body.is_empty() && method == "GET" { String::new() } else { format!("Content-Length: {}\r\n", body.len()) };
+    let head = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n{length}\r\n");
+    stream.write_all(head.as_bytes()).expect("send");
+    stream.write_all(body).expect("send the body");
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = stream.read(&mut buf).expect("read");
+        assert!(n > 0, "closed before a response to {method} {path}");
+        data.extend_from_slice(&buf[..n]);
+    };
+    let text = String::from_utf8_lossy(&data[..head_end]).to_string();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let length: usize = text
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+        .unwrap_or(0);
+    while data.len() < head_end + length {
+        let n = stream.read(&mut buf).expect("read");
+        assert!(n > 0, "closed inside a body");
+        data.extend_from_slice(&buf[..n]);
+    }
+    (status, data[head_end..head_end + length].to_vec())
+}
+
 /// `len` bytes of deterministic pseudo-random data.
 pub fn payload(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;

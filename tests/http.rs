@@ -149,32 +149,9 @@ fn a_replica_that_answers_garbage_is_blamed_and_limits_hold() {
     assert_eq!(String::from_utf8_lossy(&posted.stdout), "413");
 }
 
-/// One request on an open connection, read to the end of its response: (status, body).
+/// `GET path` on an open connection, read to the end of its response: (status, body).
 fn get(stream: &mut std::net::TcpStream, path: &str) -> (u16, Vec<u8>) {
-    use std::io::{Read, Write};
-    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes()).expect("send");
-    let mut data = Vec::new();
-    let mut buf = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = data.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = stream.read(&mut buf).expect("read");
-        assert!(n > 0, "closed before a response");
-        data.extend_from_slice(&buf[..n]);
-    };
-    let head = String::from_utf8_lossy(&data[..head_end]).to_string();
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let length: usize = head
-        .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
-        .unwrap_or(0);
-    while data.len() < head_end + length {
-        let n = stream.read(&mut buf).expect("read");
-        assert!(n > 0, "closed inside a body");
-        data.extend_from_slice(&buf[..n]);
-    }
-    (status, data[head_end..head_end + length].to_vec())
+    resh_e2e::http_request(stream, "GET", path, b"")
 }
 
 /// Every replica stalls alike (SIGSTOP): the client gets a 504 after http.request_timeout_ms,

@@ -8,7 +8,6 @@
 //!   votes again with the same state as the others.
 //! - With fewer replicas in the vote than the quorum, a request is refused (503) and not
 //!   executed.
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
@@ -34,31 +33,7 @@ fn config(replica_args: [&[&str]; 3], extra: &str) -> String {
 
 /// One request on a kept-alive connection: (status, body).
 fn request(stream: &mut TcpStream, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
-    let head = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\r\n", body.len());
-    stream.write_all(head.as_bytes()).expect("send");
-    stream.write_all(body).expect("send body");
-    let mut data = Vec::new();
-    let mut buf = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = data.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = stream.read(&mut buf).expect("read");
-        assert!(n > 0, "closed before a response to {method} {path}");
-        data.extend_from_slice(&buf[..n]);
-    };
-    let text = String::from_utf8_lossy(&data[..head_end]).to_string();
-    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let length: usize = text
-        .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
-        .unwrap_or(0);
-    while data.len() < head_end + length {
-        let n = stream.read(&mut buf).expect("read");
-        assert!(n > 0, "closed inside a body");
-        data.extend_from_slice(&buf[..n]);
-    }
-    (status, data[head_end..head_end + length].to_vec())
+    resh_e2e::http_request(stream, method, path, body)
 }
 
 fn connect(addr: std::net::SocketAddr) -> TcpStream {

@@ -169,10 +169,10 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Counters the clients share.
 #[derive(Default)]
-struct Tally {
-    requests: AtomicU64,
-    wrong: AtomicU64,
-    errors: AtomicU64,
+pub(crate) struct Tally {
+    pub(crate) requests: AtomicU64,
+    pub(crate) wrong: AtomicU64,
+    pub(crate) errors: AtomicU64,
 }
 
 /// Runs the demo; `Ok(true)` when everything it shows held.
@@ -387,7 +387,8 @@ fn plant_bug(running: &Running) -> Result<(), DemoError> {
     }
 }
 
-fn progress(running: &Running, tally: &Tally, elapsed: Duration) -> String {
+/// The progress line: requests, wrong answers, and each version's state, faults and restarts.
+pub(crate) fn progress(running: &Running, tally: &Tally, elapsed: Duration) -> String {
     let requests = tally.requests.load(Ordering::Relaxed);
     let rate = requests as f64 / elapsed.as_secs_f64().max(0.001);
     let mut line = format!(
@@ -402,7 +403,7 @@ fn progress(running: &Running, tally: &Tally, elapsed: Duration) -> String {
     line
 }
 
-async fn wait_for(limit: Duration, check: impl Fn() -> bool) -> bool {
+pub(crate) async fn wait_for(limit: Duration, check: impl Fn() -> bool) -> bool {
     let end = Instant::now() + limit;
     while Instant::now() < end {
         if check() {

@@ -14,7 +14,7 @@
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,7 @@ use tokio::net::TcpStream;
 use netdomain::config::{Config, ConfigError};
 use netdomain::{InProcessError, Running};
 
+use crate::demo::{progress, wait_for, Tally};
 use crate::error::FileError;
 
 /// The site every version serves (`demo/web/site`), carried in the binary.
@@ -192,14 +193,6 @@ fn on_path(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
 }
 
-/// Counters the clients share.
-#[derive(Default)]
-struct Tally {
-    requests: AtomicU64,
-    wrong: AtomicU64,
-    errors: AtomicU64,
-}
-
 /// Runs the web demo in a fresh work directory; `Ok(true)` when it went as it should.
 pub async fn run(options: WebDemoOptions) -> Result<bool, WebDemoError> {
     let work = std::env::temp_dir().join(format!("resh-web-demo-{}", std::process::id()));
@@ -289,17 +282,10 @@ async fn run_in(options: &WebDemoOptions, work: &Path) -> Result<bool, WebDemoEr
     if terminal {
         println!();
     }
-    let repaired = {
-        let end = Instant::now() + Duration::from_secs(15);
-        loop {
-            let done =
-                supervisor.status().iter().any(|r| r.name == "resh-web" && r.incarnation >= 2 && r.state == "ready");
-            if done || Instant::now() >= end {
-                break done;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
+    let repaired = wait_for(Duration::from_secs(15), || {
+        supervisor.status().iter().any(|r| r.name == "resh-web" && r.incarnation >= 2 && r.state == "ready")
+    })
+    .await;
     let status = supervisor.status();
     println!("\nresult:");
     let requests = tally.requests.load(Ordering::Relaxed);
@@ -349,21 +335,6 @@ fn plant_bug(running: &Running) -> Result<(), WebDemoError> {
         Ok(s) => Err(WebDemoError::Signal { pid, why: format!("kill {s}") }),
         Err(e) => Err(WebDemoError::Signal { pid, why: e.to_string() }),
     }
-}
-
-fn progress(running: &Running, tally: &Tally, elapsed: Duration) -> String {
-    let requests = tally.requests.load(Ordering::Relaxed);
-    let rate = requests as f64 / elapsed.as_secs_f64().max(0.001);
-    let mut line = format!(
-        "  [{:5.1}s] requests {requests:>7} ({rate:>6.0}/s)  wrong {}",
-        elapsed.as_secs_f64(),
-        tally.wrong.load(Ordering::Relaxed)
-    );
-    for r in running.shared.supervisor.status() {
-        let faults: u64 = r.faults.values().sum();
-        line.push_str(&format!(" | {} {} f{} r{}", r.name, r.state, faults, r.restarts));
-    }
-    line
 }
 
 /// What a correct service answers to each request of the workload: (path, status, body).

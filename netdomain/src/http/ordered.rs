@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -45,8 +45,8 @@ use voter::{FrameConfig, FrameVoter, Vote};
 
 use super::normal::Rules;
 use super::session::{
-    connect, exchange, forward, malformed_digest, plain, respond, timed_out_digest, Answer, ConnectError, Exchange,
-    IdleGuard,
+    connect, exchange, forward, malformed_digest, plain, read_request_body, respond, timed_out_digest, Answer,
+    ConnectError, Exchange, IdleGuard,
 };
 use crate::fault::{FaultEvent, Position};
 use crate::metrics::Verdict;
@@ -706,21 +706,9 @@ async fn handle(
 ) -> Response<Full<Bytes>> {
     let config = shared.config();
     let (parts, body) = request.into_parts();
-    let body = match Limited::new(body, config.http.max_request_bytes).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            return if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                plain(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!(
-                        "the request body is larger than http.max_request_bytes ({})",
-                        config.http.max_request_bytes
-                    ),
-                )
-            } else {
-                plain(StatusCode::BAD_REQUEST, format!("the request body could not be read: {e}"))
-            };
-        }
+    let body = match read_request_body(body, config.http.max_request_bytes).await {
+        Ok(body) => body,
+        Err(refusal) => return refusal,
     };
     shared.metrics.client_in(body.len());
     busy.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -221,22 +221,9 @@ impl State {
         let config = self.shared.config();
         let (parts, body) = request.into_parts();
         self.head = parts.method == hyper::Method::HEAD;
-        let body = match Limited::new(body, config.http.max_request_bytes).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) => {
-                let too_large = e.downcast_ref::<http_body_util::LengthLimitError>().is_some();
-                return if too_large {
-                    plain(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        format!(
-                            "the request body is larger than http.max_request_bytes ({})",
-                            config.http.max_request_bytes
-                        ),
-                    )
-                } else {
-                    plain(StatusCode::BAD_REQUEST, format!("the request body could not be read: {e}"))
-                };
-            }
+        let body = match read_request_body(body, config.http.max_request_bytes).await {
+            Ok(body) => body,
+            Err(refusal) => return refusal,
         };
         self.shared.metrics.client_in(body.len());
         busy.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -836,6 +823,19 @@ pub(super) async fn exchange(
         over_budget,
         _held: permit,
     }))
+}
+
+/// A client's request body, whole, up to `limit` bytes; else the client's answer: 413 beyond
+/// the limit, 400 when it cannot be read.
+pub(super) async fn read_request_body(body: Incoming, limit: usize) -> Result<Bytes, Response<Full<Bytes>>> {
+    match Limited::new(body, limit).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(plain(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than http.max_request_bytes ({limit})"),
+        )),
+        Err(e) => Err(plain(StatusCode::BAD_REQUEST, format!("the request body could not be read: {e}"))),
+    }
 }
 
 /// The headers a Connection header names (RFC 9110 §7.6.1): for this hop only.
