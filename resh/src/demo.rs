@@ -218,10 +218,9 @@ async fn run_in(options: &DemoOptions, work: &Path) -> Result<bool, DemoError> {
     let clients: Vec<_> =
         (0..options.clients).map(|c| tokio::spawn(client(c, running.clients, deadline, Arc::clone(&tally)))).collect();
 
-    let terminal = std::io::stdout().is_terminal();
+    let mut show = Show::new();
+    let terminal = show.terminal;
     let mut injected = false;
-    let mut faults_shown = 0;
-    let mut last_line = Instant::now() - Duration::from_secs(1);
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
         if !injected && started.elapsed() >= options.duration / 2 {
@@ -232,27 +231,7 @@ async fn run_in(options: &DemoOptions, work: &Path) -> Result<bool, DemoError> {
             }
             println!("  >> injecting a fault: version 'rust' now answers GET {BUGGY_KEY} wrongly (a planted bug)");
         }
-        // Say so when resh catches a fault.
-        for r in supervisor.status() {
-            let faults: u64 = r.faults.values().sum();
-            if faults > 0 && faults_shown == 0 {
-                faults_shown = faults;
-                if terminal {
-                    println!();
-                }
-                println!("  >> resh: {}; restarting that version", r.last_fault.clone().unwrap_or_default());
-            }
-        }
-        if terminal || last_line.elapsed() >= Duration::from_secs(1) {
-            last_line = Instant::now();
-            let line = progress(&running, &tally, started.elapsed());
-            if terminal {
-                print!("\r{line}\x1b[K");
-                let _ = std::io::stdout().flush();
-            } else {
-                println!("{line}");
-            }
-        }
+        show.tick(&running, &tally, started.elapsed());
     }
     for c in clients {
         if let Ok(Err(e)) = c.await {
@@ -384,6 +363,48 @@ fn plant_bug(running: &Running) -> Result<(), DemoError> {
         Ok(s) if s.success() => Ok(()),
         Ok(status) => Err(DemoError::Signal { pid, status }),
         Err(error) => Err(DemoError::Kill { pid, error }),
+    }
+}
+
+/// What the demos print while their workload runs: the progress line (redrawn in a terminal,
+/// once a second otherwise), and a line when resh first catches a fault.
+pub(crate) struct Show {
+    pub(crate) terminal: bool,
+    last_line: Instant,
+    caught_shown: bool,
+}
+
+impl Show {
+    pub(crate) fn new() -> Show {
+        Show {
+            terminal: std::io::stdout().is_terminal(),
+            last_line: Instant::now() - Duration::from_secs(1),
+            caught_shown: false,
+        }
+    }
+
+    /// Called every 100 ms or so.
+    pub(crate) fn tick(&mut self, running: &Running, tally: &Tally, elapsed: Duration) {
+        if !self.caught_shown {
+            if let Some(r) = running.shared.supervisor.status().into_iter().find(|r| r.faults.values().sum::<u64>() > 0)
+            {
+                self.caught_shown = true;
+                if self.terminal {
+                    println!();
+                }
+                println!("  >> resh: {}; restarting that version", r.last_fault.clone().unwrap_or_default());
+            }
+        }
+        if self.terminal || self.last_line.elapsed() >= Duration::from_secs(1) {
+            self.last_line = Instant::now();
+            let line = progress(running, tally, elapsed);
+            if self.terminal {
+                print!("\r{line}\x1b[K");
+                let _ = std::io::stdout().flush();
+            } else {
+                println!("{line}");
+            }
+        }
     }
 }
 

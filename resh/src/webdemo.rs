@@ -11,7 +11,6 @@
 //! [`prepare`] writes the site, the nginx and lighttpd configurations and the resh
 //! configuration; the end-to-end tests (`tests/http_nversion.rs`) run the same setup with
 //! curl and wrk.
-use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -24,7 +23,7 @@ use tokio::net::TcpStream;
 use netdomain::config::{Config, ConfigError};
 use netdomain::{InProcessError, Running};
 
-use crate::demo::{progress, wait_for, Tally};
+use crate::demo::{wait_for, Show, Tally};
 use crate::error::FileError;
 
 /// The site every version serves (`demo/web/site`), carried in the binary.
@@ -239,10 +238,9 @@ async fn run_in(options: &WebDemoOptions, work: &Path) -> Result<bool, WebDemoEr
     let deadline = started + options.duration;
     let clients: Vec<_> =
         (0..options.clients).map(|c| tokio::spawn(client(c, running.clients, deadline, Arc::clone(&tally)))).collect();
-    let terminal = std::io::stdout().is_terminal();
+    let mut show = Show::new();
+    let terminal = show.terminal;
     let mut injected = false;
-    let mut caught_shown = false;
-    let mut last_line = Instant::now() - Duration::from_secs(1);
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
         if !injected && started.elapsed() >= options.duration / 2 {
@@ -253,25 +251,7 @@ async fn run_in(options: &WebDemoOptions, work: &Path) -> Result<bool, WebDemoEr
             }
             println!("  >> injecting a fault: resh-web now answers /api/products/N with a price one cent too high");
         }
-        if !caught_shown {
-            if let Some(r) = supervisor.status().into_iter().find(|r| r.faults.values().sum::<u64>() > 0) {
-                caught_shown = true;
-                if terminal {
-                    println!();
-                }
-                println!("  >> resh: {}; restarting that version", r.last_fault.clone().unwrap_or_default());
-            }
-        }
-        if terminal || last_line.elapsed() >= Duration::from_secs(1) {
-            last_line = Instant::now();
-            let line = progress(&running, &tally, started.elapsed());
-            if terminal {
-                print!("\r{line}\x1b[K");
-                let _ = std::io::stdout().flush();
-            } else {
-                println!("{line}");
-            }
-        }
+        show.tick(&running, &tally, started.elapsed());
     }
     for c in clients {
         if let Ok(Err(e)) = c.await {
