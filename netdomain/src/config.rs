@@ -620,6 +620,12 @@ impl Config {
                     vote.remove("max_unreleased_bytes");
                     vote.remove("max_lag_bytes");
                 }
+                // HTTP in ordered mode takes only the replay log's size from [ordered].
+                if self.vote.protocol == Some(Protocol::Http) {
+                    if let Some(ordered) = table.get_mut("ordered").and_then(toml::Value::as_table_mut) {
+                        ordered.retain(|k, _| k == "log_max_bytes");
+                    }
+                }
             }
         }
         toml::to_string_pretty(&table).unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"))
@@ -885,6 +891,15 @@ impl Config {
                         format!("ordered.{key}"),
                         "only applies to vote.mode = \"ordered\": stream mode passes bytes and does not see requests"
                             .to_string(),
+                    ));
+                }
+            }
+            Mode::Ordered if self.vote.protocol == Some(Protocol::Http) => {
+                // HTTP's own sequencer keeps a replay log and takes its limits from [http].
+                for key in set("ordered").into_iter().filter(|k| k != "log_max_bytes") {
+                    p.push((
+                        format!("ordered.{key}"),
+                        "only applies to protocol = \"resp\": HTTP in ordered mode takes ordered.log_max_bytes and its limits from [http]".to_string(),
                     ));
                 }
             }
@@ -1454,6 +1469,12 @@ address = "7002"
         // HTTP in ordered mode (a stateful web service) is a mode of its own.
         let p = problems(&GOOD.replace("quorum = 2", "quorum = 2\nmode = \"ordered\"\nprotocol = \"http\""));
         assert!(p.is_empty(), "{p:?}");
+        let ordered_http = GOOD.replace("quorum = 2", "quorum = 2\nmode = \"ordered\"\nprotocol = \"http\"");
+        let p = problems(&format!("{ordered_http}\n[ordered]\nlog_max_bytes = 1000000\nallow = [\"GET\"]\n"));
+        let keys: Vec<&str> = p.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["ordered.allow"], "{p:?}");
+        let c = Config::parse(&ordered_http, "t").expect("valid");
+        assert_eq!(Config::parse(&c.to_toml(), "printed").expect("printed config parses"), c);
         let p = problems(&format!("{GOOD}\n[http]\ncount_all_headers = true\n"));
         assert_eq!(p[0].0, "http.count_all_headers");
         let p = problems(&http.replace("vote_timeout_ms = 2000", "vote_timeout_ms = 2000\nmax_lag_bytes = 5"));
