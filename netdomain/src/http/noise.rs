@@ -248,6 +248,10 @@ fn dedup(mut items: Vec<String>) -> Vec<String> {
 }
 
 /// Every pointer where `a` and `b` differ (a value that differs as a whole: its pointer).
+/// Unlike [`super::normal::json_difference`], which finds the first difference to name in an
+/// error, this collects what masks must cover: every place, and an array whose length
+/// differs as a whole (masking its extra elements would not make two lists of different
+/// lengths agree).
 fn json_differences(a: &serde_json::Value, b: &serde_json::Value, at: String, out: &mut BTreeSet<String>) {
     use serde_json::Value;
     let escape = |key: &str| key.replace('~', "~0").replace('/', "~1");

@@ -45,8 +45,8 @@ use voter::{FrameConfig, FrameVoter, Vote};
 
 use super::normal::Rules;
 use super::session::{
-    connect, exchange, forward, malformed_digest, plain, read_request_body, respond, timed_out_digest, Answer,
-    ConnectError, Exchange, IdleGuard,
+    exchange, forward, malformed_digest, plain, read_request_body, respond, timed_out_digest, Answer, ConnectError,
+    Exchange, IdleGuard,
 };
 use crate::fault::{FaultEvent, Position};
 use crate::metrics::Verdict;
@@ -600,6 +600,7 @@ async fn worker(
     mut jobs: mpsc::UnboundedReceiver<Job>,
     done: mpsc::UnboundedSender<Done>,
 ) {
+    // The kept-alive connection, between requests.
     let mut sender: Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>> = None;
     while let Some(job) = jobs.recv().await {
         let report = |outcome| done.send(Done { lane, epoch, seq: job.seq, replay: job.replay, outcome }).is_ok();
@@ -607,33 +608,21 @@ async fn worker(
             return;
         }
         let deadline = Instant::now() + limit;
-        let mut current = sender.take();
         let attempt = async {
-            // The kept-alive connection, if the server has not closed it meanwhile (that is
-            // normal HTTP, no fault): else a new one. resh's own lack of file descriptors is
-            // waited out until the limit: it is no reason to drop a replica.
-            if let Some(s) = current.as_mut() {
-                if s.ready().await.is_err() {
-                    current = None;
+            loop {
+                let request = forward(&job.parts, job.body.clone());
+                let limits = (max_body, &budget);
+                match exchange(sender.take(), request, &rules, limits, (addr, connect_timeout)).await {
+                    // resh's own lack of file descriptors is waited out until the limit (the
+                    // request was not sent): it is no reason to drop a replica.
+                    (_, Exchange::Unreachable(e))
+                        if e.resh_exhausted && Instant::now() + Duration::from_millis(50) < deadline =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    ended => break ended,
                 }
             }
-            let mut s = match current {
-                Some(s) => s,
-                None => loop {
-                    match connect(addr, connect_timeout).await {
-                        Ok(s) => break s,
-                        Err(e) if e.resh_exhausted && Instant::now() + Duration::from_millis(50) < deadline => {
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                        Err(e) => return (None, Exchange::Unreachable(e)),
-                    }
-                },
-            };
-            let head = job.parts.method == hyper::Method::HEAD;
-            let request = forward(&job.parts, job.body.clone());
-            let result = exchange(&mut s, request, &rules, max_body, &budget, head, (addr, connect_timeout)).await;
-            let keep = matches!(result, Exchange::Answered(_)).then_some(s);
-            (keep, result)
         };
         let outcome = match tokio::time::timeout_at(deadline, attempt).await {
             Ok((keep, result)) => {

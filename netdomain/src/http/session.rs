@@ -47,9 +47,9 @@ use replicas::Admitted;
 pub(super) const HOP_BY_HOP: &[&str] =
     &["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
 
-/// One replica's exchange of one request: (its lane, its connection, how it ended).
+/// One replica's exchange of one request: (its lane, its connection to keep, how it ended).
 type ExchangeFuture =
-    std::pin::Pin<Box<dyn std::future::Future<Output = (usize, SendRequest<Full<Bytes>>, Exchange)> + Send>>;
+    std::pin::Pin<Box<dyn std::future::Future<Output = (usize, Option<SendRequest<Full<Bytes>>>, Exchange)> + Send>>;
 
 /// One replica of the session.
 struct Link {
@@ -108,13 +108,18 @@ struct State {
     start: Instant,
     masked: bool,
     requests: u64,
-    /// The request being answered is a HEAD.
-    head: bool,
-    /// The exchanges still running when the last request was decided: its client got its
-    /// answer at once, and they are awaited (until they are late) before the next request.
-    stragglers: FuturesUnordered<ExchangeFuture>,
-    /// The request they answer, and the normal form of the answer agreed on.
-    straggling: Option<(u64, Normal)>,
+    /// The exchanges still running when the last request was decided.
+    straggling: Option<Straggling>,
+}
+
+/// The exchanges still running when a request was decided: its client got its answer at
+/// once, and they are awaited (until they are late) before the next request.
+struct Straggling {
+    /// The request they answer.
+    seq: u64,
+    /// The normal form of the answer agreed on.
+    agreed: Normal,
+    exchanges: FuturesUnordered<ExchangeFuture>,
 }
 
 /// Serves one client connection in HTTP mode to its end.
@@ -157,8 +162,6 @@ pub(crate) async fn serve(shared: Arc<Shared>, rules: Arc<Rules>, mut client: Tc
         start,
         masked: false,
         requests: 0,
-        head: false,
-        stragglers: FuturesUnordered::new(),
         straggling: None,
     }));
     let busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -220,7 +223,7 @@ impl State {
         self.requests += 1;
         let config = self.shared.config();
         let (parts, body) = request.into_parts();
-        self.head = parts.method == hyper::Method::HEAD;
+        let head = parts.method == hyper::Method::HEAD;
         let body = match read_request_body(body, config.http.max_request_bytes).await {
             Ok(body) => body,
             Err(refusal) => return refusal,
@@ -251,31 +254,14 @@ impl State {
             if !self.voter.is_live(r) {
                 continue;
             }
-            let sender = match self.ready_sender(r, &config).await {
-                Ok(s) => s,
-                Err(ConnectError { why, resh_exhausted: true }) => {
-                    // resh's own limit (file descriptors, memory): never the replica's fault.
-                    warn!(replica = %self.links[r].admitted.name, "cannot reach replica for resh's own reason: {why}");
-                    self.voter.leave(r, self.now());
-                    continue;
-                }
-                Err(ConnectError { why, .. }) => {
-                    // The request never reached it: not a vote on the request, a crash.
-                    debug!(replica = %self.links[r].admitted.name, "cannot reach replica: {why}");
-                    self.voter.fail(r, self.now());
-                    continue;
-                }
-            };
+            let kept = self.links[r].sender.take();
             let outgoing = forward(&parts, body.clone());
             let rules = Arc::clone(&self.rules);
-            let max_body = config.http.max_body_bytes;
-            let budget = Arc::clone(&self.shared.http_held);
-            let (addr, connect_timeout, head) = (self.links[r].admitted.addr, config.connect_timeout(), self.head);
+            let limits = (config.http.max_body_bytes, Arc::clone(&self.shared.http_held));
+            let replica = (self.links[r].admitted.addr, config.connect_timeout());
             exchanges.push(Box::pin(async move {
-                let mut sender = sender;
-                let exchange =
-                    exchange(&mut sender, outgoing, &rules, max_body, &budget, head, (addr, connect_timeout)).await;
-                (r, sender, exchange)
+                let (kept, exchange) = exchange(kept, outgoing, &rules, (limits.0, &limits.1), replica).await;
+                (r, kept, exchange)
             }));
         }
         let mut answers: Vec<Option<Answer>> = (0..self.links.len()).map(|_| None).collect();
@@ -298,8 +284,8 @@ impl State {
             };
             tokio::select! {
                 joined = exchanges.next() => {
-                    let Some((r, sender, exchange)) = joined else { continue };
-                    if let Some(answer) = self.record(r, sender, exchange) {
+                    let Some((r, kept, exchange)) = joined else { continue };
+                    if let Some(answer) = self.record(r, kept, exchange) {
                         answers[r] = Some(answer);
                     }
                     self.report_faults(seq);
@@ -343,26 +329,24 @@ impl State {
         };
         match agreed {
             Some(agreed) if !exchanges.is_empty() => {
-                self.stragglers = exchanges;
-                self.straggling = Some((seq, agreed));
+                self.straggling = Some(Straggling { seq, agreed, exchanges });
             }
             _ => {
                 drop(exchanges);
                 self.forget(seq);
             }
         }
-        self.respond(decision, answers)
+        self.respond(decision, answers, head)
     }
 
-    /// Takes one replica's exchange into the vote; returns its answer, if it answered.
-    fn record(&mut self, r: usize, sender: SendRequest<Full<Bytes>>, exchange: Exchange) -> Option<Answer> {
+    /// Takes one replica's exchange into the vote (`kept`: its connection, if it is to be
+    /// used again); returns its answer, if it answered.
+    fn record(&mut self, r: usize, kept: Option<SendRequest<Full<Bytes>>>, exchange: Exchange) -> Option<Answer> {
         let now = self.now();
         let name = Arc::clone(&self.links[r].admitted.name);
-        // A connection that did not end in an answer is not used again.
-        self.links[r].sender = None;
+        self.links[r].sender = kept;
         match exchange {
             Exchange::Answered(answer) => {
-                self.links[r].sender = Some(sender);
                 self.voter.response(r, Vote::Frame(answer.normal.digest()), now);
                 return Some(*answer);
             }
@@ -390,16 +374,15 @@ impl State {
     /// now, or are late: in a task of their own right after the answer (see `serve`), and
     /// before the next request goes out, so each replica's answers stay in order.
     async fn settle_stragglers(&mut self, config: &crate::config::Config) {
-        let Some((seq, agreed)) = self.straggling.take() else { return };
-        let mut stragglers = std::mem::take(&mut self.stragglers);
+        let Some(Straggling { seq, agreed, exchanges: mut stragglers }) = self.straggling.take() else { return };
         while !stragglers.is_empty() {
             let late =
                 self.voter.next_deadline().map_or_else(|| Instant::now() + config.lag_timeout(), |d| self.start + d);
             tokio::select! {
                 biased;
                 joined = stragglers.next() => {
-                    let Some((r, sender, exchange)) = joined else { continue };
-                    if let Some(answer) = self.record(r, sender, exchange) {
+                    let Some((r, kept, exchange)) = joined else { continue };
+                    if let Some(answer) = self.record(r, kept, exchange) {
                         if let Some(d) = difference(&agreed, &answer.normal) {
                             info!(session = self.id, replica = %self.links[r].admitted.name, "its response differs from the agreed one: {d}");
                         }
@@ -450,26 +433,17 @@ impl State {
     }
 
     /// The client's response once the vote on a request ended.
-    fn respond(&mut self, decision: Option<voter::Decision>, answers: Vec<Option<Answer>>) -> Response<Full<Bytes>> {
+    /// (`head`: the request was a HEAD.)
+    fn respond(
+        &mut self,
+        decision: Option<voter::Decision>,
+        answers: Vec<Option<Answer>>,
+        head: bool,
+    ) -> Response<Full<Bytes>> {
         let names: Vec<Arc<str>> = self.links.iter().map(|l| Arc::clone(&l.admitted.name)).collect();
-        let (response, masked) = respond(&self.shared, &names, self.id, self.head, decision, answers);
+        let (response, masked) = respond(&self.shared, &names, self.id, head, decision, answers);
         self.masked |= masked;
         response
-    }
-
-    /// A connection to replica `r` that takes a request now: the one it has, or a new one
-    /// (a server may close a keep-alive connection between requests; that is no fault).
-    async fn ready_sender(
-        &mut self,
-        r: usize,
-        config: &crate::config::Config,
-    ) -> Result<SendRequest<Full<Bytes>>, ConnectError> {
-        if let Some(mut sender) = self.links[r].sender.take() {
-            if sender.ready().await.is_ok() {
-                return Ok(sender);
-            }
-        }
-        connect(self.links[r].admitted.addr, config.connect_timeout()).await
     }
 
     /// Reports the voter's faults and leaves those replicas out of the session.
@@ -744,13 +718,41 @@ pub(super) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<SendR
     Ok(sender)
 }
 
-/// Sends `request` to one replica and reads its response into its normal form, holding the
-/// body up to `max_body` bytes. A request the connection never sent (the server had closed
-/// its keep-alive connection as the request went out) is sent again once, on a new
-/// connection to `reconnect`. `is_head`: the request was a HEAD, whose response's
-/// Content-Length is its meaning (there is no body to vote).
-#[allow(clippy::too_many_arguments)]
+/// Sends `request` to one replica (`replica`: its address and the connect timeout) and reads
+/// its response into its normal form, holding the body up to `max_body` bytes. It goes on
+/// `kept`, the replica's kept-alive connection, unless the server closed that meanwhile
+/// (normal HTTP, no fault): then on a new one; a request the connection never sent (the
+/// server closed it as the request went out) is sent again once, on a new connection.
+/// Returns the connection to keep (after a whole answer) and how the exchange ended. A HEAD's
+/// response's Content-Length is its meaning (there is no body to vote).
 pub(super) async fn exchange(
+    kept: Option<SendRequest<Full<Bytes>>>,
+    request: Request<Full<Bytes>>,
+    rules: &Rules,
+    (max_body, budget): (usize, &Arc<tokio::sync::Semaphore>),
+    replica: (SocketAddr, Duration),
+) -> (Option<SendRequest<Full<Bytes>>>, Exchange) {
+    let is_head = request.method() == hyper::Method::HEAD;
+    let mut kept = kept;
+    if let Some(s) = kept.as_mut() {
+        if s.ready().await.is_err() {
+            kept = None;
+        }
+    }
+    let mut sender = match kept {
+        Some(s) => s,
+        None => match connect(replica.0, replica.1).await {
+            Ok(s) => s,
+            Err(e) => return (None, Exchange::Unreachable(e)),
+        },
+    };
+    let exchanged = read_answer(&mut sender, request, rules, max_body, budget, is_head, replica).await;
+    let keep = matches!(exchanged, Exchange::Answered(_)).then_some(sender);
+    (keep, exchanged)
+}
+
+/// [`exchange`] on a ready connection.
+async fn read_answer(
     sender: &mut SendRequest<Full<Bytes>>,
     request: Request<Full<Bytes>>,
     rules: &Rules,
