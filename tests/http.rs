@@ -105,7 +105,9 @@ fn counting_every_header_names_the_one_that_differs() {
     let (status, body) = curl(&resh, "/api/item.json", &out);
     let text = String::from_utf8_lossy(&body);
     assert_eq!(status, 502, "{text}");
-    assert!(text.contains("header last-modified"), "{text}");
+    // The first difference in name order is named: `date`, if the replicas answered across a
+    // second's boundary (seen once in a run), else `last-modified`.
+    assert!(text.contains("header last-modified") || text.contains("header date"), "{text}");
     for name in ["a", "b", "c"] {
         assert_eq!(resh_e2e::fault_total(&resh.replica(name)), 0, "{}", resh.status());
     }
@@ -344,13 +346,13 @@ fn a_connection_left_with_fewer_replicas_than_the_quorum_is_told_and_closed() {
     }
     resh.wait_until("b and c are down", WAIT, |r| ["b", "c"].iter().all(|n| r.replica(n)["state"] != "ready"));
     // The first request finds them gone (no quorum for it); after that the connection is told.
-    let (first, _) = get(&mut client, "/index.html");
-    assert!(first == 502 || first == 503, "{first}");
-    if first == 502 {
-        let (status, body) = get(&mut client, "/index.html");
-        assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
-        assert!(String::from_utf8_lossy(&body).contains("reconnect"));
+    let (mut status, mut body) = get(&mut client, "/index.html");
+    if status == 502 {
+        (status, body) = get(&mut client, "/index.html");
     }
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("reconnect"), "{}", String::from_utf8_lossy(&body));
     let mut rest = Vec::new();
-    assert_eq!(client.read_to_end(&mut rest).map(|_| rest.len()).unwrap_or(0), 0, "the connection is closed");
+    let end = client.read_to_end(&mut rest);
+    assert!(matches!(end, Ok(0)), "the connection is closed: {end:?}, {} bytes", rest.len());
 }

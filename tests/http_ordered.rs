@@ -11,7 +11,7 @@
 use std::net::TcpStream;
 use std::time::Duration;
 
-use resh_e2e::{workspace, Resh, TempDir};
+use resh_e2e::{http_request, workspace, Resh, TempDir};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -31,11 +31,6 @@ fn config(replica_args: [&[&str]; 3], extra: &str) -> String {
     text
 }
 
-/// One request on a kept-alive connection: (status, body).
-fn request(stream: &mut TcpStream, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
-    resh_e2e::http_request(stream, method, path, body)
-}
-
 fn connect(addr: std::net::SocketAddr) -> TcpStream {
     let stream = TcpStream::connect(addr).expect("connect");
     stream.set_read_timeout(Some(WAIT)).expect("timeout");
@@ -53,7 +48,7 @@ fn value(body: &[u8]) -> u64 {
 fn replica_counter(resh: &Resh, name: &str, counter: &str) -> u64 {
     let addr: std::net::SocketAddr = resh.replica(name)["addr"].as_str().expect("addr").parse().expect("an address");
     let mut stream = connect(addr);
-    let (status, body) = request(&mut stream, "GET", &format!("/counter/{counter}"), b"");
+    let (status, body) = http_request(&mut stream, "GET", &format!("/counter/{counter}"), b"");
     assert_eq!(status, 200);
     value(&body)
 }
@@ -82,7 +77,7 @@ fn concurrent_clients_see_one_order_and_every_replica_the_same_state() {
                 let mut stream = connect(addr);
                 (0..25)
                     .map(|_| {
-                        let (status, body) = request(&mut stream, "POST", "/counter/c", b"");
+                        let (status, body) = http_request(&mut stream, "POST", "/counter/c", b"");
                         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
                         value(&body)
                     })
@@ -99,11 +94,11 @@ fn concurrent_clients_see_one_order_and_every_replica_the_same_state() {
     }
     // A key-value round trip, and a 404 every replica gives.
     let mut stream = connect(addr);
-    assert_eq!(request(&mut stream, "PUT", "/kv/k", b"v1"), (200, br#"{"stored": true}"#.to_vec()));
-    assert_eq!(request(&mut stream, "GET", "/kv/k", b""), (200, b"v1".to_vec()));
-    assert_eq!(request(&mut stream, "GET", "/kv/none", b"").0, 404);
-    assert_eq!(request(&mut stream, "DELETE", "/kv/k", b"").0, 200);
-    assert_eq!(request(&mut stream, "GET", "/kv/k", b"").0, 404);
+    assert_eq!(http_request(&mut stream, "PUT", "/kv/k", b"v1"), (200, br#"{"stored": true}"#.to_vec()));
+    assert_eq!(http_request(&mut stream, "GET", "/kv/k", b""), (200, b"v1".to_vec()));
+    assert_eq!(http_request(&mut stream, "GET", "/kv/none", b"").0, 404);
+    assert_eq!(http_request(&mut stream, "DELETE", "/kv/k", b"").0, 200);
+    assert_eq!(http_request(&mut stream, "GET", "/kv/k", b"").0, 404);
     for name in ["a", "b", "c"] {
         assert_eq!(resh_e2e::fault_total(&resh.replica(name)), 0, "no fault: {}", resh.status());
     }
@@ -116,7 +111,7 @@ fn a_replica_that_differs_is_blamed_rebuilt_from_the_log_and_votes_again() {
     let resh = Resh::start(&config([&[], &[], &["--wrong-after", "10", "--once", &once]], ""));
     let mut stream = connect(resh.clients);
     for want in 1..=30 {
-        let (status, body) = request(&mut stream, "POST", "/counter/c", b"");
+        let (status, body) = http_request(&mut stream, "POST", "/counter/c", b"");
         assert_eq!((status, value(&body)), (200, want), "the majority's answer");
     }
     resh.wait_until("c is blamed", WAIT, |r| r.faults("c", "diverged") == 1);
@@ -124,7 +119,7 @@ fn a_replica_that_differs_is_blamed_rebuilt_from_the_log_and_votes_again() {
         r.log().matches("replica joins the vote replica=c from_request=").count() >= 2
     });
     for want in 31..=40 {
-        let (status, body) = request(&mut stream, "POST", "/counter/c", b"");
+        let (status, body) = http_request(&mut stream, "POST", "/counter/c", b"");
         assert_eq!((status, value(&body)), (200, want));
     }
     // The rebuilt replica holds what the others hold: the log was replayed to it.
@@ -145,7 +140,7 @@ fn with_fewer_replicas_than_the_quorum_a_request_is_refused_and_not_executed() {
         "[supervisor]\nrestart_backoff_ms = 60000\nrestart_backoff_max_ms = 60000",
     ));
     let mut stream = connect(resh.clients);
-    assert_eq!(value(&request(&mut stream, "POST", "/counter/c", b"").1), 1);
+    assert_eq!(value(&http_request(&mut stream, "POST", "/counter/c", b"").1), 1);
     for name in ["b", "c"] {
         let pid = resh.replica(name)["pid"].as_u64().expect("pid");
         resh_e2e::signal_pid(pid, libc::SIGKILL).expect("SIGKILL");
@@ -153,7 +148,7 @@ fn with_fewer_replicas_than_the_quorum_a_request_is_refused_and_not_executed() {
     resh.wait_until("b and c are down", WAIT, |r| ["b", "c"].iter().all(|n| r.replica(n)["state"] != "ready"));
     // The sequencer sees it within its poll (100 ms).
     std::thread::sleep(Duration::from_millis(500));
-    let (status, body) = request(&mut stream, "POST", "/counter/c", b"");
+    let (status, body) = http_request(&mut stream, "POST", "/counter/c", b"");
     assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
     assert!(String::from_utf8_lossy(&body).contains("not executed"), "{}", String::from_utf8_lossy(&body));
     assert_eq!(replica_counter(&resh, "a", "c"), 1, "the refused request never reached a replica");
@@ -166,13 +161,13 @@ fn a_replica_that_hangs_is_reported_late_and_rebuilt() {
     let resh = Resh::start(&config([&[], &[], &[]], "lag_timeout_ms = 500"));
     let mut stream = connect(resh.clients);
     for want in 1..=5 {
-        assert_eq!(value(&request(&mut stream, "POST", "/counter/c", b"").1), want);
+        assert_eq!(value(&http_request(&mut stream, "POST", "/counter/c", b"").1), want);
     }
     let pid = resh.replica("c")["pid"].as_u64().expect("pid");
     resh_e2e::signal_pid(pid, libc::SIGSTOP).expect("SIGSTOP");
     let started = std::time::Instant::now();
     for want in 6..=10 {
-        assert_eq!(value(&request(&mut stream, "POST", "/counter/c", b"").1), want);
+        assert_eq!(value(&http_request(&mut stream, "POST", "/counter/c", b"").1), want);
     }
     assert!(started.elapsed() < Duration::from_secs(10), "served while c hung: {:?}", started.elapsed());
     resh.wait_until("c is late", WAIT, |r| r.faults("c", "late") == 1);
@@ -180,7 +175,7 @@ fn a_replica_that_hangs_is_reported_late_and_rebuilt() {
         r.log().matches("replica joins the vote replica=c from_request=").count() >= 2
     });
     for want in 11..=15 {
-        assert_eq!(value(&request(&mut stream, "POST", "/counter/c", b"").1), want);
+        assert_eq!(value(&http_request(&mut stream, "POST", "/counter/c", b"").1), want);
     }
     for name in ["a", "b", "c"] {
         wait_counter(&resh, name, "c", 15);
@@ -226,16 +221,16 @@ fn curl_puts_a_large_body_with_expect_continue_and_reads_it_back() {
 fn a_request_no_replica_answers_times_out_and_the_order_goes_on() {
     let resh = Resh::start(&config([&[], &[], &[]], "[http]\nrequest_timeout_ms = 1000"));
     let mut stream = connect(resh.clients);
-    assert_eq!(value(&request(&mut stream, "POST", "/counter/c", b"").1), 1);
+    assert_eq!(value(&http_request(&mut stream, "POST", "/counter/c", b"").1), 1);
     let started = std::time::Instant::now();
-    let (status, body) = request(&mut stream, "GET", "/hang", b"");
+    let (status, body) = http_request(&mut stream, "GET", "/hang", b"");
     assert_eq!(status, 504, "{}", String::from_utf8_lossy(&body));
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
     // The order is not stuck behind it, on this connection or another.
     let mut other = connect(resh.clients);
-    let (status, body) = request(&mut other, "POST", "/counter/c", b"");
+    let (status, body) = http_request(&mut other, "POST", "/counter/c", b"");
     assert_eq!((status, value(&body)), (200, 2));
-    assert_eq!(value(&request(&mut stream, "GET", "/counter/c", b"").1), 2);
+    assert_eq!(value(&http_request(&mut stream, "GET", "/counter/c", b"").1), 2);
     for name in ["a", "b", "c"] {
         assert_eq!(resh_e2e::fault_total(&resh.replica(name)), 0, "{}", resh.status());
     }
