@@ -14,7 +14,7 @@
 //! | `ordered3` | `resh run`, ordered mode (RESP, or HTTP for the http workload), three replicas (not for echo) |
 //!
 //! The replicas are identical copies of one service (`resh-kv` for RESP, `resh-echo` for the
-//! echo workloads), so the figures measure resh's overhead rather than the spread between
+//! echo workloads, nginx for http), so the figures measure resh's overhead rather than the spread between
 //! diverse versions. The load generator ([`load`]) shares the machine with everything else; its
 //! own CPU share is reported. For each target the bench reports throughput and latency
 //! percentiles (median over the rounds), CPU time per request of the proxy (resh or HAProxy)
@@ -61,9 +61,9 @@ Workloads (--workloads):
             wrk reports no 99.9th percentile
 
 Every connection is closed-loop: one request in flight, the next sent when the whole reply
-arrived and was checked byte for byte. Each round runs every workload against every target in
-turn (the order rotates from round to round); the table shows medians over the rounds and
-ratios against direct and haproxy.
+arrived and was checked byte for byte (http: wrk counts socket errors and non-2xx answers).
+Each round runs every workload against every target in turn (the order rotates from round to
+round); the table shows medians over the rounds and ratios against direct and haproxy.
 The services (resh-kv, resh-echo) must be built next to resh: cargo build --release.
 
 Example:
@@ -127,7 +127,7 @@ pub struct Sample {
     pub throughput: f64,
     /// Requests measured.
     pub requests: u64,
-    /// Connections that failed.
+    /// Connections that failed (http: wrk's failed and non-2xx requests).
     pub errors: u64,
     /// Latency percentiles and mean, microseconds.
     pub p50_us: f64,
@@ -239,6 +239,9 @@ pub enum MeasureError {
         /// The first failure.
         first: Option<RequestFailure>,
     },
+    /// wrk (the http workload) could not run or its report not be read.
+    #[error("{0}")]
+    Wrk(String),
 }
 
 /// Why the memory of idle sessions could not be measured.
@@ -311,12 +314,16 @@ pub fn main(args: &BenchArgs) -> ExitCode {
 struct Binaries {
     resh: PathBuf,
     baseline: Option<PathBuf>,
-    kv: PathBuf,
-    echo: PathBuf,
+    /// The services, found next to resh when a workload needs them.
+    kv: Option<PathBuf>,
+    echo: Option<PathBuf>,
     haproxy: Option<PathBuf>,
+    /// The http workload's server and load generator (Debian's).
+    nginx: Option<PathBuf>,
+    wrk: Option<PathBuf>,
 }
 
-fn binaries(args: &BenchArgs) -> Result<Binaries, BenchError> {
+fn binaries(args: &BenchArgs, jobs: &[Job]) -> Result<Binaries, BenchError> {
     let resh = match &args.resh {
         Some(p) => p.clone(),
         None => std::env::current_exe().map_err(BenchError::CurrentExe)?,
@@ -330,24 +337,52 @@ fn binaries(args: &BenchArgs) -> Result<Binaries, BenchError> {
             Err(BenchError::MissingService(p))
         }
     };
+    let needs = |service: Service| jobs.iter().any(|j| j.service() == service);
     Ok(Binaries {
-        kv: sibling("resh-kv")?,
-        echo: sibling("resh-echo")?,
+        kv: if needs(Service::Kv) { Some(sibling("resh-kv")?) } else { None },
+        // The idle-session measurement runs resh-echo replicas too.
+        echo: if needs(Service::Echo) || args.idle_sessions > 0 { Some(sibling("resh-echo")?) } else { None },
         resh,
         baseline: args.baseline.clone(),
         haproxy: procs::find_program("haproxy"),
+        nginx: procs::find_program("nginx"),
+        wrk: procs::find_program("wrk"),
     })
 }
 
-fn parse_workloads(args: &BenchArgs) -> Result<Vec<Workload>, BenchError> {
+/// One workload: the in-process generator's, or wrk's (`http`, see [`web`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Job {
+    Load(Workload),
+    Http,
+}
+
+impl Job {
+    fn name(self) -> String {
+        match self {
+            Job::Load(w) => w.name(),
+            Job::Http => "http".into(),
+        }
+    }
+
+    /// What the replicas (and `direct`) run.
+    fn service(self) -> Service {
+        match self {
+            Job::Load(w) if w.is_resp() => Service::Kv,
+            Job::Load(_) => Service::Echo,
+            Job::Http => Service::Web,
+        }
+    }
+}
+
+fn parse_workloads(args: &BenchArgs) -> Result<Vec<Job>, BenchError> {
     let mut out = Vec::new();
     for w in &args.workloads {
         let workload = match w.trim() {
-            "resp" => Workload::Resp { value: args.value_size },
-            "echo64" => Workload::Echo { size: 64 },
-            "echo64k" => Workload::Echo { size: 64 * 1024 },
-            // Not the in-process generator's: wrk runs it (`web`).
-            "http" => continue,
+            "resp" => Job::Load(Workload::Resp { value: args.value_size }),
+            "echo64" => Job::Load(Workload::Echo { size: 64 }),
+            "echo64k" => Job::Load(Workload::Echo { size: 64 * 1024 }),
+            "http" => Job::Http,
             other => return Err(BenchError::UnknownWorkload(other.to_string())),
         };
         if !out.contains(&workload) {
@@ -387,7 +422,7 @@ fn run(args: &BenchArgs) -> Result<Report, BenchError> {
     }
     let workloads = parse_workloads(args)?;
     let targets = parse_targets(args)?;
-    let bins = binaries(args)?;
+    let bins = binaries(args, &workloads)?;
     let threads = resh_threads(args);
     procs::stop_children_on_signal();
     let mut notes = Vec::new();
@@ -400,16 +435,23 @@ fn run(args: &BenchArgs) -> Result<Report, BenchError> {
     let env = Env { bins: &bins, dir: &dir, threads, runtime: &runtime };
 
     let mut results = Vec::new();
-    let resp: Vec<Workload> = workloads.iter().copied().filter(|w| w.is_resp()).collect();
-    let echo: Vec<Workload> = workloads.iter().copied().filter(|w| !w.is_resp()).collect();
-    for (service, group) in [(Service::Kv, resp), (Service::Echo, echo)] {
+    for service in [Service::Kv, Service::Echo, Service::Web] {
+        let group: Vec<Job> = workloads.iter().copied().filter(|j| j.service() == service).collect();
         if group.is_empty() {
             continue;
         }
+        if service == Service::Web && (bins.nginx.is_none() || bins.wrk.is_none()) {
+            notes.push("the http workload needs nginx and wrk (apt-get install nginx-light wrk): skipped".into());
+            results.extend(targets.iter().map(|t| Outcome {
+                workload: Job::Http.name(),
+                target: t.to_string(),
+                note: Some("nginx or wrk not installed".into()),
+                rounds: Vec::new(),
+                median: None,
+            }));
+            continue;
+        }
         results.extend(run_group(&env, args, service, &group, &targets, &mut notes)?);
-    }
-    if args.workloads.iter().any(|w| w.trim() == "http") {
-        results.extend(web::run(&env, args, &targets, &mut notes)?);
     }
     let idle = if args.idle_sessions > 0 {
         match idle_memory(&env, args.idle_sessions) {
@@ -435,8 +477,8 @@ fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         "requests": args.requests,
         "warmup_seconds": args.warmup,
         "rounds": args.rounds,
-        "replicas": "identical copies: resh-kv (RESP), resh-echo (echo)",
-        "loadgen": "in-process, one thread (tokio current_thread), closed loop",
+        "replicas": "identical copies: resh-kv (RESP), resh-echo (echo), nginx (http)",
+        "loadgen": "in-process, one thread (tokio current_thread), closed loop; wrk -t1 for http",
     });
     Ok(Report { setup, results, idle, notes })
 }
@@ -453,6 +495,8 @@ struct Env<'a> {
 enum Service {
     Kv,
     Echo,
+    /// nginx serving the web demo's site (the http workload).
+    Web,
 }
 
 impl Service {
@@ -460,13 +504,16 @@ impl Service {
         match self {
             Service::Kv => "resh-kv",
             Service::Echo => "resh-echo",
+            Service::Web => "nginx",
         }
     }
 
-    fn binary(self, bins: &Binaries) -> &Path {
+    /// The program to run (found by [`binaries`] when a workload needs it).
+    fn binary(self, bins: &Binaries) -> Option<&Path> {
         match self {
-            Service::Kv => &bins.kv,
-            Service::Echo => &bins.echo,
+            Service::Kv => bins.kv.as_deref(),
+            Service::Echo => bins.echo.as_deref(),
+            Service::Web => bins.nginx.as_deref(),
         }
     }
 }
@@ -486,7 +533,7 @@ fn run_group(
     env: &Env,
     args: &BenchArgs,
     service: Service,
-    workloads: &[Workload],
+    workloads: &[Job],
     targets: &[&'static str],
     notes: &mut Vec<String>,
 ) -> Result<Vec<Outcome>, BenchError> {
@@ -496,17 +543,25 @@ fn run_group(
     let mut unavailable: Vec<(&'static str, String)> = Vec::new();
     let port = procs::free_port()?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut direct = Proc::spawn(
-        service.name(),
-        Command::new(service.binary(env.bins)).args(["--port", &port.to_string()]),
-        &env.dir.join(format!("{}-direct.log", service.name())),
-    )?;
+    let binary = service.binary(env.bins).ok_or_else(|| BenchError::MissingService(service.name().into()))?;
+    let web = if service == Service::Web { Some(web::Site::write(env.dir)?) } else { None };
+    let mut command = Command::new(binary);
+    match &web {
+        Some(site) => command.args(site.direct_args(port)?),
+        None => command.args(["--port", &port.to_string()]),
+    };
+    let mut direct =
+        Proc::spawn(service.name(), &mut command, &env.dir.join(format!("{}-direct.log", service.name())))?;
+    let replica = match &web {
+        Some(site) => site.replica_command(),
+        None => port_command(binary),
+    };
     procs::wait_listening(addr, &mut direct, Duration::from_secs(10))?;
     let direct_pid = direct.pid();
     procs.push(direct);
     for &name in targets {
-        if name == "ordered3" && service != Service::Kv {
-            unavailable.push((name, "n/a (ordered mode is RESP only)".into()));
+        if name == "ordered3" && service == Service::Echo {
+            unavailable.push((name, "n/a (ordered mode needs requests: RESP or HTTP)".into()));
             continue;
         }
         match name {
@@ -529,7 +584,7 @@ fn run_group(
                 let builds = std::iter::once((name.to_string(), &env.bins.resh))
                     .chain(env.bins.baseline.iter().map(|b| (format!("{name}@base"), b)));
                 for (label, binary) in builds {
-                    let resh = start_resh(env, binary, service, &label, n, ordered, false)?;
+                    let resh = start_resh(env, binary, service, &label, n, ordered, &replica)?;
                     let pid = resh.proc.pid();
                     let backends = procs::children(pid);
                     running.push(Target { name: label, addr: resh.clients, proxy: Some(pid), backends });
@@ -560,7 +615,11 @@ fn run_group(
                         target.name
                     );
                 }
-                match measure(env, args, target, workload) {
+                let measured = match workload {
+                    Job::Load(w) => measure(env, args, target, w),
+                    Job::Http => web::measure(args, env.bins.wrk.as_deref(), target),
+                };
+                match measured {
                     Ok(sample) => samples[w][t].push(sample),
                     Err(e) => {
                         notes.push(format!("{} against {}: {e}", workload.name(), target.name));
@@ -673,7 +732,8 @@ fn median(rounds: &[Sample]) -> Sample {
     }
 }
 
-/// Starts HAProxy in TCP mode in front of `backend`; returns it and its front address.
+/// Starts HAProxy in front of `backend` (`mode tcp`; `mode http` for the web service, with
+/// keep-alive on both sides, its default); returns it and its front address.
 fn start_haproxy(
     env: &Env,
     haproxy: &Path,
@@ -686,10 +746,11 @@ fn start_haproxy(
     // low enough that HAProxy's file-descriptor need, about twice maxconn, fits common limits).
     let config = format!(
         "global\n    nbthread {threads}\n    maxconn 4096\n\n\
-         defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 300s\n    timeout server 300s\n    maxconn 4096\n\n\
+         defaults\n    mode {mode}\n    timeout connect 5s\n    timeout client 300s\n    timeout server 300s\n    maxconn 4096\n\n\
          frontend bench\n    bind {front}\n    default_backend replica\n\n\
          backend replica\n    server r1 {backend}\n",
         threads = env.threads,
+        mode = if service == Service::Web { "http" } else { "tcp" },
     );
     let path = env.dir.join(format!("haproxy-{}.cfg", service.name()));
     write_config(&path, config)?;
@@ -703,6 +764,7 @@ fn start_haproxy(
 }
 
 /// Writes a resh configuration for `n` replicas of `service` and starts `resh run` on it.
+/// (`replica`: a replica's `command`, as TOML.)
 fn start_resh(
     env: &Env,
     resh: &Path,
@@ -710,21 +772,27 @@ fn start_resh(
     name: &str,
     n: usize,
     ordered: bool,
-    admin: bool,
+    replica: &str,
 ) -> Result<ReshProc, ProcError> {
     let mut config = String::from("listen = \"127.0.0.1:0\"\nmax_sessions = 16384\n");
-    if ordered {
-        config.push_str("[vote]\nmode = \"ordered\"\nprotocol = \"resp\"\n");
+    let protocol = if service == Service::Web { "http" } else { "resp" };
+    match (ordered, service == Service::Web) {
+        (true, _) => config.push_str(&format!("[vote]\nmode = \"ordered\"\nprotocol = \"{protocol}\"\n")),
+        (false, true) => config.push_str("[vote]\nprotocol = \"http\"\n"),
+        (false, false) => {}
     }
-    config.push_str("[session]\nidle_timeout_ms = 600000\n");
-    config.push_str(&format!("[admin]\nlisten = \"{}\"\n", if admin { "127.0.0.1:0" } else { "" }));
-    let binary = format!("{:?}", service.binary(env.bins).display().to_string());
+    config.push_str("[session]\nidle_timeout_ms = 600000\n[admin]\nlisten = \"\"\n");
     for i in 1..=n {
-        config.push_str(&format!("[[replica]]\nname = \"r{i}\"\ncommand = [{binary}, \"--port\", \"{{port}}\"]\n"));
+        config.push_str(&format!("[[replica]]\nname = \"r{i}\"\ncommand = {replica}\n"));
     }
     let path = env.dir.join(format!("{name}-{}.toml", service.name()));
     write_config(&path, config)?;
     procs::start_resh(resh, name, &path, env.threads, &env.dir.join(format!("{name}-{}.log", service.name())))
+}
+
+/// A replica's `command` (TOML) that runs `program --port {port}`.
+fn port_command(program: &Path) -> String {
+    format!("[{:?}, \"--port\", \"{{port}}\"]", program.display().to_string())
 }
 
 /// Writes a configuration file of a process the bench starts.
@@ -738,7 +806,8 @@ const IDLE_BURST: usize = 25;
 /// Opens `sessions` idle client sessions to a fresh resh (N=3, stream mode, echo replicas) and
 /// reads its RSS before, with them connected, and after one small echo on each.
 fn idle_memory(env: &Env, sessions: usize) -> Result<IdleMemory, IdleError> {
-    let resh = start_resh(env, &env.bins.resh, Service::Echo, "idle", 3, false, false)?;
+    let echo = env.bins.echo.as_deref().unwrap_or(Path::new("resh-echo"));
+    let resh = start_resh(env, &env.bins.resh, Service::Echo, "idle", 3, false, &port_command(echo))?;
     let pid = resh.proc.pid();
     let addr = resh.clients;
     env.runtime.block_on(async {

@@ -261,14 +261,26 @@ pub fn start_resh(resh: &Path, name: &str, config: &Path, threads: usize, log: &
 
 /// CPU time (user + system) of a process so far, in seconds.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // utime and stime are fields 14 and 15 of stat(5), i.e. 12 and 13 after the name.
+    stat_seconds(&format!("/proc/{pid}"), 11)
+}
+
+/// CPU time (user + system) of this process's children that it waited for (wrk), in seconds.
+pub fn children_cpu_seconds() -> Option<f64> {
+    // cutime and cstime are fields 16 and 17 of stat(5), i.e. 14 and 15 after the name.
+    stat_seconds("/proc/self", 13)
+}
+
+/// Two adjacent clock-tick fields of `<dir>/stat`, `index` and the next one counted from the
+/// first field after the command name, summed, in seconds.
+fn stat_seconds(dir: &str, index: usize) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("{dir}/stat")).ok()?;
     // Fields after the command name, which is in parentheses and may contain spaces.
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of stat(5), i.e. 12 and 13 after the name.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) as f64 / USER_HZ)
+    let first: u64 = fields.get(index)?.parse().ok()?;
+    let second: u64 = fields.get(index + 1)?.parse().ok()?;
+    Some((first + second) as f64 / USER_HZ)
 }
 
 /// The parent pid of a process.

@@ -1,197 +1,57 @@
-//! The `http` workload: wrk (Debian's, a real HTTP client) against nginx serving the web
-//! demo's site, directly, through HAProxy in `mode http`, and through resh in HTTP mode with
-//! one and three nginx replicas, and in HTTP ordered mode with three (identical copies, as in the other workloads, so that the
-//! figures are resh's cost, not the spread between diverse servers).
+//! The `http` workload's own parts: the web demo's site for nginx (the service; replicas are
+//! identical copies, as in the other workloads, so that the figures are resh's cost, not the
+//! spread between diverse servers), and wrk (Debian's, a real HTTP client) as the load
+//! generator. The targets are run as for every workload (`run_group`): HAProxy in `mode
+//! http`, resh in HTTP mode with one and three replicas, and in HTTP ordered mode with three.
 //!
 //! Each connection asks for `/api/products/3` (a 62-byte JSON answer) with keep-alive, one
 //! request in flight; wrk reports the throughput and the latency percentiles (50, 75, 90, 99:
 //! it has no 99.9th). Errors are wrk's socket errors and non-2xx answers.
-use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
-use super::procs::{self, Proc, ProcError};
-use super::{median, write_config, BenchArgs, BenchError, Env, Outcome, Sample};
+use super::procs;
+use super::{BenchArgs, MeasureError, Sample, Target};
+use crate::error::FileError;
 use crate::webdemo;
 
 /// The path every request asks for.
 pub const PATH: &str = "/api/products/3";
 
-/// One running target.
-struct Target {
-    name: String,
-    addr: SocketAddr,
-    proxy: Option<u32>,
-    backends: Vec<u32>,
+/// The web demo's site and nginx configuration, written once for the group's processes.
+pub(super) struct Site {
+    work: PathBuf,
+    template: PathBuf,
 }
 
-/// Runs the `http` workload against every target, interleaved, as the other workloads are.
-pub(super) fn run(
-    env: &Env,
-    args: &BenchArgs,
-    targets: &[&'static str],
-    notes: &mut Vec<String>,
-) -> Result<Vec<Outcome>, BenchError> {
-    let outcome = |target: &str, note: String| Outcome {
-        workload: "http".into(),
-        target: target.into(),
-        note: Some(note),
-        rounds: Vec::new(),
-        median: None,
-    };
-    let (Some(nginx), Some(wrk)) = (procs::find_program("nginx"), procs::find_program("wrk")) else {
-        notes.push("the http workload needs nginx and wrk (apt-get install nginx-light wrk): skipped".into());
-        return Ok(targets.iter().map(|t| outcome(t, "nginx or wrk not installed".into())).collect());
-    };
-    if args.requests.is_some() {
-        notes.push("the http workload runs for --seconds (wrk has no request count)".into());
-    }
-    let work = env.dir.join("web");
-    let site = work.join("site");
-    webdemo::write_site(&site)?;
-    let template = webdemo::nginx_template(&work, &site)?;
-
-    let mut procs: Vec<Proc> = Vec::new();
-    let mut running: Vec<Target> = Vec::new();
-    let mut unavailable: Vec<(&str, String)> = Vec::new();
-    let port = procs::free_port()?;
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let text = std::fs::read_to_string(&template).map_err(crate::error::FileError::on("read", &template))?;
-    let conf = work.join("nginx-direct.conf");
-    write_config(&conf, text.replace("@PORT@", &port.to_string()))?;
-    let mut direct = Proc::spawn(
-        "nginx",
-        Command::new(&nginx).arg("-p").arg(&work).arg("-c").arg(&conf),
-        &env.dir.join("nginx-direct.log"),
-    )?;
-    procs::wait_listening(addr, &mut direct, Duration::from_secs(10))?;
-    let direct_pid = direct.pid();
-    procs.push(direct);
-    for &name in targets {
-        match name {
-            "direct" => running.push(Target { name: name.into(), addr, proxy: None, backends: vec![direct_pid] }),
-            "haproxy" => match &env.bins.haproxy {
-                None => unavailable.push((name, "haproxy not installed".into())),
-                Some(haproxy) => {
-                    let (proc, front) = start_haproxy(env, haproxy, addr)?;
-                    running.push(Target {
-                        name: name.into(),
-                        addr: front,
-                        proxy: Some(proc.pid()),
-                        backends: vec![direct_pid],
-                    });
-                    procs.push(proc);
-                }
-            },
-            _ => {
-                let n = if name == "resh1" { 1 } else { 3 };
-                let mode = if name == "ordered3" { "ordered" } else { "stream" };
-                let builds = std::iter::once((name.to_string(), &env.bins.resh))
-                    .chain(env.bins.baseline.iter().map(|b| (format!("{name}@base"), b)));
-                for (label, binary) in builds {
-                    let mut config = format!(
-                        "listen = \"127.0.0.1:0\"\nmax_sessions = 16384\n[vote]\nmode = \"{mode}\"\nprotocol = \"http\"\n\
-                         [session]\nidle_timeout_ms = 600000\n[admin]\nlisten = \"\"\n",
-                    );
-                    for i in 1..=n {
-                        config.push_str(&format!(
-                            "[[replica]]\nname = \"r{i}\"\ncommand = {}\n",
-                            webdemo::nginx_command(&template, &work)
-                        ));
-                    }
-                    let path = env.dir.join(format!("{label}-web.toml"));
-                    write_config(&path, config)?;
-                    let resh = procs::start_resh(
-                        binary,
-                        &label,
-                        &path,
-                        env.threads,
-                        &env.dir.join(format!("{label}-web.log")),
-                    )?;
-                    let pid = resh.proc.pid();
-                    running.push(Target {
-                        name: label,
-                        addr: resh.clients,
-                        proxy: Some(pid),
-                        backends: procs::children(pid),
-                    });
-                    procs.push(resh.proc);
-                }
-            }
-        }
+impl Site {
+    /// Writes the site and nginx's configuration template under `dir/web`.
+    pub(super) fn write(dir: &Path) -> Result<Site, FileError> {
+        let work = dir.join("web");
+        let site = work.join("site");
+        webdemo::write_site(&site)?;
+        let template = webdemo::nginx_template(&work, &site)?;
+        Ok(Site { work, template })
     }
 
-    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); running.len()];
-    let mut failures: Vec<Option<String>> = vec![None; running.len()];
-    for round in 0..args.rounds {
-        for t in (0..running.len()).map(|k| (k + round) % running.len()) {
-            if failures[t].is_some() {
-                continue;
-            }
-            let target = &running[t];
-            if !args.json {
-                eprintln!("resh bench: round {}/{}: http against {}", round + 1, args.rounds, target.name);
-            }
-            match measure(args, &wrk, target) {
-                Ok(sample) => samples[t].push(sample),
-                Err(e) => {
-                    notes.push(format!("http against {}: {e}", target.name));
-                    failures[t] = Some(e);
-                }
-            }
-        }
-        for p in &mut procs {
-            p.check_alive()?;
-        }
+    /// nginx's arguments to serve on `port` (its configuration for that port written first).
+    pub(super) fn direct_args(&self, port: u16) -> Result<Vec<std::ffi::OsString>, FileError> {
+        let text = std::fs::read_to_string(&self.template).map_err(FileError::on("read", &self.template))?;
+        let conf = self.work.join("nginx-direct.conf");
+        std::fs::write(&conf, text.replace("@PORT@", &port.to_string())).map_err(FileError::on("write", &conf))?;
+        Ok(vec!["-p".into(), self.work.clone().into(), "-c".into(), conf.into()])
     }
-    let mut out = Vec::new();
-    for &name in targets {
-        let mut found = false;
-        for (t, target) in running.iter().enumerate() {
-            if target.name != name && target.name.strip_suffix("@base") != Some(name) {
-                continue;
-            }
-            found = true;
-            let rounds = std::mem::take(&mut samples[t]);
-            let note = failures[t].take().map(|e| format!("failed: {e}"));
-            let median = (!rounds.is_empty()).then(|| median(&rounds));
-            out.push(Outcome { workload: "http".into(), target: target.name.clone(), note, rounds, median });
-        }
-        if !found {
-            let note =
-                unavailable.iter().find(|(n, _)| *n == name).map_or_else(|| "no result".into(), |(_, w)| w.clone());
-            out.push(outcome(name, note));
-        }
-    }
-    Ok(out)
-}
 
-/// HAProxy in `mode http` (keep-alive on both sides, its default) in front of `backend`.
-fn start_haproxy(env: &Env, haproxy: &Path, backend: SocketAddr) -> Result<(Proc, SocketAddr), ProcError> {
-    let port = procs::free_port()?;
-    let front = SocketAddr::from(([127, 0, 0, 1], port));
-    let config = format!(
-        "global\n    nbthread {threads}\n    maxconn 4096\n\n\
-         defaults\n    mode http\n    timeout connect 5s\n    timeout client 300s\n    timeout server 300s\n    maxconn 4096\n\n\
-         frontend bench\n    bind {front}\n    default_backend replica\n\n\
-         backend replica\n    server r1 {backend}\n",
-        threads = env.threads,
-    );
-    let path = env.dir.join("haproxy-web.cfg");
-    write_config(&path, config)?;
-    let mut proc = Proc::spawn(
-        "haproxy",
-        Command::new(haproxy).arg("-db").arg("-f").arg(&path),
-        &env.dir.join("haproxy-web.log"),
-    )?;
-    procs::wait_listening(front, &mut proc, Duration::from_secs(10))?;
-    Ok((proc, front))
+    /// A replica's `command` (TOML): nginx on the port resh chooses.
+    pub(super) fn replica_command(&self) -> String {
+        webdemo::nginx_command(&self.template, &self.work)
+    }
 }
 
 /// One wrk run against `target` (after an unmeasured warm-up run), with the CPU time and the
 /// peak RSS around it.
-fn measure(args: &BenchArgs, wrk: &Path, target: &Target) -> Result<Sample, String> {
+pub(super) fn measure(args: &BenchArgs, wrk: Option<&Path>, target: &Target) -> Result<Sample, MeasureError> {
+    let wrk = wrk.ok_or_else(|| MeasureError::Wrk("wrk is not installed".into()))?;
     let url = format!("http://{}{PATH}", target.addr);
     let connections = args.connections.to_string();
     // wrk takes whole seconds.
@@ -207,20 +67,20 @@ fn measure(args: &BenchArgs, wrk: &Path, target: &Target) -> Result<Sample, Stri
         Ok(text)
     };
     if args.warmup > 0.0 {
-        run(args.warmup.max(1.0))?;
+        run(args.warmup.max(1.0)).map_err(MeasureError::Wrk)?;
     }
     let reset_ok = target.proxy.is_some_and(procs::reset_peak_rss);
     let probe = || {
         let proxy = target.proxy.and_then(procs::cpu_seconds);
         let backends: f64 = target.backends.iter().filter_map(|&p| procs::cpu_seconds(p)).sum();
-        (proxy, proxy.unwrap_or(0.0) + backends, children_cpu_seconds().unwrap_or(0.0))
+        (proxy, proxy.unwrap_or(0.0) + backends, procs::children_cpu_seconds().unwrap_or(0.0))
     };
     let before = probe();
     let started = std::time::Instant::now();
-    let report = run(args.seconds)?;
+    let report = run(args.seconds).map_err(MeasureError::Wrk)?;
     let elapsed = started.elapsed().as_secs_f64().max(1e-9);
     let after = probe();
-    let parsed = parse_wrk(&report).ok_or_else(|| format!("cannot read wrk's report: {report}"))?;
+    let parsed = parse_wrk(&report).ok_or_else(|| MeasureError::Wrk(format!("cannot read wrk's report: {report}")))?;
     let peak = target.proxy.and_then(|p| procs::status_kib(p, if reset_ok { "VmHWM" } else { "VmRSS" }));
     let requests = parsed.requests.max(1) as f64;
     Ok(Sample {
@@ -239,16 +99,6 @@ fn measure(args: &BenchArgs, wrk: &Path, target: &Target) -> Result<Sample, Stri
         proxy_peak_rss_kib: peak,
         loadgen_cores: (after.2 - before.2) / elapsed,
     })
-}
-
-/// The CPU time of this process's waited-for children (wrk), in seconds: cutime + cstime.
-fn children_cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
-    // cutime and cstime are fields 16 and 17 of stat(5), i.e. 14 and 15 after the name.
-    let cutime: u64 = fields.get(13)?.parse().ok()?;
-    let cstime: u64 = fields.get(14)?.parse().ok()?;
-    Some((cutime + cstime) as f64 / 100.0)
 }
 
 /// What a wrk report says.
