@@ -20,7 +20,9 @@ if ! command -v redis-server >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-
     || echo "   (could not install it; the threaded Rust version stands in)"
 fi
 # The web demo's other two versions.
-if [[ " $* " == *" --web "* ]] && ! { [ -x /usr/sbin/nginx ] && [ -x /usr/sbin/lighttpd ]; }; then
+# (Debian keeps both in /usr/sbin, which a user's PATH may lack; resh looks there too.)
+have() { command -v "$1" >/dev/null || [ -x "/usr/sbin/$1" ]; }
+if [[ " $* " == *" --web "* ]] && ! { have nginx && have lighttpd; }; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "== installing nginx and lighttpd (two of the web demo's three versions)"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light lighttpd >/dev/null

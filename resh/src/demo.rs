@@ -44,7 +44,7 @@ pub struct DemoOptions {
     pub duration: Duration,
     /// How many clients run it.
     pub clients: usize,
-    /// Stay up afterwards for `redis-cli`.
+    /// Stay up afterwards (for `redis-cli`; for curl in the web demo).
     pub keep: bool,
 }
 
@@ -80,22 +80,34 @@ pub enum DemoError {
     /// resh: the request that sets up the workload failed.
     #[error("setting up the workload: {0}")]
     Setup(#[from] ClientError),
-    /// The rust version: it has no process to plant the bug in.
-    #[error("the rust version is not running")]
-    NotRunning,
-    /// The system: `kill` could not be run to plant the bug.
-    #[error("cannot run kill to signal the rust version (pid {pid}): {error}")]
+    /// The bug could not be planted.
+    #[error(transparent)]
+    Plant(#[from] PlantError),
+}
+
+/// Why a demo's planted bug could not be armed (with SIGUSR1) in a version.
+#[derive(Debug, thiserror::Error)]
+pub enum PlantError {
+    /// The version has no process to plant the bug in.
+    #[error("version {0} is not running")]
+    NotRunning(String),
+    /// The system: `kill` could not be run.
+    #[error("cannot run kill to signal version {version} (pid {pid}): {error}")]
     Kill {
-        /// The rust version's pid.
+        /// The version.
+        version: String,
+        /// Its pid.
         pid: u32,
         /// The OS error.
         #[source]
         error: io::Error,
     },
-    /// The rust version: the signal that plants the bug was not delivered.
-    #[error("cannot signal the rust version (pid {pid}): kill {status}")]
+    /// The version: the signal was not delivered.
+    #[error("cannot signal version {version} (pid {pid}): kill {status}")]
     Signal {
-        /// The rust version's pid.
+        /// The version.
+        version: String,
+        /// Its pid.
         pid: u32,
         /// How `kill` exited.
         status: ExitStatus,
@@ -225,7 +237,7 @@ async fn run_in(options: &DemoOptions, work: &Path) -> Result<bool, DemoError> {
         tokio::time::sleep(Duration::from_millis(100)).await;
         if !injected && started.elapsed() >= options.duration / 2 {
             injected = true;
-            plant_bug(&running)?;
+            plant_bug(&running, "rust")?;
             if terminal {
                 println!();
             }
@@ -233,12 +245,7 @@ async fn run_in(options: &DemoOptions, work: &Path) -> Result<bool, DemoError> {
         }
         show.tick(&running, &tally, started.elapsed());
     }
-    for c in clients {
-        if let Ok(Err(e)) = c.await {
-            tally.errors.fetch_add(1, Ordering::Relaxed);
-            eprintln!("\nresh demo: a client failed: {e}");
-        }
-    }
+    join_clients(clients, &tally, "resh demo").await;
     if terminal {
         println!();
     }
@@ -260,21 +267,9 @@ async fn run_in(options: &DemoOptions, work: &Path) -> Result<bool, DemoError> {
     }
 
     let status = supervisor.status();
-    println!("\nresult:");
-    let requests = tally.requests.load(Ordering::Relaxed);
+    print_result(&tally, &status);
     let wrong = tally.wrong.load(Ordering::Relaxed);
     let errors = tally.errors.load(Ordering::Relaxed);
-    println!("  clients sent {requests} requests; wrong answers seen by clients: {wrong}; errors: {errors}");
-    for r in &status {
-        let faults: Vec<String> = r.faults.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k} {n}")).collect();
-        println!(
-            "  version {:<8} state {:<11} faults: {:<14} restarts: {}",
-            r.name,
-            r.state,
-            if faults.is_empty() { "none".to_string() } else { faults.join(", ") },
-            r.restarts
-        );
-    }
     let caught = status.iter().any(|r| r.name == "rust" && r.faults.iter().any(|(k, n)| k == "diverged" && *n > 0));
     match &identical {
         Ok(()) => println!("  all three versions hold the same state"),
@@ -354,15 +349,56 @@ fn on_path(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
 }
 
-/// Arms the Rust version's planted bug (it waits for SIGUSR1).
-fn plant_bug(running: &Running) -> Result<(), DemoError> {
+/// Arms the planted bug of `version` (it waits for SIGUSR1).
+pub(crate) fn plant_bug(running: &Running, version: &str) -> Result<(), PlantError> {
     let status = running.shared.supervisor.status();
-    let pid = status.iter().find(|r| r.name == "rust").and_then(|r| r.pid).ok_or(DemoError::NotRunning)?;
+    let pid = status
+        .iter()
+        .find(|r| r.name == version)
+        .and_then(|r| r.pid)
+        .ok_or_else(|| PlantError::NotRunning(version.into()))?;
     let sent = std::process::Command::new("kill").args(["-USR1", &pid.to_string()]).status();
     match sent {
         Ok(s) if s.success() => Ok(()),
-        Ok(status) => Err(DemoError::Signal { pid, status }),
-        Err(error) => Err(DemoError::Kill { pid, error }),
+        Ok(status) => Err(PlantError::Signal { version: version.into(), pid, status }),
+        Err(error) => Err(PlantError::Kill { version: version.into(), pid, error }),
+    }
+}
+
+/// The clients' end: a client that failed counts as an error (`demo`: for the message).
+pub(crate) async fn join_clients<E: std::fmt::Display>(
+    clients: Vec<tokio::task::JoinHandle<Result<(), E>>>,
+    tally: &Tally,
+    demo: &str,
+) {
+    for c in clients {
+        if let Ok(Err(e)) = c.await {
+            tally.errors.fetch_add(1, Ordering::Relaxed);
+            eprintln!("\n{demo}: a client failed: {e}");
+        }
+    }
+}
+
+/// The result lines: what the clients saw, then each version's state, faults and restarts.
+pub(crate) fn print_result(tally: &Tally, status: &[replicas::ReplicaStatus]) {
+    println!("\nresult:");
+    println!(
+        "  clients sent {} requests; wrong answers seen by clients: {}; errors: {}",
+        tally.requests.load(Ordering::Relaxed),
+        tally.wrong.load(Ordering::Relaxed),
+        tally.errors.load(Ordering::Relaxed)
+    );
+    // A column a space wider than the longest name, at least 8.
+    let width = status.iter().map(|r| r.name.len() + 1).max().unwrap_or(0).max(8);
+    for r in status {
+        let faults: Vec<String> = r.faults.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k} {n}")).collect();
+        println!(
+            "  version {:<width$} state {:<11} faults: {:<14} restarts: {}",
+            r.name,
+            r.state,
+            if faults.is_empty() { "none".to_string() } else { faults.join(", ") },
+            r.restarts
+        );
     }
 }
 

@@ -121,7 +121,7 @@ pub async fn run(args: &HttpNoiseArgs) -> Result<(Vec<(String, SocketAddr)>, Rep
     }
     for path in &args.paths {
         if !path.starts_with('/') {
-            return Err(HttpNoiseError::Usage(format!("{path:?} is not a path: it starts with '/'")));
+            return Err(HttpNoiseError::Usage(format!("{path:?} is not a path (a path starts with '/')")));
         }
     }
     let mut samples = Vec::new();
@@ -148,7 +148,7 @@ pub async fn run(args: &HttpNoiseArgs) -> Result<(Vec<(String, SocketAddr)>, Rep
             }
         }
     }
-    Ok((replicas.clone(), analyse(&samples)))
+    Ok((replicas, analyse(&samples)))
 }
 
 /// The replicas to sample: from `--replica`, or the admin API's `/status`.

@@ -198,11 +198,10 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            let options = resh::demo::DemoOptions { duration: Duration::from_secs(seconds), clients, keep };
             let ran = if web {
-                let options = resh::webdemo::WebDemoOptions { duration: Duration::from_secs(seconds), clients, keep };
                 runtime.block_on(resh::webdemo::run(options)).map_err(|e| e.to_string())
             } else {
-                let options = resh::demo::DemoOptions { duration: Duration::from_secs(seconds), clients, keep };
                 runtime.block_on(resh::demo::run(options)).map_err(|e| e.to_string())
             };
             match ran {

@@ -21,9 +21,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use netdomain::config::{Config, ConfigError};
-use netdomain::{InProcessError, Running};
+use netdomain::InProcessError;
 
-use crate::demo::{wait_for, Show, Tally};
+use crate::demo::{join_clients, plant_bug, print_result, wait_for, DemoOptions, PlantError, Show, Tally};
 use crate::error::FileError;
 
 /// The site every version serves (`demo/web/site`), carried in the binary.
@@ -59,17 +59,6 @@ pub fn catalogue() -> Vec<u8> {
         .collect()
 }
 
-/// What the demo is asked to do.
-#[derive(Clone, Debug)]
-pub struct WebDemoOptions {
-    /// How long the workload runs.
-    pub duration: Duration,
-    /// How many clients run it.
-    pub clients: usize,
-    /// Stay up afterwards for curl.
-    pub keep: bool,
-}
-
 /// Why the web demo could not run to its end.
 #[derive(Debug, thiserror::Error)]
 pub enum WebDemoError {
@@ -93,17 +82,9 @@ pub enum WebDemoError {
         /// Versions configured.
         total: usize,
     },
-    /// resh-web: it has no process to plant the bug in.
-    #[error("resh-web is not running")]
-    NotRunning,
-    /// The system: the signal that plants the bug could not be sent.
-    #[error("cannot signal resh-web (pid {pid}): {why}")]
-    Signal {
-        /// resh-web's pid.
-        pid: u32,
-        /// What failed.
-        why: String,
-    },
+    /// The bug could not be planted in resh-web.
+    #[error(transparent)]
+    Plant(#[from] PlantError),
 }
 
 /// Writes the three versions' sites and the nginx and lighttpd configurations under `work`,
@@ -188,21 +169,17 @@ fn write(path: &Path, data: &[u8]) -> Result<(), FileError> {
     std::fs::write(path, data).map_err(FileError::on("write", path))
 }
 
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
-}
-
 /// Runs the web demo in a fresh work directory; `Ok(true)` when it went as it should.
-pub async fn run(options: WebDemoOptions) -> Result<bool, WebDemoError> {
+pub async fn run(options: DemoOptions) -> Result<bool, WebDemoError> {
     let work = std::env::temp_dir().join(format!("resh-web-demo-{}", std::process::id()));
     let result = run_in(&options, &work).await;
     let _ = std::fs::remove_dir_all(&work);
     result
 }
 
-async fn run_in(options: &WebDemoOptions, work: &Path) -> Result<bool, WebDemoError> {
+async fn run_in(options: &DemoOptions, work: &Path) -> Result<bool, WebDemoError> {
     for program in ["nginx", "lighttpd"] {
-        if !on_path(program) && !Path::new("/usr/sbin").join(program).is_file() {
+        if crate::bench::procs::find_program(program).is_none() {
             return Err(WebDemoError::Missing(format!(
                 "{program} is not installed (Debian: apt-get install nginx-light lighttpd; ./scripts/demo.sh --web installs them)"
             )));
@@ -245,7 +222,7 @@ async fn run_in(options: &WebDemoOptions, work: &Path) -> Result<bool, WebDemoEr
         tokio::time::sleep(Duration::from_millis(100)).await;
         if !injected && started.elapsed() >= options.duration / 2 {
             injected = true;
-            plant_bug(&running)?;
+            plant_bug(&running, "resh-web")?;
             if terminal {
                 println!();
             }
@@ -253,12 +230,7 @@ async fn run_in(options: &WebDemoOptions, work: &Path) -> Result<bool, WebDemoEr
         }
         show.tick(&running, &tally, started.elapsed());
     }
-    for c in clients {
-        if let Ok(Err(e)) = c.await {
-            tally.errors.fetch_add(1, Ordering::Relaxed);
-            eprintln!("\nresh demo --web: a client failed: {e}");
-        }
-    }
+    join_clients(clients, &tally, "resh demo --web").await;
     if terminal {
         println!();
     }
@@ -267,21 +239,9 @@ async fn run_in(options: &WebDemoOptions, work: &Path) -> Result<bool, WebDemoEr
     })
     .await;
     let status = supervisor.status();
-    println!("\nresult:");
-    let requests = tally.requests.load(Ordering::Relaxed);
+    print_result(&tally, &status);
     let wrong = tally.wrong.load(Ordering::Relaxed);
     let errors = tally.errors.load(Ordering::Relaxed);
-    println!("  clients sent {requests} requests; wrong answers seen by clients: {wrong}; errors: {errors}");
-    for r in &status {
-        let faults: Vec<String> = r.faults.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k} {n}")).collect();
-        println!(
-            "  version {:<9} state {:<11} faults: {:<14} restarts: {}",
-            r.name,
-            r.state,
-            if faults.is_empty() { "none".to_string() } else { faults.join(", ") },
-            r.restarts
-        );
-    }
     let caught = status.iter().any(|r| r.name == "resh-web" && r.faults.iter().any(|(k, n)| k == "diverged" && *n > 0));
     let false_faults = status.iter().any(|r| r.name != "resh-web" && r.faults.values().sum::<u64>() > 0);
     let ok = wrong == 0 && errors == 0 && caught && repaired && !false_faults;
@@ -304,17 +264,6 @@ async fn run_in(options: &WebDemoOptions, work: &Path) -> Result<bool, WebDemoEr
     }
     resh.stop(Duration::from_secs(10)).await;
     Ok(ok)
-}
-
-/// Arms resh-web's planted bug (it waits for SIGUSR1).
-fn plant_bug(running: &Running) -> Result<(), WebDemoError> {
-    let status = running.shared.supervisor.status();
-    let pid = status.iter().find(|r| r.name == "resh-web").and_then(|r| r.pid).ok_or(WebDemoError::NotRunning)?;
-    match std::process::Command::new("kill").args(["-USR1", &pid.to_string()]).status() {
-        Ok(s) if s.success() => Ok(()),
-        Ok(s) => Err(WebDemoError::Signal { pid, why: format!("kill {s}") }),
-        Err(e) => Err(WebDemoError::Signal { pid, why: e.to_string() }),
-    }
 }
 
 /// What a correct service answers to each request of the workload: (path, status, body).
@@ -364,21 +313,21 @@ async fn client(id: usize, addr: SocketAddr, deadline: Instant, tally: Arc<Tally
 
 /// A minimal HTTP/1.1 client on one kept-alive connection (resh frames its answers with
 /// Content-Length).
-pub struct HttpClient {
+struct HttpClient {
     stream: TcpStream,
     buffer: Vec<u8>,
 }
 
 impl HttpClient {
     /// Connects to `addr`.
-    pub async fn connect(addr: SocketAddr) -> Result<HttpClient, String> {
+    async fn connect(addr: SocketAddr) -> Result<HttpClient, String> {
         let stream = TcpStream::connect(addr).await.map_err(|e| format!("cannot connect to {addr}: {e}"))?;
         let _ = stream.set_nodelay(true);
         Ok(HttpClient { stream, buffer: Vec::new() })
     }
 
     /// `GET path`: (status, body).
-    pub async fn get(&mut self, path: &str) -> Result<(u16, Vec<u8>), String> {
+    async fn get(&mut self, path: &str) -> Result<(u16, Vec<u8>), String> {
         let request = format!("GET {path} HTTP/1.1\r\nHost: resh-demo\r\n\r\n");
         self.stream.write_all(request.as_bytes()).await.map_err(|e| format!("cannot send GET {path}: {e}"))?;
         let head_end = loop {
