@@ -32,20 +32,23 @@ pub struct Plan {
 }
 
 /// Whether `key` (a dotted path of a changed value) can change in a running resh in `mode`
-/// (`grouped`: a D-RESH host).
-pub fn is_live(key: &str, mode: Mode, grouped: bool) -> bool {
+/// (`fixed_replicas`: the replicas and quorum stay until a restart: a D-RESH host, whose
+/// hosts' state transfers copy a core's replica set as it was built, and HTTP in ordered
+/// mode, whose sequencer numbers its vote lanes once).
+pub fn is_live(key: &str, mode: Mode, fixed_replicas: bool) -> bool {
     let top = key.split('.').next().unwrap_or(key);
     match top {
         "max_sessions" | "log" | "session" => true,
         // A stream session takes the replicas admitted when it starts; the supervisor starts
         // and stops replicas as they come and go (`Supervisor::add`, `Supervisor::remove`).
         // Ordered mode's core takes them too (`Ordered::change_replicas`), with the quorum.
-        "replica" => mode == Mode::Stream || !grouped,
+        "replica" => mode == Mode::Stream || !fixed_replicas,
         "vote" => match mode {
             Mode::Stream => !matches!(key, "vote.mode" | "vote.protocol"),
             // New timeouts (`Ordered::retune`) and the quorum, with the replicas.
             Mode::Ordered => {
-                matches!(key, "vote.lag_timeout_ms" | "vote.vote_timeout_ms") || (key == "vote.quorum" && !grouped)
+                matches!(key, "vote.lag_timeout_ms" | "vote.vote_timeout_ms")
+                    || (key == "vote.quorum" && !fixed_replicas)
             }
         },
         "ordered" => {
@@ -67,11 +70,12 @@ pub fn plan(running: &Config, new: &Config) -> Plan {
     let mode = running.vote.mode;
     // A D-RESH host keeps its replicas and quorum; so does HTTP in ordered mode, whose
     // sequencer (`http::ordered`) numbers its vote lanes once.
-    let grouped = running.group.is_some()
+    let fixed_replicas = running.group.is_some()
         || (mode == Mode::Ordered && running.vote.protocol == Some(crate::config::Protocol::Http));
     // The quorum goes with the replicas it counts: both are live or neither (see `is_live`),
     // so the new file's quorum never meets the old replicas.
-    let (applied, not_live): (Vec<String>, Vec<String>) = changed.into_iter().partition(|k| is_live(k, mode, grouped));
+    let (applied, not_live): (Vec<String>, Vec<String>) =
+        changed.into_iter().partition(|k| is_live(k, mode, fixed_replicas));
     let mut config = running.clone();
     if !applied.is_empty() {
         config.max_sessions = new.max_sessions;
@@ -86,7 +90,7 @@ pub fn plan(running: &Config, new: &Config) -> Plan {
         } else {
             config.vote.lag_timeout_ms = new.vote.lag_timeout_ms;
             config.vote.vote_timeout_ms = new.vote.vote_timeout_ms;
-            if !grouped {
+            if !fixed_replicas {
                 config.replicas.clone_from(&new.replicas);
                 config.vote.quorum = new.vote.quorum;
             }

@@ -102,31 +102,19 @@ pub enum Stopping {
 pub const DRAIN_QUIET: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl Shared {
-    /// Shared state for a running resh.
-    pub fn new(
-        config: Config,
-        supervisor: Arc<Supervisor>,
-        metrics: Arc<Metrics>,
-        ordered: Option<crate::ordered::Ordered>,
-    ) -> Arc<Shared> {
-        Shared::with_options(config, supervisor, metrics, ordered, RunOptions::default())
-    }
-
-    /// [`new`](Self::new), with `resh run`'s options (the file a reload reads, the log hook).
+    /// Shared state for a running resh, with `resh run`'s options (the file a reload reads,
+    /// the log hook); `http_rules`: HTTP mode's, compiled from the configuration.
     pub fn with_options(
         config: Config,
         supervisor: Arc<Supervisor>,
         metrics: Arc<Metrics>,
-        ordered: Option<crate::ordered::Ordered>,
+        (ordered, http_rules): (Option<crate::ordered::Ordered>, Option<Arc<crate::http::normal::Rules>>),
         options: RunOptions,
     ) -> Arc<Shared> {
         let faults = FaultSink::new(Arc::clone(&metrics), Arc::clone(&supervisor));
         let (stopping, _) = tokio::sync::watch::channel(Stopping::No);
         let slots = Arc::new(Semaphore::new(config.max_sessions));
         let config_http_held = config.http.max_held_bytes.min(Semaphore::MAX_PERMITS);
-        let http_rules = (config.vote.protocol == Some(crate::config::Protocol::Http))
-            .then(|| crate::http::normal::Rules::new(&config.http.rule_config()).ok().map(Arc::new))
-            .flatten();
         Arc::new(Shared {
             config: std::sync::RwLock::new(Arc::new(config)),
             config_path: options.config_path,
@@ -473,6 +461,9 @@ pub enum RunError {
     /// HTTP in ordered mode: the vote refused its parameters (a bug: the configuration was
     /// validated).
     HttpOrder(voter::ConfigError),
+    /// HTTP mode: the rules of `[http]` did not compile (a bug: the configuration was
+    /// validated with them).
+    HttpRules(String),
 }
 
 impl fmt::Display for RunError {
@@ -484,6 +475,7 @@ impl fmt::Display for RunError {
             RunError::Group(e) => write!(f, "group: {e}"),
             RunError::Left(why) => write!(f, "this host left its group and stopped (fail-stop): {why}"),
             RunError::HttpOrder(e) => write!(f, "internal: the HTTP order's vote refused its parameters: {e}"),
+            RunError::HttpRules(e) => write!(f, "internal: [http] refused after validation: {e}"),
         }
     }
 }
@@ -721,8 +713,19 @@ async fn run_inner(
             }
         }
     };
+    let http_rules = match config.vote.protocol {
+        Some(config::Protocol::Http) => match crate::http::normal::Rules::new(&config.http.rule_config()) {
+            Ok(rules) => Some(Arc::new(rules)),
+            Err(problems) => {
+                supervisor.shutdown().await;
+                let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                return Err(RunError::HttpRules(text.join("; ")));
+            }
+        },
+        _ => None,
+    };
     let http_ordered = config.vote.mode == config::Mode::Ordered;
-    let shared = Shared::with_options(config, Arc::clone(&supervisor), metrics, ordered, options);
+    let shared = Shared::with_options(config, Arc::clone(&supervisor), metrics, (ordered, http_rules), options);
     if let (true, Some(rules)) = (http_ordered, shared.http_rules()) {
         match crate::http::ordered::HttpOrder::start(Arc::clone(&shared), rules) {
             Ok(order) => {

@@ -669,8 +669,9 @@ impl OrderedCore {
         self.config.replicas.push(config);
     }
 
-    /// Raises the quorum toward a reload's higher one as a replica joins, as far as a majority
-    /// of `voting` replicas (see [`reconfigure`](Self::reconfigure)).
+    /// Raises the quorum toward a reload's higher one as a replica joins: to a majority of the
+    /// `voting` replicas, and to the target itself once every configured replica votes
+    /// ([`quorum_step`](Self::quorum_step); see [`reconfigure`](Self::reconfigure)).
     fn step_quorum(&mut self, voting: usize, now: Duration) {
         let Some(target) = self.pending_quorum else { return };
         let step = self.quorum_step(target, self.configured, voting);
