@@ -230,31 +230,9 @@ async fn run_in(options: &DemoOptions, work: &Path) -> Result<bool, DemoError> {
     let clients: Vec<_> =
         (0..options.clients).map(|c| tokio::spawn(client(c, running.clients, deadline, Arc::clone(&tally)))).collect();
 
-    let mut show = Show::new();
-    let terminal = show.terminal;
-    let mut injected = false;
-    while Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if !injected && started.elapsed() >= options.duration / 2 {
-            injected = true;
-            plant_bug(&running, "rust")?;
-            if terminal {
-                println!();
-            }
-            println!("  >> injecting a fault: version 'rust' now answers GET {BUGGY_KEY} wrongly (a planted bug)");
-        }
-        show.tick(&running, &tally, started.elapsed());
-    }
-    join_clients(clients, &tally, "resh demo").await;
-    if terminal {
-        println!();
-    }
-
-    // The buggy version must have been caught, restarted and brought back in sync.
-    let repaired = wait_for(Duration::from_secs(15), || {
-        supervisor.status().iter().any(|r| r.name == "rust" && r.incarnation >= 2 && r.state == "ready")
-    })
-    .await;
+    let injected = format!("version 'rust' now answers GET {BUGGY_KEY} wrongly (a planted bug)");
+    let repaired =
+        run_workload(&running, options, (started, &tally), clients, ("rust", &injected), "resh demo").await?;
     // The sequencer replays the history to the restarted version before it votes again; its
     // state matches once that is done.
     let mut identical = same_state(&running, options.clients).await;
@@ -365,8 +343,45 @@ pub(crate) fn plant_bug(running: &Running, version: &str) -> Result<(), PlantErr
     }
 }
 
+/// The middle of a demo: `clients` (spawned at `started`, running until `options.duration`
+/// is over) check every answer; half-way the bug of `bug.0` is planted (`bug.1` says what it
+/// does), and the progress is shown. Returns, once the clients are done, whether the buggy
+/// version was restarted (caught) and is ready again within 15 s.
+pub(crate) async fn run_workload<E: std::fmt::Display>(
+    running: &Running,
+    options: &DemoOptions,
+    (started, tally): (Instant, &Tally),
+    clients: Vec<tokio::task::JoinHandle<Result<(), E>>>,
+    bug: (&str, &str),
+    demo: &str,
+) -> Result<bool, PlantError> {
+    let mut show = Show::new();
+    let mut injected = false;
+    while started.elapsed() < options.duration {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if !injected && started.elapsed() >= options.duration / 2 {
+            injected = true;
+            plant_bug(running, bug.0)?;
+            if show.terminal {
+                println!();
+            }
+            println!("  >> injecting a fault: {}", bug.1);
+        }
+        show.tick(running, tally, started.elapsed());
+    }
+    join_clients(clients, tally, demo).await;
+    if show.terminal {
+        println!();
+    }
+    let supervisor = &running.shared.supervisor;
+    Ok(wait_for(Duration::from_secs(15), || {
+        supervisor.status().iter().any(|r| r.name == bug.0 && r.incarnation >= 2 && r.state == "ready")
+    })
+    .await)
+}
+
 /// The clients' end: a client that failed counts as an error (`demo`: for the message).
-pub(crate) async fn join_clients<E: std::fmt::Display>(
+async fn join_clients<E: std::fmt::Display>(
     clients: Vec<tokio::task::JoinHandle<Result<(), E>>>,
     tally: &Tally,
     demo: &str,

@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 use netdomain::config::{Config, ConfigError};
 use netdomain::InProcessError;
 
-use crate::demo::{join_clients, plant_bug, print_result, wait_for, DemoOptions, PlantError, Show, Tally};
+use crate::demo::{print_result, run_workload, DemoOptions, PlantError, Tally};
 use crate::error::FileError;
 
 /// The site every version serves (`demo/web/site`), carried in the binary.
@@ -215,29 +215,8 @@ async fn run_in(options: &DemoOptions, work: &Path) -> Result<bool, WebDemoError
     let deadline = started + options.duration;
     let clients: Vec<_> =
         (0..options.clients).map(|c| tokio::spawn(client(c, running.clients, deadline, Arc::clone(&tally)))).collect();
-    let mut show = Show::new();
-    let terminal = show.terminal;
-    let mut injected = false;
-    while Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if !injected && started.elapsed() >= options.duration / 2 {
-            injected = true;
-            plant_bug(&running, "resh-web")?;
-            if terminal {
-                println!();
-            }
-            println!("  >> injecting a fault: resh-web now answers /api/products/N with a price one cent too high");
-        }
-        show.tick(&running, &tally, started.elapsed());
-    }
-    join_clients(clients, &tally, "resh demo --web").await;
-    if terminal {
-        println!();
-    }
-    let repaired = wait_for(Duration::from_secs(15), || {
-        supervisor.status().iter().any(|r| r.name == "resh-web" && r.incarnation >= 2 && r.state == "ready")
-    })
-    .await;
+    let bug = ("resh-web", "resh-web now answers /api/products/N with a price one cent too high");
+    let repaired = run_workload(&running, options, (started, &tally), clients, bug, "resh demo --web").await?;
     let status = supervisor.status();
     print_result(&tally, &status);
     let wrong = tally.wrong.load(Ordering::Relaxed);
